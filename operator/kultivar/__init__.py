@@ -1,0 +1,1 @@
+"""Kultivar: the machine-learning lifecycle as Kubernetes custom resources."""

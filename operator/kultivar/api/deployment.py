@@ -1,0 +1,273 @@
+"""Deployment: serve a Model version, roll out new ones as canaries, A/B test, watch drift."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from kultivar.api.common import (
+    CONDITIONS_FIELD,
+    Condition,
+    Duration,
+    KModel,
+    ObjectName,
+    ResourceRequirements,
+)
+
+
+class ModelReference(KModel):
+    """The Model to serve."""
+
+    name: ObjectName = Field(description="Name of the Model in the same namespace.")
+    version: int | None = Field(
+        default=None, ge=1,
+        description="Serve exactly this version. Unset follows the Model's production version.",
+    )
+
+
+class CanaryStep(KModel):
+    """One step of a canary rollout."""
+
+    weight: int = Field(ge=1, le=99, description="Percent of traffic the canary gets during this step.")
+    pause: Duration = Field(default="1m", description="How long the step lasts before the next analysis decides.")
+
+
+class Analysis(KModel):
+    """Checks run on the canary's own metrics before each step advances."""
+
+    interval: Duration = Field(default="30s", description="How often the canary is analysed.")
+    minRequests: int = Field(
+        default=20, ge=0,
+        description="Requests the canary must have served in a step to be judged; fewer is inconclusive (paused).",
+    )
+    maxErrorRate: float = Field(default=0.05, ge=0.0, le=1.0, description="Highest allowed share of failed requests.")
+    maxLatencyP95Seconds: float = Field(default=0.5, gt=0.0, description="Highest allowed 95th percentile latency.")
+    maxPredictionShift: float = Field(
+        default=0.25, ge=0.0,
+        description="Highest allowed PSI between the canary's and the stable version's prediction distributions.",
+    )
+    metricsSource: Literal["pods", "prometheus"] = Field(
+        default="pods", description="Where metrics come from: scraping the serving pods, or a Prometheus server."
+    )
+    prometheusUrl: str | None = Field(default=None, description="Prometheus base URL when metricsSource is prometheus.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.metricsSource != 'prometheus' || has(self.prometheusUrl)",
+         "message": "prometheusUrl is required when metricsSource is prometheus", "fieldPath": ".prometheusUrl"},
+    ]})
+
+
+class CanaryStrategy(KModel):
+    """Weighted steps with automatic analysis, promotion and rollback."""
+
+    steps: list[CanaryStep] = Field(
+        default_factory=lambda: [CanaryStep(weight=10), CanaryStep(weight=50)],
+        description="Traffic steps in increasing weight; after the last one the canary is promoted.",
+        json_schema_extra={"maxItems": 20},
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Canary analysis.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "size(self.steps) == 0 || self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+         "message": "canary step weights must be distinct", "fieldPath": ".steps"},
+        {"rule": "self.steps.map(s, s.weight).isSorted()",
+         "message": "canary step weights must increase", "fieldPath": ".steps"},
+    ]})
+
+
+class Variant(KModel):
+    """A Model version that takes a fixed share of traffic in an A/B test."""
+
+    version: int = Field(ge=1, description="Model version.")
+    weight: int = Field(ge=0, le=100, description="Percent of traffic.")
+
+
+class ABTestStrategy(KModel):
+    """Fixed traffic split between versions, or header-based selection."""
+
+    variants: list[Variant] = Field(
+        description="Versions and their traffic shares; weights add up to 100.",
+        min_length=2,
+        json_schema_extra={
+            "maxItems": 10, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"],
+        },
+    )
+    header: str | None = Field(
+        default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$",
+        description="Request header whose value names a version (e.g. x-model-version: 3) to select it explicitly.",
+    )
+    stickyKey: str | None = Field(
+        default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$",
+        description="Request header hashed to keep a client on one variant.",
+    )
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.variants.map(v, v.weight).sum() == 100",
+         "message": "abTest variant weights must add up to 100", "fieldPath": ".variants"},
+    ]})
+
+
+class Strategy(KModel):
+    """How new versions reach traffic."""
+
+    type: Literal["Canary", "ABTest", "Immediate"] = Field(
+        default="Canary",
+        description="Canary: weighted steps with analysis; ABTest: fixed split; Immediate: replace at once.",
+    )
+    canary: CanaryStrategy = Field(default_factory=CanaryStrategy, description="Canary settings.")
+    abTest: ABTestStrategy | None = Field(default=None, description="A/B test settings (type ABTest).")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.type != 'ABTest' || has(self.abTest)",
+         "message": "strategy.abTest is required when type is ABTest", "fieldPath": ".abTest"},
+    ]})
+
+
+class ParentReference(KModel):
+    """A Gateway API Gateway (listener) to attach the HTTPRoute to."""
+
+    name: ObjectName = Field(description="Gateway name.")
+    namespace: str | None = Field(default=None, description="Gateway namespace; unset is the Deployment's.")
+    sectionName: str | None = Field(default=None, description="Listener name on the Gateway.")
+
+
+class GatewayTraffic(KModel):
+    """Gateway API routing settings."""
+
+    parentRefs: list[ParentReference] = Field(min_length=1, description="Gateways the HTTPRoute attaches to.",
+                                              json_schema_extra={"maxItems": 8})
+    hostnames: list[str] = Field(default_factory=list, description="Hostnames the route matches.",
+                                 json_schema_extra={"maxItems": 16})
+
+
+class Traffic(KModel):
+    """How traffic is split between versions."""
+
+    router: Literal["replicas", "gatewayAPI"] = Field(
+        default="replicas",
+        description="replicas: weights approximated by replica counts behind one Service (any cluster); "
+                    "gatewayAPI: exact weights through an HTTPRoute.",
+    )
+    gateway: GatewayTraffic | None = Field(default=None, description="Gateway API settings (router gatewayAPI).")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "self.router != 'gatewayAPI' || has(self.gateway)",
+         "message": "traffic.gateway is required when router is gatewayAPI", "fieldPath": ".gateway"},
+    ]})
+
+
+class Retrain(KModel):
+    """Retraining when drift persists."""
+
+    enabled: bool = Field(default=True, description="Create a TrainingRun when drift stays past the threshold.")
+    cooldown: Duration = Field(default="1h", description="Minimum time between two drift-triggered runs.")
+    maxRunsPerDay: int = Field(default=3, ge=0, le=100, description="At most this many drift runs per 24 hours.")
+
+
+class Monitoring(KModel):
+    """Drift of live inputs against the training profile."""
+
+    enabled: bool = Field(default=True, description="Watch input drift.")
+    threshold: float = Field(default=0.2, gt=0.0, description="PSI above which a feature counts as drifted.")
+    driftedShare: float = Field(
+        default=0.3, gt=0.0, le=1.0, description="Share of drifted features that makes the model drifted."
+    )
+    minSamples: int = Field(default=200, ge=1, description="Requests needed in the window before judging drift.")
+    window: Duration = Field(default="10m", description="Window over which live inputs are compared.")
+    retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift.")
+
+
+class DeploymentSpec(KModel):
+    """Desired state of a Kultivar Deployment."""
+
+    modelRef: ModelReference = Field(description="The Model to serve.")
+    replicas: int = Field(default=1, ge=0, le=100, description="Serving pods of the stable version.")
+    resources: ResourceRequirements | None = Field(default=None, description="Resources of each serving pod.")
+    image: str | None = Field(default=None, max_length=512,
+                              description="Runtime image; unset uses the operator's configured runtime image.")
+    strategy: Strategy = Field(default_factory=Strategy, description="Rollout strategy.")
+    traffic: Traffic = Field(default_factory=Traffic, description="Traffic routing.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Drift monitoring and retraining.")
+
+
+class VariantStatus(KModel):
+    """A served version and its state."""
+
+    version: int = Field(description="Model version.")
+    role: Literal["stable", "canary", "variant"] = Field(description="Role of this version.")
+    weight: int = Field(description="Percent of traffic routed to it.")
+    replicas: int = Field(default=0, description="Desired serving pods.")
+    readyReplicas: int = Field(default=0, description="Ready serving pods.")
+    requests: int | None = Field(default=None, description="Requests counted at the last analysis.")
+    errorRate: float | None = Field(default=None, description="Error rate at the last analysis.")
+
+
+class AnalysisResult(KModel):
+    """The last canary analysis."""
+
+    time: str = Field(description="When it ran.", json_schema_extra={"format": "date-time"})
+    verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(description="Outcome of the analysis.")
+    failedCheck: str | None = Field(default=None, description="The check that failed, if any.")
+    message: str = Field(default="", description="The numbers that decided it.")
+    requests: int | None = Field(default=None, description="Canary requests in the step.")
+    errorRate: float | None = Field(default=None, description="Canary error rate.")
+    latencyP95Seconds: float | None = Field(default=None, description="Canary 95th percentile latency.")
+    predictionShift: float | None = Field(default=None, description="PSI of canary vs stable predictions.")
+
+
+class Rollout(KModel):
+    """Progress of the current canary; kept in status so every decision survives a restart."""
+
+    version: int = Field(description="The canary version.")
+    step: int = Field(ge=0, description="Index of the current step.")
+    stepStartedAt: str = Field(description="When the current step began.", json_schema_extra={"format": "date-time"})
+    state: Literal["Starting", "Stepping", "Promoting", "RolledBack"] = Field(description="Rollout state.")
+    baseline: str | None = Field(default=None, description="Metrics snapshot at the start of the step (JSON).")
+
+
+class FeatureDrift(KModel):
+    """Drift score of one feature."""
+
+    feature: str = Field(description="Feature name.")
+    psi: float = Field(description="Population stability index against the training profile.")
+
+
+class DriftStatus(KModel):
+    """The last drift check."""
+
+    checkedAt: str = Field(description="When drift was last computed.", json_schema_extra={"format": "date-time"})
+    version: int | None = Field(default=None, description="The version whose inputs were checked.")
+    samples: int = Field(default=0, description="Requests in the window.")
+    window: str | None = Field(default=None, description="The window the check covers.")
+    driftedShare: float | None = Field(default=None, description="Share of features past the threshold.")
+    drifted: bool = Field(default=False, description="Whether the model is considered drifted.")
+    since: str | None = Field(default=None, description="When drift was first seen (continuous).",
+                              json_schema_extra={"format": "date-time"})
+    topFeatures: list[FeatureDrift] = Field(default_factory=list, description="Most drifted features (top 10).")
+
+
+class RetrainStatus(KModel):
+    """The last drift-triggered retraining."""
+
+    trainingRun: str = Field(description="Name of the TrainingRun created.")
+    time: str = Field(description="When it was created.", json_schema_extra={"format": "date-time"})
+    reason: str = Field(default="", description="Why it was created.")
+    recent: list[str] = Field(default_factory=list, description="Creation times of recent drift runs (RFC 3339).")
+
+
+class DeploymentStatus(KModel):
+    """Observed state of a Kultivar Deployment."""
+
+    observedGeneration: int | None = Field(default=None, description="The generation last reconciled.")
+    conditions: list[Condition] = CONDITIONS_FIELD
+    url: str | None = Field(default=None, description="In-cluster URL of the inference service.")
+    stableVersion: int | None = Field(default=None, description="Version serving most traffic.")
+    canaryVersion: int | None = Field(default=None, description="Version in canary, if a rollout is under way.")
+    canaryWeight: int | None = Field(default=None, description="Percent of traffic on the canary.")
+    canaryStep: int | None = Field(default=None, description="Current canary step (1-based).")
+    variants: list[VariantStatus] = Field(default_factory=list, description="Served versions.")
+    rollout: Rollout | None = Field(default=None, description="State of the current canary rollout.")
+    lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
+    drift: DriftStatus | None = Field(default=None, description="The last drift check.")
+    lastRetrain: RetrainStatus | None = Field(default=None, description="The last drift-triggered retraining.")

@@ -1,0 +1,99 @@
+"""Model: the registry of immutable, numbered versions and the gate that picks production."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from kultivar.api.common import CONDITIONS_FIELD, ArtifactRef, Condition, KModel, Metrics
+from kultivar.api.trainingrun import Metric
+
+
+class Promotion(KModel):
+    """The gate a new version must pass to become production."""
+
+    policy: Literal["Automatic", "Manual"] = Field(
+        default="Automatic",
+        description="Automatic promotes every version that passes the gate; Manual serves spec.production only.",
+    )
+    metric: Metric | None = Field(
+        default=None, description="Metric the gate compares. Unset uses each run's headline metric."
+    )
+    minimum: float | None = Field(
+        default=None,
+        description="Absolute bar on the metric (a maximum for error metrics such as rmse and mae).",
+    )
+    minImprovement: float = Field(
+        default=0.0, ge=0.0,
+        description="How much a version must beat the current production version on the metric to replace it.",
+    )
+
+
+class Retention(KModel):
+    """How many versions the registry keeps."""
+
+    keepVersions: int = Field(
+        default=20, ge=1, le=1000,
+        description="Newest versions to keep; older ones are removed from status and the artifact store, "
+                    "except the production version and versions a Deployment serves.",
+    )
+
+
+class ModelSpec(KModel):
+    """Desired state of a Model."""
+
+    description: str | None = Field(default=None, max_length=4096, description="What the model is for.")
+    promotion: Promotion = Field(default_factory=Promotion, description="The promotion gate.")
+    production: int | None = Field(
+        default=None, ge=1,
+        description="Version to serve as production under the Manual policy (pinned from Git).",
+    )
+    retention: Retention = Field(default_factory=Retention, description="Version retention.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.production) || self.promotion.policy == 'Manual'",
+         "message": "production can only be pinned with promotion.policy: Manual", "fieldPath": ".production"},
+    ]})
+
+
+class GateResult(KModel):
+    """What the promotion gate decided for a version."""
+
+    passed: bool = Field(description="Whether the version passed the gate.")
+    reason: str = Field(description="CamelCase reason, e.g. Promoted, BelowMinimum, NoImprovement.")
+    message: str = Field(default="", description="The comparison that decided it.")
+
+
+class ModelVersion(KModel):
+    """One immutable registered version."""
+
+    version: int = Field(ge=1, description="Version number, allocated in order.")
+    trainingRun: str = Field(description="The TrainingRun that produced it.")
+    trainingRunUid: str | None = Field(default=None, description="UID of that TrainingRun.")
+    datasetDigest: str = Field(description="Digest of the Dataset version it was trained on.")
+    dataset: str | None = Field(default=None, description="Name of that Dataset.")
+    artifact: ArtifactRef = Field(description="The model file (skops) and its digest.")
+    profileUri: str | None = Field(default=None, description="Reference profile of the training data (drift).")
+    metric: str | None = Field(default=None, description="Headline metric name.")
+    metrics: Metrics = Field(default_factory=dict, description="Evaluation metrics.")
+    image: str | None = Field(default=None, description="Runtime image that trained it.")
+    createdAt: str = Field(description="When it was registered (RFC 3339).", json_schema_extra={"format": "date-time"})
+    gate: GateResult | None = Field(default=None, description="The promotion gate's decision.")
+    rolledBack: bool | None = Field(default=None, description="A canary of this version was rolled back.")
+    rollbackReason: str | None = Field(default=None, description="Why its canary was rolled back.")
+
+
+class ModelStatus(KModel):
+    """Observed state of a Model."""
+
+    observedGeneration: int | None = Field(default=None, description="The generation last reconciled.")
+    conditions: list[Condition] = CONDITIONS_FIELD
+    latestVersion: int | None = Field(default=None, description="Highest version number allocated.")
+    productionVersion: int | None = Field(default=None, description="Version currently serving as production.")
+    productionMetric: float | None = Field(default=None, description="Gate metric of the production version.")
+    versions: list[ModelVersion] = Field(
+        default_factory=list,
+        description="Registered versions, oldest first.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
+    )

@@ -1,0 +1,52 @@
+"""Operator configuration, read once from the environment (set by the Helm chart)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Artifact store: an fsspec URL that the operator and every workload pod can reach.
+    store_url: str = "file:///var/lib/kultivar/artifacts"
+    # The PVC holding a file:// store, mounted at the store path in workload pods. Empty for object stores.
+    store_pvc: str = "kultivar-artifacts"
+    # Secret with object-store credentials (AWS_* keys), passed to workload pods as environment variables.
+    store_secret: str = ""
+    runtime_image: str = "kultivar-runtime:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    workers: int = 4
+    # Level-based safety net: every object is reconciled at least this often even without events.
+    resync_seconds: float = 300.0
+    # Top-level packages whose estimator classes the operator may import to check a spec before training.
+    estimator_packages: tuple[str, ...] = field(default_factory=lambda: ("sklearn",))
+    metrics_port: int = 8080
+
+    @property
+    def store_path(self) -> str:
+        """Local path of a file:// store (the PVC mount path in pods), or '' for object stores."""
+        url = self.store_url
+        if url.startswith("file://"):
+            return url[len("file://"):]
+        return url if url.startswith("/") else ""
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        env = dict(os.environ if env is None else env)
+        defaults = cls()
+        return cls(
+            store_url=env.get("KULTIVAR_STORE_URL", defaults.store_url),
+            store_pvc=env.get("KULTIVAR_STORE_PVC", defaults.store_pvc),
+            store_secret=env.get("KULTIVAR_STORE_SECRET", defaults.store_secret),
+            runtime_image=env.get("KULTIVAR_RUNTIME_IMAGE", defaults.runtime_image),
+            image_pull_policy=env.get("KULTIVAR_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            workers=int(env.get("KULTIVAR_WORKERS", defaults.workers)),
+            resync_seconds=float(env.get("KULTIVAR_RESYNC_SECONDS", defaults.resync_seconds)),
+            estimator_packages=_split(env.get("KULTIVAR_ESTIMATOR_PACKAGES", ",".join(defaults.estimator_packages))),
+            metrics_port=int(env.get("KULTIVAR_METRICS_PORT", defaults.metrics_port)),
+        )

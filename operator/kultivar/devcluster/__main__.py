@@ -1,0 +1,99 @@
+"""``python -m kultivar.devcluster up|down|status [--state-dir DIR]``: a local cluster for development.
+
+``up`` starts the control plane detached (it outlives the command) and prints ``KUBECONFIG=<path>`` as
+its last line -- the only line on stdout, so ``export $(python -m kultivar.devcluster up)`` works;
+progress goes to stderr. ``down`` stops it from the PID files; ``status`` reports each component.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .cluster import (
+    ClusterError,
+    LocalCluster,
+    api_client,
+    component_status,
+    is_running,
+    stop_from_state_dir,
+)
+from .paths import BinaryNotFoundError
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("KULTIVAR_CLUSTER_DIR") or Path.home() / ".cache" / "kultivar" / "cluster")
+
+
+def _progress(message: str) -> None:
+    print(f"[devcluster] {message}", file=sys.stderr, flush=True)
+
+
+def _print_kubeconfig(state_dir: Path) -> None:
+    print(f"KUBECONFIG={state_dir / 'kubeconfig'}", flush=True)
+
+
+def cmd_up(state_dir: Path) -> int:
+    if is_running(state_dir):
+        _progress(f"already running from {state_dir}")
+        _print_kubeconfig(state_dir)
+        return 0
+    if any(s.running for s in component_status(state_dir)):
+        # Half a cluster (e.g. one process crashed) is not worth repairing: start again from scratch.
+        _progress("found a partially running cluster; stopping it first")
+        stop_from_state_dir(state_dir, progress=_progress)
+    cluster = LocalCluster(state_dir, detach=True, progress=_progress)
+    cluster.start()
+    _print_kubeconfig(cluster.state_dir)
+    return 0
+
+
+def cmd_down(state_dir: Path) -> int:
+    if not any(s.running for s in component_status(state_dir)):
+        _progress(f"no cluster running from {state_dir}")
+    stop_from_state_dir(state_dir, progress=_progress)
+    return 0
+
+
+def cmd_status(state_dir: Path) -> int:
+    """Exit code: 0 running, 1 partially running, 3 stopped (like `systemctl status`)."""
+    statuses = component_status(state_dir)
+    for status in statuses:
+        state = "running" if status.running else "stopped"
+        pid = f"pid {status.pid}" if status.pid else "no pid file"
+        print(f"{status.name:<24} {state:<8} {pid}")
+    running = [s.running for s in statuses]
+    if all(running):
+        ready, detail = api_client(state_dir).readyz()
+        print(f"{'kube-apiserver /readyz':<24} {'ok' if ready else 'NOT READY: ' + detail[:200]}")
+        print(f"KUBECONFIG={state_dir / 'kubeconfig'}")
+        return 0 if ready else 1
+    return 1 if any(running) else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m kultivar.devcluster", description="A local Kubernetes control plane for development."
+    )
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="where kubeconfig, PKI, logs and PID files live (default: $KULTIVAR_CLUSTER_DIR or "
+        "~/.cache/kultivar/cluster)",
+    )
+    args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.expanduser().resolve()
+    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    try:
+        return commands[args.command](state_dir)
+    except (ClusterError, BinaryNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

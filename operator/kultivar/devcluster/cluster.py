@@ -1,0 +1,701 @@
+"""A real Kubernetes control plane on 127.0.0.1, with a kwok fake node instead of a kubelet.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as plain child processes from
+binaries built by ``hack/build-k8s.sh`` -- no Docker, no downloads. Everything listens on 127.0.0.1 only,
+on ports chosen free at start, so several clusters (parallel CI jobs) can coexist on one machine.
+
+State directory layout::
+
+    kubeconfig            admin kubeconfig (embedded CA and client certificate)
+    cluster.json          ports, server URL, etcd data directory: what `status`/`down` need later
+    pki/                  CA, serving and client certificates, service-account keys, component kubeconfigs
+    logs/<name>.log       each process's stdout and stderr
+    pids/<name>.pid       each process's PID, so another process can stop the cluster (`make cluster-down`)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import http.client
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import paths, pki
+
+SERVICE_CIDR = "10.96.0.0/16"
+POD_CIDR = "10.244.0.0/16"
+NODE_NAME = "kwok-node-0"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+CONTEXT_NAME = "kultivar"
+
+# Start order; stop() goes in reverse so that clients go before the API server and etcd goes last.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+SHM_ROOT = Path("/dev/shm")
+SHM_PREFIX = "kultivar-etcd-"
+# A /dev/shm etcd directory whose etcd is gone is only swept when older than this, so that a cluster
+# being started concurrently (directory created, etcd not yet running) is never swept from under it.
+STALE_SHM_AGE_S = 120.0
+
+Progress = Callable[[str], None]
+
+
+class ClusterError(RuntimeError):
+    """The local cluster failed to start, or is not in the state asked for."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Small utilities
+
+
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports on 127.0.0.1; the sockets are held together so no port is handed out twice."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+def _pid_alive(pid: int) -> bool:
+    """True if the process exists and is not a zombie (a zombie has exited and only awaits reaping)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    state = stat.rpartition(")")[2].split()[0]
+    return state not in ("Z", "X")
+
+
+def _pid_runs(pid: int, binary_name: str) -> bool:
+    """True if ``pid`` is alive and still runs ``binary_name`` -- a guard against signalling a reused PID."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
+    except OSError:
+        return False
+    return Path(argv0).name == binary_name
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None]:
+    """A preexec_fn that has the kernel SIGTERM the child when the process that started it dies.
+
+    This is what keeps a killed pytest (SIGKILL, no teardown) from leaving a control plane running.
+    libc is loaded here, in the parent: dlopen() in a forked child of a threaded process can deadlock.
+    The kernel tracks the *thread* that forked, so start the cluster from a long-lived thread.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    parent = os.getpid()
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+# --------------------------------------------------------------------------------------------------
+# Talking to the API server (stdlib only: the harness must not need the kubernetes client to boot)
+
+
+class ApiClient:
+    """A minimal JSON client authenticated with the admin client certificate."""
+
+    def __init__(self, port: int, ca: Path, cert: Path, key: Path) -> None:
+        self.port = port
+        self._ctx = ssl.create_default_context(cafile=str(ca))
+        self._ctx.load_cert_chain(str(cert), str(key))
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ctx, timeout=timeout)
+        try:
+            headers = {"Accept": "application/json"}
+            payload = None
+            if body is not None:
+                payload = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            conn.close()
+        try:
+            return response.status, json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            return response.status, raw.decode(errors="replace")
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.request("GET", path)
+
+    def readyz(self) -> tuple[bool, str]:
+        try:
+            status, body = self.get("/readyz")
+        except (OSError, http.client.HTTPException) as exc:
+            return False, str(exc)
+        return status == 200, str(body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Kubeconfig files
+
+
+def kubeconfig_dict(server: str, ca_pem: bytes, cert: pki.CertPair, user: str) -> dict[str, Any]:
+    import base64
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": CONTEXT_NAME, "cluster": {
+            "server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [{"name": user, "user": {
+            "client-certificate-data": b64(cert.cert_pem), "client-key-data": b64(cert.key_pem)}}],
+        "contexts": [{"name": CONTEXT_NAME, "context": {"cluster": CONTEXT_NAME, "user": user}}],
+        "current-context": CONTEXT_NAME,
+    }
+
+
+def write_kubeconfig(path: Path, server: str, ca_pem: bytes, cert: pki.CertPair, user: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)  # it holds a private key
+    path.write_text(yaml.safe_dump(kubeconfig_dict(server, ca_pem, cert, user), sort_keys=False))
+    return path
+
+
+def user_kubeconfig(state_dir: Path, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:
+    """A kubeconfig for a further (e.g. non-admin) user of a running cluster, for RBAC tests."""
+    state = ClusterState.load(state_dir)
+    ca = pki.load_ca(state_dir / "pki")
+    cert = ca.issue_client_cert(user, groups)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+    target = path or state_dir / "users" / f"{safe}.kubeconfig"
+    return write_kubeconfig(target, state.server, ca.cert_pem, cert, user)
+
+
+# --------------------------------------------------------------------------------------------------
+# Persistent state, readable by another process
+
+
+@dataclass
+class ClusterState:
+    etcd_client_port: int
+    etcd_peer_port: int
+    etcd_metrics_port: int
+    apiserver_port: int
+    controller_manager_port: int
+    scheduler_port: int
+    kwok_port: int
+    etcd_dir: str
+    detached: bool
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @classmethod
+    def allocate(cls, etcd_dir: Path, detached: bool) -> ClusterState:
+        ports = _free_ports(7)
+        return cls(*ports, etcd_dir=str(etcd_dir), detached=detached)
+
+    def save(self, state_dir: Path) -> None:
+        (state_dir / "cluster.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, state_dir: Path) -> ClusterState:
+        path = state_dir / "cluster.json"
+        try:
+            return cls(**json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ClusterError(f"no cluster state in {state_dir} (missing {path.name})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# etcd's data directory
+
+
+def _new_etcd_dir(state_dir: Path) -> Path:
+    """etcd on tmpfs: with --unsafe-no-fsync this makes every write (and so the whole cluster) fast."""
+    if SHM_ROOT.is_dir() and os.access(SHM_ROOT, os.W_OK):
+        _sweep_stale_etcd_dirs()
+        path = SHM_ROOT / f"{SHM_PREFIX}{secrets.token_hex(6)}"
+    else:
+        path = state_dir / "etcd"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
+def _sweep_stale_etcd_dirs() -> None:
+    """Remove etcd directories that a killed test run (no teardown) left on /dev/shm."""
+    now = time.time()
+    for candidate in SHM_ROOT.glob(f"{SHM_PREFIX}*"):
+        try:
+            if now - candidate.stat().st_mtime < STALE_SHM_AGE_S:
+                continue
+            pid = int((candidate / "etcd.pid").read_text())
+        except (OSError, ValueError):
+            pid = 0
+        if not (pid and _pid_runs(pid, "etcd")):
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _remove_etcd_dir(etcd_dir: str | None) -> None:
+    if not etcd_dir:
+        return
+    path = Path(etcd_dir)
+    # Only ever delete what this module created.
+    if path.parent == SHM_ROOT and path.name.startswith(SHM_PREFIX) or path.name == "etcd":
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stopping, from PID files alone
+
+
+def _read_pids(state_dir: Path) -> dict[str, int]:
+    pids: dict[str, int] = {}
+    for name in COMPONENTS:
+        try:
+            pids[name] = int((state_dir / "pids" / f"{name}.pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            continue
+    return pids
+
+
+def _wait_gone(pids: dict[str, int], timeout: float, reap: Callable[[int], None]) -> dict[str, int]:
+    """Wait until the processes have exited; returns those still running at the deadline."""
+    deadline = time.monotonic() + timeout
+    remaining = dict(pids)
+    while remaining and time.monotonic() < deadline:
+        for name, pid in list(remaining.items()):
+            reap(pid)
+            if not _pid_alive(pid):
+                del remaining[name]
+        if remaining:
+            time.sleep(0.05)
+    return remaining
+
+
+def _signal_all(pids: dict[str, int], sig: signal.Signals) -> dict[str, int]:
+    signalled = {}
+    for name, pid in pids.items():
+        if _pid_runs(pid, name):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            signalled[name] = pid
+    return signalled
+
+
+def _reap_if_child(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: Progress | None = None) -> None:
+    """Stop a cluster using only its state directory: SIGTERM each recorded PID, wait, SIGKILL the rest.
+
+    Clients go first and etcd last, so the API server does not spend its shutdown retrying etcd.
+    """
+    state_dir = Path(state_dir)
+    say = progress or (lambda _msg: None)
+    pids = _read_pids(state_dir)
+    without_etcd = {n: p for n, p in pids.items() if n != "etcd"}
+    for group in (without_etcd, {n: p for n, p in pids.items() if n == "etcd"}):
+        signalled = _signal_all(group, signal.SIGTERM)
+        stubborn = _wait_gone(signalled, timeout, _reap_if_child)
+        if stubborn:
+            say(f"killing {', '.join(stubborn)} (no exit {timeout:.0f}s after SIGTERM)")
+            _signal_all(stubborn, signal.SIGKILL)
+            _wait_gone(stubborn, 5.0, _reap_if_child)
+        for name in group:
+            say(f"stopped {name}")
+    with contextlib.suppress(ClusterError):
+        _remove_etcd_dir(ClusterState.load(state_dir).etcd_dir)
+    shutil.rmtree(state_dir / "pids", ignore_errors=True)
+
+
+def api_client(state_dir: Path | str) -> ApiClient:
+    """An admin client for the cluster of a state directory (files only, so any process can use it)."""
+    state_dir = Path(state_dir)
+    pki_dir = state_dir / "pki"
+    return ApiClient(
+        ClusterState.load(state_dir).apiserver_port, pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key"
+    )
+
+
+def is_running(state_dir: Path | str) -> bool:
+    """Every component alive and the API server ready."""
+    if not all(s.running for s in component_status(state_dir)):
+        return False
+    try:
+        return api_client(state_dir).readyz()[0]
+    except (ClusterError, OSError, ssl.SSLError):
+        return False
+
+
+@dataclass
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+
+
+def component_status(state_dir: Path | str) -> list[ComponentStatus]:
+    pids = _read_pids(Path(state_dir))
+    return [
+        ComponentStatus(name, pids.get(name), bool(pids.get(name)) and _pid_runs(pids[name], name))
+        for name in COMPONENTS
+    ]
+
+
+# --------------------------------------------------------------------------------------------------
+# The cluster
+
+
+class LocalCluster:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, with one fake node.
+
+    ``detach=False`` (tests): the processes die with this Python process (PR_SET_PDEATHSIG) and at exit.
+    ``detach=True`` (``make cluster-up``): they run in their own session and outlive the command;
+    stop them with :func:`stop_from_state_dir`.
+    """
+
+    def __init__(self, state_dir: Path | str, detach: bool = False, progress: Progress | None = None) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self.detach = detach
+        self._say = progress or (lambda _msg: None)
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.state: ClusterState | None = None
+        self.pki: pki.ClusterPKI | None = None
+        self.startup_seconds: float | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return self._require_state().server
+
+    def pids(self) -> dict[str, int]:
+        return _read_pids(self.state_dir)
+
+    def start(self, timeout: float = 180.0) -> None:
+        """Start every component and return once the cluster can run pods (see :meth:`wait_ready`)."""
+        if any(s.running for s in component_status(self.state_dir)):
+            raise ClusterError(f"a cluster is already running from {self.state_dir}; stop it first")
+        began = time.monotonic()
+        binaries = paths.all_binaries()  # fail before touching anything if a binary is missing
+        if not self.detach:
+            atexit.register(self.stop)
+        try:
+            self._prepare_state_dir()
+            self._start_control_plane(binaries, began + timeout)
+            self._start_node_side(binaries)
+            self.wait_ready(max(1.0, began + timeout - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+        self._say(f"cluster ready in {self.startup_seconds:.1f}s")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait for /readyz, the fake node Ready and schedulable, and the `default` ServiceAccount.
+
+        The ServiceAccount matters: the ServiceAccount admission plugin rejects pods in a namespace until
+        the controller-manager has created it.
+        """
+        deadline = time.monotonic() + timeout
+        api = self.api()
+        self._poll(lambda: api.readyz()[0], deadline, "kube-apiserver /readyz")
+        self._poll(lambda: self._node_ready(api), deadline, f"node {NODE_NAME} to become Ready (kwok)")
+        self._poll(
+            lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
+            deadline,
+            "the default ServiceAccount (kube-controller-manager)",
+        )
+
+    def stop(self) -> None:
+        """Stop every process (SIGTERM, then SIGKILL) and remove etcd's tmpfs directory. Idempotent."""
+        atexit.unregister(self.stop)
+        stop_from_state_dir(self.state_dir, progress=self._say if self.detach else None)
+        for proc in self._procs.values():  # reap our own children so no zombie lingers
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        self._procs.clear()
+
+    def api(self) -> ApiClient:
+        return api_client(self.state_dir)
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        """A kubeconfig for another identity (certificate CN=user, O=groups), e.g. for RBAC tests."""
+        return user_kubeconfig(self.state_dir, user, groups)
+
+    # -- start-up steps --------------------------------------------------------------------------
+
+    def _prepare_state_dir(self) -> None:
+        """Fresh PKI, ports and logs for every start: a state directory never mixes two clusters."""
+        for stale in ("pids", "pki", "logs", "users", "etcd"):
+            shutil.rmtree(self.state_dir / stale, ignore_errors=True)
+        for sub in ("pids", "logs"):
+            (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
+        etcd_dir = _new_etcd_dir(self.state_dir)
+        self.state = ClusterState.allocate(etcd_dir, self.detach)
+        self.state.save(self.state_dir)
+        self.pki = pki.create_cluster_pki(self.state_dir / "pki", SERVICE_CIDR)
+        self._write_kubeconfigs()
+
+    def _write_kubeconfigs(self) -> None:
+        state, cluster_pki = self._require_state(), self._require_pki()
+        ca_pem = cluster_pki.ca.cert_pem
+        write_kubeconfig(self.kubeconfig_path, state.server, ca_pem, cluster_pki.admin, pki.ADMIN_USER)
+        pki_dir = cluster_pki.directory
+        write_kubeconfig(pki_dir / "kube-controller-manager.kubeconfig", state.server, ca_pem,
+                         cluster_pki.controller_manager, "system:kube-controller-manager")
+        write_kubeconfig(pki_dir / "kube-scheduler.kubeconfig", state.server, ca_pem,
+                         cluster_pki.scheduler, "system:kube-scheduler")
+
+    def _start_control_plane(self, binaries: dict[str, Path], deadline: float) -> None:
+        state = self._require_state()
+        etcd = self._spawn("etcd", binaries["etcd"], self._etcd_args())
+        (Path(state.etcd_dir) / "etcd.pid").write_text(f"{etcd.pid}\n")
+        # No separate wait for etcd: the API server retries its connection, and /readyz covers etcd.
+        self._spawn("kube-apiserver", binaries["kube-apiserver"], self._apiserver_args())
+        began = time.monotonic()
+        api = self.api()
+        self._poll(lambda: api.readyz()[0], deadline, "kube-apiserver /readyz")
+        self._say(f"kube-apiserver ready on {state.server} ({time.monotonic() - began:.1f}s)")
+
+    def _start_node_side(self, binaries: dict[str, Path]) -> None:
+        # These three only need the API server, so they start together.
+        self._spawn("kube-controller-manager", binaries["kube-controller-manager"], self._controller_manager_args())
+        self._spawn("kube-scheduler", binaries["kube-scheduler"], self._scheduler_args())
+        self._spawn("kwok", binaries["kwok"], self._kwok_args())
+        self._create_node()
+
+    def _create_node(self) -> None:
+        status, body = self.api().request("POST", "/api/v1/nodes", fake_node(NODE_NAME))
+        if status not in (201, 409):
+            raise ClusterError(f"creating node {NODE_NAME} failed: HTTP {status}: {body}")
+        self._say(f"node {NODE_NAME} created")
+
+    def _node_ready(self, api: ApiClient) -> bool:
+        status, node = api.get(f"/api/v1/nodes/{NODE_NAME}")
+        if status != 200:
+            return False
+        conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
+        # The node lifecycle controller lifts the not-ready taint some time after Ready; until then the
+        # scheduler would leave pods Pending, so "ready" means both.
+        taints = {t["key"] for t in node.get("spec", {}).get("taints") or []}
+        return conditions.get("Ready") == "True" and "node.kubernetes.io/not-ready" not in taints
+
+    # -- command lines ---------------------------------------------------------------------------
+
+    def _etcd_args(self) -> list[str]:
+        s = self._require_state()
+        client, peer = f"http://127.0.0.1:{s.etcd_client_port}", f"http://127.0.0.1:{s.etcd_peer_port}"
+        return [
+            "--name=kultivar",
+            f"--data-dir={Path(s.etcd_dir) / 'data'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=kultivar={peer}",
+            "--initial-cluster-state=new",
+            f"--listen-metrics-urls=http://127.0.0.1:{s.etcd_metrics_port}",
+            # Throw-away data on tmpfs: durability buys nothing and fsync costs seconds per test run.
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        s, p = self._require_state(), self._require_pki()
+        assert p.apiserver.cert_path and p.apiserver.key_path
+        return [
+            f"--etcd-servers=http://127.0.0.1:{s.etcd_client_port}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={s.apiserver_port}",
+            # Without these the `kubernetes` Service endpoints would point at the host's eth0 address.
+            "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",
+            f"--cert-dir={p.directory / 'apiserver-generated'}",
+            f"--tls-cert-file={p.apiserver.cert_path}",
+            f"--tls-private-key-file={p.apiserver.key_path}",
+            f"--client-ca-file={p.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p.sa_pub}",
+            f"--service-account-signing-key-file={p.sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # Node,RBAC as in a real cluster, so the operator's RBAC manifests are actually exercised.
+            "--authorization-mode=Node,RBAC",
+            # PodSecurity is on by default; naming it keeps it on even if the defaults change. The default
+            # plugins (ServiceAccount among them) stay enabled: nothing is disabled here.
+            "--enable-admission-plugins=PodSecurity",
+            "--allow-privileged=true",
+            "--v=1",
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        s, p = self._require_state(), self._require_pki()
+        return [
+            f"--kubeconfig={p.directory / 'kube-controller-manager.kubeconfig'}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={s.controller_manager_port}",
+            f"--service-account-private-key-file={p.sa_key}",
+            # Publishes kube-root-ca.crt into every namespace, which projected SA token volumes need.
+            f"--root-ca-file={p.ca_cert}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={p.ca_cert}",
+            f"--cluster-signing-key-file={p.ca_key}",
+            # Tests create and delete objects in bursts; client-side throttling would only add latency.
+            "--kube-api-qps=1000",
+            "--kube-api-burst=2000",
+            # React quickly to the fake node becoming Ready (lifts the not-ready taint within ~1s).
+            "--node-monitor-period=1s",
+            "--node-monitor-grace-period=40s",
+            "--v=1",
+        ]
+
+    def _scheduler_args(self) -> list[str]:
+        s, p = self._require_state(), self._require_pki()
+        return [
+            f"--kubeconfig={p.directory / 'kube-scheduler.kubeconfig'}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={s.scheduler_port}",
+            "--v=1",
+        ]
+
+    def _kwok_args(self) -> list[str]:
+        s = self._require_state()
+        return [
+            f"--kubeconfig={self.kubeconfig_path}",
+            f"--config={stages_file()}",
+            "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            f"--cidr={POD_CIDR}",
+            "--node-ip=127.0.0.1",
+            # kwok renews the node's Lease like a kubelet; 40s matches --node-monitor-grace-period.
+            "--node-lease-duration-seconds=40",
+            # kwok's server (healthz, metrics, fake logs/exec) listens only when given an address.
+            f"--server-address=127.0.0.1:{s.kwok_port}",
+        ]
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _spawn(self, name: str, binary: Path, args: list[str]) -> subprocess.Popen[bytes]:
+        log_path = self.state_dir / "logs" / f"{name}.log"
+        with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+            proc = subprocess.Popen(  # noqa: S603 -- fixed binaries, no shell
+                [str(binary), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=self._child_env(),
+                start_new_session=self.detach,
+                preexec_fn=None if self.detach else _die_with_parent(),  # noqa: PLW1509
+            )
+        (self.state_dir / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self._procs[name] = proc
+        self._say(f"started {name} (pid {proc.pid}, log {log_path})")
+        return proc
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The components are told everything by flags; an inherited KUBECONFIG must not redirect them.
+        env.pop("KUBECONFIG", None)
+        # kwok keeps its work files in $KWOK_WORKDIR (default ~/.kwok); keep them with the cluster.
+        env["KWOK_WORKDIR"] = str(self.state_dir / "kwok")
+        return env
+
+    def _check_processes(self) -> None:
+        for name, proc in self._procs.items():
+            code = proc.poll()
+            if code is not None:
+                log = self.state_dir / "logs" / f"{name}.log"
+                raise ClusterError(f"{name} exited with code {code}; last lines of {log}:\n{_log_tail(log)}")
+
+    def _poll(self, predicate: Callable[[], bool], deadline: float, what: str) -> None:
+        """Poll until ``predicate`` holds, failing fast if one of our processes has died meanwhile."""
+        while True:
+            self._check_processes()
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if predicate():
+                    return
+            if time.monotonic() >= deadline:
+                raise ClusterError(f"timed out waiting for {what}; logs are in {self.state_dir / 'logs'}")
+            time.sleep(0.1)
+
+    def _require_state(self) -> ClusterState:
+        if self.state is None:
+            self.state = ClusterState.load(self.state_dir)
+        return self.state
+
+    def _require_pki(self) -> pki.ClusterPKI:
+        if self.pki is None:
+            raise ClusterError("the cluster has not been started by this object")
+        return self.pki
+
+
+def stages_file() -> Path:
+    """kwok's Stage configuration, shipped as package data."""
+    path = resources.files("kultivar.devcluster").joinpath("stages.yaml")
+    return Path(str(path))
+
+
+def fake_node(name: str) -> dict[str, Any]:
+    """A Node object for kwok to manage: it is picked up through the annotation kwok is started with."""
+    capacity = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+        # Node status may be set on create (kubelets self-register that way); the scheduler needs it.
+        "status": {"allocatable": dict(capacity), "capacity": dict(capacity)},
+    }

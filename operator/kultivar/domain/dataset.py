@@ -1,0 +1,224 @@
+"""Dataset decisions: is the spec usable, is a validation due, what did the last one find."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kultivar.api.common import parse_duration
+from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSpec
+from kultivar.config import OperatorConfig
+from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
+from kultivar.domain.jobs import JobOutcome, workload_job
+from kultivar.domain.plan import Event, Plan, blocked
+
+VALIDATED = "Validated"
+KEEP_VERSIONS = 10
+VALIDATION_BACKOFF_LIMIT = 2
+VALIDATION_DEADLINE_SECONDS = 3600
+
+
+def validation_job_name(name: str, attempt: int) -> str:
+    return f"{name}-validate-{attempt}"
+
+
+@dataclass(frozen=True)
+class DatasetObserved:
+    """What the controller read for one reconcile."""
+
+    obj: dict[str, Any]
+    secret_found: bool | None  # None: the spec names no Secret
+    job: JobOutcome | None  # the current attempt's Job, None when there is no attempt or it is gone
+
+
+def spec_problem(spec: DatasetSpec) -> tuple[str, str] | None:
+    """A reason and message when the spec is valid by schema but cannot work."""
+    uri = spec.source.uri
+    if uri.startswith("sklearn://"):
+        name = uri[len("sklearn://"):]
+        if name not in SKLEARN_DATASETS:
+            return ("UnknownSklearnDataset",
+                    f"sklearn://{name} is not a bundled scikit-learn dataset; use one of "
+                    f"{', '.join('sklearn://' + n for n in SKLEARN_DATASETS)}")
+    names = [f.name for f in spec.schema_.features]
+    if spec.schema_.target in names:
+        return ("TargetIsFeature",
+                f"schema.target {spec.schema_.target!r} is also listed in schema.features; remove it from features")
+    return None
+
+
+def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, now: datetime) -> str | None:
+    """Why a new validation attempt should start now, or None."""
+    progress = status.get("validation")
+    if not progress:
+        return "first validation"
+    if progress.get("generation") != generation:
+        return "the spec changed"
+    if progress.get("completedAttempt") != progress.get("attempt"):
+        return None  # the current attempt is still running
+    if spec.refresh:
+        done = parse_time(progress.get("completedAt"))
+        if done is None or now - done >= parse_duration(spec.refresh.interval):
+            return "refresh interval elapsed"
+    return None
+
+
+def _seconds_until_refresh(spec: DatasetSpec, status: dict[str, Any], now: datetime) -> float | None:
+    if not spec.refresh:
+        return None
+    done = parse_time((status.get("validation") or {}).get("completedAt"))
+    if done is None:
+        return None
+    remaining = parse_duration(spec.refresh.interval) - (now - done)
+    return max(1.0, remaining.total_seconds())
+
+
+def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, config: OperatorConfig) -> dict[str, Any]:
+    meta = obj["metadata"]
+    secrets = tuple(s for s in (spec.source.secretRef.name if spec.source.secretRef else "", config.store_secret) if s)
+    return workload_job(
+        name=validation_job_name(meta["name"], attempt),
+        owner=obj,
+        command=["kultivar", "validate-dataset"],
+        env={
+            "KULTIVAR_SPEC": json.dumps(obj["spec"], sort_keys=True),
+            "KULTIVAR_NAMESPACE": meta["namespace"],
+            "KULTIVAR_NAME": meta["name"],
+            "KULTIVAR_STORE": config.store_url,
+            "HOME": "/tmp",
+        },
+        config=config,
+        backoff_limit=VALIDATION_BACKOFF_LIMIT,
+        active_deadline_seconds=VALIDATION_DEADLINE_SECONDS,
+        secret_names=secrets,
+        annotations={"kultivar.io/generation": str(meta.get("generation", 0))},
+        extra_labels={"kultivar.io/workload": "validate-dataset"},
+    )
+
+
+def _record_success(status: dict[str, Any], result: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Plan]:
+    stamp = now_rfc3339(now)
+    version = {
+        "digest": result["digest"],
+        "rows": int(result["rows"]),
+        "snapshotUri": result["snapshotUri"],
+        "profileUri": result["profileUri"],
+        "validatedAt": stamp,
+    }
+    versions = [v for v in status.get("versions") or [] if v.get("digest") != version["digest"]]
+    versions = ([*versions, version])[-KEEP_VERSIONS:]
+    fields = {
+        "digest": version["digest"],
+        "rows": version["rows"],
+        "columns": result.get("columns"),
+        "profileUri": version["profileUri"],
+        "snapshotUri": version["snapshotUri"],
+        "validatedAt": stamp,
+        "versions": versions,
+        "lastFailure": None,
+    }
+    if result.get("features"):
+        fields["features"] = result["features"]
+    changed = status.get("digest") != version["digest"]
+    short = version["digest"][:19]
+    plan = Plan(events=[Event("Normal", "Validated",
+                              f"{version['rows']} rows, digest {short}{' (new version)' if changed else ''}")])
+    return fields, plan
+
+
+def _failure_text(job: JobOutcome) -> tuple[str, str]:
+    result = job.result or {}
+    if result.get("reason"):
+        check = f" [{result['check']}]" if result.get("check") else ""
+        return str(result["reason"]), f"{result.get('message', '')}{check}".strip()
+    reason = {"BackoffLimitExceeded": "BackoffLimitExceeded", "DeadlineExceeded": "DeadlineExceeded"}.get(
+        job.reason, job.reason or "ValidationJobFailed")
+    return reason, job.message or "the validation Job failed without a message; see its pod logs"
+
+
+def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetime) -> Plan:
+    obj = observed.obj
+    meta = obj["metadata"]
+    generation = int(meta.get("generation") or 0)
+    status = dict(obj.get("status") or {})
+    try:
+        spec = DatasetSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as e:
+        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+    problem = spec_problem(spec)
+    if problem:
+        return blocked(*problem)
+    if observed.secret_found is False and spec.source.secretRef:
+        return blocked("SecretNotFound",
+                       f"Secret {spec.source.secretRef.name!r} named in spec.source.secretRef does not exist in "
+                       f"namespace {meta['namespace']}; create it", requeue_after=30)
+
+    plan = Plan()
+    progress = dict(status.get("validation") or {})
+    job = observed.job
+    has_version = bool(status.get("digest"))
+    stamp = now_rfc3339(now)
+
+    # A finished attempt whose result is not recorded yet: record it first.
+    if progress and progress.get("completedAttempt") != progress.get("attempt") and job and job.state in (
+        "Succeeded", "Failed"
+    ):
+        result = job.result or {}
+        progress.update(completedAttempt=progress["attempt"], completedAt=stamp)
+        if job.state == "Succeeded" and result.get("ok"):
+            fields, outcome = _record_success(status, result, now)
+            plan.status.update(fields)
+            plan.events.extend(outcome.events)
+            plan.conditions += [
+                Cond(VALIDATED, True, "Validated", f"attempt {progress['attempt']} passed every check"),
+                Cond(READY, True, "Validated", f"{fields['rows']} rows, digest {fields['digest']}"),
+            ]
+        else:
+            reason, message = _failure_text(job)
+            if job.state == "Succeeded":  # exit 0 but no usable result: treat as a workload bug
+                reason, message = "UnreadableResult", f"validation finished without a readable result: {message}"
+            keep = f"; the last valid version {status['digest']} stays usable" if has_version else ""
+            plan.status["lastFailure"] = f"{reason}: {message}"
+            plan.conditions += [
+                Cond(VALIDATED, False, reason, message),
+                Cond(READY, False, reason, f"{message}{keep}. Fix the data or spec; validation runs again on "
+                                           "every spec change."),
+            ]
+        plan.status["validation"] = progress
+        status = {**status, **plan.status}
+        has_version = bool(status.get("digest"))
+
+    due = _validation_due(spec, {**status, "validation": progress or None}, generation, now)
+    if due:
+        attempt = int(progress.get("attempt") or 0) + 1
+        job_obj = plan_validation_job(obj, spec, attempt, config)
+        plan.jobs.append(job_obj)
+        if progress and progress.get("completedAttempt") != progress.get("attempt"):
+            plan.delete_jobs.append(progress["job"])  # superseded by the new spec
+        plan.status["validation"] = {
+            **progress,
+            "attempt": attempt,
+            "generation": generation,
+            "job": job_obj["metadata"]["name"],
+            "startedAt": stamp,
+        }
+        plan.events.append(Event("Normal", "ValidationStarted", f"validating ({due}) in Job {job_obj['metadata']['name']}"))
+        plan.conditions.append(Cond(VALIDATED, None, "Validating", f"attempt {attempt}: {due}"))
+        if not has_version:
+            plan.conditions.append(Cond(READY, False, "Validating", "validating the data for the first time"))
+        return plan
+
+    if progress and progress.get("completedAttempt") != progress.get("attempt"):
+        # Running. A Job that vanished (deleted by hand) is re-created under the same name.
+        if job is None:
+            plan.jobs.append(plan_validation_job(obj, spec, int(progress["attempt"]), config))
+        if not has_version:
+            plan.conditions.append(Cond(READY, False, "Validating", "validating the data for the first time"))
+        return plan
+
+    plan.requeue_after = _seconds_until_refresh(spec, status, now)
+    return plan

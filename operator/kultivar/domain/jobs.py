@@ -1,0 +1,197 @@
+"""Jobs for the workloads, planned from specs, and what their finished pods reported."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kultivar.api.common import API_VERSION
+from kultivar.config import OperatorConfig
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+OWNER_KIND = "kultivar.io/owner-kind"
+OWNER_NAME = "kultivar.io/owner-name"
+# Exit code of a workload that failed for a reason retrying cannot fix (bad data, bad estimator).
+PERMANENT_FAILURE_EXIT_CODE = 2
+TERMINATION_LOG = "/dev/termination-log"
+
+# Pod Security "restricted": non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp.
+RESTRICTED_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "fsGroup": 65532,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": obj.get("apiVersion", API_VERSION),
+        "kind": obj["kind"],
+        "name": obj["metadata"]["name"],
+        "uid": obj["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def owner_labels(obj: dict[str, Any]) -> dict[str, str]:
+    return {
+        MANAGED_BY: "kultivar",
+        OWNER_KIND: obj["kind"],
+        OWNER_NAME: obj["metadata"]["name"],
+    }
+
+
+def store_volume(config: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Volumes and mounts that give a pod the artifact store (a PVC for file stores)."""
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if config.store_path and config.store_pvc:
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": config.store_pvc}})
+        mounts.append({"name": "artifacts", "mountPath": config.store_path})
+    return volumes, mounts
+
+
+def workload_job(
+    *,
+    name: str,
+    owner: dict[str, Any],
+    command: list[str],
+    env: dict[str, str],
+    config: OperatorConfig,
+    image: str | None = None,
+    resources: dict[str, Any] | None = None,
+    backoff_limit: int = 0,
+    active_deadline_seconds: int | None = None,
+    secret_names: tuple[str, ...] = (),
+    annotations: dict[str, str] | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Job running one workload command in the runtime image, meeting Pod Security "restricted"."""
+    labels = {**owner_labels(owner), **(extra_labels or {})}
+    volumes, mounts = store_volume(config)
+    env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    env_from = [{"secretRef": {"name": s}} for s in secret_names if s]
+    container: dict[str, Any] = {
+        "name": "workload",
+        "image": image or config.runtime_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": command,
+        "env": env_list,
+        "volumeMounts": mounts,
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+        "terminationMessagePath": TERMINATION_LOG,
+        # A crash before the workload writes its message still explains itself through the log tail.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if env_from:
+        container["envFrom"] = env_from
+    if resources:
+        container["resources"] = resources
+    job_spec: dict[str, Any] = {
+        "backoffLimit": backoff_limit,
+        # Bad data or a bad estimator fails the same way every time: do not burn retries on it.
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {"containerName": "workload", "operator": "In",
+                                    "values": [PERMANENT_FAILURE_EXIT_CODE]},
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "ttlSecondsAfterFinished": 7 * 86400,
+        "template": {
+            "metadata": {"labels": labels},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": RESTRICTED_POD_SECURITY,
+                "containers": [container],
+                "volumes": volumes,
+            },
+        },
+    }
+    if active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = active_deadline_seconds
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": owner["metadata"]["namespace"],
+            "labels": labels,
+            "annotations": annotations or {},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": job_spec,
+    }
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """Where a Job stands, and what its workload reported if it finished."""
+
+    state: str  # Pending | Running | Succeeded | Failed
+    reason: str = ""  # Job failure reason: BackoffLimitExceeded, DeadlineExceeded, PodFailurePolicy
+    message: str = ""
+    result: dict[str, Any] | None = None  # decoded termination message of the last finished pod
+    attempts: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+def decode_termination(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"ok": False, "reason": "WorkloadCrashed", "message": text.strip()[-2000:]}
+    return value if isinstance(value, dict) else None
+
+
+def _finished_message(pod: dict[str, Any]) -> tuple[str | None, str]:
+    """The termination message of a pod's workload container and its finishedAt time."""
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (cs.get("state") or {}).get("terminated")
+        if terminated:
+            return terminated.get("message"), terminated.get("finishedAt") or ""
+    return None, ""
+
+
+def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOutcome:
+    if job is None:
+        return JobOutcome("Pending")
+    status = job.get("status") or {}
+    attempts = int(status.get("succeeded") or 0) + int(status.get("failed") or 0) + int(status.get("active") or 0)
+    finished = [(msg, at) for msg, at in map(_finished_message, pods) if msg is not None]
+    finished.sort(key=lambda t: t[1])
+    result = decode_termination(finished[-1][0]) if finished else None
+    common = {"attempts": attempts, "start_time": status.get("startTime"), "result": result}
+    for cond in status.get("conditions") or []:
+        if cond.get("status") != "True":
+            continue
+        if cond.get("type") == "Complete":
+            return JobOutcome("Succeeded", completion_time=status.get("completionTime"), **common)
+        if cond.get("type") == "Failed":
+            return JobOutcome(
+                "Failed",
+                reason=cond.get("reason") or "JobFailed",
+                message=cond.get("message") or "",
+                completion_time=cond.get("lastTransitionTime"),
+                **common,
+            )
+    return JobOutcome("Running" if status.get("startTime") else "Pending", **common)

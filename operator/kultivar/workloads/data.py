@@ -1,0 +1,153 @@
+"""Reading a Dataset's source into a pandas DataFrame.
+
+Supported URIs:
+
+* absolute paths and ``file://`` URIs;
+* ``pvc://<claim>/<path>``: a file on a PersistentVolumeClaim. The validation pod mounts the claim read-only at
+  ``/var/lib/kultivar/pvc/<claim>`` (see :data:`PVC_ROOT`; override with ``KULTIVAR_PVC_ROOT``), so the URI maps
+  to ``/var/lib/kultivar/pvc/<claim>/<path>``. The controller that builds the Job must mount it there;
+* ``s3://``, ``gs://``, ``http(s)://`` through fsspec. Credentials come from the environment (the Dataset's
+  secretRef is exposed as environment variables; s3fs reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+  AWS_ENDPOINT_URL by itself);
+* ``sklearn://<name>`` for the bundled scikit-learn sets (iris, wine, breast_cancer, diabetes, digits); their
+  ``target`` column is renamed to ``schema.target``.
+
+Formats: csv, parquet and jsonl, chosen by extension when ``format: auto`` (``.gz``/``.bz2``/``.zst``/... are
+decompressed on the fly).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from typing import Any
+
+import fsspec
+import pandas as pd
+
+from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSchema, DatasetSource
+
+PVC_ROOT = "/var/lib/kultivar/pvc"
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+
+
+class SourceUnreadable(Exception):
+    """The source could not be read. ``transient`` tells whether retrying may help."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def pvc_root() -> str:
+    return os.environ.get("KULTIVAR_PVC_ROOT", PVC_ROOT)
+
+
+def resolve_uri(uri: str) -> str:
+    """The fsspec URI to read: pvc:// becomes a path on the mounted volume; everything else is unchanged."""
+    if uri.startswith("pvc://"):
+        rest = uri[len("pvc://"):]
+        claim, _, path = rest.partition("/")
+        if not claim or not path:
+            raise SourceUnreadable(f"source {uri!r} must look like pvc://<claim>/<path/to/file>")
+        clean = posixpath.normpath("/" + path)
+        return f"{pvc_root().rstrip('/')}/{claim}{clean}"
+    return uri
+
+
+def detect_format(uri: str, declared: str = "auto") -> str:
+    if declared != "auto":
+        return declared
+    name = uri.split("?", 1)[0].rstrip("/").lower()
+    for comp in _COMPRESSIONS:
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+            break
+    ext = posixpath.splitext(name)[1]
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    raise SourceUnreadable(
+        f"cannot tell the format of {uri!r} from its extension {ext or '(none)'!r}; "
+        "set spec.source.format to csv, parquet or jsonl"
+    )
+
+
+def load_sklearn(name: str, target: str) -> pd.DataFrame:
+    if name not in SKLEARN_DATASETS:
+        raise SourceUnreadable(
+            f"unknown scikit-learn dataset {name!r}; use one of {', '.join(SKLEARN_DATASETS)}"
+        )
+    from sklearn import datasets
+
+    frame: pd.DataFrame = getattr(datasets, f"load_{name}")(as_frame=True).frame
+    if target != "target":
+        if target in frame.columns:
+            raise SourceUnreadable(
+                f"sklearn://{name} already has a column named {target!r}; choose another schema.target "
+                "(the bundled target column is renamed to it)"
+            )
+        frame = frame.rename(columns={"target": target})
+    return frame
+
+
+def _csv_dtypes(schema: DatasetSchema) -> dict[str, Any]:
+    # Categorical codes such as zip codes must stay text ("01234"), not become numbers; a numeric target of a
+    # classification stays numeric so class labels look as the user wrote them.
+    return {f.name: "string" for f in schema.features if f.type == "categorical"}
+
+
+def _read(f: Any, fmt: str, schema: DatasetSchema, sep: str) -> pd.DataFrame:
+    if fmt == "csv":
+        return pd.read_csv(f, sep=sep, dtype=_csv_dtypes(schema) or None)
+    if fmt == "parquet":
+        return pd.read_parquet(f)
+    if fmt == "jsonl":
+        return pd.read_json(f, lines=True, dtype=_csv_dtypes(schema) or None)
+    raise SourceUnreadable(f"unsupported format {fmt!r}; use csv, parquet or jsonl")
+
+
+_TRANSIENT = (ConnectionError, TimeoutError)
+
+
+def load_source(source: DatasetSource, schema: DatasetSchema) -> pd.DataFrame:
+    """Read the source into a DataFrame; raises :class:`SourceUnreadable` with what to fix."""
+    uri = source.uri
+    if uri.startswith("sklearn://"):
+        return load_sklearn(uri[len("sklearn://"):].strip("/"), schema.target)
+    path = resolve_uri(uri)
+    fmt = detect_format(uri, source.format)
+    sep = "\t" if ".tsv" in uri.lower() else ","
+    try:
+        with fsspec.open(path, "rb", compression="infer") as f:
+            df = _read(f, fmt, schema, sep)
+    except SourceUnreadable:
+        raise
+    except FileNotFoundError as e:
+        hint = (f" (the claim is mounted at {pvc_root()}/<claim>)" if uri.startswith("pvc://") else "")
+        raise SourceUnreadable(f"source {uri} does not exist{hint}: check spec.source.uri ({e})") from e
+    except PermissionError as e:
+        raise SourceUnreadable(
+            f"no permission to read {uri}: check the credentials in spec.source.secretRef ({e})"
+        ) from e
+    except _TRANSIENT as e:
+        raise SourceUnreadable(f"could not reach {uri}: {e}", transient=True) from e
+    except ImportError as e:
+        raise SourceUnreadable(f"reading {uri} needs an extra package that is not installed: {e}") from e
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise SourceUnreadable(
+            f"could not parse {uri} as {fmt}: {e}; check the file or set spec.source.format"
+        ) from e
+    except OSError as e:
+        # Network filesystems report outages as OSError; the Job's retry may get through.
+        raise SourceUnreadable(f"could not read {uri}: {e}", transient=True) from e
+    except Exception as e:  # e.g. pyarrow.ArrowInvalid for a corrupt parquet file
+        raise SourceUnreadable(f"could not parse {uri} as {fmt}: {type(e).__name__}: {e}") from e
+    if not isinstance(df, pd.DataFrame):
+        raise SourceUnreadable(f"{uri} did not contain a table")
+    df.columns = [str(c) for c in df.columns]
+    return df

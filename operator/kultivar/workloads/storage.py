@@ -1,0 +1,284 @@
+"""The artifact store: write-once, content-digested files on any fsspec filesystem.
+
+Every artifact Kultivar writes (dataset snapshots, profiles, models, manifests) is immutable once written:
+status fields and model versions point at these files by URI and digest, so silently replacing one would
+break lineage. Writes therefore go to a temporary name in the destination directory and are moved into place;
+an existing file with the same digest makes the write a no-op (so a retried pod succeeds), and an existing file
+with different content is refused with :class:`ArtifactExists`.
+
+Layout under the base URL::
+
+    <namespace>/datasets/<dataset>/<digest-hex>/snapshot.parquet, profile.json
+    <namespace>/runs/<run>-<uid[:8]>/model.skops, manifest.json
+    <namespace>/models/<model>/v<N>/...
+
+Works with plain absolute paths, ``file://``, ``memory://`` (tests) and ``s3://`` (via s3fs; credentials from the
+usual AWS_* environment variables).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, TypedDict
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+CHUNK = 8 * 1024 * 1024
+
+
+class ArtifactRefDict(TypedDict):
+    uri: str
+    digest: str
+    sizeBytes: int
+
+
+class ArtifactExists(Exception):
+    """The destination already holds different content; artifacts are never overwritten."""
+
+    def __init__(self, uri: str, existing: str, new: str) -> None:
+        super().__init__(
+            f"artifact {uri} already exists with digest {existing}, refusing to overwrite it with {new}; "
+            "artifacts are immutable: write to a new path (new run or version) or delete the old one first"
+        )
+        self.uri, self.existing, self.new = uri, existing, new
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + sha256_hex(data)
+
+
+def hash_stream(f: IO[bytes]) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    while chunk := f.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+def hash_local_file(path: str | os.PathLike[str]) -> tuple[str, int]:
+    with open(path, "rb") as f:
+        return hash_stream(f)
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
+
+
+def dataset_prefix(namespace: str, name: str, digest: str) -> str:
+    return f"{namespace}/datasets/{name}/{_hex(digest)}/"
+
+
+def model_version_prefix(namespace: str, model: str, version: int) -> str:
+    return f"{namespace}/models/{model}/v{int(version)}/"
+
+
+def run_prefix(namespace: str, run: str, uid: str) -> str:
+    return f"{namespace}/runs/{run}-{uid[:8]}/"
+
+
+def _clean_relpath(relpath: str) -> str:
+    parts = [p for p in relpath.replace("\\", "/").split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise ValueError(f"artifact path {relpath!r} must stay inside the store: '..' is not allowed")
+    return "/".join(parts)
+
+
+class ArtifactStore:
+    """Write-once artifact storage rooted at ``base_url``."""
+
+    def __init__(self, base_url: str, storage_options: dict[str, Any] | None = None) -> None:
+        if not base_url:
+            raise ValueError("the artifact store needs a base URL, e.g. s3://bucket/kultivar or /var/lib/kultivar")
+        self.base_url = base_url.rstrip("/") or "/"
+        self.storage_options = dict(storage_options or {})
+        self.fs, root = fsspec.core.url_to_fs(self.base_url, **self.storage_options)
+        self.root = root.rstrip("/") if root != "/" else ""
+        self._local = isinstance(self.fs, LocalFileSystem)
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.base_url!r})"
+
+    # ------------------------------------------------------------------------------------------ addressing
+
+    def uri_for(self, relpath: str) -> str:
+        rel = _clean_relpath(relpath)
+        return f"{self.base_url.rstrip('/')}/{rel}" if rel else self.base_url
+
+    def _path(self, relpath: str) -> str:
+        rel = _clean_relpath(relpath)
+        return f"{self.root}/{rel}" if rel else (self.root or "/")
+
+    def _resolve(self, uri: str) -> tuple[Any, str]:
+        """Filesystem and path for a URI; URIs under this store reuse its filesystem and options."""
+        base = self.base_url.rstrip("/")
+        if uri == base or uri.startswith(base + "/"):
+            return self.fs, self._path(uri[len(base):])
+        fs, path = fsspec.core.url_to_fs(uri, **self.storage_options)
+        return fs, path
+
+    # -------------------------------------------------------------------------------------------- reading
+
+    def exists(self, uri: str) -> bool:
+        fs, path = self._resolve(uri)
+        return bool(fs.exists(path))
+
+    def read_bytes(self, uri: str) -> bytes:
+        fs, path = self._resolve(uri)
+        return bytes(fs.cat_file(path))
+
+    @contextmanager
+    def open(self, uri: str) -> Iterator[IO[bytes]]:
+        fs, path = self._resolve(uri)
+        with fs.open(path, "rb") as f:
+            yield f
+
+    def digest(self, uri: str) -> tuple[str, int]:
+        with self.open(uri) as f:
+            return hash_stream(f)
+
+    # -------------------------------------------------------------------------------------------- writing
+
+    def _ref(self, relpath: str, digest: str, size: int) -> ArtifactRefDict:
+        return {"uri": self.uri_for(relpath), "digest": digest, "sizeBytes": size}
+
+    def _existing(self, relpath: str, digest: str) -> ArtifactRefDict | None:
+        """The ref of an identical existing file, None when absent; raises when it differs."""
+        path = self._path(relpath)
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as f:
+            existing, size = hash_stream(f)
+        if existing != digest:
+            raise ArtifactExists(self.uri_for(relpath), existing, digest)
+        return self._ref(relpath, existing, size)
+
+    def _temp_path(self, relpath: str) -> str:
+        # Same directory as the destination so the final move is a rename, not a copy, where the fs allows it;
+        # the dot prefix keeps half-written files out of the way of readers that list the directory.
+        path = self._path(relpath)
+        directory, name = posixpath.split(path)
+        return f"{directory}/.{name}.tmp-{uuid.uuid4().hex[:12]}"
+
+    def _commit(self, tmp: str, relpath: str, digest: str) -> None:
+        """Move a fully written temporary file to its final name without ever overwriting."""
+        final = self._path(relpath)
+        if self._local:
+            try:
+                # link() fails when the destination exists: an atomic create-if-absent on POSIX filesystems.
+                os.link(tmp, final)
+            except FileExistsError:
+                self._existing(relpath, digest)  # same content: fine; different: ArtifactExists
+            except OSError:
+                # Filesystems without hard links: fall back to check-then-rename (small race window).
+                if self._existing(relpath, digest) is None:
+                    os.replace(tmp, final)
+                    return
+            self.fs.rm_file(tmp)
+            return
+        # Object stores have no atomic no-clobber rename; the existence check narrows the race to concurrent
+        # writers of the same path, which the controllers avoid by giving each run and version its own prefix.
+        if self._existing(relpath, digest) is not None:
+            self.fs.rm_file(tmp)
+            return
+        self.fs.mv(tmp, final)
+
+    def _discard(self, tmp: str) -> None:
+        try:
+            if self.fs.exists(tmp):
+                self.fs.rm_file(tmp)
+        except OSError:
+            pass  # best effort: a leftover dot-file is harmless and never at a final name
+
+    def _ensure_parent(self, relpath: str) -> None:
+        parent = posixpath.dirname(self._path(relpath))
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+
+    def write_once(self, relpath: str, data: bytes) -> ArtifactRefDict:
+        """Write ``data`` at ``relpath`` unless identical content is already there."""
+        digest = digest_of(data)
+        found = self._existing(relpath, digest)
+        if found is not None:
+            return found
+        self._ensure_parent(relpath)
+        tmp = self._temp_path(relpath)
+        try:
+            self.fs.pipe_file(tmp, data)
+            self._commit(tmp, relpath, digest)
+        except BaseException:
+            self._discard(tmp)
+            raise
+        return self._ref(relpath, digest, len(data))
+
+    def write_file_once(self, relpath: str, local_path: str | os.PathLike[str]) -> ArtifactRefDict:
+        """Upload a local file at ``relpath`` (streamed, never read into memory whole)."""
+        digest, size = hash_local_file(local_path)
+        found = self._existing(relpath, digest)
+        if found is not None:
+            return found
+        self._ensure_parent(relpath)
+        tmp = self._temp_path(relpath)
+        try:
+            self.fs.put_file(os.fspath(local_path), tmp)
+            self._commit(tmp, relpath, digest)
+        except BaseException:
+            self._discard(tmp)
+            raise
+        return self._ref(relpath, digest, size)
+
+    def copy_once(self, src_uri: str, dest_relpath: str) -> ArtifactRefDict:
+        """Copy an artifact (e.g. a run's model into a model version) under the same write-once rules."""
+        src_fs, src_path = self._resolve(src_uri)
+        if src_fs is self.fs:
+            with src_fs.open(src_path, "rb") as f:
+                digest, size = hash_stream(f)
+            found = self._existing(dest_relpath, digest)
+            if found is not None:
+                return found
+            self._ensure_parent(dest_relpath)
+            tmp = self._temp_path(dest_relpath)
+            try:
+                self.fs.copy(src_path, tmp)
+                with self.fs.open(tmp, "rb") as f:
+                    copied, _ = hash_stream(f)
+                if copied != digest:
+                    raise OSError(f"copy of {src_uri} changed while copying ({digest} -> {copied}); retry")
+                self._commit(tmp, dest_relpath, digest)
+            except BaseException:
+                self._discard(tmp)
+                raise
+            return self._ref(dest_relpath, digest, size)
+        # Across filesystems: stage through a local temporary file so the upload is a plain streamed put.
+        with tempfile.NamedTemporaryFile(prefix="kultivar-copy-") as local:
+            with src_fs.open(src_path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    local.write(chunk)
+            local.flush()
+            return self.write_file_once(dest_relpath, local.name)
+
+    # ------------------------------------------------------------------------------------------ retention
+
+    def delete_prefix(self, relpath: str) -> bool:
+        """Delete everything under ``relpath`` (retention); returns whether anything was there."""
+        rel = _clean_relpath(relpath)
+        if rel.count("/") < 1:
+            # A namespace root or the whole store is never a retention unit: refuse instead of wiping it.
+            raise ValueError(f"refusing to delete {relpath!r}: give a full artifact prefix such as "
+                             "<ns>/models/<model>/v<N>/")
+        path = self._path(rel)
+        if not self.fs.exists(path):
+            return False
+        self.fs.rm(path, recursive=True)
+        return True

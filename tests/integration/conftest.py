@@ -1,0 +1,184 @@
+"""The real control plane for integration tests: one cluster per pytest session.
+
+Set KULTIVAR_TEST_KUBECONFIG to run against an already running cluster (e.g. `make cluster-up`)
+instead of starting one; the start-up then costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import wait_for
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from kultivar.devcluster.cluster import LocalCluster
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRDS_DIR = REPO_ROOT / "crds"
+
+_startup: dict[str, Any] = {}
+
+
+@dataclass
+class Kube:
+    """Handles to the cluster under test."""
+
+    kubeconfig: Path
+    api_client: client.ApiClient
+    state_dir: Path | None = None  # known when the harness (or `make cluster-up`) owns the cluster
+    cluster: LocalCluster | None = None  # set only when this session started the cluster
+    core: client.CoreV1Api = field(init=False)
+    apps: client.AppsV1Api = field(init=False)
+    batch: client.BatchV1Api = field(init=False)
+    custom: client.CustomObjectsApi = field(init=False)
+    apiext: client.ApiextensionsV1Api = field(init=False)
+    rbac: client.RbacAuthorizationV1Api = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.core = client.CoreV1Api(self.api_client)
+        self.apps = client.AppsV1Api(self.api_client)
+        self.batch = client.BatchV1Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
+        self.apiext = client.ApiextensionsV1Api(self.api_client)
+        self.rbac = client.RbacAuthorizationV1Api(self.api_client)
+
+    def new_namespace(self, labels: dict[str, str] | None = None, prefix: str = "kt") -> str:
+        """Create a uniquely named namespace and wait until pods can be created in it.
+
+        Pods are rejected (ServiceAccount admission) until the controller-manager has created the
+        namespace's `default` ServiceAccount, hence the wait.
+        """
+        name = f"{prefix}-{secrets.token_hex(4)}"
+        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels or {}))
+        self.core.create_namespace(body)
+        wait_for(
+            lambda: self.core.read_namespaced_service_account("default", name),
+            timeout=30,
+            message=f"the default ServiceAccount in namespace {name}",
+            ignore=(ApiException,),
+        )
+        return name
+
+    def delete_namespace(self, name: str) -> None:
+        try:
+            self.core.delete_namespace(name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def _state_dir_of(kubeconfig: Path) -> Path | None:
+    """The devcluster state directory a kubeconfig belongs to, if it is one (it sits at its top)."""
+    directory = kubeconfig.resolve().parent
+    return directory if (directory / "cluster.json").is_file() else None
+
+
+def _crd_documents() -> list[dict[str, Any]]:
+    if not CRDS_DIR.is_dir():
+        return []
+    documents = []
+    for path in sorted(CRDS_DIR.glob("*.yaml")):
+        loaded = yaml.safe_load_all(path.read_text())
+        documents += [d for d in loaded if d and d.get("kind") == "CustomResourceDefinition"]
+    return documents
+
+
+def _crd_established(apiext: client.ApiextensionsV1Api, name: str) -> bool:
+    crd = apiext.read_custom_resource_definition(name)
+    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+
+
+def apply_crds(apiext: client.ApiextensionsV1Api) -> list[str]:
+    """Create or replace every CRD in crds/ and wait until each is Established (served)."""
+    names = []
+    for document in _crd_documents():
+        name = document["metadata"]["name"]
+        try:
+            apiext.create_custom_resource_definition(document)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # A reused cluster may hold an older version of the CRD: replace it.
+            current = apiext.read_custom_resource_definition(name)
+            document["metadata"]["resourceVersion"] = current.metadata.resource_version
+            apiext.replace_custom_resource_definition(name, document)
+        names.append(name)
+    for name in names:
+        wait_for(lambda n=name: _crd_established(apiext, n), timeout=30, message=f"CRD {name} Established")
+    return names
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
+    """A real API server with controllers, a scheduler and a kwok node, plus clients for it."""
+    cluster: LocalCluster | None = None
+    reuse = os.environ.get("KULTIVAR_TEST_KUBECONFIG")
+    if reuse:
+        kubeconfig = Path(reuse).expanduser().resolve()
+        if not kubeconfig.is_file():
+            pytest.fail(f"KULTIVAR_TEST_KUBECONFIG={reuse} does not exist")
+        _startup["mode"] = f"reused cluster from {kubeconfig}"
+    else:
+        cluster = LocalCluster(tmp_path_factory.mktemp("cluster"), detach=False)
+        began = time.monotonic()
+        cluster.start()
+        elapsed = time.monotonic() - began
+        _startup["mode"] = f"started a local cluster in {elapsed:.1f}s (state: {cluster.state_dir})"
+        kubeconfig = cluster.kubeconfig_path
+
+    # Code under test (kopf, kubernetes.config) finds the cluster the usual way.
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    api_client: client.ApiClient | None = None
+    try:
+        config.load_kube_config(config_file=str(kubeconfig))
+        api_client = client.ApiClient()
+        handles = Kube(kubeconfig, api_client, _state_dir_of(kubeconfig), cluster)
+        _startup["crds"] = apply_crds(handles.apiext)
+        yield handles
+    finally:
+        if api_client is not None:
+            api_client.close()
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        if cluster is not None:
+            cluster.stop()
+
+
+@pytest.fixture
+def new_namespace(kube: Kube) -> Iterator[Callable[..., str]]:
+    """A factory for namespaces (optionally labelled) that are all deleted after the test."""
+    created: list[str] = []
+
+    def factory(labels: dict[str, str] | None = None) -> str:
+        name = kube.new_namespace(labels)
+        created.append(name)
+        return name
+
+    yield factory
+    for name in created:
+        kube.delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(new_namespace: Callable[..., str]) -> str:
+    """A fresh namespace whose `default` ServiceAccount exists; deleted after the test."""
+    return new_namespace()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _startup:
+        terminalreporter.write_sep("-", "kultivar cluster")
+        terminalreporter.write_line(_startup["mode"])
+        terminalreporter.write_line(f"CRDs applied: {len(_startup.get('crds', []))}")
