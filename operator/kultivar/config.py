@@ -10,6 +10,12 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
 
 
+def _labels(value: str) -> dict[str, str]:
+    """Parse "k=v,k2=v2" into a dict."""
+    pairs = (item.split("=", 1) for item in _split(value))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     # Artifact store: an fsspec URL that the operator and every workload pod can reach.
@@ -26,6 +32,8 @@ class OperatorConfig:
     # Top-level packages whose estimator classes the operator may import to check a spec before training.
     estimator_packages: tuple[str, ...] = field(default_factory=lambda: ("sklearn",))
     metrics_port: int = 8080
+    # Extra labels on every workload pod (cost allocation, mesh opt-outs, a test harness's kubelet stand-in).
+    pod_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def store_path(self) -> str:
@@ -49,4 +57,5 @@ class OperatorConfig:
             resync_seconds=float(env.get("KULTIVAR_RESYNC_SECONDS", defaults.resync_seconds)),
             estimator_packages=_split(env.get("KULTIVAR_ESTIMATOR_PACKAGES", ",".join(defaults.estimator_packages))),
             metrics_port=int(env.get("KULTIVAR_METRICS_PORT", defaults.metrics_port)),
+            pod_labels=_labels(env.get("KULTIVAR_POD_LABELS", "")),
         )

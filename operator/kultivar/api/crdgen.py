@@ -111,7 +111,7 @@ def crd(kind: Kind) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version of the object: kultivar.io/v1alpha1."},
             "kind": {"type": "string", "description": f"Kind of the object: {kind.kind}."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            "metadata": {"type": "object"},  # the API server allows nothing more here
             "spec": spec_schema,
             "status": status_schema,
         },
@@ -175,7 +175,8 @@ def render_chart_template(doc: dict[str, Any]) -> str:
     doc = copy.deepcopy(doc)
     doc["metadata"]["annotations"] = {"helm.sh/resource-policy": "keep"}
     body = yaml.safe_dump(doc, sort_keys=False, width=120)
-    return HEADER.replace("#", "{{/*", 1).rstrip("\n") + " */}}\n{{- if .Values.crds.install }}\n" + body + "{{- end }}\n"
+    comment = HEADER.replace("#", "{{/*", 1).rstrip("\n") + " */}}\n"
+    return comment + "{{- if .Values.crds.install }}\n" + body + "{{- end }}\n"
 
 
 def generated_files() -> dict[str, str]:

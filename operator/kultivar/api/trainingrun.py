@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
@@ -55,15 +55,12 @@ class Search(KModel):
     method: Literal["grid", "random"] = Field(default="grid", description="grid tries every combination; "
                                               "random samples `iterations` of them.")
     space: FreeForm = Field(
-        description="Candidate values per estimator parameter, e.g. {C: [0.1, 1, 10]}. Each value must be a list."
+        description="Candidate values per estimator parameter, e.g. {C: [0.1, 1, 10]}. Each value must be a list.",
+        json_schema_extra={"minProperties": 1},
     )
     cv: int = Field(default=3, ge=2, le=20, description="Number of cross-validation folds.")
     iterations: int = Field(default=10, ge=1, le=1000, description="Candidates sampled by the random method.")
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "self.space.size() > 0", "message": "search.space must name at least one parameter",
-         "fieldPath": ".space"},
-    ]})
 
 
 class Evaluation(KModel):
@@ -79,7 +76,10 @@ class Evaluation(KModel):
     stratify: bool = Field(default=True, description="Keep class proportions in the split (classification only).")
 
 
-IMMUTABLE = "is immutable after creation; create a new TrainingRun instead"
+def immutable(field: str) -> dict[str, list[dict[str, str]]]:
+    """CEL transition rule: the field keeps the value it was created with."""
+    message = f"{field} is immutable after creation; create a new TrainingRun instead"
+    return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
 
 
 class TrainingRunSpec(KModel):
@@ -87,11 +87,11 @@ class TrainingRunSpec(KModel):
 
     datasetRef: DatasetReference = Field(
         description="The Dataset to train on.",
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"datasetRef {IMMUTABLE}"}]},
+        json_schema_extra=immutable("datasetRef"),
     )
     modelRef: LocalObjectReference = Field(
         description="The Model whose registry receives the trained version.",
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"modelRef {IMMUTABLE}"}]},
+        json_schema_extra=immutable("modelRef"),
     )
     estimator: Estimator = Field(description="The scikit-learn estimator to fit.")
     search: Search | None = Field(default=None, description="Optional hyperparameter search.")
@@ -108,7 +108,7 @@ class TrainingRunSpec(KModel):
     trigger: Literal["manual", "drift", "schedule"] = Field(
         default="manual",
         description="Why the run exists; set by Kultivar for runs it creates. Fixed at creation.",
-        json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": f"trigger {IMMUTABLE}"}]},
+        json_schema_extra=immutable("trigger"),
     )
 
 

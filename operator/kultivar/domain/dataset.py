@@ -196,6 +196,7 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
     if due:
         attempt = int(progress.get("attempt") or 0) + 1
         job_obj = plan_validation_job(obj, spec, attempt, config)
+        job_name = job_obj["metadata"]["name"]
         plan.jobs.append(job_obj)
         if progress and progress.get("completedAttempt") != progress.get("attempt"):
             plan.delete_jobs.append(progress["job"])  # superseded by the new spec
@@ -203,10 +204,10 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
             **progress,
             "attempt": attempt,
             "generation": generation,
-            "job": job_obj["metadata"]["name"],
+            "job": job_name,
             "startedAt": stamp,
         }
-        plan.events.append(Event("Normal", "ValidationStarted", f"validating ({due}) in Job {job_obj['metadata']['name']}"))
+        plan.events.append(Event("Normal", "ValidationStarted", f"validating ({due}) in Job {job_name}"))
         plan.conditions.append(Cond(VALIDATED, None, "Validating", f"attempt {attempt}: {due}"))
         if not has_version:
             plan.conditions.append(Cond(READY, False, "Validating", "validating the data for the first time"))

@@ -113,7 +113,7 @@ def workload_job(
         },
         "ttlSecondsAfterFinished": 7 * 86400,
         "template": {
-            "metadata": {"labels": labels},
+            "metadata": {"labels": {**config.pod_labels, **labels}},
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": False,

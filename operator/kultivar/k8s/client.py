@@ -1,18 +1,36 @@
-"""The only place that talks to the Kubernetes API. Synchronous calls; controllers run them in threads."""
+"""The only place that talks to the Kubernetes API.
+
+Objects travel as plain JSON dicts exactly as the API server speaks them: the domain layer plans dicts,
+and sending them verbatim avoids client-side models that validate or drop fields on their own. The
+calls are synchronous; the controllers run them in threads.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
 
 log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, body: Any = None) -> None:
+        message = body.get("message", reason) if isinstance(body, dict) else reason
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.reason = reason
+        self.body = body
+        self.message = message
 
 
 def load_config() -> None:
@@ -22,40 +40,74 @@ def load_config() -> None:
         config.load_kube_config()
 
 
-@dataclass
+def custom_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{BY_KIND[kind].plural}"
+    if name:
+        path += f"/{quote(name)}"
+    if subresource:
+        path += f"/{subresource}"
+    return path
+
+
 class Api:
-    core: client.CoreV1Api
-    apps: client.AppsV1Api
-    batch: client.BatchV1Api
-    custom: client.CustomObjectsApi
+    def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0) -> None:
+        self.api_client = api_client
+        self.request_timeout = request_timeout
 
     @classmethod
     def connect(cls) -> Api:
         load_config()
-        api_client = client.ApiClient()
-        return cls(
-            core=client.CoreV1Api(api_client),
-            apps=client.AppsV1Api(api_client),
-            batch=client.BatchV1Api(api_client),
-            custom=client.CustomObjectsApi(api_client),
+        return cls(client.ApiClient())
+
+    # --- transport ----------------------------------------------------------------------------------
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        prepared = self.api_client.param_serialize(
+            method, path, body=body, header_params=headers, auth_settings=["BearerToken"]
         )
-
-    # --- our custom objects -------------------------------------------------------------------------
-
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        response = self.api_client.call_api(*prepared, _request_timeout=self.request_timeout)
+        response.read()
+        text = response.data.decode() if response.data else ""
         try:
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, BY_KIND[kind].plural, name)
-        except ApiException as e:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = text
+        if response.status >= 400:
+            raise ApiError(response.status, getattr(response, "reason", "") or "", data)
+        return data
+
+    def _get_or_none(self, path: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", path)
+        except ApiError as e:
             if e.status == 404:
                 return None
             raise
 
+    # --- our custom objects -------------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if not name:
+            return None
+        return self._get_or_none(custom_path(kind, namespace, name))
+
     def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, BY_KIND[kind].plural)
-        return list(out.get("items", []))
+        items = self.request("GET", custom_path(kind, namespace)).get("items") or []
+        for item in items:  # list items carry no kind/apiVersion of their own
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
+        return items
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, BY_KIND[kind].plural, body)
+        return self.request("POST", custom_path(kind, namespace), body)
 
     def patch_status(
         self, kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
@@ -64,74 +116,66 @@ class Api:
         body: dict[str, Any] = {"status": status}
         if resource_version:
             body["metadata"] = {"resourceVersion": resource_version}
-        return self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, BY_KIND[kind].plural, name, body
-        )
+        return self.request("PATCH", custom_path(kind, namespace, name, "status"), body, content_type=MERGE_PATCH)
 
     # --- built-in objects ---------------------------------------------------------------------------
 
-    def get_secret(self, namespace: str, name: str) -> client.V1Secret | None:
-        try:
-            return self.core.read_namespaced_secret(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
+    def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{quote(name)}")
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            job = self.batch.read_namespaced_job(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        return self.to_dict(job)
+        return self._get_or_none(f"/apis/batch/v1/namespaces/{namespace}/jobs/{quote(name)}")
 
     def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
         """Create a Job; False when it already exists (a restart re-running the same plan)."""
         try:
-            self.batch.create_namespaced_job(namespace, body)
+            self.request("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body)
             return True
-        except ApiException as e:
+        except ApiError as e:
             if e.status == 409:
                 return False
             raise
 
-    def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job_name}")
-        return [self.to_dict(p) for p in pods.items]
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.request("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{quote(name)}",
+                         {"propagationPolicy": "Background"})
+        except ApiError as e:
+            if e.status != 404:
+                raise
 
-    def to_dict(self, obj: Any) -> dict[str, Any]:
-        return client.ApiClient().sanitize_for_serialization(obj)
+    def list_job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
+        query = {"labelSelector": f"job-name={job_name}"}
+        out = self.request("GET", f"/api/v1/namespaces/{namespace}/pods", query=query)
+        return list(out.get("items") or [])
 
     # --- events -------------------------------------------------------------------------------------
 
     def post_event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
-        from datetime import UTC, datetime
-
-        now = datetime.now(UTC)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
-            involved_object=client.V1ObjectReference(
-                api_version=obj.get("apiVersion"),
-                kind=obj.get("kind"),
-                name=meta["name"],
-                namespace=meta["namespace"],
-                uid=meta.get("uid"),
-                resource_version=meta.get("resourceVersion"),
-            ),
-            type=type_,
-            reason=reason,
-            message=message[:1024],
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            source=client.V1EventSource(component="kultivar"),
-            reporting_component="kultivar.io/operator",
-            reporting_instance="kultivar",
-        )
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion"),
+                "kind": obj.get("kind"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": "kultivar"},
+            "reportingComponent": "kultivar.io/operator",
+            "reportingInstance": "kultivar",
+        }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event)
-        except ApiException as e:  # an event is best effort; never fail a reconcile over it
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e.reason)
+            self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
+        except ApiError as e:  # an event is best effort; never fail a reconcile over it
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)

@@ -1,0 +1,51 @@
+# Kultivar's front door. `make test` is the README's test command and what CI runs.
+PY ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+
+.PHONY: help venv install test unit integration lint crds crds-check bench demo clean
+
+help:
+	@echo "make install      create .venv and install Kultivar with test and lint extras (pinned by constraints.txt)"
+	@echo "make test         unit tests, then integration tests on a real local control plane (builds it if needed)"
+	@echo "make unit         unit tests only (no cluster)"
+	@echo "make integration  integration tests only"
+	@echo "make lint         ruff, mypy and the import-layer contracts"
+	@echo "make crds         regenerate crds/ and the chart's CRD templates from the models"
+	@echo "make cluster-up   start the local control plane; prints KUBECONFIG=... last"
+	@echo "make cluster-down stop it"
+
+venv: $(PY)
+$(PY):
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade "pip>=24"
+
+install: venv
+	$(PIP) install -q -c constraints.txt -e '.[test,lint,s3]'
+
+test: cluster-binaries
+	$(PY) -m pytest tests/unit tests/integration
+
+unit:
+	$(PY) -m pytest tests/unit
+
+integration: cluster-binaries
+	$(PY) -m pytest tests/integration
+
+lint:
+	$(PY) -m ruff check operator tests bench
+	$(PY) -m mypy
+	.venv/bin/lint-imports
+
+crds:
+	$(PY) -m kultivar.api.crdgen
+
+crds-check:
+	$(PY) -m kultivar.api.crdgen --check
+
+bench:
+	$(PY) bench/bench_training.py
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+include hack/cluster.mk

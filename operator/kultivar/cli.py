@@ -1,0 +1,70 @@
+"""The `kultivar` command: the operator, the workloads that run in pods, and generators."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _run_operator(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import kopf
+
+    import kultivar.controllers.handlers  # noqa: F401  (registers the handlers)
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    namespaces = args.namespace or []
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            standalone=not args.peering,
+            peering_name=args.peering or None,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from kultivar.api import crdgen
+
+    return crdgen.main(["--root", args.root] + (["--check"] if args.check else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kultivar", description="The ML lifecycle as Kubernetes resources.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
+    op.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
+    op.add_argument("--peering", default="", help="kopf peering object for HA (default: standalone)")
+    op.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    op.add_argument("--log-level", default="info")
+    op.set_defaults(func=_run_operator)
+
+    crds = sub.add_parser("crds", help="write the CRDs generated from the models")
+    crds.add_argument("--root", default=".")
+    crds.add_argument("--check", action="store_true", help="fail if the committed files are stale")
+    crds.set_defaults(func=_crds)
+
+    try:
+        from kultivar.workloads.cli import add_commands
+    except ModuleNotFoundError as e:  # the workloads are optional in a slim operator build
+        if e.name != "kultivar.workloads.cli":
+            raise
+    else:
+        add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

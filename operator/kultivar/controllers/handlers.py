@@ -1,0 +1,71 @@
+"""Thin kopf handlers: kopf watches; every event only enqueues a key for the reconcile loop.
+
+Only event handlers are used, so kopf keeps no per-object progress and adds no finalizers: nothing of
+Kultivar needs cleanup beyond what ownerReferences and garbage collection already do.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from kultivar.api.common import GROUP, VERSION
+from kultivar.api.resources import KINDS
+from kultivar.config import OperatorConfig
+from kultivar.controllers.runtime import Operator
+from kultivar.domain.jobs import MANAGED_BY
+from kultivar.k8s.client import Api
+
+PREFIX = "kultivar.io"
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    # If kopf ever stores anything on our objects, it goes under our own prefix, never into spec or status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # We post our own Events with CamelCase reasons; kopf's log-derived events would be noise.
+    settings.posting.level = logging.ERROR
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    configure(settings)
+    config = OperatorConfig.from_env()
+    operator = Operator(Api.connect(), config)
+    operator.start()
+    memo["operator"] = operator
+    logger.info("Kultivar started: store %s, runtime image %s", config.store_url, config.runtime_image)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    operator: Operator | None = memo.get("operator")
+    if operator:
+        await operator.stop()
+
+
+def _register_kind(kind: str, plural: str) -> None:
+    @kopf.on.event(GROUP, VERSION, plural, id=f"enqueue-{plural}")
+    def enqueue(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        operator: Operator | None = memo.get("operator")
+        if operator:
+            operator.observe_event(kind, event.get("type"), dict(body))
+
+
+for _kind in KINDS:
+    _register_kind(_kind.kind, _kind.plural)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "kultivar"}, id="enqueue-job-owner")
+def job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    operator: Operator | None = memo.get("operator")
+    if operator:
+        operator.observe_child(dict(body))

@@ -1,0 +1,169 @@
+"""The reconcile loop: keys from watch events go through a work queue to observe -> plan -> apply."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+from kultivar.config import OperatorConfig
+from kultivar.controllers.workqueue import WorkQueue
+from kultivar.domain.dataset import plan_dataset
+from kultivar.domain.registry import plan_model
+from kultivar.domain.serving import plan_deployment
+from kultivar.domain.trainingrun import plan_training_run
+from kultivar.k8s import observe
+from kultivar.k8s.apply import apply_plan
+from kultivar.k8s.client import Api, ApiError
+
+log = logging.getLogger("kultivar")
+
+
+class Key(NamedTuple):
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+class Operator:
+    """Owns the queue, the workers and the reverse index of references between our objects."""
+
+    def __init__(self, api: Api, config: OperatorConfig) -> None:
+        self.api = api
+        self.config = config
+        self.queue = WorkQueue()
+        self._workers: list[asyncio.Task[None]] = []
+        # (namespace, kind, name) of a referenced object -> keys of the objects that reference it
+        self._referrers: dict[tuple[str, str, str], set[Key]] = defaultdict(set)
+        self._references: dict[Key, set[tuple[str, str, str]]] = {}
+        self._reconcilers: dict[str, Callable[[Key], float | None]] = {
+            "Dataset": self._reconcile_dataset,
+            "TrainingRun": self._reconcile_training_run,
+            "Model": self._reconcile_model,
+            "Deployment": self._reconcile_deployment,
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.config.workers):
+            self._workers.append(asyncio.create_task(self._work(), name=f"kultivar-worker-{i}"))
+
+    async def stop(self) -> None:
+        self.queue.close()
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+
+    # --- events -------------------------------------------------------------------------------------
+
+    def observe_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        """Called for every watch event of our kinds: enqueue it and whatever depends on it."""
+        meta = body.get("metadata") or {}
+        key = Key(kind, meta.get("namespace", ""), meta.get("name", ""))
+        if event_type == "DELETED":
+            self._set_references(key, set())
+        else:
+            self._set_references(key, self._references_of(kind, body))
+        self.queue.add(key)
+        for referrer in list(self._referrers.get((key.namespace, kind, key.name), ())):
+            self.queue.add(referrer)
+        if kind == "TrainingRun":  # a finished run is registered by its Model
+            model = ((body.get("spec") or {}).get("modelRef") or {}).get("name")
+            if model:
+                self.queue.add(Key("Model", key.namespace, model))
+
+    def observe_child(self, body: dict[str, Any]) -> None:
+        """A Job (or other child) changed: reconcile the object that owns it."""
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        kind, name = labels.get("kultivar.io/owner-kind"), labels.get("kultivar.io/owner-name")
+        if kind in self._reconcilers and name:
+            self.queue.add(Key(kind, body["metadata"]["namespace"], name))
+
+    @staticmethod
+    def _references_of(kind: str, body: dict[str, Any]) -> set[tuple[str, str, str]]:
+        spec = body.get("spec") or {}
+        ns = body["metadata"]["namespace"]
+        refs: set[tuple[str, str, str]] = set()
+        if kind == "TrainingRun":
+            refs.add((ns, "Dataset", (spec.get("datasetRef") or {}).get("name", "")))
+            refs.add((ns, "Model", (spec.get("modelRef") or {}).get("name", "")))
+        elif kind == "Deployment":
+            refs.add((ns, "Model", (spec.get("modelRef") or {}).get("name", "")))
+        elif kind == "Dataset" and (spec.get("source") or {}).get("secretRef"):
+            refs.add((ns, "Secret", spec["source"]["secretRef"]["name"]))
+        return refs
+
+    def _set_references(self, key: Key, refs: set[tuple[str, str, str]]) -> None:
+        for old in self._references.pop(key, set()) - refs:
+            self._referrers[old].discard(key)
+        for ref in refs:
+            self._referrers[ref].add(key)
+        if refs:
+            self._references[key] = refs
+
+    # --- workers ------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.monotonic()
+            try:
+                requeue = await asyncio.to_thread(self._reconcilers[key.kind], key)
+            except ApiError as e:
+                delay = self.queue.backoff(key)
+                level = logging.INFO if e.status == 409 else logging.WARNING
+                log.log(level, "%s: %s; retrying in %.1fs", key, e, delay)
+                self.queue.add_after(key, 0.1 if e.status == 409 else delay)
+            except Exception:
+                delay = self.queue.backoff(key)
+                log.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
+                self.queue.add_after(key, delay)
+            else:
+                self.queue.forget(key)
+                self.queue.add_after(key, min(requeue or self.config.resync_seconds, self.config.resync_seconds))
+            finally:
+                self.queue.done(key)
+                log.debug("%s reconciled in %.3fs", key, time.monotonic() - started)
+
+    # --- reconcilers (run in a thread: the Kubernetes client is synchronous) ------------------------
+
+    def _reconcile_dataset(self, key: Key) -> float | None:
+        observed = observe.dataset(self.api, key.namespace, key.name)
+        if observed is None:
+            return None
+        plan = plan_dataset(observed, self.config, datetime.now(UTC))
+        apply_plan(self.api, observed.obj, plan)
+        return plan.requeue_after
+
+    def _reconcile_training_run(self, key: Key) -> float | None:
+        observed = observe.training_run(self.api, key.namespace, key.name)
+        if observed is None:
+            return None
+        plan = plan_training_run(observed, self.config, datetime.now(UTC))
+        apply_plan(self.api, observed.obj, plan)
+        return plan.requeue_after
+
+    def _reconcile_model(self, key: Key) -> float | None:
+        observed = observe.model(self.api, key.namespace, key.name)
+        if observed is None:
+            return None
+        plan, _dropped = plan_model(observed, datetime.now(UTC))
+        # Version numbers must never be handed out twice: write only if nobody wrote since we read.
+        apply_plan(self.api, observed.obj, plan, optimistic=True)
+        return plan.requeue_after
+
+    def _reconcile_deployment(self, key: Key) -> float | None:
+        observed = observe.deployment(self.api, key.namespace, key.name)
+        if observed is None:
+            return None
+        plan = plan_deployment(observed)
+        apply_plan(self.api, observed.obj, plan)
+        return plan.requeue_after

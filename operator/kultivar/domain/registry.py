@@ -1,0 +1,189 @@
+"""The Model registry: version allocation, the promotion gate, production, retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kultivar.api.model import ModelSpec, Promotion
+from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
+from kultivar.domain.plan import Event, Plan, blocked
+
+LOWER_IS_BETTER = {"rmse", "mae"}
+
+
+@dataclass(frozen=True)
+class ModelObserved:
+    obj: dict[str, Any]
+    runs: list[dict[str, Any]]  # TrainingRuns whose modelRef names this Model
+    served_versions: frozenset[int]  # versions some Deployment serves (never removed by retention)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reason: str
+    message: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reason": self.reason, "message": self.message}
+
+
+def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
+    """Whether a beats b by at least margin on metric."""
+    if metric in LOWER_IS_BETTER:
+        return a <= b - margin
+    return a >= b + margin
+
+
+def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, Any] | None) -> GateDecision:
+    """Decide whether candidate may replace production."""
+    metric = promotion.metric or candidate.get("metric")
+    value = (candidate.get("metrics") or {}).get(metric) if metric else None
+    if metric is None or value is None:
+        return GateDecision(False, "MetricMissing", f"the version has no {metric or 'headline'} metric to judge")
+    if promotion.minimum is not None:
+        ok = value <= promotion.minimum if metric in LOWER_IS_BETTER else value >= promotion.minimum
+        if not ok:
+            bound = "maximum" if metric in LOWER_IS_BETTER else "minimum"
+            return GateDecision(False, "BelowMinimum", f"{metric}={value:.4g} misses the {bound} {promotion.minimum:g}")
+    if production is not None:
+        current = (production.get("metrics") or {}).get(metric)
+        if current is not None and not better(metric, value, current, promotion.minImprovement):
+            return GateDecision(
+                False, "NoImprovement",
+                f"{metric}={value:.4g} does not beat production v{production['version']} ({current:.4g}) "
+                f"by {promotion.minImprovement:g}",
+            )
+        if current is not None:
+            return GateDecision(True, "Improved", f"{metric}={value:.4g} beats production v{production['version']} "
+                                                  f"({current:.4g})")
+    return GateDecision(True, "Passed", f"{metric}={value:.4g} passes the gate")
+
+
+def _succeeded(run: dict[str, Any]) -> bool:
+    cond = get_condition((run.get("status") or {}).get("conditions"), "Succeeded")
+    return bool(cond and cond.get("status") == "True" and (run.get("status") or {}).get("artifact"))
+
+
+def pending_registrations(runs: list[dict[str, Any]], versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Succeeded runs that no version records yet, in completion order (so numbering follows it)."""
+    known = {v.get("trainingRunUid") for v in versions} | {v.get("trainingRun") for v in versions}
+    fresh = [
+        r for r in runs
+        if _succeeded(r)
+        and r["metadata"]["uid"] not in known
+        and (r.get("status") or {}).get("modelVersion") is None
+    ]
+    return sorted(fresh, key=lambda r: ((r.get("status") or {}).get("completionTime") or "", r["metadata"]["name"]))
+
+
+def _version_record(number: int, run: dict[str, Any], now: datetime) -> dict[str, Any]:
+    st = run.get("status") or {}
+    spec = run.get("spec") or {}
+    record = {
+        "version": number,
+        "trainingRun": run["metadata"]["name"],
+        "trainingRunUid": run["metadata"]["uid"],
+        "datasetDigest": st.get("datasetDigest") or "",
+        "dataset": (spec.get("datasetRef") or {}).get("name"),
+        "artifact": st["artifact"],
+        "metric": st.get("metric"),
+        "metrics": st.get("metrics") or {},
+        "image": spec.get("image"),
+        "createdAt": now_rfc3339(now),
+    }
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def _retention(versions: list[dict[str, Any]], keep: int, protected: set[int], runs_by_name: dict[str, Any]
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split versions into kept and dropped: the newest `keep`, plus every protected one.
+
+    A version is only dropped once its run has recorded the number (or is gone); otherwise the run would
+    look unregistered and be registered again.
+    """
+    newest = {v["version"] for v in sorted(versions, key=lambda v: v["version"])[-keep:]}
+    kept, dropped = [], []
+    for v in versions:
+        run = runs_by_name.get(v.get("trainingRun", ""))
+        run_settled = run is None or (run.get("status") or {}).get("modelVersion") == v["version"]
+        if v["version"] in newest or v["version"] in protected or not run_settled:
+            kept.append(v)
+        else:
+            dropped.append(v)
+    return kept, dropped
+
+
+def plan_model(observed: ModelObserved, now: datetime) -> tuple[Plan, list[dict[str, Any]]]:
+    """The Model's new status, and the versions retention removed (their artifacts are deleted after)."""
+    obj = observed.obj
+    status = dict(obj.get("status") or {})
+    try:
+        spec = ModelSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as e:
+        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest"), []
+
+    plan = Plan()
+    versions = [dict(v) for v in status.get("versions") or []]
+    latest = int(status.get("latestVersion") or 0)
+    production = status.get("productionVersion")
+    by_number = {v["version"]: v for v in versions}
+
+    for run in pending_registrations(observed.runs, versions):
+        latest += 1
+        record = _version_record(latest, run, now)
+        decision = gate(spec.promotion, record, by_number.get(production) if production else None)
+        record["gate"] = decision.wire()
+        versions.append(record)
+        by_number[latest] = record
+        plan.events.append(Event("Normal", "VersionRegistered",
+                                 f"v{latest} from TrainingRun {record['trainingRun']}: {decision.message}"))
+        if spec.promotion.policy == "Automatic":
+            if decision.passed:
+                plan.events.append(Event("Normal", "Promoted", f"v{latest} is now production ({decision.message})"))
+                production = latest
+            else:
+                plan.events.append(Event("Warning", "GateFailed",
+                                         f"v{latest} stays out of production: {decision.message}"))
+
+    if spec.promotion.policy == "Manual":
+        if spec.production is None:
+            production = None
+        elif spec.production not in by_number:
+            plan.status.update(versions=versions, latestVersion=latest or None)
+            return plan.not_ready(
+                "VersionNotFound",
+                f"spec.production pins v{spec.production}, which is not registered (known: "
+                f"{', '.join(f'v{n}' for n in sorted(by_number)) or 'none'}); pin an existing version",
+            ), []
+        else:
+            if production != spec.production:
+                plan.events.append(Event("Normal", "Promoted", f"v{spec.production} pinned as production"))
+            production = spec.production
+    elif production is not None and production not in by_number:
+        production = None
+
+    protected = set(observed.served_versions) | ({production} if production else set())
+    runs_by_name = {r["metadata"]["name"]: r for r in observed.runs}
+    versions, dropped = _retention(versions, spec.retention.keepVersions, protected, runs_by_name)
+    for v in dropped:
+        plan.events.append(Event("Normal", "VersionRetired", f"v{v['version']} removed by retention"))
+
+    prod_record = by_number.get(production) if production else None
+    metric = spec.promotion.metric or (prod_record or {}).get("metric")
+    plan.status.update(
+        versions=sorted(versions, key=lambda v: v["version"]),
+        latestVersion=latest or None,
+        productionVersion=production,
+        productionMetric=(prod_record or {}).get("metrics", {}).get(metric) if metric else None,
+    )
+    if production is None:
+        why = ("no version has passed the gate yet" if spec.promotion.policy == "Automatic"
+               else "set spec.production to a registered version")
+        return plan.not_ready("NoProductionVersion", f"{len(versions)} version(s) registered; {why}"), dropped
+    plan.conditions.append(Cond(READY, True, "ProductionSet", f"v{production} is production"))
+    return plan, dropped

@@ -1,0 +1,215 @@
+"""TrainingRun decisions: may it start, which Job trains it, what did the Job report."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from kultivar.api.trainingrun import TrainingRunSpec
+from kultivar.config import OperatorConfig
+from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
+from kultivar.domain.estimators import estimator_problem
+from kultivar.domain.jobs import JobOutcome, workload_job
+from kultivar.domain.plan import Event, Plan, blocked
+
+SUCCEEDED = "Succeeded"
+# Job failure reasons that Kubernetes reports, mapped to what a user reads.
+JOB_REASONS = {
+    "BackoffLimitExceeded": "BackoffLimitExceeded",
+    "DeadlineExceeded": "DeadlineExceeded",
+    "PodFailurePolicy": "TrainingFailed",
+}
+
+
+def training_job_name(run: str, generation: int) -> str:
+    return f"{run}-train-{generation}"
+
+
+@dataclass(frozen=True)
+class TrainingRunObserved:
+    obj: dict[str, Any]
+    dataset: dict[str, Any] | None
+    model: dict[str, Any] | None
+    job: JobOutcome | None  # the Job of status.jobName
+    registered_version: int | None  # the Model version that records this run, if any
+
+
+def dataset_version(dataset: dict[str, Any], pinned: str | None) -> dict[str, Any] | None:
+    """The Dataset version to train on: the pinned digest or the latest valid one."""
+    status = dataset.get("status") or {}
+    versions = status.get("versions") or []
+    if pinned:
+        return next((v for v in versions if v.get("digest") == pinned), None)
+    if not status.get("digest"):
+        return None
+    return next((v for v in versions if v.get("digest") == status["digest"]), None) or {
+        "digest": status["digest"], "snapshotUri": status.get("snapshotUri"), "profileUri": status.get("profileUri"),
+    }
+
+
+def dataset_features(dataset: dict[str, Any]) -> list[dict[str, str]]:
+    declared = ((dataset.get("spec") or {}).get("schema") or {}).get("features") or []
+    seen = (dataset.get("status") or {}).get("features") or []
+    return [{"name": f["name"], "type": f["type"]} for f in (declared or seen)]
+
+
+def plan_training_job(
+    obj: dict[str, Any], spec: TrainingRunSpec, dataset: dict[str, Any], version: dict[str, Any],
+    config: OperatorConfig,
+) -> dict[str, Any]:
+    meta = obj["metadata"]
+    schema = (dataset.get("spec") or {}).get("schema") or {}
+    secret = ((dataset.get("spec") or {}).get("source") or {}).get("secretRef") or {}
+    return workload_job(
+        name=training_job_name(meta["name"], int(meta.get("generation") or 0)),
+        owner=obj,
+        command=["kultivar", "train"],
+        env={
+            "KULTIVAR_SPEC": json.dumps(obj["spec"], sort_keys=True),
+            "KULTIVAR_NAMESPACE": meta["namespace"],
+            "KULTIVAR_NAME": meta["name"],
+            "KULTIVAR_UID": meta["uid"],
+            "KULTIVAR_DATASET_SNAPSHOT": str(version.get("snapshotUri") or ""),
+            "KULTIVAR_DATASET_DIGEST": str(version["digest"]),
+            "KULTIVAR_PROFILE_URI": str(version.get("profileUri") or ""),
+            "KULTIVAR_TASK": str(schema.get("task", "")),
+            "KULTIVAR_TARGET": str(schema.get("target", "")),
+            "KULTIVAR_FEATURES": json.dumps(dataset_features(dataset)),
+            "KULTIVAR_STORE": config.store_url,
+            "HOME": "/tmp",
+        },
+        config=config,
+        image=spec.image,
+        resources=spec.resources.wire() if spec.resources else None,
+        backoff_limit=spec.backoffLimit,
+        active_deadline_seconds=spec.activeDeadlineSeconds,
+        secret_names=tuple(s for s in (secret.get("name", ""), config.store_secret) if s),
+        annotations={"kultivar.io/generation": str(meta.get("generation", 0)),
+                     "kultivar.io/dataset-digest": str(version["digest"])},
+        extra_labels={"kultivar.io/workload": "train"},
+    )
+
+
+def _failure(job: JobOutcome) -> tuple[str, str]:
+    result = job.result or {}
+    if result.get("reason") and not result.get("ok", False):
+        return str(result["reason"]), str(result.get("message") or "")
+    reason = JOB_REASONS.get(job.reason, job.reason or "TrainingFailed")
+    message = job.message or "the training Job failed; see the pod logs"
+    if result.get("message"):
+        message = f"{message}: {result['message']}"
+    return reason, message
+
+
+def _registered(plan: Plan, status: dict[str, Any], spec: TrainingRunSpec, observed: TrainingRunObserved) -> Plan:
+    version = observed.registered_version
+    model = spec.modelRef.name
+    if version is None:
+        if observed.model is None:
+            return plan.not_ready("ModelNotFound", f"training succeeded but Model {model!r} does not exist; create "
+                                                   "it and the run is registered", requeue_after=None)
+        return plan.not_ready("Registering", f"training succeeded; waiting for Model {model!r} to register it")
+    if status.get("modelVersion") != version:
+        plan.status["modelVersion"] = version
+        plan.events.append(Event("Normal", "Registered", f"registered as version {version} of Model {model}"))
+    plan.conditions.append(Cond(READY, True, "Registered", f"version {version} of Model {model}"))
+    return plan
+
+
+def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now: datetime) -> Plan:
+    obj = observed.obj
+    meta = obj["metadata"]
+    generation = int(meta.get("generation") or 0)
+    status = dict(obj.get("status") or {})
+    try:
+        spec = TrainingRunSpec.model_validate(obj.get("spec") or {})
+    except ValidationError as e:
+        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+
+    succeeded = get_condition(status.get("conditions"), SUCCEEDED)
+    if succeeded and succeeded.get("status") == "True":
+        # Done: a version is immutable, so later spec edits change nothing.
+        return _registered(Plan(), status, spec, observed)
+
+    plan = Plan()
+    job = observed.job
+    current = status.get("specAttempt") == generation and status.get("jobName")
+    stamp = now_rfc3339(now)
+
+    if current and job and job.state in ("Succeeded", "Failed") and not status.get("completionTime"):
+        result = job.result or {}
+        plan.status.update(completionTime=job.completion_time or stamp, attempts=job.attempts)
+        if job.state == "Succeeded" and result.get("ok"):
+            plan.status.update(
+                metric=result.get("metric"), score=result.get("score"), metrics=result.get("metrics"),
+                artifact=result.get("artifact"), bestParams=result.get("bestParams") or None,
+            )
+            plan.conditions.append(Cond(SUCCEEDED, True, "Trained",
+                                        f"{result.get('metric')}={result.get('score')} on held-out data"))
+            plan.events.append(Event("Normal", "Trained", f"{result.get('metric')}={result.get('score')}"))
+            return _registered(plan, status, spec, observed)
+        reason, message = _failure(job) if job.state == "Failed" else (
+            "UnreadableResult", "training exited 0 without a readable result")
+        plan.conditions.append(Cond(SUCCEEDED, False, reason, message))
+        return plan.not_ready(reason, f"{message}. Fix the spec and the run starts again.")
+
+    if current and status.get("completionTime"):
+        return plan  # failed for this generation; wait for a fixed spec
+
+    if current:
+        if job is None:  # deleted by hand or not yet visible: create it again under the same name
+            return _start(plan, obj, spec, observed, config, stamp, status.get("datasetDigest"))
+        if job.state == "Running":
+            plan.status["attempts"] = job.attempts
+            if job.start_time and not status.get("startTime"):
+                plan.status["startTime"] = job.start_time
+            plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"attempt {job.attempts} running"))
+            return plan.not_ready("Training", f"training in Job {status['jobName']} (attempt {job.attempts})")
+        return plan.not_ready("Pending", f"Job {status['jobName']} is waiting for its pod to start")
+
+    # A new spec generation (or the first one): check references, then start a Job for it.
+    if status.get("jobName") and not status.get("completionTime"):
+        plan.delete_jobs.append(status["jobName"])  # superseded by the new spec
+    if observed.dataset is None:
+        return plan.not_ready("DatasetNotFound", f"Dataset {spec.datasetRef.name!r} does not exist in namespace "
+                                                 f"{meta['namespace']}; create it or fix spec.datasetRef")
+    if observed.model is None:
+        return plan.not_ready("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
+                                               f"{meta['namespace']}; create it or fix spec.modelRef")
+    problem = estimator_problem(spec.estimator.className, config.estimator_packages)
+    if problem:
+        return plan.not_ready("EstimatorImportFailed", problem)
+    return _start(plan, obj, spec, observed, config, stamp, spec.datasetRef.digest)
+
+
+def _start(
+    plan: Plan, obj: dict[str, Any], spec: TrainingRunSpec, observed: TrainingRunObserved,
+    config: OperatorConfig, stamp: str, digest: str | None,
+) -> Plan:
+    dataset = observed.dataset
+    if dataset is None:
+        return plan.not_ready("DatasetNotFound", f"Dataset {spec.datasetRef.name!r} does not exist")
+    version = dataset_version(dataset, digest)
+    if version is None:
+        if digest:
+            return plan.not_ready("DatasetVersionNotFound",
+                                  f"Dataset {spec.datasetRef.name!r} has no validated version {digest}; "
+                                  "pick one from its status.versions or remove the pin")
+        ready = get_condition((dataset.get("status") or {}).get("conditions"), READY) or {}
+        why = ready.get("message") or "it has not been validated yet"
+        return plan.not_ready("WaitingForDataset", f"waiting for Dataset {spec.datasetRef.name!r}: {why}")
+    job = plan_training_job(obj, spec, dataset, version, config)
+    name = job["metadata"]["name"]
+    plan.jobs.append(job)
+    plan.status.update(
+        jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=version["digest"],
+        startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None,
+        bestParams=None, attempts=0,
+    )
+    plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {version['digest'][:19]}"))
+    plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"Job {name} created"))
+    return plan.not_ready("Training", f"Job {name} created")

@@ -1,0 +1,61 @@
+"""Apply a Plan: create Jobs, write status (only when it changed), post Events for transitions."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from kultivar.domain.conditions import READY, get_condition, set_conditions
+from kultivar.domain.plan import Plan
+from kultivar.k8s.client import Api
+
+log = logging.getLogger(__name__)
+
+# Ready=False reasons that mean "working on it", not "something is wrong": posted as Normal events.
+PROGRESS_REASONS = {"Validating", "Training", "Pending", "Registering", "Progressing", "WaitingForDataset"}
+
+
+def desired_status(obj: dict[str, Any], plan: Plan, now: datetime | None = None) -> dict[str, Any]:
+    status = dict(obj.get("status") or {})
+    for key, value in plan.status.items():
+        if value is None:
+            status.pop(key, None)
+        else:
+            status[key] = value
+    generation = obj["metadata"].get("generation")
+    status["conditions"] = set_conditions(status.get("conditions"), plan.conditions, generation, now)
+    status["observedGeneration"] = generation
+    return status
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from old to new status (top-level keys; null deletes)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = False) -> dict[str, Any]:
+    """Make the plan true. With optimistic, the status write fails (409) if the object changed meanwhile."""
+    meta = obj["metadata"]
+    ns, name, kind = meta["namespace"], meta["name"], obj["kind"]
+    for job_name in plan.delete_jobs:
+        api.delete_job(ns, job_name)
+    for job in plan.jobs:
+        if api.create_job(ns, job):
+            log.info("%s %s/%s: created Job %s", kind, ns, name, job["metadata"]["name"])
+
+    old = obj.get("status") or {}
+    new = desired_status(obj, plan, datetime.now(UTC))
+    patch = status_patch(old, new)
+    if patch:
+        api.patch_status(kind, ns, name, patch, meta.get("resourceVersion") if optimistic else None)
+
+    for event in plan.events:
+        api.post_event(obj, event.type, event.reason, event.message)
+    before, after = get_condition(old.get("conditions"), READY), get_condition(new.get("conditions"), READY)
+    if after and (before or {}).get("reason") != after.get("reason"):
+        ok = after["status"] == "True" or after["reason"] in PROGRESS_REASONS
+        api.post_event(obj, "Normal" if ok else "Warning", after["reason"], after.get("message", ""))
+    return new

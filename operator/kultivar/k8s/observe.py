@@ -1,0 +1,86 @@
+"""Read everything one reconcile needs, fresh from the API server (no cache can be stale)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kultivar.domain.dataset import DatasetObserved
+from kultivar.domain.jobs import JobOutcome, job_outcome
+from kultivar.domain.registry import ModelObserved
+from kultivar.domain.serving import DeploymentObserved
+from kultivar.domain.trainingrun import TrainingRunObserved
+from kultivar.k8s.client import Api
+
+
+def _live(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object unless it is absent or being deleted (then there is nothing to reconcile)."""
+    if obj is None or obj["metadata"].get("deletionTimestamp"):
+        return None
+    return obj
+
+
+def job(api: Api, namespace: str, name: str | None) -> JobOutcome | None:
+    if not name:
+        return None
+    found = api.get_job(namespace, name)
+    if found is None:
+        return None
+    return job_outcome(found, api.list_job_pods(namespace, name))
+
+
+def dataset(api: Api, namespace: str, name: str) -> DatasetObserved | None:
+    obj = _live(api.get("Dataset", namespace, name))
+    if obj is None:
+        return None
+    secret = ((obj.get("spec") or {}).get("source") or {}).get("secretRef")
+    secret_found = None if not secret else api.get_secret(namespace, secret["name"]) is not None
+    progress = (obj.get("status") or {}).get("validation") or {}
+    return DatasetObserved(obj=obj, secret_found=secret_found, job=job(api, namespace, progress.get("job")))
+
+
+def registered_version(model: dict[str, Any] | None, run: dict[str, Any]) -> int | None:
+    for v in ((model or {}).get("status") or {}).get("versions") or []:
+        if v.get("trainingRunUid") == run["metadata"]["uid"]:
+            return int(v["version"])
+    return None
+
+
+def training_run(api: Api, namespace: str, name: str) -> TrainingRunObserved | None:
+    obj = _live(api.get("TrainingRun", namespace, name))
+    if obj is None:
+        return None
+    spec = obj.get("spec") or {}
+    model = api.get("Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
+    return TrainingRunObserved(
+        obj=obj,
+        dataset=api.get("Dataset", namespace, (spec.get("datasetRef") or {}).get("name", "")),
+        model=model,
+        job=job(api, namespace, (obj.get("status") or {}).get("jobName")),
+        registered_version=registered_version(model, obj),
+    )
+
+
+def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
+    obj = _live(api.get("Model", namespace, name))
+    if obj is None:
+        return None
+    runs = [r for r in api.list("TrainingRun", namespace)
+            if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
+    served: set[int] = set()
+    for d in api.list("Deployment", namespace):
+        spec = d.get("spec") or {}
+        if (spec.get("modelRef") or {}).get("name") != name:
+            continue
+        if (spec.get("modelRef") or {}).get("version"):
+            served.add(int(spec["modelRef"]["version"]))
+        for variant in (d.get("status") or {}).get("variants") or []:
+            served.add(int(variant["version"]))
+    return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served))
+
+
+def deployment(api: Api, namespace: str, name: str) -> DeploymentObserved | None:
+    obj = _live(api.get("Deployment", namespace, name))
+    if obj is None:
+        return None
+    ref = ((obj.get("spec") or {}).get("modelRef") or {}).get("name", "")
+    return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref))

@@ -1,0 +1,185 @@
+"""The API on a real API server, and the operator's reconcilers reporting on real objects."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import wait_for
+from operator_process import OperatorProcess
+
+SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
+API = "/apis/kultivar.io/v1alpha1"
+PLURALS = {"Dataset": "datasets", "TrainingRun": "trainingruns", "Model": "models", "Deployment": "deployments"}
+
+
+def sample(kind: str) -> dict[str, Any]:
+    return yaml.safe_load((SAMPLES / f"{kind.lower()}.yaml").read_text())
+
+
+def path(kind: str, namespace: str, name: str = "") -> str:
+    return f"{API}/namespaces/{namespace}/{PLURALS[kind]}" + (f"/{name}" if name else "")
+
+
+def create(kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, out = kube.raw("POST", path(body["kind"], namespace), body)
+    assert status == 201, out
+    return out
+
+
+def get(kube, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    status, out = kube.raw("GET", path(kind, namespace, name))
+    assert status == 200, out
+    return out
+
+
+def ready(kube, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
+    for c in (get(kube, namespace, kind, name).get("status") or {}).get("conditions") or []:
+        if c["type"] == "Ready":
+            return c
+    return None
+
+
+def wait_reason(kube, namespace: str, kind: str, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
+    return wait_for(lambda: (c := ready(kube, namespace, kind, name)) and c["reason"] == reason and c,
+                    timeout=timeout, message=f"{kind} {name} Ready reason {reason}")
+
+
+def events_for(kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    _, out = kube.raw("GET", f"/api/v1/namespaces/{namespace}/events")
+    return [e for e in out["items"] if e["involvedObject"]["name"] == name]
+
+
+@pytest.fixture(scope="module")
+def operator(kube, tmp_path_factory) -> Iterator[OperatorProcess]:
+    work = tmp_path_factory.mktemp("operator")
+    store = work / "store"
+    store.mkdir()
+    proc = OperatorProcess(kube.kubeconfig, work, store)
+    proc.start()
+    yield proc
+    proc.stop()
+    print(proc.log_tail(40))
+
+
+# --- schema and CEL: bad input is refused at apply time, naming the field ------------------------------
+
+def _with(kind: str, change) -> dict[str, Any]:
+    body = copy.deepcopy(sample(kind))
+    change(body)
+    return body
+
+
+INVALID = [
+    ("wrong type", _with("TrainingRun", lambda b: b["spec"].update(backoffLimit="three")), "spec.backoffLimit"),
+    ("missing required field", _with("Dataset", lambda b: b["spec"].pop("source")), "spec.source"),
+    ("out of range", _with("TrainingRun", lambda b: b["spec"]["evaluation"].update(testFraction=1.5)),
+     "spec.evaluation.testFraction"),
+    ("unknown enum", _with("Model", lambda b: b["spec"]["promotion"].update(policy="Sometimes")),
+     "spec.promotion.policy"),
+    ("bad uri scheme", _with("Dataset", lambda b: b["spec"]["source"].update(uri="ftp://x/y.csv")),
+     "spec.source.uri"),
+    ("A/B weights must add up", _with("Deployment", lambda b: b["spec"].update(strategy={
+        "type": "ABTest", "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 40}]}})),
+     "spec.strategy.abTest.variants"),
+    ("canary weights must increase", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(
+        steps=[{"weight": 50}, {"weight": 10}])), "spec.strategy.canary.steps"),
+    ("allowed values only for categorical", _with("Dataset", lambda b: b["spec"]["schema"]["features"][0].update(
+        allowed=["a"])), "spec.schema.features[0].allowed"),
+    ("production pin needs Manual", _with("Model", lambda b: b["spec"].update(production=2)), "spec.production"),
+    ("name too long", _with("Deployment", lambda b: b["metadata"].update(name="d" * 45)), "metadata.name"),
+    ("gateway router needs gateway", _with("Deployment", lambda b: b["spec"].update(traffic={"router": "gatewayAPI"})),
+     "spec.traffic.gateway"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifests_are_rejected_naming_the_field(kube, namespace, case, body, field) -> None:
+    status, out = kube.raw("POST", path(body["kind"], namespace), body)
+    assert status == 422, f"{case}: expected 422, got {status}: {out}"
+    assert field in out["message"], f"{case}: {out['message']}"
+
+
+def test_immutable_fields_cannot_change(kube, namespace) -> None:
+    run = create(kube, namespace, sample("TrainingRun"))
+    run["spec"]["datasetRef"]["name"] = "other"
+    status, out = kube.raw("PUT", path("TrainingRun", namespace, run["metadata"]["name"]), run)
+    assert status == 422 and "datasetRef is immutable" in out["message"], out
+
+
+def test_samples_are_valid_and_listed_in_the_category(kube, namespace) -> None:
+    for kind in PLURALS:
+        create(kube, namespace, sample(kind))
+    _, out = kube.raw("GET", f"{API}/namespaces/{namespace}/datasets")
+    assert [d["metadata"]["name"] for d in out["items"]] == ["iris"]
+    # defaults from the schema are visible to users
+    run = get(kube, namespace, "TrainingRun", "iris-logreg-1")
+    assert run["spec"]["trigger"] == "manual"
+
+
+# --- the operator on real objects ---------------------------------------------------------------------
+
+def test_samples_get_conditions_from_the_operator(kube, namespace, operator) -> None:
+    for kind in ("Model", "TrainingRun", "Deployment", "Dataset"):
+        create(kube, namespace, sample(kind))
+    wait_reason(kube, namespace, "Dataset", "iris", "Validating")
+    job = wait_for(lambda: kube.raw("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/iris-validate-1")[1]
+                   if kube.raw("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/iris-validate-1")[0] == 200
+                   else None, timeout=30, message="validation Job")
+    assert job["metadata"]["ownerReferences"][0]["kind"] == "Dataset"
+    wait_reason(kube, namespace, "Model", "iris", "NoProductionVersion")
+    wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "WaitingForDataset")
+    wait_reason(kube, namespace, "Deployment", "iris", "NoProductionVersion")
+    model = get(kube, namespace, "Model", "iris")
+    assert model["status"]["observedGeneration"] == model["metadata"]["generation"]
+    cond = ready(kube, namespace, "Model", "iris")
+    assert cond["observedGeneration"] == 1 and cond["lastTransitionTime"]
+
+
+def test_bad_references_report_and_recover(kube, namespace, operator) -> None:
+    run = sample("TrainingRun")
+    create(kube, namespace, run)
+    cond = wait_reason(kube, namespace, "TrainingRun", run["metadata"]["name"], "DatasetNotFound")
+    assert "'iris'" in cond["message"] and "create it" in cond["message"]
+    wait_for(lambda: any(e["reason"] == "DatasetNotFound" and e["type"] == "Warning"
+                         for e in events_for(kube, namespace, run["metadata"]["name"])),
+             timeout=15, message="a Warning event DatasetNotFound")
+    # fixing the world (creating the missing objects) heals it without touching the run
+    create(kube, namespace, sample("Dataset"))
+    wait_reason(kube, namespace, "TrainingRun", run["metadata"]["name"], "ModelNotFound")
+    create(kube, namespace, sample("Model"))
+    wait_reason(kube, namespace, "TrainingRun", run["metadata"]["name"], "WaitingForDataset")
+
+
+def test_estimator_that_does_not_import_is_reported(kube, namespace, operator) -> None:
+    create(kube, namespace, sample("Dataset"))
+    create(kube, namespace, sample("Model"))
+    run = sample("TrainingRun")
+    run["spec"]["estimator"]["className"] = "sklearn.linear_model.NoSuchRegression"
+    create(kube, namespace, run)
+    cond = wait_reason(kube, namespace, "TrainingRun", run["metadata"]["name"], "EstimatorImportFailed")
+    assert "NoSuchRegression" in cond["message"]
+
+
+def test_manual_pin_to_missing_version(kube, namespace, operator) -> None:
+    model = sample("Model")
+    model["spec"]["promotion"]["policy"] = "Manual"
+    model["spec"]["production"] = 3
+    create(kube, namespace, model)
+    cond = wait_reason(kube, namespace, "Model", "iris", "VersionNotFound")
+    assert "v3" in cond["message"]
+
+
+def test_operator_never_writes_spec(kube, namespace, operator) -> None:
+    created = {kind: create(kube, namespace, sample(kind)) for kind in PLURALS}
+    wait_reason(kube, namespace, "Deployment", "iris", "NoProductionVersion")
+    for kind, before in created.items():
+        after = get(kube, namespace, kind, before["metadata"]["name"])
+        assert after["spec"] == before["spec"], kind
+        assert after["metadata"]["generation"] == 1, kind
+        assert not after["metadata"].get("finalizers"), kind
+        assert not [a for a in after["metadata"].get("annotations") or {} if a.startswith("kopf.zalando.org")]

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from factories import dataset, finished_job, model, run, valid_dataset_status
+
+from kultivar.config import OperatorConfig
+from kultivar.domain.jobs import JobOutcome
+from kultivar.domain.trainingrun import TrainingRunObserved, plan_training_run
+
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+CONFIG = OperatorConfig()
+DS = dataset(status=valid_dataset_status())
+MODEL = model()
+
+
+def plan(obj, ds=DS, mdl=MODEL, job=None, registered=None):
+    return plan_training_run(TrainingRunObserved(obj, ds, mdl, job, registered), CONFIG, NOW)
+
+
+def test_missing_references_are_named() -> None:
+    p = plan(run(), ds=None)
+    assert (p.ready.status, p.ready.reason) == (False, "DatasetNotFound") and "'iris'" in p.ready.message
+    p = plan(run(), mdl=None)
+    assert p.ready.reason == "ModelNotFound"
+
+
+def test_estimator_that_does_not_import() -> None:
+    p = plan(run(estimator={"className": "sklearn.linear_model.NoSuchModel"}))
+    assert p.ready.reason == "EstimatorImportFailed" and "NoSuchModel" in p.ready.message
+    assert p.jobs == []
+
+
+def test_waits_for_dataset_without_a_valid_version() -> None:
+    p = plan(run(), ds=dataset(status={}))
+    assert p.ready.reason == "WaitingForDataset" and p.jobs == []
+
+
+def test_pinned_digest_must_exist() -> None:
+    p = plan(run(datasetRef={"name": "iris", "digest": "sha256:" + "f" * 64}))
+    assert p.ready.reason == "DatasetVersionNotFound"
+
+
+def test_starts_one_deterministic_job_with_the_dataset_version() -> None:
+    p = plan(run(resources={"limits": {"cpu": "2"}}, backoffLimit=3, activeDeadlineSeconds=600))
+    (job,) = p.jobs
+    assert job["metadata"]["name"] == "run-1-train-1"
+    assert job["spec"]["backoffLimit"] == 3 and job["spec"]["activeDeadlineSeconds"] == 600
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"] == {"limits": {"cpu": "2"}}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KULTIVAR_DATASET_DIGEST"] == "sha256:" + "a" * 64
+    assert json.loads(env["KULTIVAR_FEATURES"]) == [{"name": "sepal_length", "type": "numeric"}]
+    assert p.status["specAttempt"] == 1 and p.status["jobName"] == "run-1-train-1"
+    assert p.ready.reason == "Training"
+
+
+def _started(generation: int = 1, **extra):
+    return {"jobName": f"run-1-train-{generation}", "specAttempt": generation,
+            "datasetDigest": "sha256:" + "a" * 64, **extra}
+
+
+def test_running_job_reports_attempts() -> None:
+    p = plan(run(status=_started()), job=JobOutcome("Running", attempts=2, start_time="2026-05-01T11:00:00Z"))
+    assert p.jobs == [] and p.ready.reason == "Training" and p.status["attempts"] == 2
+
+
+def test_success_records_metrics_then_waits_for_registration() -> None:
+    result = {"ok": True, "metric": "accuracy", "score": 0.97, "metrics": {"accuracy": 0.97},
+              "artifact": {"uri": "file:///a/model.skops", "digest": "sha256:" + "b" * 64, "sizeBytes": 5}}
+    p = plan(run(status=_started()), job=finished_job(True, result))
+    assert p.status["score"] == 0.97 and p.status["artifact"]["uri"].endswith("model.skops")
+    assert p.ready.reason == "Registering"
+    assert any(c.type == "Succeeded" and c.status is True for c in p.conditions)
+
+
+def test_registered_version_makes_it_ready() -> None:
+    obj = run(status={**_started(), "completionTime": "x", "conditions": [
+        {"type": "Succeeded", "status": "True", "reason": "Trained", "message": "", "lastTransitionTime": "x"}]})
+    p = plan(obj, registered=4)
+    assert (p.ready.status, p.ready.reason) == (True, "Registered") and p.status["modelVersion"] == 4
+    # after success, a spec edit starts nothing new
+    obj["metadata"]["generation"] = 2
+    assert plan(obj, registered=4).jobs == []
+
+
+def test_failures_have_precise_reasons() -> None:
+    for job, reason in [
+        (finished_job(False, {"ok": False, "reason": "EstimatorImportFailed", "message": "no module x"}),
+         "EstimatorImportFailed"),
+        (finished_job(False, None, reason="BackoffLimitExceeded"), "BackoffLimitExceeded"),
+        (finished_job(False, None, reason="DeadlineExceeded"), "DeadlineExceeded"),
+        (finished_job(False, {"ok": False, "reason": "DataValidationFailed", "message": "digest mismatch"}),
+         "DataValidationFailed"),
+    ]:
+        p = plan(run(status=_started()), job=job)
+        assert (p.ready.status, p.ready.reason) == (False, reason)
+        assert "completionTime" in p.status
+
+
+def test_fixed_spec_after_failure_starts_a_new_job() -> None:
+    failed = run(status=_started(completionTime="2026-05-01T11:00:00Z"), generation=2)
+    p = plan(failed)
+    assert [j["metadata"]["name"] for j in p.jobs] == ["run-1-train-2"]
+
+
+def test_failed_generation_waits_for_a_fix() -> None:
+    failed = run(status=_started(completionTime="2026-05-01T11:00:00Z"))
+    assert plan(failed).jobs == []
+
+
+def test_spec_change_while_running_replaces_the_job() -> None:
+    p = plan(run(status=_started(), generation=2), job=JobOutcome("Running"))
+    assert p.delete_jobs == ["run-1-train-1"] and p.jobs[0]["metadata"]["name"] == "run-1-train-2"
