@@ -6,6 +6,7 @@ instead of starting one; the start-up then costs nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import time
@@ -16,10 +17,10 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import wait_for
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from helpers import wait_for
 from kultivar.devcluster.cluster import LocalCluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +69,26 @@ class Kube:
         )
         return name
 
+    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """A request with the body sent exactly as given, bypassing the typed client's models.
+
+        kubernetes>=37 turns dict bodies into pydantic models first, which validates client-side and
+        can drop fields it does not know; manifests and deliberately invalid objects go through here.
+        """
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self.api_client.param_serialize(
+            method, path, body=body, header_params=headers, auth_settings=["BearerToken"]
+        )
+        response = self.api_client.call_api(*request)
+        response.read()
+        text = response.data.decode() if response.data else ""
+        try:
+            return response.status, json.loads(text) if text else None
+        except json.JSONDecodeError:
+            return response.status, text
+
     def delete_namespace(self, name: str) -> None:
         try:
             self.core.delete_namespace(name, propagation_policy="Background")
@@ -92,28 +113,38 @@ def _crd_documents() -> list[dict[str, Any]]:
     return documents
 
 
-def _crd_established(apiext: client.ApiextensionsV1Api, name: str) -> bool:
-    crd = apiext.read_custom_resource_definition(name)
-    return any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or [])
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
-def apply_crds(apiext: client.ApiextensionsV1Api) -> list[str]:
-    """Create or replace every CRD in crds/ and wait until each is Established (served)."""
+def _crd_established(kube: Kube, name: str) -> bool:
+    status, crd = kube.raw("GET", f"{CRD_PATH}/{name}")
+    conditions = (crd or {}).get("status", {}).get("conditions", []) if status == 200 else []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def _apply_crd(kube: Kube, document: dict[str, Any]) -> None:
+    name = document["metadata"]["name"]
+    status, body = kube.raw("POST", CRD_PATH, document)
+    if status == 409:  # a reused cluster may hold an older version: replace it
+        _, current = kube.raw("GET", f"{CRD_PATH}/{name}")
+        document = {
+            **document,
+            "metadata": {**document["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+        }
+        status, body = kube.raw("PUT", f"{CRD_PATH}/{name}", document)
+    if status not in (200, 201):
+        message = body.get("message", body) if isinstance(body, dict) else body
+        raise AssertionError(f"the API server rejected CRD {name} from {CRDS_DIR}: HTTP {status}: {message}")
+
+
+def apply_crds(kube: Kube) -> list[str]:
+    """Create or replace every CRD in crds/, exactly as written, and wait until each is Established."""
     names = []
     for document in _crd_documents():
-        name = document["metadata"]["name"]
-        try:
-            apiext.create_custom_resource_definition(document)
-        except ApiException as exc:
-            if exc.status != 409:
-                raise
-            # A reused cluster may hold an older version of the CRD: replace it.
-            current = apiext.read_custom_resource_definition(name)
-            document["metadata"]["resourceVersion"] = current.metadata.resource_version
-            apiext.replace_custom_resource_definition(name, document)
-        names.append(name)
+        _apply_crd(kube, document)
+        names.append(document["metadata"]["name"])
     for name in names:
-        wait_for(lambda n=name: _crd_established(apiext, n), timeout=30, message=f"CRD {name} Established")
+        wait_for(lambda n=name: _crd_established(kube, n), timeout=30, message=f"CRD {name} Established")
     return names
 
 
@@ -143,7 +174,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
         config.load_kube_config(config_file=str(kubeconfig))
         api_client = client.ApiClient()
         handles = Kube(kubeconfig, api_client, _state_dir_of(kubeconfig), cluster)
-        _startup["crds"] = apply_crds(handles.apiext)
+        _startup["crds"] = apply_crds(handles)
         yield handles
     finally:
         if api_client is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -44,7 +44,7 @@ class DatasetSource(KModel):
     )
 
 
-FEATURE_RULES = [
+FEATURE_RULES: list[Any] = [
     {"rule": "!has(self.allowed) || self.type == 'categorical'",
      "message": "allowed values apply only to categorical features", "fieldPath": ".allowed"},
     {"rule": "(!has(self.minimum) && !has(self.maximum)) || self.type == 'numeric'",

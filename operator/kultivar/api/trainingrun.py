@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -76,7 +76,7 @@ class Evaluation(KModel):
     stratify: bool = Field(default=True, description="Keep class proportions in the split (classification only).")
 
 
-def immutable(field: str) -> dict[str, list[dict[str, str]]]:
+def immutable(field: str) -> dict[str, Any]:
     """CEL transition rule: the field keeps the value it was created with."""
     message = f"{field} is immutable after creation; create a new TrainingRun instead"
     return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}

@@ -36,7 +36,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: Any) -> None:
     configure(settings)
     config = OperatorConfig.from_env()
     operator = Operator(Api.connect(), config)
@@ -46,7 +46,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
 
 
 @kopf.on.cleanup()
-async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def cleanup(memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         await operator.stop()
@@ -54,7 +54,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 def _register_kind(kind: str, plural: str) -> None:
     @kopf.on.event(GROUP, VERSION, plural, id=f"enqueue-{plural}")
-    def enqueue(event: dict[str, Any], body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def enqueue(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
         operator: Operator | None = memo.get("operator")
         if operator:
             operator.observe_event(kind, event.get("type"), dict(body))
@@ -65,7 +65,7 @@ for _kind in KINDS:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "kultivar"}, id="enqueue-job-owner")
-def job_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def job_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         operator.observe_child(dict(body))

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from kultivar.config import OperatorConfig
 from kultivar.controllers.workqueue import WorkQueue
@@ -113,7 +113,7 @@ class Operator:
 
     async def _work(self) -> None:
         while True:
-            key = await self.queue.get()
+            key = cast(Key, await self.queue.get())
             started = time.monotonic()
             try:
                 requeue = await asyncio.to_thread(self._reconcilers[key.kind], key)

@@ -178,10 +178,13 @@ def kubeconfig_dict(server: str, ca_pem: bytes, cert: pki.CertPair, user: str) -
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": CONTEXT_NAME, "cluster": {
-            "server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [{"name": user, "user": {
-            "client-certificate-data": b64(cert.cert_pem), "client-key-data": b64(cert.key_pem)}}],
+        "clusters": [{"name": CONTEXT_NAME, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": b64(cert.cert_pem), "client-key-data": b64(cert.key_pem)},
+            }
+        ],
         "contexts": [{"name": CONTEXT_NAME, "context": {"cluster": CONTEXT_NAME, "user": user}}],
         "current-context": CONTEXT_NAME,
     }
@@ -227,8 +230,18 @@ class ClusterState:
 
     @classmethod
     def allocate(cls, etcd_dir: Path, detached: bool) -> ClusterState:
-        ports = _free_ports(7)
-        return cls(*ports, etcd_dir=str(etcd_dir), detached=detached)
+        etcd_client, etcd_peer, etcd_metrics, apiserver, controller_manager, scheduler, kwok = _free_ports(7)
+        return cls(
+            etcd_client_port=etcd_client,
+            etcd_peer_port=etcd_peer,
+            etcd_metrics_port=etcd_metrics,
+            apiserver_port=apiserver,
+            controller_manager_port=controller_manager,
+            scheduler_port=scheduler,
+            kwok_port=kwok,
+            etcd_dir=str(etcd_dir),
+            detached=detached,
+        )
 
     def save(self, state_dir: Path) -> None:
         (state_dir / "cluster.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -271,12 +284,13 @@ def _sweep_stale_etcd_dirs() -> None:
             shutil.rmtree(candidate, ignore_errors=True)
 
 
-def _remove_etcd_dir(etcd_dir: str | None) -> None:
+def _remove_etcd_dir(etcd_dir: str | None, state_dir: Path) -> None:
     if not etcd_dir:
         return
     path = Path(etcd_dir)
-    # Only ever delete what this module created.
-    if path.parent == SHM_ROOT and path.name.startswith(SHM_PREFIX) or path.name == "etcd":
+    # Only ever delete what this module created, whatever cluster.json says.
+    on_shm = path.parent == SHM_ROOT and path.name.startswith(SHM_PREFIX)
+    if on_shm or path == state_dir.resolve() / "etcd":
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -342,7 +356,7 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
         for name in group:
             say(f"stopped {name}")
     with contextlib.suppress(ClusterError):
-        _remove_etcd_dir(ClusterState.load(state_dir).etcd_dir)
+        _remove_etcd_dir(ClusterState.load(state_dir).etcd_dir, state_dir)
     shutil.rmtree(state_dir / "pids", ignore_errors=True)
 
 
@@ -351,7 +365,10 @@ def api_client(state_dir: Path | str) -> ApiClient:
     state_dir = Path(state_dir)
     pki_dir = state_dir / "pki"
     return ApiClient(
-        ClusterState.load(state_dir).apiserver_port, pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key"
+        ClusterState.load(state_dir).apiserver_port,
+        pki_dir / "ca.crt",
+        pki_dir / "admin.crt",
+        pki_dir / "admin.key",
     )
 
 
@@ -484,10 +501,20 @@ class LocalCluster:
         ca_pem = cluster_pki.ca.cert_pem
         write_kubeconfig(self.kubeconfig_path, state.server, ca_pem, cluster_pki.admin, pki.ADMIN_USER)
         pki_dir = cluster_pki.directory
-        write_kubeconfig(pki_dir / "kube-controller-manager.kubeconfig", state.server, ca_pem,
-                         cluster_pki.controller_manager, "system:kube-controller-manager")
-        write_kubeconfig(pki_dir / "kube-scheduler.kubeconfig", state.server, ca_pem,
-                         cluster_pki.scheduler, "system:kube-scheduler")
+        write_kubeconfig(
+            pki_dir / "kube-controller-manager.kubeconfig",
+            state.server,
+            ca_pem,
+            cluster_pki.controller_manager,
+            "system:kube-controller-manager",
+        )
+        write_kubeconfig(
+            pki_dir / "kube-scheduler.kubeconfig",
+            state.server,
+            ca_pem,
+            cluster_pki.scheduler,
+            "system:kube-scheduler",
+        )
 
     def _start_control_plane(self, binaries: dict[str, Path], deadline: float) -> None:
         state = self._require_state()
@@ -622,7 +649,7 @@ class LocalCluster:
     def _spawn(self, name: str, binary: Path, args: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.state_dir / "logs" / f"{name}.log"
         with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
-            proc = subprocess.Popen(  # noqa: S603 -- fixed binaries, no shell
+            proc = subprocess.Popen(
                 [str(binary), *args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -630,7 +657,7 @@ class LocalCluster:
                 cwd=self.state_dir,
                 env=self._child_env(),
                 start_new_session=self.detach,
-                preexec_fn=None if self.detach else _die_with_parent(),  # noqa: PLW1509
+                preexec_fn=None if self.detach else _die_with_parent(),
             )
         (self.state_dir / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
         self._procs[name] = proc

@@ -21,7 +21,7 @@ _CONFLICT_RETRIES = 10
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _terminated_status(
@@ -114,5 +114,5 @@ def finish_pod(
                 time.sleep(0.05)
                 continue
             raise
-        return serialize(stored)  # type: ignore[no-any-return]
+        return serialize(stored)
     raise RuntimeError(f"could not update the status of pod {namespace}/{name}: too many conflicts")

@@ -65,7 +65,7 @@ def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -93,9 +93,15 @@ class CertificateAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -133,25 +139,27 @@ class CertificateAuthority:
             .add_extension(
                 x509.KeyUsage(
                     # EC keys sign (ECDHE); they never encipher a key, so no key_encipherment.
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
         return CertPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
-    def issue_serving_cert(
-        self, common_name: str, dns_names: Sequence[str] = (), ips: Sequence[str] = ()
-    ) -> CertPair:
+    def issue_serving_cert(self, common_name: str, dns_names: Sequence[str] = (), ips: Sequence[str] = ()) -> CertPair:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         return self._sign(_name(common_name), [ExtendedKeyUsageOID.SERVER_AUTH], sans)
@@ -171,22 +179,25 @@ def apiserver_serving_cert(ca: CertificateAuthority, service_cidr: str) -> CertP
     # certificate valid for anything that follows the `kubernetes` Service (e.g. a real kubelet later).
     return ca.issue_serving_cert(
         "kube-apiserver",
-        dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                   "kubernetes.default.svc.cluster.local"],
+        dns_names=[
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
         ips=["127.0.0.1", first_service_ip(service_cidr)],
     )
 
 
 def write_service_account_keys(directory: Path) -> tuple[Path, Path]:
-    """An RSA pair: the apiserver signs service-account tokens with the private half and verifies with both."""
+    """An RSA pair: the API server signs service-account tokens with the private key."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     directory.mkdir(parents=True, exist_ok=True)
     key_path, pub_path = directory / "sa.key", directory / "sa.pub"
     _write_private(key_path, _key_pem(key))
     pub_path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return key_path, pub_path
 

@@ -43,14 +43,14 @@ def set_conditions(
     by_type = {c["type"]: dict(c) for c in existing or []}
     stamp = now_rfc3339(now)
     for cond in wanted:
-        old = by_type.get(cond.type)
-        changed = old is None or old.get("status") != cond.status_text
+        old = by_type.get(cond.type) or {}
+        changed = old.get("status") != cond.status_text
         by_type[cond.type] = {
             "type": cond.type,
             "status": cond.status_text,
             "reason": cond.reason,
             "message": cond.message[:32768],
-            "lastTransitionTime": stamp if changed or not old.get("lastTransitionTime") else old["lastTransitionTime"],
+            "lastTransitionTime": old.get("lastTransitionTime") if not changed and old.get("lastTransitionTime") else stamp,
             **({"observedGeneration": generation} if generation is not None else {}),
         }
     # Ready first: it is what people and tools look at.

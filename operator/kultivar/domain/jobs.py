@@ -180,18 +180,15 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
     finished = [(msg, at) for msg, at in map(_finished_message, pods) if msg is not None]
     finished.sort(key=lambda t: t[1])
     result = decode_termination(finished[-1][0]) if finished else None
-    common = {"attempts": attempts, "start_time": status.get("startTime"), "result": result}
+    started = status.get("startTime")
     for cond in status.get("conditions") or []:
         if cond.get("status") != "True":
             continue
         if cond.get("type") == "Complete":
-            return JobOutcome("Succeeded", completion_time=status.get("completionTime"), **common)
+            return JobOutcome("Succeeded", result=result, attempts=attempts, start_time=started,
+                              completion_time=status.get("completionTime"))
         if cond.get("type") == "Failed":
-            return JobOutcome(
-                "Failed",
-                reason=cond.get("reason") or "JobFailed",
-                message=cond.get("message") or "",
-                completion_time=cond.get("lastTransitionTime"),
-                **common,
-            )
-    return JobOutcome("Running" if status.get("startTime") else "Pending", **common)
+            return JobOutcome("Failed", reason=cond.get("reason") or "JobFailed", message=cond.get("message") or "",
+                              result=result, attempts=attempts, start_time=started,
+                              completion_time=cond.get("lastTransitionTime"))
+    return JobOutcome("Running" if started else "Pending", result=result, attempts=attempts, start_time=started)

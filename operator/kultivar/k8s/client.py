@@ -99,7 +99,7 @@ class Api:
             return None
         return self._get_or_none(custom_path(kind, namespace, name))
 
-    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+    def list_objects(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         items = self.request("GET", custom_path(kind, namespace)).get("items") or []
         for item in items:  # list items carry no kind/apiVersion of their own
             item.setdefault("kind", kind)

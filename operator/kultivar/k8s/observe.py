@@ -64,10 +64,10 @@ def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
     obj = _live(api.get("Model", namespace, name))
     if obj is None:
         return None
-    runs = [r for r in api.list("TrainingRun", namespace)
+    runs = [r for r in api.list_objects("TrainingRun", namespace)
             if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
     served: set[int] = set()
-    for d in api.list("Deployment", namespace):
+    for d in api.list_objects("Deployment", namespace):
         spec = d.get("spec") or {}
         if (spec.get("modelRef") or {}).get("name") != name:
             continue
