@@ -15,7 +15,10 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     import kultivar.controllers.handlers  # noqa: F401  (registers the handlers)
 
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # kopf logs every handled event at INFO; our reconciles say what matters.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
     asyncio.run(
         kopf.operator(

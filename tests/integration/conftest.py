@@ -19,9 +19,13 @@ import pytest
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from operator_process import OperatorProcess
 
 from helpers import wait_for
 from kultivar.devcluster.cluster import LocalCluster
+from kultivar.devcluster.dev import provision_store
+from kultivar.devcluster.localkubelet import LocalKubelet
+from kultivar.k8s.client import Api
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRDS_DIR = REPO_ROOT / "crds"
@@ -69,7 +73,11 @@ class Kube:
         )
         return name
 
-    def raw(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    def raw_patch(self, path: str, body: Any) -> tuple[int, Any]:
+        """A JSON merge patch (what `kubectl patch --type merge` sends)."""
+        return self.raw("PATCH", path, body, content_type="application/merge-patch+json")
+
+    def raw(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
         """A request with the body sent exactly as given, bypassing the typed client's models.
 
         kubernetes>=37 turns dict bodies into pydantic models first, which validates client-side and
@@ -77,7 +85,7 @@ class Kube:
         """
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         request = self.api_client.param_serialize(
             method, path, body=body, header_params=headers, auth_settings=["BearerToken"]
         )
@@ -188,18 +196,42 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 
 @pytest.fixture
-def new_namespace(kube: Kube) -> Iterator[Callable[..., str]]:
-    """A factory for namespaces (optionally labelled) that are all deleted after the test."""
+def new_namespace(kube: Kube, store_dir: Path) -> Iterator[Callable[..., str]]:
+    """A factory for namespaces (optionally labelled) with the artifact store's PVC, deleted after the test."""
     created: list[str] = []
 
     def factory(labels: dict[str, str] | None = None) -> str:
         name = kube.new_namespace(labels)
         created.append(name)
+        provision_store(Api(kube.api_client), name, store_dir)
         return name
 
     yield factory
     for name in created:
         kube.delete_namespace(name)
+        kube.raw("DELETE", f"/api/v1/persistentvolumes/kultivar-artifacts-{name}")
+
+
+@pytest.fixture(scope="session")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The artifact store: a directory the operator's pods see at the same path through a hostPath PV."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+def operator(kube: Kube, store_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    """The operator as its own process, with a file artifact store shared with the local kubelet."""
+    proc = OperatorProcess(kube.kubeconfig, tmp_path_factory.mktemp("operator"), store_dir)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def kubelet(kube: Kube, namespace: str, operator: OperatorProcess) -> Iterator[LocalKubelet]:
+    """Runs the namespace's workload pods for real, as local processes (see local_kubelet.py)."""
+    with LocalKubelet(Api(kube.api_client), namespace, operator.workdir / "pods") as runner:
+        yield runner
 
 
 @pytest.fixture

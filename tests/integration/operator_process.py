@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from kultivar.devcluster.kubelet import EXTERNAL_FINISH_LABELS
+from kultivar.devcluster.dev import operator_env
 
 
 class OperatorProcess:
@@ -23,17 +22,9 @@ class OperatorProcess:
 
     @property
     def env(self) -> dict[str, str]:
-        labels = ",".join(f"{k}={v}" for k, v in EXTERNAL_FINISH_LABELS.items())
-        return {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "KULTIVAR_STORE_URL": f"file://{self.store}",
-            "KULTIVAR_WORKERS": "2",
-            "KULTIVAR_RESYNC_SECONDS": "20",
-            # The tests play the kubelet for workload pods: kwok must leave them Running.
-            "KULTIVAR_POD_LABELS": labels,
-            **self.extra_env,
-        }
+        # Same settings as `python -m kultivar.devcluster dev`: kwok leaves workload pods to the local kubelet.
+        base = operator_env(str(self.kubeconfig), self.store)
+        return {**base, "KULTIVAR_WORKERS": "2", "KULTIVAR_RESYNC_SECONDS": "20", **self.extra_env}
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"

@@ -3,68 +3,12 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from kapi import API, PLURALS, create, events_for, get, path, ready, sample, wait_reason
+
 from helpers import wait_for
-from operator_process import OperatorProcess
-
-SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
-API = "/apis/kultivar.io/v1alpha1"
-PLURALS = {"Dataset": "datasets", "TrainingRun": "trainingruns", "Model": "models", "Deployment": "deployments"}
-
-
-def sample(kind: str) -> dict[str, Any]:
-    return yaml.safe_load((SAMPLES / f"{kind.lower()}.yaml").read_text())
-
-
-def path(kind: str, namespace: str, name: str = "") -> str:
-    return f"{API}/namespaces/{namespace}/{PLURALS[kind]}" + (f"/{name}" if name else "")
-
-
-def create(kube, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-    status, out = kube.raw("POST", path(body["kind"], namespace), body)
-    assert status == 201, out
-    return out
-
-
-def get(kube, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    status, out = kube.raw("GET", path(kind, namespace, name))
-    assert status == 200, out
-    return out
-
-
-def ready(kube, namespace: str, kind: str, name: str) -> dict[str, Any] | None:
-    for c in (get(kube, namespace, kind, name).get("status") or {}).get("conditions") or []:
-        if c["type"] == "Ready":
-            return c
-    return None
-
-
-def wait_reason(kube, namespace: str, kind: str, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
-    return wait_for(lambda: (c := ready(kube, namespace, kind, name)) and c["reason"] == reason and c,
-                    timeout=timeout, message=f"{kind} {name} Ready reason {reason}")
-
-
-def events_for(kube, namespace: str, name: str) -> list[dict[str, Any]]:
-    _, out = kube.raw("GET", f"/api/v1/namespaces/{namespace}/events")
-    return [e for e in out["items"] if e["involvedObject"]["name"] == name]
-
-
-@pytest.fixture(scope="module")
-def operator(kube, tmp_path_factory) -> Iterator[OperatorProcess]:
-    work = tmp_path_factory.mktemp("operator")
-    store = work / "store"
-    store.mkdir()
-    proc = OperatorProcess(kube.kubeconfig, work, store)
-    proc.start()
-    yield proc
-    proc.stop()
-    print(proc.log_tail(40))
-
 
 # --- schema and CEL: bad input is refused at apply time, naming the field ------------------------------
 

@@ -113,3 +113,17 @@ def test_failed_generation_waits_for_a_fix() -> None:
 def test_spec_change_while_running_replaces_the_job() -> None:
     p = plan(run(status=_started(), generation=2), job=JobOutcome("Running"))
     assert p.delete_jobs == ["run-1-train-1"] and p.jobs[0]["metadata"]["name"] == "run-1-train-2"
+
+
+def test_missing_store_claim_is_explained() -> None:
+    p = plan_training_run(TrainingRunObserved(run(), DS, MODEL, None, None, store_claim_found=False), CONFIG, NOW)
+    assert p.ready.reason == "ArtifactStoreUnavailable" and "kultivar-artifacts" in p.ready.message
+    assert p.jobs == []
+
+
+def test_job_limits_win_over_the_last_attempts_crash() -> None:
+    from kultivar.domain.jobs import decode_termination
+
+    crash = decode_termination("Traceback (most recent call last):\nMemoryError")
+    p = plan(run(status=_started()), job=finished_job(False, crash, reason="BackoffLimitExceeded"))
+    assert p.ready.reason == "BackoffLimitExceeded" and "MemoryError" in p.ready.message

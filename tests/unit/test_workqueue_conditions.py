@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta
 
 from kultivar.controllers.workqueue import WorkQueue
 from kultivar.domain.conditions import Cond, set_conditions
-from kultivar.k8s.apply import desired_status, status_patch
 from kultivar.domain.plan import Plan
+from kultivar.k8s.apply import desired_status, status_patch
 
 
 def test_queue_deduplicates_and_never_hands_out_a_key_twice() -> None:

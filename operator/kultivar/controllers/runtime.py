@@ -136,7 +136,7 @@ class Operator:
     # --- reconcilers (run in a thread: the Kubernetes client is synchronous) ------------------------
 
     def _reconcile_dataset(self, key: Key) -> float | None:
-        observed = observe.dataset(self.api, key.namespace, key.name)
+        observed = observe.dataset(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
         plan = plan_dataset(observed, self.config, datetime.now(UTC))
@@ -144,7 +144,7 @@ class Operator:
         return plan.requeue_after
 
     def _reconcile_training_run(self, key: Key) -> float | None:
-        observed = observe.training_run(self.api, key.namespace, key.name)
+        observed = observe.training_run(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
         plan = plan_training_run(observed, self.config, datetime.now(UTC))

@@ -77,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kultivar.devcluster", description="A local Kubernetes control plane for development."
     )
-    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("command", choices=("up", "down", "status", "dev"),
+                        help="dev: run the operator plus a local kubelet that runs workload pods on this machine")
+    parser.add_argument("--namespace", default="default", help="dev: namespace whose workload pods run locally")
+    parser.add_argument("--store", type=Path, default=Path.home() / ".cache" / "kultivar" / "store",
+                        help="dev: directory holding the artifact store (default ~/.cache/kultivar/store)")
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     state_dir: Path = args.state_dir.expanduser().resolve()
     commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
     try:
+        if args.command == "dev":
+            from .dev import run_dev
+
+            return run_dev(state_dir / "kubeconfig", args.namespace, args.store.expanduser().resolve(),
+                           state_dir / "logs" / "dev")
         return commands[args.command](state_dir)
     except (ClusterError, BinaryNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -50,7 +50,7 @@ def set_conditions(
             "status": cond.status_text,
             "reason": cond.reason,
             "message": cond.message[:32768],
-            "lastTransitionTime": old.get("lastTransitionTime") if not changed and old.get("lastTransitionTime") else stamp,
+            "lastTransitionTime": stamp if changed else old.get("lastTransitionTime") or stamp,
             **({"observedGeneration": generation} if generation is not None else {}),
         }
     # Ready first: it is what people and tools look at.

@@ -13,7 +13,7 @@ from kultivar.api.common import parse_duration
 from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
-from kultivar.domain.jobs import JobOutcome, workload_job
+from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 VALIDATED = "Validated"
@@ -33,6 +33,7 @@ class DatasetObserved:
     obj: dict[str, Any]
     secret_found: bool | None  # None: the spec names no Secret
     job: JobOutcome | None  # the current attempt's Job, None when there is no attempt or it is gone
+    store_claim_found: bool | None = None  # None: the store needs no PVC
 
 
 def spec_problem(spec: DatasetSpec) -> tuple[str, str] | None:
@@ -131,13 +132,16 @@ def _record_success(status: dict[str, Any], result: dict[str, Any], now: datetim
 
 
 def _failure_text(job: JobOutcome) -> tuple[str, str]:
+    """Why validation failed: the Job's own limit if it hit one, else what the workload reported."""
     result = job.result or {}
+    last = str(result.get("message") or "")
+    if job.reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
+        message = job.message or job.reason
+        return job.reason, f"{message}; last attempt: {last}" if last else message
     if result.get("reason"):
         check = f" [{result['check']}]" if result.get("check") else ""
-        return str(result["reason"]), f"{result.get('message', '')}{check}".strip()
-    reason = {"BackoffLimitExceeded": "BackoffLimitExceeded", "DeadlineExceeded": "DeadlineExceeded"}.get(
-        job.reason, job.reason or "ValidationJobFailed")
-    return reason, job.message or "the validation Job failed without a message; see its pod logs"
+        return str(result["reason"]), f"{last}{check}".strip()
+    return job.reason or "ValidationJobFailed", job.message or "the validation Job failed; see its pod logs"
 
 
 def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetime) -> Plan:
@@ -156,6 +160,10 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
         return blocked("SecretNotFound",
                        f"Secret {spec.source.secretRef.name!r} named in spec.source.secretRef does not exist in "
                        f"namespace {meta['namespace']}; create it", requeue_after=30)
+
+    store = store_problem(config, observed.store_claim_found)
+    if store:
+        return blocked(*store, requeue_after=30)
 
     plan = Plan()
     progress = dict(status.get("validation") or {})

@@ -33,6 +33,16 @@ RESTRICTED_CONTAINER_SECURITY = {
 }
 
 
+def store_problem(config: OperatorConfig, claim_found: bool | None) -> tuple[str, str] | None:
+    """Workload pods of a file store mount its PVC; without it they would stay Pending with no word why."""
+    if claim_found is False:
+        return ("ArtifactStoreUnavailable",
+                f"PersistentVolumeClaim {config.store_pvc!r} (the artifact store at {config.store_path}) does not "
+                "exist in this namespace; create it (ReadWriteMany, on the artifact volume) or configure an "
+                "object store (KULTIVAR_STORE_URL=s3://...)")
+    return None
+
+
 def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": obj.get("apiVersion", API_VERSION),

@@ -97,33 +97,53 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _quantiles_of_sorted(ordered: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    # numpy's default ("linear") quantile definition, on data that is already sorted.
+    pos = probs * (ordered.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, ordered.size - 1)
+    frac = pos - lo
+    return ordered[lo] + frac * (ordered[hi] - ordered[lo])
+
+
 def numeric_profile(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericProfile:
     """Profile a numeric column given as an array of floats with NaN for missing values."""
     if bins < 1:
         raise ValueError(f"bins must be at least 1, got {bins}")
     arr = np.asarray(values, dtype=np.float64)
     total = arr.size
-    present = arr[~np.isnan(arr)]
-    n = present.size
+    # One sort gives everything: quantile edges by position, bin counts by binary search of the edges (O(k log n)
+    # instead of O(n log k)), min and max. It is several times faster than np.quantile plus per-value binning.
+    ordered = np.sort(arr)  # NaN sorts last
+    n = total - int(np.count_nonzero(np.isnan(arr)))
+    ordered = ordered[:n]
     missing = (total - n) / total if total else 0.0
     if n == 0:
         # No data to place edges on: a single open bin keeps bin_index total and the profile usable.
         return NumericProfile(edges=[0.0, 0.0], proportions=[1.0], count=0, missingFraction=missing)
-    if not np.isfinite(present).all():
-        present = np.clip(present, np.finfo(np.float64).min, np.finfo(np.float64).max)
-    edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+    if not (math.isfinite(ordered[0]) and math.isfinite(ordered[-1])):
+        # +-inf would make the edges and moments meaningless: treat them as the most extreme finite values.
+        finite = ordered[np.isfinite(ordered)]
+        low, high = (finite[0], finite[-1]) if finite.size else (np.finfo(np.float64).min, np.finfo(np.float64).max)
+        ordered = np.clip(ordered, low, high)
+    edges = np.unique(_quantiles_of_sorted(ordered, np.linspace(0.0, 1.0, bins + 1)))
     if edges.size < 2:
         edges = np.array([edges[0], edges[0]])
-    counts = np.bincount(_bin_indices_present(edges, present), minlength=edges.size - 1)
+    # Bin i (side="right" binning) holds values in [edges[i], edges[i+1]); counts are differences of the number
+    # of values below each inner edge.
+    below = np.searchsorted(ordered, edges[1:-1], side="left")
+    counts = np.diff(np.concatenate(([0], below, [n])))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = float(ordered.mean()), float(ordered.std())
     return NumericProfile(
         edges=edges.tolist(),
         proportions=(counts / n).tolist(),
         count=int(n),
         missingFraction=missing,
-        min=_finite_or_none(present.min()),
-        max=_finite_or_none(present.max()),
-        mean=_finite_or_none(present.mean()),
-        std=_finite_or_none(present.std()),
+        min=_finite_or_none(ordered[0]),
+        max=_finite_or_none(ordered[-1]),
+        mean=_finite_or_none(mean),
+        std=_finite_or_none(std),
     )
 
 

@@ -13,7 +13,7 @@ from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
 from kultivar.domain.estimators import estimator_problem
-from kultivar.domain.jobs import JobOutcome, workload_job
+from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 SUCCEEDED = "Succeeded"
@@ -36,6 +36,7 @@ class TrainingRunObserved:
     model: dict[str, Any] | None
     job: JobOutcome | None  # the Job of status.jobName
     registered_version: int | None  # the Model version that records this run, if any
+    store_claim_found: bool | None = None  # None: the store needs no PVC
 
 
 def dataset_version(dataset: dict[str, Any], pinned: str | None) -> dict[str, Any] | None:
@@ -95,14 +96,16 @@ def plan_training_job(
 
 
 def _failure(job: JobOutcome) -> tuple[str, str]:
+    """Why the run failed: the Job's own limit if it hit one, else what the workload reported."""
     result = job.result or {}
+    last = str(result.get("message") or "")
+    if job.reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
+        message = job.message or job.reason
+        return job.reason, f"{message}; last attempt: {last}" if last else message
     if result.get("reason") and not result.get("ok", False):
-        return str(result["reason"]), str(result.get("message") or "")
+        return str(result["reason"]), last
     reason = JOB_REASONS.get(job.reason, job.reason or "TrainingFailed")
-    message = job.message or "the training Job failed; see the pod logs"
-    if result.get("message"):
-        message = f"{message}: {result['message']}"
-    return reason, message
+    return reason, f"{job.message or 'the training Job failed; see the pod logs'}{': ' + last if last else ''}"
 
 
 def _registered(plan: Plan, status: dict[str, Any], spec: TrainingRunSpec, observed: TrainingRunObserved) -> Plan:
@@ -183,6 +186,9 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
     problem = estimator_problem(spec.estimator.className, config.estimator_packages)
     if problem:
         return plan.not_ready("EstimatorImportFailed", problem)
+    store = store_problem(config, observed.store_claim_found)
+    if store:
+        return plan.not_ready(*store, requeue_after=30)
     return _start(plan, obj, spec, observed, config, stamp, spec.datasetRef.digest)
 
 

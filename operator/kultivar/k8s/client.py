@@ -123,6 +123,9 @@ class Api:
     def get_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/api/v1/namespaces/{namespace}/secrets/{quote(name)}")
 
+    def get_pvc(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{quote(name)}")
+
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._get_or_none(f"/apis/batch/v1/namespaces/{namespace}/jobs/{quote(name)}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
 from kultivar.domain.jobs import JobOutcome, job_outcome
 from kultivar.domain.registry import ModelObserved
@@ -28,14 +29,21 @@ def job(api: Api, namespace: str, name: str | None) -> JobOutcome | None:
     return job_outcome(found, api.list_job_pods(namespace, name))
 
 
-def dataset(api: Api, namespace: str, name: str) -> DatasetObserved | None:
+def store_claim(api: Api, config: OperatorConfig, namespace: str) -> bool | None:
+    if not (config.store_path and config.store_pvc):
+        return None
+    return api.get_pvc(namespace, config.store_pvc) is not None
+
+
+def dataset(api: Api, config: OperatorConfig, namespace: str, name: str) -> DatasetObserved | None:
     obj = _live(api.get("Dataset", namespace, name))
     if obj is None:
         return None
     secret = ((obj.get("spec") or {}).get("source") or {}).get("secretRef")
     secret_found = None if not secret else api.get_secret(namespace, secret["name"]) is not None
     progress = (obj.get("status") or {}).get("validation") or {}
-    return DatasetObserved(obj=obj, secret_found=secret_found, job=job(api, namespace, progress.get("job")))
+    return DatasetObserved(obj=obj, secret_found=secret_found, job=job(api, namespace, progress.get("job")),
+                           store_claim_found=store_claim(api, config, namespace))
 
 
 def registered_version(model: dict[str, Any] | None, run: dict[str, Any]) -> int | None:
@@ -45,7 +53,7 @@ def registered_version(model: dict[str, Any] | None, run: dict[str, Any]) -> int
     return None
 
 
-def training_run(api: Api, namespace: str, name: str) -> TrainingRunObserved | None:
+def training_run(api: Api, config: OperatorConfig, namespace: str, name: str) -> TrainingRunObserved | None:
     obj = _live(api.get("TrainingRun", namespace, name))
     if obj is None:
         return None
@@ -57,6 +65,7 @@ def training_run(api: Api, namespace: str, name: str) -> TrainingRunObserved | N
         model=model,
         job=job(api, namespace, (obj.get("status") or {}).get("jobName")),
         registered_version=registered_version(model, obj),
+        store_claim_found=store_claim(api, config, namespace),
     )
 
 

@@ -107,7 +107,9 @@ def _read(f: Any, fmt: str, schema: DatasetSchema, sep: str) -> pd.DataFrame:
     if fmt == "parquet":
         return pd.read_parquet(f)
     if fmt == "jsonl":
-        return pd.read_json(f, lines=True, dtype=_csv_dtypes(schema) or None)
+        # precise_float: the default parser rounds the last digits, which would change the digest. dtype=False:
+        # keep JSON's own types and skip pandas' guessing (a feature named like "created_at" would become a date).
+        return pd.read_json(f, lines=True, dtype=False, precise_float=True)
     raise SourceUnreadable(f"unsupported format {fmt!r}; use csv, parquet or jsonl")
 
 

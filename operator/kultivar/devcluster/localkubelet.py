@@ -1,0 +1,124 @@
+"""Play the kubelet for Kultivar's workload pods on the kwok node: run each pod's command as a local process.
+
+The process gets exactly the pod's configuration (command, environment, the artifact store at the path
+the PVC would be mounted at), and its termination-log file becomes the pod's termination message, the way
+a kubelet reports it. So on a cluster without a real node, Jobs still run their real workload and the
+operator reads their real result. Used by the integration tests and by `python -m kultivar.devcluster
+kubelet` for local development.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from kultivar.devcluster.kubelet import FINISH_EXTERNAL, FINISH_LABEL, finished_status
+from kultivar.k8s.client import Api, ApiError
+
+SELECTOR = f"{FINISH_LABEL}={FINISH_EXTERNAL}"
+log = logging.getLogger(__name__)
+
+
+def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 1800) -> tuple[int, str]:
+    """Run the container's command locally; return its exit code and termination message."""
+    command = list(container.get("command") or []) + list(container.get("args") or [])
+    if not command or command[0] != "kultivar":
+        return 127, f"the local kubelet only runs kultivar workloads, not {command}"
+    with tempfile.TemporaryDirectory() as tmp:
+        termination = Path(tmp) / "termination-log"
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            **{e["name"]: e.get("value", "") for e in container.get("env") or []},
+            "HOME": tmp,
+            "KULTIVAR_TERMINATION_LOG": str(termination),
+        }
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{command[1]}-{time.time_ns()}.log"
+        with log_path.open("ab") as out:
+            proc = subprocess.run([sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+        message = termination.read_text() if termination.exists() else ""
+        if not message and proc.returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
+            message = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        return proc.returncode, message[-4096:]
+
+
+def finish(api: Api, namespace: str, name: str, exit_code: int, message: str) -> None:
+    """Write the pod's terminal status, retrying when kwok updated it in between."""
+    for _ in range(10):
+        pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return
+        pod["status"] = finished_status(pod, exit_code, message)
+        try:
+            api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/{name}/status", pod)
+            return
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            time.sleep(0.05)
+
+
+class LocalKubelet:
+    """Runs the workload pods of one namespace (or all) that kwok left Running, until stopped."""
+
+    def __init__(self, api: Api, namespace: str | None, log_dir: Path, interval: float = 0.3) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.interval = interval
+        self.ran: list[str] = []
+        self.paused = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="local-kubelet")
+
+    def __enter__(self) -> LocalKubelet:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def pending(self) -> list[dict[str, Any]]:
+        base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
+        out = self.api.request("GET", base, query={"labelSelector": SELECTOR})
+        return [p for p in out.get("items") or []
+                if (p.get("status") or {}).get("phase") == "Running"
+                and f"{p['metadata']['namespace']}/{p['metadata']['name']}" not in self.ran]
+
+    def run_once(self) -> int:
+        count = 0
+        for pod in self.pending():
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            self.ran.append(f"{ns}/{name}")
+            log.info("running pod %s/%s locally", ns, name)
+            code, message = run_container(pod["spec"]["containers"][0], self.log_dir)
+            finish(self.api, ns, name, code, message)
+            log.info("pod %s/%s exited %d", ns, name, code)
+            count += 1
+        return count
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.paused.is_set():
+                continue
+            try:
+                self.run_once()
+            except Exception:  # keep playing the kubelet through API hiccups
+                log.exception("local kubelet sweep failed")
+
+    def run_forever(self) -> None:
+        self._thread.start()
+        try:
+            while self._thread.is_alive():
+                self._thread.join(1)
+        except KeyboardInterrupt:
+            self._stop.set()

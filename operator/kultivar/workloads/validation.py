@@ -1,0 +1,650 @@
+"""Dataset validation: schema and quality checks, the canonical content digest, the reference profile, and the
+immutable snapshot that training reads.
+
+Canonical form. Validation converts the data to one representation that does not depend on the file format:
+the feature columns sorted by name, then the target; numeric and boolean features as float64 (booleans as
+0.0/1.0, missing as NaN); categorical features as text (numbers normalised as in
+:func:`kultivar.domain.profile.normalize_category`, so 1, 1.0 and "1" agree; missing as None); a regression
+target as float64; a classification target as int64 when its values are whole numbers, else as text. The
+snapshot stores this form, training reads it back, and the digest is computed over it.
+
+Digest. ``sha256`` over a versioned header line (row count, column names and kinds) followed by the sha256 of
+each column in canonical order; a numeric column hashes as little-endian float64 (one NaN bit pattern, -0.0 as
+0.0; integers hash like the equal float), a text column as its int64 byte lengths (-1 for missing) followed by its
+UTF-8 bytes. The same data
+read from CSV, Parquet or JSON lines, or with the columns in another order, gives the same digest. Row order
+DOES matter: reordering rows is a new version (it changes the train/test split, so it changes the model).
+Columns that are not features or the target do not enter the digest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pandas.api import types as ptypes
+
+from kultivar.api.dataset import DatasetChecks, DatasetSchema, DatasetSpec, Feature
+from kultivar.domain.profile import (
+    DEFAULT_BINS,
+    DEFAULT_MAX_CATEGORIES,
+    CategoricalProfile,
+    NumericProfile,
+    Profile,
+    categorical_profile_from_counts,
+    normalize_category,
+    numeric_profile,
+)
+from kultivar.workloads.data import SourceUnreadable, load_source
+from kultivar.workloads.storage import ArtifactExists, ArtifactStore, Staged, dataset_prefix
+
+log = logging.getLogger("kultivar.workloads")
+
+DIGEST_FORMAT = b"kultivar-canonical-v1\n"
+SNAPSHOT_NAME = "snapshot.parquet"
+PROFILE_NAME = "profile.json"
+MAX_REPORTED_FAILURES = 20
+
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
+
+
+# ---------------------------------------------------------------------------------------------- features
+
+
+def as_features(items: Iterable[Feature | Mapping[str, Any]]) -> list[Feature]:
+    """Features from API objects or plain ``{name, type}`` dicts (as passed to the training pod)."""
+    out = []
+    for item in items:
+        if isinstance(item, Feature):
+            out.append(item)
+        else:
+            out.append(Feature(name=str(item["name"]), type=item["type"], nullable=True))
+    return out
+
+
+def infer_type(series: pd.Series) -> str:
+    if ptypes.is_bool_dtype(series):
+        return "boolean"
+    if ptypes.is_numeric_dtype(series):
+        return "numeric"
+    return "categorical"
+
+
+def resolve_features(df: pd.DataFrame, schema: DatasetSchema) -> list[Feature]:
+    """The declared features, or when none are declared every column but the target with inferred types.
+
+    Inferred features are nullable: a user who declared nothing has not asked for non-null columns; the
+    ``maxMissingFraction`` check still applies.
+    """
+    if schema.features:
+        return list(schema.features)
+    return [Feature(name=str(c), type=infer_type(df[c]), nullable=True) for c in df.columns if c != schema.target]
+
+
+def canonical_columns(features: Sequence[Feature], target: str) -> list[str]:
+    return [*sorted(f.name for f in features), target]
+
+
+# --------------------------------------------------------------------------------------------- reporting
+
+
+@dataclass
+class Failure:
+    check: str
+    message: str
+    column: str | None = None
+    count: int | None = None
+    example: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class ValidationReport:
+    rows: int
+    features: list[Feature]
+    failures: list[Failure] = field(default_factory=list)
+    frame: pd.DataFrame | None = None  # canonical form; set when every check passed
+    missing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def message(self) -> str:
+        shown = self.failures[:MAX_REPORTED_FAILURES]
+        text = "; ".join(f"{f.check}: {f.message}" for f in shown)
+        if len(self.failures) > len(shown):
+            text += f"; and {len(self.failures) - len(shown)} more failures"
+        return text
+
+
+def _example(value: Any) -> str:
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _pct(count: int, rows: int) -> str:
+    return f"{100.0 * count / rows:.1f}%" if rows else "0%"
+
+
+# -------------------------------------------------------------------------------------------- coercion
+
+
+def _numeric(s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """float64 values and the mask of present values that are not numbers (None when there are none)."""
+    if ptypes.is_bool_dtype(s) or ptypes.is_numeric_dtype(s):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan), None
+    conv = pd.to_numeric(s, errors="coerce")
+    values = conv.to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.isnan(values) & s.notna().to_numpy()
+    return values, (bad if bad.any() else None)
+
+
+def _boolean(s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    if ptypes.is_bool_dtype(s):
+        return s.to_numpy(dtype=np.float64, na_value=np.nan), None
+    if ptypes.is_numeric_dtype(s):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        bad = ~np.isnan(values) & (values != 0.0) & (values != 1.0)
+        return values, (bad if bad.any() else None)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=np.float64)
+    for i, u in enumerate(uniques):
+        text = str(u).strip().lower()
+        mapped[i] = 1.0 if text in _TRUE else 0.0 if text in _FALSE else np.nan
+    mapped[-1] = np.nan  # code -1 (missing) indexes the last slot
+    values = mapped[codes]
+    bad = np.isnan(values) & (codes >= 0)
+    return values, (bad if bad.any() else None)
+
+
+# Canonical text: Arrow-backed strings. Counting, hashing and Parquet writing work on the Arrow buffers directly;
+# a column of Python str objects would cost a conversion at each of those steps.
+STRING = pd.StringDtype("pyarrow")
+
+
+def _is_text(s: pd.Series) -> bool:
+    if ptypes.is_string_dtype(s) and not ptypes.is_object_dtype(s):
+        return True
+    return ptypes.is_object_dtype(s) and pd.api.types.infer_dtype(s, skipna=True) in ("string", "empty")
+
+
+def _categorical(s: pd.Series) -> pd.Series:
+    """Normalised category strings (Arrow-backed), missing as NA."""
+    if _is_text(s):
+        return s.astype(STRING)
+    # Map each distinct value once: normalisation is per value, the column may have millions of rows.
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    keys = pa.array([normalize_category(u) for u in uniques], type=pa.large_string())
+    indices = pa.array(codes, mask=codes < 0, type=pa.int64())
+    decoded = pa.DictionaryArray.from_arrays(indices, keys).dictionary_decode()
+    return pd.Series(pd.arrays.ArrowStringArray(decoded), index=s.index).astype(STRING)
+
+
+def _target(s: pd.Series, task: str) -> tuple[Any, np.ndarray | None]:
+    if task == "regression":
+        return _numeric(s)
+    if ptypes.is_bool_dtype(s) and not s.isna().any():
+        return s.to_numpy(dtype=np.int64), None
+    if ptypes.is_numeric_dtype(s):
+        values = s.to_numpy(dtype=np.float64, na_value=np.nan)
+        present = values[~np.isnan(values)]
+        if present.size == values.size and np.all(present == np.floor(present)) and np.all(np.abs(present) < 2**53):
+            return values.astype(np.int64), None
+    return _categorical(s), None
+
+
+def coerce_frame(df: pd.DataFrame, features: Sequence[Feature], target: str, task: str
+                 ) -> tuple[pd.DataFrame, list[Failure]]:
+    """The canonical form of the feature and target columns present in ``df``, and type mismatches found."""
+    failures: list[Failure] = []
+    columns: dict[str, Any] = {}
+    by_name = {f.name: f for f in features}
+    rows = len(df)
+    for name in canonical_columns(features, target):
+        if name not in df.columns:
+            continue
+        s = df[name].reset_index(drop=True)
+        if name == target and name not in by_name:
+            values, bad = _target(s, task)
+            kind = "numeric (regression target)"
+            fix = "clean the target column or change spec.schema.task"
+        else:
+            ftype = by_name[name].type
+            if ftype == "numeric":
+                values, bad = _numeric(s)
+                fix = f"fix those values or declare {name!r} as categorical in spec.schema.features"
+            elif ftype == "boolean":
+                values, bad = _boolean(s)
+                fix = (f"use true/false, yes/no or 1/0, or declare {name!r} as categorical in "
+                       "spec.schema.features")
+            else:
+                values, bad = _categorical(s), None
+                fix = ""
+            kind = ftype
+        if bad is not None:
+            count = int(bad.sum())
+            row = _first(bad)
+            example = _example(s.iloc[row])
+            failures.append(Failure(
+                "TypeMismatch",
+                f"column {name!r} should be {kind} but {count} of {rows} values are not "
+                f"(e.g. {example} at row {row}, counting from 0); {fix}",
+                column=name, count=count, example=example,
+            ))
+        columns[name] = values.array if isinstance(values, pd.Series) else values
+    return pd.DataFrame(columns, index=pd.RangeIndex(rows), copy=False), failures
+
+
+# ------------------------------------------------------------------------------------------- validation
+
+
+def validate(df: pd.DataFrame, schema: DatasetSchema, checks: DatasetChecks) -> ValidationReport:
+    """Run every check; the report lists all failures (not just the first) so one fix round is enough."""
+    rows = len(df)
+    features = resolve_features(df, schema)
+    report = ValidationReport(rows=rows, features=features)
+    fail = report.failures.append
+    target = schema.target
+    names = [f.name for f in features]
+
+    if target in names:
+        fail(Failure("TargetListedAsFeature",
+                     f"the target {target!r} is also listed in spec.schema.features; remove it from the features",
+                     column=target))
+    if rows < checks.minRows:
+        fail(Failure("TooFewRows",
+                     f"the data has {rows} rows but spec.checks.minRows is {checks.minRows}; add data or lower "
+                     "minRows", count=rows))
+    if target not in df.columns:
+        fail(Failure("MissingTarget",
+                     f"the target column {target!r} is not in the data (columns: {_cols(df.columns)}); fix "
+                     "spec.schema.target or the data", column=target))
+    for name in names:
+        if name not in df.columns:
+            fail(Failure("MissingColumn",
+                         f"feature column {name!r} is not in the data (columns: {_cols(df.columns)}); fix the "
+                         "name in spec.schema.features or add the column", column=name))
+    if schema.features and not checks.allowExtraColumns:
+        extra = [c for c in df.columns if c not in set(names) | {target}]
+        if extra:
+            fail(Failure("UnexpectedColumns",
+                         f"{len(extra)} columns are not declared in spec.schema.features: {_cols(extra)}; declare "
+                         "them, drop them from the data, or set spec.checks.allowExtraColumns: true",
+                         count=len(extra), example=extra[0]))
+    if not [n for n in names if n != target]:
+        fail(Failure("NoFeatures", "there are no feature columns besides the target; add columns to the data "
+                                   "or list them in spec.schema.features"))
+
+    present_features = [f for f in features if f.name in df.columns and f.name != target]
+    frame, mismatches = coerce_frame(df, present_features, target, schema.task)
+    report.failures.extend(mismatches)
+    mismatched = {f.column for f in mismatches}
+
+    for feat in present_features:
+        name = feat.name
+        raw_missing = df[name].isna().to_numpy()
+        n_missing = int(raw_missing.sum())
+        report.missing[name] = n_missing / rows if rows else 0.0
+        if n_missing and not feat.nullable:
+            row = _first(raw_missing)
+            fail(Failure("NullsNotAllowed",
+                         f"column {name!r} has {n_missing} missing values ({_pct(n_missing, rows)} of {rows} rows, "
+                         f"first at row {row}, counting from 0) but is not nullable; fill or drop those rows, or "
+                         f"set nullable: true for {name!r} in spec.schema.features", column=name, count=n_missing))
+        if report.missing[name] > checks.maxMissingFraction:
+            fail(Failure("TooManyMissing",
+                         f"column {name!r} is {_pct(n_missing, rows)} missing ({n_missing} of {rows} rows), above "
+                         f"spec.checks.maxMissingFraction {checks.maxMissingFraction}; fill the gaps, drop the "
+                         "column, or raise maxMissingFraction", column=name, count=n_missing))
+        if name in mismatched:
+            continue
+        if feat.type == "numeric":
+            _check_range(report, feat, frame[name].to_numpy(), df[name], rows)
+        if feat.type == "categorical" and feat.allowed is not None:
+            _check_allowed(report, feat, frame[name], df[name], rows)
+
+    if target in df.columns:
+        _check_target(report, schema, frame[target] if target in frame else df[target], df[target], rows)
+
+    if checks.maxDuplicateFraction < 1.0 and rows and target in frame.columns:
+        # Hash rows instead of comparing them: one uint64 per row keeps this linear and cheap on wide data.
+        hashed = pd.util.hash_pandas_object(frame, index=False)
+        dup = hashed.duplicated().to_numpy()
+        n_dup = int(dup.sum())
+        if n_dup / rows > checks.maxDuplicateFraction:
+            row = _first(dup)
+            fail(Failure("TooManyDuplicates",
+                         f"{n_dup} of {rows} rows ({_pct(n_dup, rows)}) repeat an earlier row (first at row {row}, "
+                         f"counting from 0), above spec.checks.maxDuplicateFraction {checks.maxDuplicateFraction}; "
+                         "deduplicate the data or raise maxDuplicateFraction", count=n_dup))
+
+    if report.ok:
+        report.frame = frame
+    return report
+
+
+def _cols(columns: Iterable[Any], limit: int = 12) -> str:
+    cols = [str(c) for c in columns]
+    shown = ", ".join(repr(c) for c in cols[:limit])
+    return shown + (f", ... ({len(cols)} in all)" if len(cols) > limit else "")
+
+
+def _check_range(report: ValidationReport, feat: Feature, values: np.ndarray, raw: pd.Series, rows: int) -> None:
+    infinite = np.isinf(values)
+    if infinite.any():
+        # No bound admits infinity and no estimator can fit it: refuse it here rather than fail in training.
+        count, row = int(infinite.sum()), _first(infinite)
+        report.failures.append(Failure(
+            "ValueOutOfRange",
+            f"column {feat.name!r} has {count} of {rows} infinite values (e.g. {_example(raw.iloc[row])} at row "
+            f"{row}, counting from 0); replace them with finite numbers or leave them empty (missing)",
+            column=feat.name, count=count, example=_example(raw.iloc[row]),
+        ))
+        return
+    if feat.minimum is None and feat.maximum is None:
+        return
+    with np.errstate(invalid="ignore"):
+        low = values < feat.minimum if feat.minimum is not None else np.zeros(len(values), bool)
+        high = values > feat.maximum if feat.maximum is not None else np.zeros(len(values), bool)
+    bad = low | high
+    count = int(bad.sum())
+    if not count:
+        return
+    row = _first(bad)
+    bounds = (f"[{feat.minimum if feat.minimum is not None else '-inf'}, "
+              f"{feat.maximum if feat.maximum is not None else 'inf'}]")
+    example = _example(raw.iloc[row])
+    report.failures.append(Failure(
+        "ValueOutOfRange",
+        f"column {feat.name!r} has {count} of {rows} values outside {bounds} (e.g. {example} at row {row}, "
+        f"counting from 0); fix the data or widen minimum/maximum for {feat.name!r} in spec.schema.features",
+        column=feat.name, count=count, example=example,
+    ))
+
+
+def _check_allowed(report: ValidationReport, feat: Feature, values: pd.Series, raw: pd.Series, rows: int) -> None:
+    allowed = {normalize_category(a) for a in feat.allowed or []}
+    present = values.notna().to_numpy()
+    bad = present & ~values.isin(allowed).to_numpy()
+    count = int(bad.sum())
+    if not count:
+        return
+    unknown = pd.unique(values[bad])
+    row = _first(bad)
+    example = _example(raw.iloc[row])
+    shown = ", ".join(repr(u) for u in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+    report.failures.append(Failure(
+        "UnknownCategory",
+        f"column {feat.name!r} has {count} of {rows} values not in its allowed list ({len(unknown)} distinct: "
+        f"{shown}; e.g. {example} at row {row}, counting from 0); fix the data or add them to allowed for "
+        f"{feat.name!r} in spec.schema.features",
+        column=feat.name, count=count, example=example,
+    ))
+
+
+def _check_target(report: ValidationReport, schema: DatasetSchema, values: pd.Series, raw: pd.Series,
+                  rows: int) -> None:
+    name = schema.target
+    missing = raw.isna().to_numpy()
+    n_missing = int(missing.sum())
+    if n_missing:
+        report.failures.append(Failure(
+            "NullsNotAllowed",
+            f"the target column {name!r} has {n_missing} missing values ({_pct(n_missing, rows)} of {rows} rows, "
+            f"first at row {_first(missing)}, counting from 0); drop those rows: a model cannot learn from rows "
+            "without a target", column=name, count=n_missing))
+    if schema.task == "classification" and rows:
+        classes = pd.unique(values.dropna())
+        if len(classes) < 2:
+            report.failures.append(Failure(
+                "TooFewClasses",
+                f"the target column {name!r} has {len(classes)} distinct value(s) "
+                f"({', '.join(_example(c) for c in classes[:3])}); classification needs at least 2 classes: add "
+                "data of other classes or use task: regression", column=name, count=len(classes)))
+
+
+# ----------------------------------------------------------------------------------------------- digest
+
+
+def _digest_kind(values: np.ndarray | pd.Series) -> str:
+    dtype = values.dtype
+    return "f8" if dtype.kind in "fiub" else "str"
+
+
+def _hash_float(values: np.ndarray) -> bytes:
+    v = np.asarray(values, dtype="<f8")
+    v = v + 0.0  # turns -0.0 into 0.0 (and copies, so the caller's array is untouched)
+    v[np.isnan(v)] = np.nan  # one NaN bit pattern whatever produced the NaN
+    return hashlib.sha256(v.data).digest()
+
+
+def _hash_text(values: pd.Series) -> bytes:
+    h = hashlib.sha256()
+    arr = pa.array(values, type=pa.large_string(), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype="<i8")[arr.offset: arr.offset + n + 1]
+    lengths = np.diff(offsets)
+    if arr.null_count:
+        lengths[arr.is_null().to_numpy(zero_copy_only=False)] = -1
+    h.update(np.ascontiguousarray(lengths, dtype="<i8").data)
+    data = arr.buffers()[2]
+    if data is not None and n:
+        h.update(memoryview(data)[int(offsets[0]): int(offsets[-1])])
+    return h.digest()
+
+
+def _column_digest(column: pd.Series, kind: str) -> bytes:
+    if kind == "f8":
+        return _hash_float(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return _hash_text(column)
+
+
+def digest_canonical(frame: pd.DataFrame, features: Sequence[Feature], target: str) -> str:
+    """Digest of a frame already in canonical form (as :func:`coerce_frame` returns it)."""
+    order = canonical_columns(features, target)
+    kinds = [_digest_kind(frame[c]) for c in order]
+    header = {"rows": len(frame), "columns": [[c, k] for c, k in zip(order, kinds, strict=True)]}
+    # One sha256 per column, combined: the columns hash in parallel (hashlib releases the GIL), and a later
+    # version can tell which columns changed between two versions of a dataset.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="digest") as pool:
+        parts = list(pool.map(_column_digest, (frame[c] for c in order), kinds))
+    h = hashlib.sha256(DIGEST_FORMAT)
+    h.update(json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode() + b"\n")
+    for part in parts:
+        h.update(part)
+    return "sha256:" + h.hexdigest()
+
+
+def canonical_digest(df: pd.DataFrame, features: Iterable[Feature | Mapping[str, Any]], target: str,
+                     task: str | None = None) -> str:
+    """Content digest of the features and target of ``df`` in any representation (see the module docstring)."""
+    feats = as_features(features)
+    if task is None:
+        task = "regression" if ptypes.is_numeric_dtype(df[target]) else "classification"
+    frame, failures = coerce_frame(df, feats, target, task)
+    if failures:
+        raise ValueError("cannot digest data that does not match its schema: " + failures[0].message)
+    missing = [c for c in canonical_columns(feats, target) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cannot digest: columns {missing} are not in the data")
+    return digest_canonical(frame, feats, target)
+
+
+# ---------------------------------------------------------------------------------------------- profile
+
+
+def _categorical_counts(series: pd.Series, boolean: bool) -> tuple[dict[str, int], int]:
+    counts: dict[str, int] = {}
+    for value, count in series.value_counts(dropna=True).items():
+        key = normalize_category(value, boolean)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + int(count)
+    return counts, int(series.isna().sum())
+
+
+def feature_profile(series: pd.Series, ftype: str, bins: int = DEFAULT_BINS,
+                    max_categories: int = DEFAULT_MAX_CATEGORIES) -> NumericProfile | CategoricalProfile:
+    if ftype == "numeric":
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return numeric_profile(values, bins)
+    counts, missing = _categorical_counts(series, ftype == "boolean")
+    return categorical_profile_from_counts(counts, missing, max_categories, boolean=ftype == "boolean")
+
+
+def build_profile(df: pd.DataFrame, features: Iterable[Feature | Mapping[str, Any]], target: str | None = None,
+                  task: str | None = None, bins: int = DEFAULT_BINS,
+                  max_categories: int = DEFAULT_MAX_CATEGORIES) -> Profile:
+    """Reference profile of the feature columns (and of the target when given)."""
+    feats = as_features(features)
+    profile = Profile(
+        rows=len(df),
+        features={f.name: feature_profile(df[f.name], f.type, bins, max_categories) for f in feats},
+    )
+    if target is not None and target in df.columns:
+        ttype = "numeric" if (task == "regression" or (task is None and ptypes.is_float_dtype(df[target]))) \
+            else "categorical"
+        profile.target = feature_profile(df[target], ttype, bins, max_categories)
+        profile.targetName = target
+    return profile
+
+
+# ------------------------------------------------------------------------------------------- the workload
+
+
+def read_snapshot(store: ArtifactStore, uri: str) -> pd.DataFrame:
+    """A snapshot as written by :func:`write_snapshot`, text columns Arrow-backed as in the canonical form."""
+    with store.open(uri) as f:
+        table = pq.read_table(f)
+    mapping = {pa.string(): STRING, pa.large_string(): STRING}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def _snapshot_writer(frame: pd.DataFrame) -> Callable[[Any], None]:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # Dictionary encoding pays off for text; for floats it is mostly wasted work on a large snapshot.
+    text = [name for name, dtype in zip(frame.columns, frame.dtypes, strict=True) if dtype.kind not in "fiub"]
+
+    def produce(f: Any) -> None:
+        pq.write_table(table, f, compression="snappy", use_dictionary=text or False)
+
+    return produce
+
+
+def _commit_snapshot(store: ArtifactStore, staged: Staged, relpath: str) -> dict[str, Any]:
+    try:
+        return dict(store.commit_staged(staged, relpath))
+    except ArtifactExists as e:
+        # The path is keyed by the canonical digest, so the existing file holds the same data; its bytes
+        # differ only when another pyarrow/pandas version wrote it. Keep the first one.
+        log.info("snapshot %s already exists (written by an earlier run); reusing it", e.uri)
+        return {"uri": e.uri, "digest": e.existing}
+
+
+def _discard_staging(store: ArtifactStore, staging: Future[Staged]) -> None:
+    # When the write itself failed, it already removed its temporary file.
+    with contextlib.suppress(Exception):
+        store.discard_staged(staging.result())
+
+
+def write_snapshot(store: ArtifactStore, relpath: str, frame: pd.DataFrame) -> dict[str, Any]:
+    """Write the canonical frame as Parquet; an existing snapshot at the same content address is reused."""
+    staged = store.stage_stream(posixpath.dirname(relpath), _snapshot_writer(frame))
+    return _commit_snapshot(store, staged, relpath)
+
+
+def run_validation(spec: DatasetSpec, namespace: str, name: str, store: ArtifactStore) -> dict[str, Any]:
+    """Load, validate, digest, profile and snapshot the source; the result goes to the termination message."""
+    schema = spec.schema_
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    log.info("reading %s", spec.source.uri)
+    try:
+        df = load_source(spec.source, schema)
+    except SourceUnreadable as e:
+        return {"ok": False, "reason": "SourceUnreadable", "check": None, "message": str(e),
+                "retryable": e.transient}
+    timings["load"] = time.perf_counter() - t
+    log.info("read %d rows x %d columns in %.2fs", len(df), df.shape[1], timings["load"])
+
+    t = time.perf_counter()
+    report = validate(df, schema, spec.checks)
+    timings["validate"] = time.perf_counter() - t
+    if not report.ok:
+        log.info("validation failed: %s", report.message())
+        return {"ok": False, "reason": "DataValidationFailed", "check": report.failures[0].check,
+                "message": report.message(), "failures": [f.to_dict() for f in report.failures[:MAX_REPORTED_FAILURES]],
+                "retryable": False}
+    assert report.frame is not None
+    frame = report.frame
+    del df  # the canonical frame is all we need from here; free the raw copy for big data
+    features = [f for f in report.features if f.name != schema.target]
+    log.info("all checks passed in %.2fs", timings["validate"])
+
+    # The snapshot's path contains the digest, but writing it (I/O and compression in pyarrow) need not wait for
+    # the digest and profile (hashing and sorting in C): stage it under a hidden name in the dataset's directory
+    # while they are computed, then move it into place. All three release the GIL, so they use both cores.
+    t = time.perf_counter()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
+    staging = writer.submit(store.stage_stream, f"{namespace}/datasets/{name}", _snapshot_writer(frame))
+    try:
+        t0 = time.perf_counter()
+        digest = digest_canonical(frame, features, schema.target)
+        timings["digest"] = time.perf_counter() - t0
+        log.info("content digest %s (%.2fs)", digest, timings["digest"])
+        t0 = time.perf_counter()
+        profile = build_profile(frame, features, schema.target, schema.task)
+        timings["profile"] = time.perf_counter() - t0
+        staged = staging.result()
+    except BaseException:
+        _discard_staging(store, staging)
+        raise
+    finally:
+        writer.shutdown(wait=False)
+
+    prefix = dataset_prefix(namespace, name, digest)
+    snapshot = _commit_snapshot(store, staged, prefix + SNAPSHOT_NAME)
+    profile_bytes = profile.model_dump_json(exclude_none=True).encode()
+    try:
+        profile_ref = dict(store.write_once(prefix + PROFILE_NAME, profile_bytes))
+    except ArtifactExists as e:
+        # Same data, profile written by another Kultivar version: the first profile stays the baseline.
+        log.info("profile %s already exists; keeping it", e.uri)
+        profile_ref = {"uri": e.uri}
+    # Only the part of the write that did not overlap the digest and profile.
+    timings["write"] = time.perf_counter() - t - timings["digest"] - timings["profile"]
+    log.info("wrote snapshot %s and profile %s", snapshot["uri"], profile_ref["uri"])
+
+    return {
+        "ok": True,
+        "digest": digest,
+        "rows": len(frame),
+        "columns": frame.shape[1],
+        "snapshotUri": snapshot["uri"],
+        "profileUri": profile_ref["uri"],
+        "features": [{"name": f.name, "type": f.type, "missingFraction": round(report.missing.get(f.name, 0.0), 6)}
+                     for f in features],
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }

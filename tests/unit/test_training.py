@@ -1,0 +1,310 @@
+"""Training workload: pipelines, search, metrics, failures, skops round trip."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kultivar.api.dataset import DatasetSpec
+from kultivar.api.trainingrun import TrainingRunSpec
+from kultivar.workloads.storage import ArtifactStore, digest_of
+from kultivar.workloads.training import (
+    ModelIntegrityError,
+    UntrustedModelError,
+    load_model,
+    run_training,
+)
+from kultivar.workloads.validation import run_validation
+
+SEED = 42
+
+
+def mixed_frame(rows: int = 300) -> pd.DataFrame:
+    rng = np.random.default_rng(11)
+    age = rng.normal(40, 12, rows)
+    age[rng.random(rows) < 0.1] = np.nan
+    plan = rng.choice(["basic", "plus", "pro"], rows).astype(object)
+    plan[rng.random(rows) < 0.05] = None
+    member = rng.random(rows) < 0.5
+    signal = np.nan_to_num(age, nan=40) / 10 + np.where(plan == "pro", 2, 0) + member * 1.5
+    churn = np.where(signal + rng.normal(0, 0.5, rows) > np.median(signal), "yes", "no")
+    return pd.DataFrame({"age": age, "plan": plan, "member": member, "churn": churn})
+
+
+@pytest.fixture(scope="module")
+def store() -> ArtifactStore:
+    return ArtifactStore(f"memory://training-{uuid.uuid4().hex[:8]}")
+
+
+def _validate(store: ArtifactStore, name: str, uri: str, target: str, task: str, **extra: Any) -> dict[str, Any]:
+    spec = DatasetSpec.model_validate({"source": {"uri": uri}, "schema": {"target": target, "task": task, **extra}})
+    result = run_validation(spec, "ns", name, store)
+    assert result["ok"], result
+    return {**result, "target": target, "task": task}
+
+
+@pytest.fixture(scope="module")
+def datasets(store: ArtifactStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    path = tmp_path_factory.mktemp("data") / "churn.parquet"
+    mixed_frame().to_parquet(path, index=False)
+    return {
+        "iris": _validate(store, "iris", "sklearn://iris", "species", "classification"),
+        "wine": _validate(store, "wine", "sklearn://wine", "cultivar", "classification"),
+        "breast_cancer": _validate(store, "breast-cancer", "sklearn://breast_cancer", "malignant", "classification"),
+        "diabetes": _validate(store, "diabetes", "sklearn://diabetes", "progression", "regression"),
+        "churn": _validate(store, "churn", str(path), "churn", "classification", features=[
+            {"name": "age", "type": "numeric", "nullable": True},
+            {"name": "plan", "type": "categorical", "nullable": True},
+            {"name": "member", "type": "boolean"},
+        ]),
+    }
+
+
+def spec(class_name: str, params: dict[str, Any] | None = None, **extra: Any) -> TrainingRunSpec:
+    return TrainingRunSpec.model_validate({
+        "datasetRef": {"name": "d"}, "modelRef": {"name": "m"},
+        "estimator": {"className": class_name, "params": params or {}}, **extra,
+    })
+
+
+def train(store: ArtifactStore, data: dict[str, Any], run_spec: TrainingRunSpec, digest: str | None = None,
+          run: str | None = None) -> dict[str, Any]:
+    return run_training(run_spec, data["snapshotUri"], digest or data["digest"], data["profileUri"], data["task"],
+                        data["target"], data["features"], "ns", run or f"run-{uuid.uuid4().hex[:6]}",
+                        uuid.uuid4().hex, store)
+
+
+# ------------------------------------------------------------------------------------------- success
+
+
+def test_iris_logistic_regression(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression", {"max_iter": 500}))
+    assert result["ok"], result
+    assert result["metric"] == "accuracy" and result["score"] == result["metrics"]["accuracy"]
+    assert result["score"] > 0.85
+    assert set(result["metrics"]) == {"accuracy", "f1", "precision", "recall", "roc_auc"}
+    assert all(0.0 <= v <= 1.0 for v in result["metrics"].values())
+    assert result["metrics"]["roc_auc"] > 0.95
+    assert result["datasetDigest"] == datasets["iris"]["digest"]
+    assert result["artifact"]["uri"].endswith("/model.skops") and result["artifact"]["sizeBytes"] > 0
+    assert result["bestParams"] is None
+    assert result["timings"]["fit"] > 0
+
+
+def test_binary_random_forest_with_headline_metric(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    run_spec = spec("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 25},
+                    evaluation={"metric": "roc_auc", "testFraction": 0.25})
+    result = train(store, datasets["breast_cancer"], run_spec)
+    assert result["ok"], result
+    assert result["metric"] == "roc_auc" and result["score"] > 0.95
+    assert result["metrics"]["accuracy"] > 0.9
+
+
+def test_multiclass_f1_is_macro(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["wine"], spec("sklearn.tree.DecisionTreeClassifier", {"max_depth": 4},
+                                                 evaluation={"metric": "f1"}))
+    assert result["ok"], result
+    assert 0.7 < result["score"] <= 1.0
+
+
+def test_regression_metrics(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["diabetes"], spec("sklearn.linear_model.Ridge", {"alpha": 1.0}))
+    assert result["ok"], result
+    m = result["metrics"]
+    assert set(m) == {"r2", "rmse", "mae"}
+    assert result["metric"] == "r2" and 0.2 < m["r2"] < 0.7
+    assert 30 < m["mae"] <= m["rmse"] < 80  # the target ranges 25..346
+    rmse = train(store, datasets["diabetes"], spec("sklearn.linear_model.Ridge", evaluation={"metric": "rmse"}))
+    assert rmse["metric"] == "rmse" and rmse["score"] == rmse["metrics"]["rmse"]
+
+
+def test_missing_values_categoricals_and_string_labels(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["churn"], spec("sklearn.linear_model.LogisticRegression"))
+    assert result["ok"], result
+    assert result["score"] > 0.7
+    assert 0.6 < result["metrics"]["f1"] <= 1.0  # binary f1 with "yes" as the positive class
+    manifest = json.loads(store.read_bytes(result["manifestUri"]))
+    assert manifest["classes"] == ["no", "yes"]
+    assert {f["name"]: f["dtype"] for f in manifest["features"]} == {
+        "age": "float64", "plan": "string", "member": "float64"}
+    model = load_model(result["artifact"]["uri"], result["artifact"]["digest"], store)
+    live = pd.DataFrame({"age": [30.0, np.nan], "plan": ["pro", "never-seen"], "member": [1.0, np.nan]})
+    assert set(model.predict(live)) <= {"yes", "no"}
+
+
+def test_grid_search(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    run_spec = spec("sklearn.linear_model.LogisticRegression", {"max_iter": 500},
+                    search={"method": "grid", "space": {"C": [0.01, 1.0, 10.0]}, "cv": 3})
+    result = train(store, datasets["iris"], run_spec)
+    assert result["ok"], result
+    assert result["bestParams"]["C"] in (0.01, 1.0, 10.0)
+    assert set(result["bestParams"]) == {"C"}
+    model = load_model(result["artifact"]["uri"], result["artifact"]["digest"], store)
+    assert model.get_params()["model__C"] == result["bestParams"]["C"]
+
+
+def test_random_search(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    run_spec = spec("sklearn.ensemble.RandomForestRegressor", {"n_estimators": 10},
+                    search={"method": "random", "space": {"max_depth": [2, 4, None], "min_samples_leaf": [1, 5]},
+                            "iterations": 3, "cv": 2})
+    result = train(store, datasets["diabetes"], run_spec)
+    assert result["ok"], result
+    assert result["bestParams"]["max_depth"] in (2, 4, None)
+    assert result["bestParams"]["min_samples_leaf"] in (1, 5)
+    assert -0.5 < result["score"] < 0.8
+
+
+def test_manifest_and_seed(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    import sklearn
+    import skops
+
+    result = train(store, datasets["iris"], spec("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 5}))
+    manifest = json.loads(store.read_bytes(result["manifestUri"]))
+    model_bytes = store.read_bytes(result["artifact"]["uri"])
+    assert manifest["sha256"] == digest_of(model_bytes).removeprefix("sha256:")
+    assert manifest["artifact"] == result["artifact"]
+    assert manifest["sklearnVersion"] == sklearn.__version__ == result["sklearnVersion"]
+    assert manifest["skopsVersion"] == skops.__version__
+    assert manifest["task"] == "classification" and manifest["target"] == "species"
+    assert manifest["classes"] == [0, 1, 2]
+    assert manifest["profileUri"] == datasets["iris"]["profileUri"]
+    assert manifest["datasetDigest"] == datasets["iris"]["digest"]
+    assert manifest["metrics"] == result["metrics"]
+    assert manifest["params"] == {"n_estimators": 5}
+    assert [f["name"] for f in manifest["features"]] == [f["name"] for f in datasets["iris"]["features"]]
+    model = load_model(result["artifact"]["uri"], result["artifact"]["digest"], store)
+    assert model.get_params()["model__random_state"] == SEED  # injected because the user did not set it
+
+
+def test_same_seed_same_metrics(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    run_spec = spec("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 5})
+    a, b = (train(store, datasets["wine"], run_spec) for _ in range(2))
+    assert a["metrics"] == b["metrics"]
+
+
+def test_retry_adopts_a_finished_attempt_and_replaces_an_orphan(store: ArtifactStore,
+                                                                 datasets: dict[str, Any]) -> None:
+    data = datasets["iris"]
+    run_spec = spec("sklearn.linear_model.LogisticRegression", {"max_iter": 300})
+    uid = uuid.uuid4().hex
+    # A crashed attempt left a model file but no manifest.
+    store.write_once(f"ns/runs/retry-{uid[:8]}/model.skops", b"half-written garbage")
+    args = (data["snapshotUri"], data["digest"], data["profileUri"], data["task"], data["target"],
+            data["features"], "ns", "retry", uid, store)
+    first = run_training(run_spec, *args)
+    assert first["ok"], first
+    assert first["artifact"]["digest"] != digest_of(b"half-written garbage")
+    second = run_training(run_spec, *args)
+    assert second["adopted"] is True
+    assert second["artifact"] == first["artifact"] and second["metrics"] == first["metrics"]
+
+
+# ------------------------------------------------------------------------------------------- failures
+
+
+@pytest.mark.parametrize("class_name,needle", [
+    ("sklearn.linear_model.LogisticRegresion", "did you mean sklearn.linear_model.LogisticRegression"),
+    ("sklearn.no_such_module.Thing", "cannot import module"),
+    ("xgboost.XGBClassifier", "only classes from sklearn"),
+    ("os.system", "only classes from sklearn"),
+    ("sklearn.utils.Bunch", "not a scikit-learn estimator"),
+])
+def test_estimator_import_failures(store: ArtifactStore, datasets: dict[str, Any], class_name: str,
+                                   needle: str) -> None:
+    result = train(store, datasets["iris"], spec(class_name))
+    assert result == {"ok": False, "reason": "EstimatorImportFailed", "message": result["message"],
+                      "retryable": False}
+    assert needle in result["message"]
+
+
+def test_estimator_for_the_wrong_task(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.Ridge"))
+    assert result["reason"] == "EstimatorTaskMismatch" and "not a classifier" in result["message"]
+    result = train(store, datasets["diabetes"], spec("sklearn.linear_model.LogisticRegression"))
+    assert result["reason"] == "EstimatorTaskMismatch" and "not a regressor" in result["message"]
+
+
+@pytest.mark.parametrize("params,extra,needle", [
+    ({"Cc": 1.0}, {}, "did you mean 'C'"),
+    ({"C": -1.0}, {}, "'C' parameter"),
+    ({"solver": "magic"}, {}, "'solver' parameter"),
+    ({}, {"search": {"space": {"C": 1.0}}}, "must be a non-empty list"),
+    ({}, {"search": {"space": {"C": [1.0, -5.0]}}}, "candidate -5.0"),
+    ({}, {"search": {"space": {"gamma": [1.0]}}}, "does not have: 'gamma'"),
+    ({}, {"evaluation": {"metric": "rmse"}}, "does not apply to classification"),
+    ({}, {"evaluation": {"metric": "roc_auc"}}, None),
+])
+def test_invalid_parameters(store: ArtifactStore, datasets: dict[str, Any], params: dict[str, Any],
+                            extra: dict[str, Any], needle: str | None) -> None:
+    class_name = "sklearn.svm.SVC" if needle is None else "sklearn.linear_model.LogisticRegression"
+    result = train(store, datasets["iris"], spec(class_name, params, **extra))
+    assert result["ok"] is False and result["reason"] == "InvalidParameters", result
+    assert (needle or "probability: true") in result["message"]
+
+
+def test_incompatible_parameter_combination_fails_permanently(store: ArtifactStore,
+                                                              datasets: dict[str, Any]) -> None:
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression",
+                                                 {"solver": "lbfgs", "penalty": "l1"}))
+    assert result["ok"] is False and result["reason"] == "InvalidParameters"
+    assert "penalty" in result["message"]
+    assert result["retryable"] is False
+
+
+def test_digest_mismatch(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    wrong = "sha256:" + "0" * 64
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression"), digest=wrong)
+    assert result["reason"] == "DataValidationFailed"
+    assert datasets["iris"]["digest"] in result["message"] and wrong in result["message"]
+
+
+def test_tampered_snapshot_is_detected(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    data = datasets["iris"]
+    with store.open(data["snapshotUri"]) as f:
+        frame = pd.read_parquet(f)
+    frame.iloc[0, 0] += 1.0
+    tampered = store.write_once(f"ns/tampered-{uuid.uuid4().hex[:6]}/snapshot.parquet",
+                                frame.to_parquet(index=False))
+    result = train(store, {**data, "snapshotUri": tampered["uri"]}, spec("sklearn.linear_model.LogisticRegression"))
+    assert result["reason"] == "DataValidationFailed" and "changed after validation" in result["message"]
+
+
+def test_missing_snapshot(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    data = {**datasets["iris"], "snapshotUri": store.uri_for("ns/gone/snapshot.parquet")}
+    result = train(store, data, spec("sklearn.linear_model.LogisticRegression"))
+    assert result["reason"] == "DataValidationFailed" and "does not exist" in result["message"]
+
+
+# ----------------------------------------------------------------------------------------- model files
+
+
+def test_model_round_trip_and_tamper_detection(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    from sklearn.datasets import load_iris
+
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression", {"max_iter": 500}))
+    model = load_model(result["artifact"]["uri"], result["artifact"]["digest"], store)
+    x = load_iris(as_frame=True).frame.drop(columns="target")
+    assert (model.predict(x) == load_iris().target).mean() > 0.9
+    data = bytearray(store.read_bytes(result["artifact"]["uri"]))
+    data[len(data) // 2] ^= 0xFF
+    tampered = store.write_once(f"ns/tampered-{uuid.uuid4().hex[:6]}/model.skops", bytes(data))
+    with pytest.raises(ModelIntegrityError, match="refusing to load"):
+        load_model(tampered["uri"], result["artifact"]["digest"], store)
+
+
+def test_untrusted_types_are_refused(store: ArtifactStore) -> None:
+    import skops.io as sio
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    # A model file carrying a reference to os.system must never be deserialised, even with a valid digest.
+    dangerous = make_pipeline(FunctionTransformer(func=os.system))
+    ref = store.write_once(f"ns/evil-{uuid.uuid4().hex[:6]}/model.skops", sio.dumps(dangerous))
+    with pytest.raises(UntrustedModelError, match=r"posix\.system|os\.system"):
+        load_model(ref["uri"], ref["digest"], store)
