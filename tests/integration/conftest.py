@@ -78,24 +78,25 @@ class Kube:
         return self.raw("PATCH", path, body, content_type="application/merge-patch+json")
 
     def raw(self, method: str, path: str, body: Any = None, content_type: str = "application/json") -> tuple[int, Any]:
-        """A request with the body sent exactly as given, bypassing the typed client's models.
-
-        kubernetes>=37 turns dict bodies into pydantic models first, which validates client-side and
-        can drop fields it does not know; manifests and deliberately invalid objects go through here.
-        """
+        """A request with the body sent exactly as given (a manifest, or a deliberately invalid object)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        request = self.api_client.param_serialize(
-            method, path, body=body, header_params=headers, auth_settings=["BearerToken"]
-        )
-        response = self.api_client.call_api(*request)
-        response.read()
-        text = response.data.decode() if response.data else ""
+        path, _, query = path.partition("?")
+        params = [tuple(p.split("=", 1)) for p in query.split("&") if p]
         try:
-            return response.status, json.loads(text) if text else None
+            response = self.api_client.call_api(
+                path, method, query_params=params, header_params=headers, body=body, auth_settings=["BearerToken"],
+                _preload_content=False, _return_http_data_only=True,
+            )
+            status, data = response.status, response.data
+        except ApiException as exc:
+            status, data = exc.status, exc.body
+        text = data.decode() if isinstance(data, bytes) else (data or "")
+        try:
+            return status, json.loads(text) if text else None
         except json.JSONDecodeError:
-            return response.status, text
+            return status, text
 
     def delete_namespace(self, name: str) -> None:
         try:

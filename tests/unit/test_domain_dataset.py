@@ -106,3 +106,12 @@ def test_validation_job_is_restricted_and_owned() -> None:
     assert owner["kind"] == "Dataset" and owner["controller"] is True
     assert job["metadata"]["labels"]["kultivar.io/owner-name"] == "iris"
     assert READY  # conditions module is importable from domain
+
+
+def test_pvc_source_is_mounted_read_only_where_the_workload_reads_it() -> None:
+    obj = dataset(source={"uri": "pvc://shared-data/iris/iris.csv"})
+    job = plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW).jobs[0]
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "source", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}} in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "source")
+    assert mount == {"name": "source", "mountPath": "/var/lib/kultivar/pvc/shared-data", "readOnly": True}

@@ -74,6 +74,7 @@ class ModelVersion(KModel):
     datasetDigest: str = Field(description="Digest of the Dataset version it was trained on.")
     dataset: str | None = Field(default=None, description="Name of that Dataset.")
     artifact: ArtifactRef = Field(description="The model file (skops) and its digest.")
+    manifestUri: str | None = Field(default=None, description="The model's manifest (features, classes, metrics).")
     profileUri: str | None = Field(default=None, description="Reference profile of the training data (drift).")
     metric: str | None = Field(default=None, description="Headline metric name.")
     metrics: Metrics = Field(default_factory=dict, description="Evaluation metrics.")

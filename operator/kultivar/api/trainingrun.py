@@ -128,6 +128,9 @@ class TrainingRunStatus(KModel):
     metrics: Metrics | None = Field(default=None, description="All evaluation metrics on the held-out split.")
     bestParams: FreeForm | None = Field(default=None, description="Parameters chosen by the search, if any.")
     artifact: ArtifactRef | None = Field(default=None, description="The saved model (skops format).")
+    manifestUri: str | None = Field(
+        default=None, description="Manifest next to the model: feature names and types, classes, versions, metrics."
+    )
     modelVersion: int | None = Field(default=None, description="The version registered in the Model.")
     attempts: int | None = Field(default=None, description="Pods the Job started (1 plus retries).")
     specAttempt: int | None = Field(

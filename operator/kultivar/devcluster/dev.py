@@ -74,7 +74,7 @@ def run_dev(kubeconfig: Path, namespace: str, store: Path, log_dir: Path) -> int
     os.environ["KUBECONFIG"] = str(kubeconfig)
     store.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    api = Api.connect()
+    api = Api.connect(str(kubeconfig))
     apply_crds(api)
     provision_store(api, namespace, store)
     operator_log = log_dir / "operator.log"

@@ -78,6 +78,18 @@ def _seconds_until_refresh(spec: DatasetSpec, status: dict[str, Any], now: datet
     return max(1.0, remaining.total_seconds())
 
 
+PVC_ROOT = "/var/lib/kultivar/pvc"  # where pvc://<claim>/<path> sources are mounted (see workloads.data)
+
+
+def source_volumes(uri: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """A pvc:// source's claim, mounted read-only where the workload looks for it."""
+    if not uri.startswith("pvc://"):
+        return []
+    claim = uri[len("pvc://"):].split("/", 1)[0]
+    volume = {"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+    return [(volume, {"name": "source", "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True})]
+
+
 def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, config: OperatorConfig) -> dict[str, Any]:
     meta = obj["metadata"]
     secrets = tuple(s for s in (spec.source.secretRef.name if spec.source.secretRef else "", config.store_secret) if s)
@@ -98,6 +110,7 @@ def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, co
         secret_names=secrets,
         annotations={"kultivar.io/generation": str(meta.get("generation", 0))},
         extra_labels={"kultivar.io/workload": "validate-dataset"},
+        extra_volumes=source_volumes(spec.source.uri),
     )
 
 

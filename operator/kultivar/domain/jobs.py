@@ -86,10 +86,14 @@ def workload_job(
     secret_names: tuple[str, ...] = (),
     annotations: dict[str, str] | None = None,
     extra_labels: dict[str, str] | None = None,
+    extra_volumes: list[tuple[dict[str, Any], dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A Job running one workload command in the runtime image, meeting Pod Security "restricted"."""
     labels = {**owner_labels(owner), **(extra_labels or {})}
     volumes, mounts = store_volume(config)
+    for volume, mount in extra_volumes or []:
+        volumes.append(volume)
+        mounts.append(mount)
     env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
     env_from = [{"secretRef": {"name": s}} for s in secret_names if s]
     container: dict[str, Any] = {

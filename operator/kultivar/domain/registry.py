@@ -91,6 +91,7 @@ def _version_record(number: int, run: dict[str, Any], now: datetime) -> dict[str
         "datasetDigest": st.get("datasetDigest") or "",
         "dataset": (spec.get("datasetRef") or {}).get("name"),
         "artifact": st["artifact"],
+        "manifestUri": st.get("manifestUri"),
         "metric": st.get("metric"),
         "metrics": st.get("metrics") or {},
         "image": spec.get("image"),

@@ -95,6 +95,11 @@ def plan_training_job(
     )
 
 
+def _rounded(score: object) -> float | None:
+    """Four decimals for the printer column; status.metrics keeps full precision."""
+    return round(float(score), 4) if isinstance(score, (int, float)) else None
+
+
 def _failure(job: JobOutcome) -> tuple[str, str]:
     """Why the run failed: the Job's own limit if it hit one, else what the workload reported."""
     result = job.result or {}
@@ -148,8 +153,9 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
         plan.status.update(completionTime=job.completion_time or stamp, attempts=job.attempts)
         if job.state == "Succeeded" and result.get("ok"):
             plan.status.update(
-                metric=result.get("metric"), score=result.get("score"), metrics=result.get("metrics"),
+                metric=result.get("metric"), score=_rounded(result.get("score")), metrics=result.get("metrics"),
                 artifact=result.get("artifact"), bestParams=result.get("bestParams") or None,
+                manifestUri=result.get("manifestUri"),
             )
             plan.conditions.append(Cond(SUCCEEDED, True, "Trained",
                                         f"{result.get('metric')}={result.get('score')} on held-out data"))
@@ -213,7 +219,7 @@ def _start(
     plan.jobs.append(job)
     plan.status.update(
         jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=version["digest"],
-        startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None,
+        startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None, manifestUri=None,
         bestParams=None, attempts=0,
     )
     plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {version['digest'][:19]}"))

@@ -8,12 +8,14 @@ calls are synchronous; the controllers run them in threads.
 from __future__ import annotations
 
 import json
+import os
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
@@ -21,6 +23,14 @@ from kultivar.api.resources import BY_KIND
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+
+
+def _json(raw: bytes | str | None) -> Any:
+    text = raw.decode() if isinstance(raw, bytes) else (raw or "")
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text
 
 
 class ApiError(Exception):
@@ -33,11 +43,15 @@ class ApiError(Exception):
         self.message = message
 
 
-def load_config() -> None:
+def load_config(kubeconfig: str | None = None) -> None:
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)
+        return
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # Read $KUBECONFIG now: the client library resolves its default path once, at import time.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None)
 
 
 def custom_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -55,8 +69,8 @@ class Api:
         self.request_timeout = request_timeout
 
     @classmethod
-    def connect(cls) -> Api:
-        load_config()
+    def connect(cls, kubeconfig: str | None = None) -> Api:
+        load_config(kubeconfig)
         return cls(client.ApiClient())
 
     # --- transport ----------------------------------------------------------------------------------
@@ -65,24 +79,18 @@ class Api:
         self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
-        if query:
-            path = f"{path}?{urlencode(query)}"
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
-        prepared = self.api_client.param_serialize(
-            method, path, body=body, header_params=headers, auth_settings=["BearerToken"]
-        )
-        response = self.api_client.call_api(*prepared, _request_timeout=self.request_timeout)
-        response.read()
-        text = response.data.decode() if response.data else ""
         try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = text
-        if response.status >= 400:
-            raise ApiError(response.status, getattr(response, "reason", "") or "", data)
-        return data
+            response = self.api_client.call_api(
+                path, method, query_params=list((query or {}).items()), header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True,
+                _request_timeout=self.request_timeout,
+            )
+        except ApiException as e:
+            raise ApiError(e.status or 0, e.reason or "", _json(e.body)) from None
+        return _json(response.data)
 
     def _get_or_none(self, path: str) -> dict[str, Any] | None:
         try:
