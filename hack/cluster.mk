@@ -24,3 +24,7 @@ cluster-down:
 
 cluster-status:
 	$(PY) -m kultivar.devcluster status
+
+.PHONY: dev
+dev:
+	$(PY) -m kultivar.devcluster dev

@@ -157,3 +157,28 @@ def test_two_runs_finishing_together_get_distinct_versions(kube, namespace, kube
 def _train_pods(kube, namespace: str) -> list[dict]:
     _, out = kube.raw("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=kultivar.io/workload=train")
     return out["items"]
+
+
+def test_retention_removes_old_versions_and_their_artifacts(kube, namespace, kubelet) -> None:
+    create(kube, namespace, sample("Dataset"))
+    model = sample("Model")
+    model["spec"]["retention"]["keepVersions"] = 1
+    create(kube, namespace, model)
+    run = sample("TrainingRun")
+    run["metadata"]["name"] = "weak"
+    run["spec"]["estimator"] = {"className": "sklearn.dummy.DummyClassifier", "params": {}}
+    create(kube, namespace, run)
+    wait_reason(kube, namespace, "TrainingRun", "weak", "Registered", timeout=TRAIN_TIMEOUT)
+    weak = _store_path(get(kube, namespace, "TrainingRun", "weak")["status"]["artifact"]["uri"])
+    assert weak.exists()
+    run["metadata"]["name"] = "strong"
+    run["spec"]["estimator"] = sample("TrainingRun")["spec"]["estimator"]
+    create(kube, namespace, run)
+    wait_reason(kube, namespace, "TrainingRun", "strong", "Registered", timeout=TRAIN_TIMEOUT)
+    status = wait_for(lambda: (s := get(kube, namespace, "Model", "iris")["status"])
+                      and [v["version"] for v in s["versions"]] == [2] and not s.get("retiring") and s,
+                      timeout=TRAIN_TIMEOUT, message="v1 retired and its artifacts deleted")
+    assert status["productionVersion"] == 2 and status["latestVersion"] == 2
+    assert not weak.exists() and not weak.parent.exists()
+    reasons = {e["reason"] for e in events_for(kube, namespace, "iris")}
+    assert {"VersionRetired", "ArtifactsDeleted"} <= reasons

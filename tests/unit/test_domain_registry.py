@@ -82,3 +82,27 @@ def test_unsettled_run_is_not_dropped() -> None:
 def test_run_without_success_is_ignored() -> None:
     p, _ = plan(model(), [run("pending")])
     assert p.status["versions"] == [] and p.ready.reason == "NoProductionVersion"
+
+
+def test_retired_versions_get_a_cleanup_job_until_it_succeeds() -> None:
+    from kultivar.domain.jobs import JobOutcome
+
+    runs = [succeeded_run(f"r{i}", 0.5 + i / 100, completed=f"2026-05-01T10:00:0{i}Z") for i in range(3)]
+    p, _ = plan(model(), runs)
+    for r, v in zip(runs, p.status["versions"], strict=True):
+        r["status"]["modelVersion"] = v["version"]
+    p2, dropped = plan(model(status=p.status, retention={"keepVersions": 2}), runs)
+    assert [d["version"] for d in dropped] == [1]
+    assert p2.status["retiring"] == [{"version": 1, "artifactUri": "file:///store/r0/model.skops",
+                                      "job": "iris-retire-v1"}]
+    (job,) = p2.jobs
+    env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KULTIVAR_DELETE"] == '["file:///store/r0/model.skops"]'
+    # the Job is running: nothing new; then it succeeds: the entry leaves status
+    status = {**p.status, **p2.status}
+    running = plan_model(ModelObserved(model(status=status, retention={"keepVersions": 2}), runs, frozenset(),
+                                       {"iris-retire-v1": JobOutcome("Running")}), NOW)[0]
+    assert running.jobs == [] and running.status["retiring"] == status["retiring"]
+    done = plan_model(ModelObserved(model(status=status, retention={"keepVersions": 2}), runs, frozenset(),
+                                    {"iris-retire-v1": JobOutcome("Succeeded")}), NOW)[0]
+    assert done.status["retiring"] == [] and any(e.reason == "ArtifactsDeleted" for e in done.events)

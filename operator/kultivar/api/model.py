@@ -85,6 +85,14 @@ class ModelVersion(KModel):
     rollbackReason: str | None = Field(default=None, description="Why its canary was rolled back.")
 
 
+class RetiredVersion(KModel):
+    """A version removed by retention whose artifacts a cleanup Job is deleting."""
+
+    version: int = Field(description="The retired version.")
+    artifactUri: str = Field(description="Its model file; the directory holding it is deleted.")
+    job: str = Field(description="The cleanup Job.")
+
+
 class ModelStatus(KModel):
     """Observed state of a Model."""
 
@@ -97,4 +105,7 @@ class ModelStatus(KModel):
         default_factory=list,
         description="Registered versions, oldest first.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
+    )
+    retiring: list[RetiredVersion] = Field(
+        default_factory=list, description="Versions removed by retention whose artifacts are being deleted."
     )

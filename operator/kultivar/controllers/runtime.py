@@ -155,7 +155,7 @@ class Operator:
         observed = observe.model(self.api, key.namespace, key.name)
         if observed is None:
             return None
-        plan, _dropped = plan_model(observed, datetime.now(UTC))
+        plan, _dropped = plan_model(observed, datetime.now(UTC), self.config)
         # Version numbers must never be handed out twice: write only if nobody wrote since we read.
         apply_plan(self.api, observed.obj, plan, optimistic=True)
         return plan.requeue_after

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from kultivar.api.model import ModelSpec, Promotion
+from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
+from kultivar.domain.jobs import JobOutcome, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 LOWER_IS_BETTER = {"rmse", "mae"}
@@ -20,6 +23,43 @@ class ModelObserved:
     obj: dict[str, Any]
     runs: list[dict[str, Any]]  # TrainingRuns whose modelRef names this Model
     served_versions: frozenset[int]  # versions some Deployment serves (never removed by retention)
+    cleanup_jobs: dict[str, JobOutcome | None] = field(default_factory=dict)  # by name, for status.retiring
+
+
+def retire_job_name(model: str, version: int) -> str:
+    return f"{model}-retire-v{version}"
+
+
+def plan_retire_job(obj: dict[str, Any], retired: dict[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    meta = obj["metadata"]
+    return workload_job(
+        name=retired["job"], owner=obj, command=["kultivar", "delete-artifacts"],
+        env={"KULTIVAR_STORE": config.store_url, "KULTIVAR_DELETE": json.dumps([retired["artifactUri"]]),
+             "KULTIVAR_NAMESPACE": meta["namespace"], "KULTIVAR_NAME": meta["name"], "HOME": "/tmp"},
+        config=config, backoff_limit=3, active_deadline_seconds=600,
+        secret_names=(config.store_secret,) if config.store_secret else (),
+        extra_labels={"kultivar.io/workload": "delete-artifacts"},
+    )
+
+
+def _cleanup(plan: Plan, obj: dict[str, Any], retiring: list[dict[str, Any]],
+             jobs: dict[str, JobOutcome | None], config: OperatorConfig) -> list[dict[str, Any]]:
+    """Drive artifact deletion of retired versions; entries leave status once their Job finished."""
+    still = []
+    for item in retiring:
+        job = jobs.get(item["job"])
+        if job is not None and job.state == "Succeeded":
+            plan.events.append(Event("Normal", "ArtifactsDeleted", f"artifacts of v{item['version']} deleted"))
+            continue
+        if job is not None and job.state == "Failed":
+            plan.events.append(Event("Warning", "ArtifactCleanupFailed",
+                                     f"could not delete the artifacts of v{item['version']} ({item['artifactUri']}): "
+                                     f"{(job.result or {}).get('message') or job.message}; delete them by hand"))
+            continue
+        if job is None:
+            plan.jobs.append(plan_retire_job(obj, item, config))
+        still.append(item)
+    return still
 
 
 @dataclass(frozen=True)
@@ -119,8 +159,10 @@ def _retention(versions: list[dict[str, Any]], keep: int, protected: set[int], r
     return kept, dropped
 
 
-def plan_model(observed: ModelObserved, now: datetime) -> tuple[Plan, list[dict[str, Any]]]:
-    """The Model's new status, and the versions retention removed (their artifacts are deleted after)."""
+def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | None = None
+               ) -> tuple[Plan, list[dict[str, Any]]]:
+    """The Model's new status, and the versions retention removed (a Job deletes their artifacts)."""
+    config = config or OperatorConfig()
     obj = observed.obj
     status = dict(obj.get("status") or {})
     try:
@@ -171,8 +213,12 @@ def plan_model(observed: ModelObserved, now: datetime) -> tuple[Plan, list[dict[
     protected = set(observed.served_versions) | ({production} if production else set())
     runs_by_name = {r["metadata"]["name"]: r for r in observed.runs}
     versions, dropped = _retention(versions, spec.retention.keepVersions, protected, runs_by_name)
+    retiring = list(status.get("retiring") or [])
     for v in dropped:
         plan.events.append(Event("Normal", "VersionRetired", f"v{v['version']} removed by retention"))
+        retiring.append({"version": v["version"], "artifactUri": v["artifact"]["uri"],
+                         "job": retire_job_name(obj["metadata"]["name"], v["version"])})
+    plan.status["retiring"] = _cleanup(plan, obj, retiring, observed.cleanup_jobs, config)
 
     prod_record = by_number.get(production) if production else None
     metric = spec.promotion.metric or (prod_record or {}).get("metric")

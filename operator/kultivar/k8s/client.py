@@ -8,8 +8,8 @@ calls are synchronous; the controllers run them in threads.
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote

@@ -84,7 +84,9 @@ def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
             served.add(int(spec["modelRef"]["version"]))
         for variant in (d.get("status") or {}).get("variants") or []:
             served.add(int(variant["version"]))
-    return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served))
+    retiring = (obj.get("status") or {}).get("retiring") or []
+    cleanup = {item["job"]: job(api, namespace, item["job"]) for item in retiring}
+    return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup)
 
 
 def deployment(api: Api, namespace: str, name: str) -> DeploymentObserved | None:

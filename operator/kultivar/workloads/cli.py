@@ -218,6 +218,30 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                         ArtifactStore(store_url))
 
 
+def _delete_artifacts(args: argparse.Namespace) -> dict[str, Any]:
+    """Retention: delete the directories holding retired versions' artifacts (model file and manifest)."""
+    from kultivar.workloads.storage import ArtifactStore
+
+    store_url = _value(args, "store", "KULTIVAR_STORE")
+    uris = json.loads(os.environ.get("KULTIVAR_DELETE", "[]"))
+    assert store_url
+    store = ArtifactStore(store_url)
+    base = store_url.rstrip("/") + "/"
+    deleted = []
+    for uri in uris:
+        if not uri.startswith(base):
+            raise InputError(f"refusing to delete {uri!r}: it is outside the artifact store {store_url}")
+        prefix = uri[len(base):].rsplit("/", 1)[0]
+        if store.delete_prefix(prefix):
+            deleted.append(prefix)
+        log.info("deleted %s", prefix)
+    return {"ok": True, "deleted": len(deleted)}
+
+
+def delete_artifacts_command(args: argparse.Namespace) -> int:
+    return _run(args, _delete_artifacts)
+
+
 def validate_dataset_command(args: argparse.Namespace) -> int:
     return _run(args, _validate_dataset)
 
@@ -257,6 +281,13 @@ def add_commands(subparsers: Any) -> None:
     t.add_argument("--target", help="target column (KULTIVAR_TARGET)")
     t.add_argument("--features", help="JSON list of {name, type} (KULTIVAR_FEATURES)")
     t.set_defaults(func=train_command)
+
+    d = subparsers.add_parser(
+        "delete-artifacts", help="delete retired model versions' artifacts (runs in the retention Job)",
+        description="Delete the artifact directories of the URIs in KULTIVAR_DELETE (a JSON list).",
+    )
+    _common(d)
+    d.set_defaults(func=delete_artifacts_command)
 
 
 def main(argv: list[str] | None = None) -> int:
