@@ -268,6 +268,9 @@ class DeploymentStatus(KModel):
     canaryStep: int | None = Field(default=None, description="Current canary step (1-based).")
     variants: list[VariantStatus] = Field(default_factory=list, description="Served versions.")
     rollout: Rollout | None = Field(default=None, description="State of the current canary rollout.")
+    rolledBack: list[int] | None = Field(
+        default=None, description="Versions whose canary failed analysis; they are not rolled out again."
+    )
     lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
     drift: DriftStatus | None = Field(default=None, description="The last drift check.")
     lastRetrain: RetrainStatus | None = Field(default=None, description="The last drift-triggered retraining.")

@@ -65,7 +65,8 @@ for _kind in KINDS:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "kultivar"}, id="enqueue-job-owner")
-def job_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
+@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: "kultivar"}, id="enqueue-deployment-owner")
+def child_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         operator.observe_child(dict(body))

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
@@ -14,9 +15,9 @@ from kultivar.config import OperatorConfig
 from kultivar.controllers.workqueue import WorkQueue
 from kultivar.domain.dataset import plan_dataset
 from kultivar.domain.registry import plan_model
-from kultivar.domain.serving import plan_deployment
+from kultivar.domain.serving import plan_serving
 from kultivar.domain.trainingrun import plan_training_run
-from kultivar.k8s import observe
+from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
 from kultivar.k8s.client import Api, ApiError
 
@@ -75,7 +76,7 @@ class Operator:
         self.queue.add(key)
         for referrer in list(self._referrers.get((key.namespace, kind, key.name), ())):
             self.queue.add(referrer)
-        if kind == "TrainingRun":  # a finished run is registered by its Model
+        if kind in ("TrainingRun", "Deployment"):  # the Model registers runs and records rollbacks
             model = ((body.get("spec") or {}).get("modelRef") or {}).get("name")
             if model:
                 self.queue.add(Key("Model", key.namespace, model))
@@ -161,9 +162,15 @@ class Operator:
         return plan.requeue_after
 
     def _reconcile_deployment(self, key: Key) -> float | None:
-        observed = observe.deployment(self.api, key.namespace, key.name)
+        observed = observe.deployment(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
-        plan = plan_deployment(observed)
-        apply_plan(self.api, observed.obj, plan)
-        return plan.requeue_after
+        now = datetime.now(UTC)
+        planned = plan_serving(observed, self.config, now)
+        if planned.needs_metrics:  # an analysis is due: scrape the versions' pods and decide with numbers
+            versions = sorted(observed.pods or {})
+            metrics = serving.scrape(self.api, key.namespace, key.name, versions)
+            planned = plan_serving(replace(observed, metrics=metrics), self.config, now)
+        serving.apply_serving(self.api, observed.obj, planned)
+        apply_plan(self.api, observed.obj, planned.plan)
+        return planned.plan.requeue_after

@@ -9,8 +9,10 @@ kubelet` for local development.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +52,11 @@ def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 180
         return proc.returncode, message[-4096:]
 
 
+def _owner_kind(pod: dict[str, Any]) -> str:
+    refs = pod["metadata"].get("ownerReferences") or []
+    return str(refs[0].get("kind", "")) if refs else ""
+
+
 def finish(api: Api, namespace: str, name: str, exit_code: int, message: str) -> None:
     """Write the pod's terminal status, retrying when kwok updated it in between."""
     for _ in range(10):
@@ -66,6 +73,65 @@ def finish(api: Api, namespace: str, name: str, exit_code: int, message: str) ->
             time.sleep(0.05)
 
 
+_next_ip = itertools.count(2)
+_ip_lock = threading.Lock()
+
+
+def loopback_address(port: int) -> str:
+    """A 127.0.0.N address whose port is free: every served pod gets its own, as pods get their own IPs."""
+    with _ip_lock:
+        for _ in range(250):
+            host = f"127.0.0.{2 + (next(_next_ip) - 2) % 250}"
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            return host
+    raise RuntimeError(f"no free loopback address for port {port}")
+
+
+def set_pod_ip(api: Api, namespace: str, name: str, ip: str) -> None:
+    for _ in range(10):
+        pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        pod.setdefault("status", {}).update(podIP=ip, podIPs=[{"ip": ip}])
+        try:
+            api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/{name}/status", pod)
+            return
+        except ApiError as e:
+            if e.status != 409:
+                raise
+            time.sleep(0.05)
+
+
+class Server:
+    """A long-running pod (an inference server) as a local process on its own loopback address."""
+
+    def __init__(self, container: dict[str, Any], log_dir: Path) -> None:
+        command = list(container.get("command") or []) + list(container.get("args") or [])
+        port = next((p["containerPort"] for p in container.get("ports") or []), 8080)
+        self.ip = loopback_address(port)
+        self.tmp = tempfile.TemporaryDirectory()
+        pod_env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+        env = {"PATH": os.environ.get("PATH", ""), **pod_env, "HOME": self.tmp.name, "KULTIVAR_HTTP_HOST": self.ip}
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"serve-{self.ip}-{time.time_ns()}.log"
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        self.tmp.cleanup()
+
+
 class LocalKubelet:
     """Runs the workload pods of one namespace (or all) that kwok left Running, until stopped."""
 
@@ -75,6 +141,7 @@ class LocalKubelet:
         self.log_dir = log_dir
         self.interval = interval
         self.ran: list[str] = []
+        self.servers: dict[str, Server] = {}  # "<ns>/<pod>" -> its running server
         self.paused = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="local-kubelet")
@@ -86,6 +153,9 @@ class LocalKubelet:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
+        for server in self.servers.values():
+            server.stop()
+        self.servers.clear()
 
     def pending(self) -> list[dict[str, Any]]:
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
@@ -94,9 +164,29 @@ class LocalKubelet:
                 if (p.get("status") or {}).get("phase") == "Running"
                 and f"{p['metadata']['namespace']}/{p['metadata']['name']}" not in self.ran]
 
+    def _sync_servers(self, pods: list[dict[str, Any]]) -> None:
+        """Start a server for each new serving pod; stop the servers of pods that are gone or terminating."""
+        live = {f"{p['metadata']['namespace']}/{p['metadata']['name']}": p for p in pods
+                if not p["metadata"].get("deletionTimestamp")}
+        for key in list(self.servers):
+            if key not in live:
+                self.servers.pop(key).stop()
+        for key, pod in live.items():
+            if key in self.servers or (pod.get("status") or {}).get("phase") != "Running":
+                continue
+            server = Server(pod["spec"]["containers"][0], self.log_dir)
+            self.servers[key] = server
+            set_pod_ip(self.api, pod["metadata"]["namespace"], pod["metadata"]["name"], server.ip)
+            log.info("serving pod %s at %s", key, server.ip)
+
     def run_once(self) -> int:
         count = 0
+        base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
+        everything = self.api.request("GET", base, query={"labelSelector": SELECTOR}).get("items") or []
+        self._sync_servers([p for p in everything if _owner_kind(p) == "ReplicaSet"])
         for pod in self.pending():
+            if _owner_kind(pod) == "ReplicaSet":
+                continue
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             self.ran.append(f"{ns}/{name}")
             log.info("running pod %s/%s locally", ns, name)

@@ -24,6 +24,7 @@ class ModelObserved:
     runs: list[dict[str, Any]]  # TrainingRuns whose modelRef names this Model
     served_versions: frozenset[int]  # versions some Deployment serves (never removed by retention)
     cleanup_jobs: dict[str, JobOutcome | None] = field(default_factory=dict)  # by name, for status.retiring
+    rolled_back: dict[int, str] = field(default_factory=dict)  # version -> Deployment whose canary of it failed
 
 
 def retire_job_name(model: str, version: int) -> str:
@@ -209,6 +210,13 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
             production = spec.production
     elif production is not None and production not in by_number:
         production = None
+
+    for number, deployment in observed.rolled_back.items():
+        rolled = by_number.get(number)
+        if rolled is not None and not rolled.get("rolledBack"):
+            rolled["rolledBack"] = True
+            rolled["rollbackReason"] = f"its canary in Deployment {deployment} failed analysis"
+            plan.events.append(Event("Warning", "VersionRolledBack", f"v{number}: {rolled['rollbackReason']}"))
 
     protected = set(observed.served_versions) | ({production} if production else set())
     runs_by_name = {r["metadata"]["name"]: r for r in observed.runs}

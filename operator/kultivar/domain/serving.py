@@ -1,20 +1,50 @@
-"""Deployment decisions: which Model version to serve."""
+"""Deployment decisions: which Model version to serve, and the objects that serve it.
+
+Per served version an apps/v1 Deployment `<name>-v<N>` runs `kultivar serve`; one Service `<name>` selects
+every version's pods (the replicas router approximates weights by replica counts). The gatewayAPI router adds
+a Service per version and an HTTPRoute with exact weights and header matches.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from kultivar.api.deployment import DeploymentSpec
+from kultivar.config import OperatorConfig
+from kultivar.domain.conditions import READY, Cond
+from kultivar.domain.jobs import (
+    RESTRICTED_CONTAINER_SECURITY,
+    RESTRICTED_POD_SECURITY,
+    owner_labels,
+    owner_reference,
+    store_problem,
+)
+from kultivar.domain.metrics import Snapshot
 from kultivar.domain.plan import Plan, blocked
+from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide
+
+DEPLOYMENT_LABEL = "kultivar.io/deployment"
+VERSION_LABEL = "kultivar.io/model-version"
+HTTP_PORT = 8080
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+
+
+def version_name(name: str, version: int) -> str:
+    return f"{name}-v{version}"
 
 
 @dataclass(frozen=True)
 class DeploymentObserved:
     obj: dict[str, Any]
     model: dict[str, Any] | None
+    pods: dict[int, Pods] | None = None  # per version with an apps/v1 Deployment of ours
+    metrics: dict[int, Snapshot] | None = None  # scraped this reconcile (None: not scraped)
+    store_claim_found: bool | None = None
 
 
 def target_version(spec: DeploymentSpec, model: dict[str, Any]) -> tuple[int | None, str, str]:
@@ -34,17 +64,220 @@ def target_version(spec: DeploymentSpec, model: dict[str, Any]) -> tuple[int | N
     return int(status["productionVersion"]), "", ""
 
 
-def plan_deployment(observed: DeploymentObserved) -> Plan:
+def version_record(model: dict[str, Any], version: int) -> dict[str, Any] | None:
+    for v in (model.get("status") or {}).get("versions") or []:
+        if v["version"] == version:
+            return v
+    return None
+
+
+def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[str, Any], replicas: int,
+                      config: OperatorConfig) -> dict[str, Any]:
+    """The apps/v1 Deployment serving one version, probed on the V2 health endpoints."""
+    name, ns = obj["metadata"]["name"], obj["metadata"]["namespace"]
+    version = int(record["version"])
+    labels = {**owner_labels(obj), DEPLOYMENT_LABEL: name, VERSION_LABEL: str(version)}
+    selector = {DEPLOYMENT_LABEL: name, VERSION_LABEL: str(version)}
+    env = {
+        "KULTIVAR_MODEL_NAME": spec.modelRef.name,
+        "KULTIVAR_MODEL_VERSION": str(version),
+        "KULTIVAR_MODEL_URI": record["artifact"]["uri"],
+        "KULTIVAR_MODEL_DIGEST": record["artifact"]["digest"],
+        "KULTIVAR_STORE": config.store_url,
+        "KULTIVAR_HTTP_PORT": str(HTTP_PORT),
+        "HOME": "/tmp",
+    }
+    if record.get("manifestUri"):
+        env["KULTIVAR_MANIFEST_URI"] = record["manifestUri"]
+    if record.get("profileUri"):
+        env["KULTIVAR_PROFILE_URI"] = record["profileUri"]
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if config.store_path and config.store_pvc:
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": config.store_pvc,
+                                                                        "readOnly": True}})
+        mounts.append({"name": "artifacts", "mountPath": config.store_path, "readOnly": True})
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": spec.image or config.runtime_image,
+        "imagePullPolicy": config.image_pull_policy,
+        "command": ["kultivar", "serve"],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5,
+                           "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 10,
+                          "failureThreshold": 3},
+        "startupProbe": {"httpGet": {"path": "/v2/health/live", "port": "http"}, "periodSeconds": 2,
+                         "failureThreshold": 60},
+        "volumeMounts": mounts,
+        "securityContext": RESTRICTED_CONTAINER_SECURITY,
+    }
+    if spec.resources:
+        container["resources"] = spec.resources.wire()
+    if config.store_secret:
+        container["envFrom"] = [{"secretRef": {"name": config.store_secret}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": version_name(name, version), "namespace": ns, "labels": labels,
+                     "ownerReferences": [owner_reference(obj)]},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            # Surge first, never below the wanted count: a version's pods are replaced without a 503 window.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {"labels": {**config.pod_labels, **labels},
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(HTTP_PORT),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": RESTRICTED_POD_SECURITY,
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def service(obj: dict[str, Any], name: str, selector: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": obj["metadata"]["namespace"], "labels": owner_labels(obj),
+                     "ownerReferences": [owner_reference(obj)]},
+        "spec": {"selector": selector,
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def http_route(obj: dict[str, Any], spec: DeploymentSpec, weights: dict[int, int]) -> dict[str, Any]:
+    """Exact traffic weights, plus a header rule per version for explicit selection (A/B)."""
+    name = obj["metadata"]["name"]
+    gateway = spec.traffic.gateway
+    assert gateway is not None
+    refs = [{"name": version_name(name, v), "port": 80, "weight": w} for v, w in sorted(weights.items())]
+    rules: list[dict[str, Any]] = []
+    header = spec.strategy.abTest.header if spec.strategy.abTest else None
+    if header:
+        for v in sorted(weights):
+            rules.append({"matches": [{"headers": [{"name": header, "value": str(v)}]}],
+                          "backendRefs": [{"name": version_name(name, v), "port": 80}]})
+    rules.append({"backendRefs": refs})
+    parents = [{k: v for k, v in p.wire().items()} for p in gateway.parentRefs]
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": obj["metadata"]["namespace"], "labels": owner_labels(obj),
+                     "ownerReferences": [owner_reference(obj)]},
+        "spec": {"parentRefs": parents, **({"hostnames": gateway.hostnames} if gateway.hostnames else {}),
+                 "rules": rules},
+    }
+
+
+@dataclass
+class ServingPlan:
+    """Everything the Deployment controller applies: objects to exist, versions to remove, status."""
+
+    plan: Plan
+    deployments: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+    routes: list[dict[str, Any]]
+    remove_versions: list[int]
+    needs_metrics: bool = False
+
+
+def _effective_weights(decision: RolloutDecision, router: str) -> dict[int, int]:
+    if router == "gatewayAPI":
+        return decision.weights
+    total = sum(decision.replicas.values()) or 1
+    return {v: round(100 * r / total) for v, r in decision.replicas.items()} if decision.weights else {}
+
+
+def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: datetime) -> ServingPlan:
     obj = observed.obj
+    name = obj["metadata"]["name"]
+    empty = ServingPlan(Plan(), [], [], [], [])
     try:
         spec = DeploymentSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:
-        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+        empty.plan = blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+        return empty
     if observed.model is None:
-        return blocked("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
-                                        f"{obj['metadata']['namespace']}; create it or fix spec.modelRef")
+        empty.plan = blocked("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
+                                              f"{obj['metadata']['namespace']}; create it or fix spec.modelRef")
+        return empty
+    status = obj.get("status") or {}
     version, reason, message = target_version(spec, observed.model)
     if version is None:
-        return blocked(reason, message)
-    return blocked("ServingUnavailable", f"v{version} of Model {spec.modelRef.name!r} is resolved; this build of "
-                                         "Kultivar does not serve models yet")
+        empty.plan = blocked(reason, message)
+        return empty
+    store = store_problem(config, observed.store_claim_found)
+    if store:
+        empty.plan = blocked(*store, requeue_after=30)
+        return empty
+    if spec.strategy.type == "ABTest" and spec.strategy.abTest:
+        model = observed.model
+        missing = [v.version for v in spec.strategy.abTest.variants if version_record(model, v.version) is None]
+        if missing:
+            empty.plan = blocked("VersionNotFound", f"abTest names versions {missing} that Model "
+                                                    f"{spec.modelRef.name!r} does not have; fix spec.strategy.abTest")
+            return empty
+        if spec.strategy.abTest.header and spec.traffic.router != "gatewayAPI":
+            empty.plan = blocked("HeaderRoutingNeedsGateway", "abTest.header selects versions by request header, "
+                                 "which needs traffic.router: gatewayAPI; set it or remove the header")
+            return empty
+
+    decision = decide(RolloutInput(
+        spec=spec, target=version, stable=status.get("stableVersion"), rollout=status.get("rollout"),
+        rolled_back=list(status.get("rolledBack") or []), pods=observed.pods or {}, metrics=observed.metrics,
+        now=now,
+    ))
+    deployments = []
+    for v, replicas in sorted(decision.replicas.items()):
+        record = version_record(observed.model, v)
+        if record is None:  # retired from the registry while still wanted: keep serving what exists
+            continue
+        deployments.append(server_deployment(obj, spec, record, replicas, config))
+    services = [service(obj, name, {DEPLOYMENT_LABEL: name})]
+    routes = []
+    if spec.traffic.router == "gatewayAPI":
+        services += [service(obj, version_name(name, v), {DEPLOYMENT_LABEL: name, VERSION_LABEL: str(v)})
+                     for v in sorted(decision.replicas)]
+        routes.append(http_route(obj, spec, decision.weights))
+    remove = sorted(set(observed.pods or {}) - set(decision.replicas))
+
+    weights = _effective_weights(decision, spec.traffic.router)
+    variants = []
+    for v, replicas in sorted(decision.replicas.items()):
+        pods = (observed.pods or {}).get(v)
+        role = "stable" if v == decision.stable else "canary" if v == decision.canary else "variant"
+        variants.append({"version": v, "role": role, "weight": weights.get(v, 0), "replicas": replicas,
+                         "readyReplicas": pods.ready if pods else 0})
+    plan = Plan(events=list(decision.events), requeue_after=decision.requeue_after)
+    plan.status.update(
+        url=f"http://{name}.{obj['metadata']['namespace']}.svc/v2/models/{spec.modelRef.name}",
+        stableVersion=decision.stable, canaryVersion=decision.canary,
+        canaryWeight=decision.weights.get(decision.canary) if decision.canary else None,
+        canaryStep=(int(decision.rollout["step"]) + 1) if decision.rollout else None,
+        rollout=decision.rollout, variants=variants, rolledBack=decision.rolled_back or None,
+    )
+    if decision.analysis:
+        plan.status["lastAnalysis"] = decision.analysis
+    serving = decision.stable is not None and all(
+        (observed.pods or {}).get(v) and (observed.pods or {})[v].ready > 0 for v in decision.replicas
+        if decision.replicas[v] > 0 and v == decision.stable)
+    progressing, p_reason, p_message = decision.progressing
+    degraded, d_reason, d_message = decision.degraded
+    plan.conditions += [
+        Cond(PROGRESSING, progressing, p_reason, p_message),
+        Cond(DEGRADED, degraded, d_reason, d_message),
+    ]
+    if serving:
+        plan.conditions.append(Cond(READY, True, "Serving", f"v{decision.stable} serves at {plan.status['url']}"))
+    else:
+        plan.conditions.append(Cond(READY, False, "Deploying", p_message or f"starting v{version}"))
+    return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics)

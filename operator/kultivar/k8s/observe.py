@@ -10,6 +10,7 @@ from kultivar.domain.jobs import JobOutcome, job_outcome
 from kultivar.domain.registry import ModelObserved
 from kultivar.domain.serving import DeploymentObserved
 from kultivar.domain.trainingrun import TrainingRunObserved
+from kultivar.k8s import serving
 from kultivar.k8s.client import Api
 
 
@@ -76,22 +77,28 @@ def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
     runs = [r for r in api.list_objects("TrainingRun", namespace)
             if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
     served: set[int] = set()
+    rolled_back: dict[int, str] = {}
     for d in api.list_objects("Deployment", namespace):
         spec = d.get("spec") or {}
         if (spec.get("modelRef") or {}).get("name") != name:
             continue
+        for version in (d.get("status") or {}).get("rolledBack") or []:
+            rolled_back[int(version)] = d["metadata"]["name"]
         if (spec.get("modelRef") or {}).get("version"):
             served.add(int(spec["modelRef"]["version"]))
         for variant in (d.get("status") or {}).get("variants") or []:
             served.add(int(variant["version"]))
     retiring = (obj.get("status") or {}).get("retiring") or []
     cleanup = {item["job"]: job(api, namespace, item["job"]) for item in retiring}
-    return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup)
+    return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup,
+                         rolled_back=rolled_back)
 
 
-def deployment(api: Api, namespace: str, name: str) -> DeploymentObserved | None:
+def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> DeploymentObserved | None:
     obj = _live(api.get("Deployment", namespace, name))
     if obj is None:
         return None
     ref = ((obj.get("spec") or {}).get("modelRef") or {}).get("name", "")
-    return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref))
+    return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref),
+                              pods=serving.version_pods(api, namespace, name),
+                              store_claim_found=store_claim(api, config, namespace))

@@ -1,0 +1,177 @@
+"""Serving metrics as the operator sees them: parsed scrapes, deltas over a window, and canary analysis.
+
+The inference server exports cumulative counters (see kultivar.serving.monitoring). A window's numbers are
+the difference of two snapshots; a pod restart resets its counters, which the delta treats as a fresh start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from kultivar.domain.profile import psi
+
+ERROR_OUTCOMES = ("error", "unavailable")
+
+
+@dataclass
+class Snapshot:
+    """Cumulative counters of one version (summed over its pods)."""
+
+    requests: dict[str, float] = field(default_factory=dict)  # outcome -> count
+    latency: dict[float, float] = field(default_factory=dict)  # le bound -> cumulative count
+    predictions: dict[str, float] = field(default_factory=dict)  # class (or value bucket) -> count
+    features: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> bucket -> count
+
+    @property
+    def total(self) -> float:
+        return sum(self.requests.values())
+
+    def add(self, other: Snapshot) -> Snapshot:
+        return Snapshot(
+            requests=_merge(self.requests, other.requests),
+            latency=_merge(self.latency, other.latency),
+            predictions=_merge(self.predictions, other.predictions),
+            features={f: _merge(self.features.get(f, {}), other.features.get(f, {}))
+                      for f in set(self.features) | set(other.features)},
+        )
+
+    def minus(self, base: Snapshot | None) -> Snapshot:
+        """Counts since base; where a counter went backwards (pod restart), everything counts as new."""
+        if base is None or self.total < base.total:
+            return self
+        return Snapshot(
+            requests=_diff(self.requests, base.requests),
+            latency=_diff(self.latency, base.latency),
+            predictions=_diff(self.predictions, base.predictions),
+            features={f: _diff(b, base.features.get(f, {})) for f, b in self.features.items()},
+        )
+
+    def wire(self) -> dict[str, Any]:
+        return {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
+                "predictions": self.predictions, "features": self.features}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any] | None) -> Snapshot | None:
+        if not data:
+            return None
+        return cls(requests=dict(data.get("requests") or {}),
+                   latency={float(k): v for k, v in (data.get("latency") or {}).items()},
+                   predictions=dict(data.get("predictions") or {}),
+                   features={k: dict(v) for k, v in (data.get("features") or {}).items()})
+
+
+def _merge(a: dict[Any, float], b: dict[Any, float]) -> dict[Any, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in set(a) | set(b)}
+
+
+def _diff(a: dict[Any, float], b: dict[Any, float]) -> dict[Any, float]:
+    return {k: max(0.0, v - b.get(k, 0.0)) for k, v in a.items()}
+
+
+def parse(text: str) -> Snapshot:
+    """Read the server's /metrics exposition into a Snapshot."""
+    snap = Snapshot()
+    value_buckets: dict[str, float] = {}  # regression: cumulative "le" buckets of predicted values
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "kultivar_inference_requests_total":
+                key = s.labels.get("outcome", "")
+                snap.requests[key] = snap.requests.get(key, 0.0) + s.value
+            elif s.name == "kultivar_inference_latency_seconds_bucket":
+                le = float(s.labels["le"])
+                snap.latency[le] = snap.latency.get(le, 0.0) + s.value
+            elif s.name == "kultivar_predictions_total":
+                key = s.labels.get("class", "")
+                snap.predictions[key] = snap.predictions.get(key, 0.0) + s.value
+            elif s.name == "kultivar_prediction_value_bucket":
+                key = s.labels["le"]
+                value_buckets[key] = value_buckets.get(key, 0.0) + s.value
+            elif s.name == "kultivar_feature_bucket_total":
+                buckets = snap.features.setdefault(s.labels["feature"], {})
+                buckets[s.labels["bucket"]] = buckets.get(s.labels["bucket"], 0.0) + s.value
+    # Per-bucket counts (not cumulative) so predicted values compare like classes do.
+    snap.predictions.update({f"le={k}": v for k, v in _decumulate(value_buckets).items()})
+    return snap
+
+
+def _decumulate(cumulative: dict[str, float]) -> dict[str, float]:
+    ordered = sorted(cumulative.items(), key=lambda kv: float(kv[0]))
+    out, previous = {}, 0.0
+    for bound, count in ordered:
+        out[bound] = count - previous
+        previous = count
+    return out
+
+
+def quantile(latency: dict[float, float], q: float) -> float | None:
+    """A quantile from cumulative histogram buckets, interpolated as Prometheus' histogram_quantile does."""
+    bounds = sorted(latency)
+    if not bounds or latency[bounds[-1]] <= 0:
+        return None
+    total = latency[bounds[-1]]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound in bounds:
+        count = latency[bound]
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            span = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / span if span else 0.0)
+        lower_bound, lower_count = bound, count
+    return bounds[-1]
+
+
+def distribution_shift(a: dict[str, float], b: dict[str, float]) -> float | None:
+    """PSI between two count distributions over the same keys (canary vs stable predictions)."""
+    keys = sorted(set(a) | set(b))
+    if not keys or sum(a.values()) <= 0 or sum(b.values()) <= 0:
+        return None
+    expected = [b.get(k, 0.0) / sum(b.values()) for k in keys]
+    return float(psi(expected, [a.get(k, 0.0) for k in keys]))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str  # Pass | Fail | Inconclusive
+    failed_check: str | None
+    message: str
+    requests: int
+    error_rate: float | None
+    latency_p95: float | None
+    prediction_shift: float | None
+
+    def wire(self, time: str) -> dict[str, Any]:
+        out = {"time": time, "verdict": self.verdict, "failedCheck": self.failed_check, "message": self.message,
+               "requests": self.requests, "errorRate": self.error_rate, "latencyP95Seconds": self.latency_p95,
+               "predictionShift": self.prediction_shift}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def analyse(canary: Snapshot, stable: Snapshot | None, *, min_requests: int, max_error_rate: float,
+            max_latency_p95: float, max_prediction_shift: float) -> Verdict:
+    """Judge a canary on the requests it served in this step (deltas), against the stable version."""
+    requests = int(canary.total)
+    if requests < min_requests:
+        return Verdict("Inconclusive", None, f"{requests} requests in this step, {min_requests} needed to judge; "
+                       "waiting for traffic", requests, None, None, None)
+    errors = sum(canary.requests.get(o, 0.0) for o in ERROR_OUTCOMES)
+    error_rate = errors / requests
+    p95 = quantile(canary.latency, 0.95)
+    shift = distribution_shift(canary.predictions, stable.predictions) if stable else None
+    numbers = (f"requests={requests} errorRate={error_rate:.4f} latencyP95={p95 if p95 is None else round(p95, 4)}s "
+               f"predictionShift={shift if shift is None else round(shift, 4)}")
+    if error_rate > max_error_rate:
+        return Verdict("Fail", "ErrorRate", f"error rate {error_rate:.2%} > {max_error_rate:.2%}; {numbers}",
+                       requests, error_rate, p95, shift)
+    if p95 is not None and p95 > max_latency_p95:
+        return Verdict("Fail", "LatencyP95", f"p95 latency {p95:.3f}s > {max_latency_p95}s; {numbers}",
+                       requests, error_rate, p95, shift)
+    if shift is not None and shift > max_prediction_shift:
+        return Verdict("Fail", "PredictionShift", f"prediction PSI {shift:.3f} > {max_prediction_shift}; {numbers}",
+                       requests, error_rate, p95, shift)
+    return Verdict("Pass", None, numbers, requests, error_rate, p95, shift)

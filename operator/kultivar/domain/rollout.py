@@ -1,0 +1,237 @@
+"""The rollout state machine: which versions run with how many replicas and how much traffic, and when a
+canary advances, is promoted or rolled back. Pure: every input is observed state, every output a decision.
+
+States (status.rollout.state) of a canary of version C while version S is stable:
+  Starting  -> C's pods are coming up at the first step's size; S keeps all its replicas (no 503 window).
+  Stepping  -> C takes steps[i].weight; after steps[i].pause an analysis of C's requests in this step decides:
+               Pass -> next step (or Promoting after the last), Fail -> rolled back, Inconclusive -> wait.
+  Promoting -> C scales to the full replica count; once Ready, C becomes stable and S is removed.
+A rolled-back version is remembered (status.rolledBack) and never rolled out again by itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kultivar.api.common import parse_duration
+from kultivar.api.deployment import DeploymentSpec
+from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.metrics import Snapshot, Verdict, analyse
+from kultivar.domain.plan import Event
+
+
+@dataclass(frozen=True)
+class Pods:
+    """Observed state of one version's apps/v1 Deployment."""
+
+    desired: int
+    ready: int
+    updated: bool = True  # the Deployment's pod template matches what we want (rollout of it finished)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.updated and self.ready >= self.desired
+
+
+@dataclass
+class RolloutInput:
+    spec: DeploymentSpec
+    target: int  # the version that should end up serving (pinned, or the Model's production version)
+    stable: int | None  # status.stableVersion
+    rollout: dict[str, Any] | None  # status.rollout
+    rolled_back: list[int]  # status.rolledBack: versions whose canary failed
+    pods: dict[int, Pods]  # per version with a Deployment
+    metrics: dict[int, Snapshot] | None  # cumulative per version, None when not scraped this time
+    now: datetime
+
+
+@dataclass
+class RolloutDecision:
+    replicas: dict[int, int]  # versions that must have a Deployment, and its replica count
+    weights: dict[int, int]  # traffic percent per version
+    stable: int | None
+    canary: int | None
+    rollout: dict[str, Any] | None
+    rolled_back: list[int]
+    progressing: tuple[bool, str, str] = (False, "Stable", "")  # status, reason, message
+    degraded: tuple[bool, str, str] = (False, "AsExpected", "")
+    analysis: dict[str, Any] | None = None
+    needs_metrics: bool = False  # analysis is due: scrape and decide again
+    requeue_after: float | None = None
+    events: list[Event] = field(default_factory=list)
+
+
+def canary_replicas(total: int, weight: int, router: str) -> int:
+    """Replicas for the canary at weight percent. With the replicas router the share is c / (total + c)."""
+    if router == "gatewayAPI":
+        return max(1, round(total * weight / 100))
+    return max(1, round(total * weight / max(1, 100 - weight)))
+
+
+def _step_due(rollout: dict[str, Any], pause: str, now: datetime) -> float:
+    """Seconds until the current step's pause is over (<= 0: due)."""
+    started = parse_time(rollout.get("stepStartedAt")) or now
+    return (started + parse_duration(pause) - now).total_seconds()
+
+
+def _baseline(metrics: dict[int, Snapshot] | None) -> str | None:
+    if not metrics:
+        return None
+    return json.dumps({str(v): s.wire() for v, s in metrics.items()}, sort_keys=True)
+
+
+def _baseline_of(rollout: dict[str, Any], version: int) -> Snapshot | None:
+    raw = rollout.get("baseline")
+    if not raw:
+        return None
+    return Snapshot.from_wire(json.loads(raw).get(str(version)))
+
+
+def decide(inp: RolloutInput) -> RolloutDecision:
+    spec, n = inp.spec, inp.spec.replicas
+    strategy = spec.strategy
+    if strategy.type == "ABTest" and strategy.abTest:
+        return _ab_test(inp)
+    stable, target = inp.stable, inp.target
+
+    if stable is None:  # nothing serves yet: no canary, bring the target up directly
+        pods = inp.pods.get(target)
+        if pods and pods.is_ready:
+            return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back,
+                                   events=[Event("Normal", "Deployed", f"v{target} serves all traffic")])
+        return RolloutDecision({target: n}, {target: 100}, None, None, None, inp.rolled_back,
+                               progressing=(True, "Deploying", f"starting v{target}"))
+
+    if target == stable:
+        if inp.rollout and inp.rollout.get("version") != stable:
+            # The target moved back to stable during a canary (e.g. the Git pin was reverted): abort it.
+            ev = Event("Normal", "CanaryAborted", f"v{inp.rollout['version']} canary stopped: v{stable} is wanted")
+            return RolloutDecision({stable: n}, {stable: 100}, stable, None, None, inp.rolled_back, events=[ev])
+        return RolloutDecision({stable: n}, {stable: 100}, stable, None, None, inp.rolled_back)
+
+    if target in inp.rolled_back:
+        return RolloutDecision(
+            {stable: n}, {stable: 100}, stable, None, None, inp.rolled_back,
+            degraded=(True, "RolledBack", f"v{target} was rolled back and is not retried; register a new version "
+                                          f"or pin another one (stable stays v{stable})"))
+
+    if strategy.type == "Immediate":
+        pods = inp.pods.get(target)
+        if pods and pods.is_ready:
+            return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back,
+                                   events=[Event("Normal", "Promoted", f"v{target} replaced v{stable}")])
+        return RolloutDecision({stable: n, target: n}, {stable: 100, target: 0}, stable, target, None,
+                               inp.rolled_back, progressing=(True, "Replacing", f"starting v{target}"))
+    return _canary(inp, stable, target)
+
+
+def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
+    spec, n, now = inp.spec, inp.spec.replicas, inp.now
+    canary = spec.strategy.canary
+    steps, analysis = canary.steps, canary.analysis
+    router = spec.traffic.router
+    rollout = dict(inp.rollout or {})
+    stamp = now_rfc3339(now)
+    events: list[Event] = []
+
+    if rollout.get("version") != target:  # a new canary (or a newer version replacing a running canary)
+        rollout = {"version": target, "step": 0, "stepStartedAt": stamp, "state": "Starting"}
+        events.append(Event("Normal", "CanaryStarted", f"rolling out v{target} as a canary (stable v{stable})"))
+    if not steps:
+        rollout["state"] = "Promoting"
+
+    state = rollout["state"]
+    step = int(rollout.get("step", 0))
+    weight = steps[step].weight if steps else 100
+
+    def decision(replicas: dict[int, int], weights: dict[int, int], message: str, **kw: Any) -> RolloutDecision:
+        return RolloutDecision(replicas, weights, stable, target, rollout, inp.rolled_back,
+                               progressing=(True, f"Canary{rollout['state']}", message), events=events, **kw)
+
+    if state == "Starting":
+        c = canary_replicas(n, weight, router)
+        pods = inp.pods.get(target)
+        if pods and pods.desired == c and pods.is_ready:
+            rollout.update(state="Stepping", stepStartedAt=stamp, baseline=_baseline(inp.metrics))
+            events.append(Event("Normal", "CanaryStep", f"v{target} takes {weight}% (step 1/{len(steps)})"))
+            return decision({stable: n, target: c}, {stable: 100 - weight, target: weight},
+                            f"step 1/{len(steps)}: v{target} at {weight}%", needs_metrics=inp.metrics is None,
+                            requeue_after=parse_duration(steps[0].pause).total_seconds())
+        return decision({stable: n, target: c}, {stable: 100, target: 0}, f"waiting for v{target}'s pods")
+
+    if state == "Stepping":
+        c = canary_replicas(n, weight, router)
+        weights = {stable: 100 - weight, target: weight}
+        due = _step_due(rollout, steps[step].pause, now)
+        if due > 0:
+            return decision({stable: n, target: c}, weights,
+                            f"step {step + 1}/{len(steps)}: v{target} at {weight}%", requeue_after=due)
+        if inp.metrics is None:
+            return decision({stable: n, target: c}, weights, "analysing", needs_metrics=True)
+        verdict = analyse(
+            inp.metrics.get(target, Snapshot()).minus(_baseline_of(rollout, target)),
+            inp.metrics.get(stable, Snapshot()).minus(_baseline_of(rollout, stable)),
+            min_requests=analysis.minRequests, max_error_rate=analysis.maxErrorRate,
+            max_latency_p95=analysis.maxLatencyP95Seconds, max_prediction_shift=analysis.maxPredictionShift,
+        )
+        return _after_analysis(inp, verdict, rollout, stable, target, c, weights, events)
+
+    # Promoting: the canary grows to the full size first; the old stable goes only once it is Ready.
+    pods = inp.pods.get(target)
+    if pods and pods.desired == n and pods.is_ready:
+        events.append(Event("Normal", "Promoted", f"v{target} passed every step and replaced v{stable}"))
+        return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back, events=events)
+    return decision({stable: n, target: n}, {stable: 100 - weight, target: weight},
+                    f"promoting v{target}: scaling to {n} replicas")
+
+
+def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any], stable: int, target: int,
+                    c: int, weights: dict[int, int], events: list[Event]) -> RolloutDecision:
+    n, steps = inp.spec.replicas, inp.spec.strategy.canary.steps
+    interval = parse_duration(inp.spec.strategy.canary.analysis.interval).total_seconds()
+    stamp = now_rfc3339(inp.now)
+    result = verdict.wire(stamp)
+    step = int(rollout["step"])
+    if verdict.verdict == "Fail":
+        events.append(Event("Warning", "RolledBack", f"v{target} rolled back: {verdict.message}"))
+        return RolloutDecision(
+            {stable: n}, {stable: 100}, stable, None, None, [*inp.rolled_back, target],
+            degraded=(True, "RolledBack", f"v{target} failed {verdict.failed_check}: {verdict.message}"),
+            analysis=result, events=events)
+    if verdict.verdict == "Inconclusive":
+        return RolloutDecision({stable: n, target: c}, weights, stable, target, rollout, inp.rolled_back,
+                               progressing=(True, "CanaryPaused", verdict.message), analysis=result,
+                               requeue_after=interval, events=events)
+    if step + 1 < len(steps):
+        nxt = steps[step + 1]
+        rollout.update(step=step + 1, stepStartedAt=stamp, baseline=_baseline(inp.metrics))
+        c = canary_replicas(n, nxt.weight, inp.spec.traffic.router)
+        events.append(Event("Normal", "CanaryStep", f"v{target} passed step {step + 1}; now {nxt.weight}% "
+                                                    f"(step {step + 2}/{len(steps)})"))
+        return RolloutDecision({stable: n, target: c}, {stable: 100 - nxt.weight, target: nxt.weight}, stable,
+                               target, rollout, inp.rolled_back,
+                               progressing=(True, "CanaryStepping", f"step {step + 2}/{len(steps)}"),
+                               analysis=result, requeue_after=parse_duration(nxt.pause).total_seconds(),
+                               events=events)
+    rollout.update(state="Promoting", stepStartedAt=stamp)
+    events.append(Event("Normal", "CanaryPassed", f"v{target} passed all {len(steps)} steps; promoting"))
+    return RolloutDecision({stable: n, target: n}, weights, stable, target, rollout, inp.rolled_back,
+                           progressing=(True, "CanaryPromoting", f"scaling v{target} to {n} replicas"),
+                           analysis=result, events=events)
+
+
+def _ab_test(inp: RolloutInput) -> RolloutDecision:
+    spec = inp.spec
+    assert spec.strategy.abTest is not None
+    variants = spec.strategy.abTest.variants
+    n = spec.replicas
+    replicas = {v.version: max(1, round(n * v.weight / 100)) for v in variants if v.weight > 0}
+    weights = {v.version: v.weight for v in variants}
+    top = max(variants, key=lambda v: (v.weight, v.version)).version
+    waiting = [v for v in replicas if not (inp.pods.get(v) and inp.pods[v].is_ready)]
+    progressing = (True, "Deploying", f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
+        (False, "ABTestRunning", ", ".join(f"v{v.version}={v.weight}%" for v in variants))
+    return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing)

@@ -1,0 +1,101 @@
+"""Serving I/O: observe a Kultivar Deployment's version Deployments, scrape their pods, apply a ServingPlan."""
+
+from __future__ import annotations
+
+import logging
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kultivar.domain.metrics import Snapshot, parse
+from kultivar.domain.rollout import Pods
+from kultivar.domain.serving import DEPLOYMENT_LABEL, HTTP_PORT, VERSION_LABEL, ServingPlan, version_name
+from kultivar.k8s.client import Api, ApiError
+
+log = logging.getLogger(__name__)
+SCRAPE_TIMEOUT = 3.0
+
+
+def version_pods(api: Api, namespace: str, name: str) -> dict[int, Pods]:
+    """State of each version's apps/v1 Deployment."""
+    out = api.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                      query={"labelSelector": f"{DEPLOYMENT_LABEL}={name}"})
+    pods = {}
+    for d in out.get("items") or []:
+        version = int(d["metadata"]["labels"][VERSION_LABEL])
+        st = d.get("status") or {}
+        desired = int((d.get("spec") or {}).get("replicas") or 0)
+        updated = (st.get("observedGeneration") or 0) >= d["metadata"].get("generation", 0) and \
+            int(st.get("updatedReplicas") or 0) >= desired
+        pods[version] = Pods(desired=desired, ready=int(st.get("readyReplicas") or 0), updated=updated)
+    return pods
+
+
+def _scrape(url: str) -> Snapshot | None:
+    try:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+            return parse(response.read().decode())
+    except (OSError, ValueError) as e:
+        log.info("could not scrape %s: %s", url, e)
+        return None
+
+
+def scrape(api: Api, namespace: str, name: str, versions: list[int]) -> dict[int, Snapshot]:
+    """Sum the metrics of each version's ready pods (the server's own /metrics)."""
+    out = api.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                      query={"labelSelector": f"{DEPLOYMENT_LABEL}={name}"})
+    targets: list[tuple[int, str]] = []
+    for pod in out.get("items") or []:
+        version = int(pod["metadata"]["labels"].get(VERSION_LABEL, 0))
+        ip = (pod.get("status") or {}).get("podIP")
+        if version in versions and ip and (pod.get("status") or {}).get("phase") == "Running":
+            targets.append((version, f"http://{ip}:{HTTP_PORT}/metrics"))
+    totals = {v: Snapshot() for v in versions}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for (version, _), snap in zip(targets, pool.map(lambda t: _scrape(t[1]), targets), strict=True):
+            if snap is not None:
+                totals[version] = totals[version].add(snap)
+    return totals
+
+
+def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[str, ...]) -> None:
+    """Create the object, or merge-patch the given top-level spec fields when they differ."""
+    name = desired["metadata"]["name"]
+    try:
+        current = api.request("GET", f"{collection}/{name}")
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        api.request("POST", collection, desired)
+        return
+    patch = {k: desired["spec"][k] for k in compare if not _contains(current["spec"].get(k), desired["spec"][k])}
+    if patch:
+        api.request("PATCH", f"{collection}/{name}", {"spec": patch}, content_type="application/merge-patch+json")
+
+
+def _contains(actual: Any, wanted: Any) -> bool:
+    """Whether actual already has every field of wanted (the server adds defaults we did not set)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(_contains(actual.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(actual, list) and len(actual) == len(wanted) and all(
+            _contains(a, w) for a, w in zip(actual, wanted, strict=True))
+    return actual == wanted
+
+
+def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    for d in serving.deployments:
+        _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, ("replicas", "template"))
+    for s in serving.services:
+        _upsert(api, f"/api/v1/namespaces/{ns}/services", s, ("selector",))
+    for r in serving.routes:
+        _upsert(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes", r, ("parentRefs", "rules"))
+    for version in serving.remove_versions:
+        for path in (f"/apis/apps/v1/namespaces/{ns}/deployments/{version_name(name, version)}",
+                     f"/api/v1/namespaces/{ns}/services/{version_name(name, version)}"):
+            try:
+                api.request("DELETE", path, {"propagationPolicy": "Background"})
+            except ApiError as e:
+                if e.status != 404:
+                    raise

@@ -1,0 +1,165 @@
+"""The rollout state machine: every transition, and the same decision after a restart in every state."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kultivar.api.deployment import DeploymentSpec
+from kultivar.domain.metrics import Snapshot
+from kultivar.domain.rollout import Pods, RolloutInput, canary_replicas, decide
+
+T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+STEPS = [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]
+
+
+def spec(**strategy) -> DeploymentSpec:
+    base = {"type": "Canary", "canary": {"steps": STEPS, "analysis": {"minRequests": 20, "maxErrorRate": 0.05,
+                                                                      "maxLatencyP95Seconds": 0.5}}}
+    return DeploymentSpec.model_validate({"modelRef": {"name": "m"}, "replicas": 2,
+                                          "strategy": {**base, **strategy}})
+
+
+def inp(target=2, stable=1, rollout=None, pods=None, metrics=None, now=T0, rolled_back=(), s=None):
+    return RolloutInput(spec=s or spec(), target=target, stable=stable, rollout=rollout,
+                        rolled_back=list(rolled_back), pods=pods or {}, metrics=metrics, now=now)
+
+
+def traffic(requests=100, errors=0, fast=True, classes=None) -> Snapshot:
+    bucket = 0.01 if fast else 2.5
+    return Snapshot(requests={"success": requests - errors, "error": errors},
+                    latency={bucket: float(requests), float("inf"): float(requests)},
+                    predictions=classes or {"a": requests / 2, "b": requests / 2})
+
+
+def test_first_version_deploys_without_a_canary() -> None:
+    d = decide(inp(target=1, stable=None))
+    assert d.replicas == {1: 2} and d.stable is None and d.progressing[1] == "Deploying"
+    d = decide(inp(target=1, stable=None, pods={1: Pods(2, 2)}))
+    assert d.stable == 1 and d.rollout is None
+
+
+def test_steady_state() -> None:
+    d = decide(inp(target=1, stable=1, pods={1: Pods(2, 2)}))
+    assert d.replicas == {1: 2} and d.weights == {1: 100} and d.canary is None
+
+
+def test_new_version_starts_a_canary_without_scaling_stable_down() -> None:
+    d = decide(inp(pods={1: Pods(2, 2)}))
+    assert d.rollout["state"] == "Starting" and d.rollout["version"] == 2
+    assert d.replicas == {1: 2, 2: canary_replicas(2, 10, "replicas")}
+    assert d.weights == {1: 100, 2: 0}  # no traffic promised before the canary is Ready
+    assert any(e.reason == "CanaryStarted" for e in d.events)
+
+
+def test_ready_canary_enters_its_first_step() -> None:
+    start = decide(inp(pods={1: Pods(2, 2)})).rollout
+    d = decide(inp(rollout=start, pods={1: Pods(2, 2), 2: Pods(1, 1)}, metrics={1: traffic(), 2: Snapshot()}))
+    assert d.rollout["state"] == "Stepping" and d.rollout["step"] == 0 and d.rollout["baseline"]
+    assert d.weights == {1: 90, 2: 10} and d.requeue_after == 60
+
+
+def stepping(step=0, started=T0, baseline=None):
+    return {"version": 2, "step": step, "stepStartedAt": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "state": "Stepping", "baseline": baseline}
+
+
+PODS = {1: Pods(2, 2), 2: Pods(1, 1)}
+
+
+def test_step_waits_for_its_pause() -> None:
+    d = decide(inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(seconds=20)))
+    assert d.rollout["step"] == 0 and not d.needs_metrics and 39 <= d.requeue_after <= 40
+
+
+def test_due_step_asks_for_metrics_then_advances_on_pass() -> None:
+    later = T0 + timedelta(minutes=2)
+    assert decide(inp(rollout=stepping(), pods=PODS, now=later)).needs_metrics
+    d = decide(inp(rollout=stepping(), pods=PODS, now=later, metrics={1: traffic(), 2: traffic()}))
+    assert d.rollout["step"] == 1 and d.weights == {1: 50, 2: 50} and d.analysis["verdict"] == "Pass"
+    assert d.replicas[2] == canary_replicas(2, 50, "replicas")
+
+
+def test_too_little_traffic_is_inconclusive_not_promoted() -> None:
+    d = decide(inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(minutes=2),
+                   metrics={1: traffic(), 2: traffic(requests=5)}))
+    assert d.rollout["step"] == 0 and d.rollout["state"] == "Stepping"
+    assert d.analysis["verdict"] == "Inconclusive" and d.progressing[1] == "CanaryPaused"
+
+
+@pytest.mark.parametrize(("canary", "check"), [
+    (traffic(errors=20), "ErrorRate"),
+    (traffic(fast=False), "LatencyP95"),
+    (traffic(classes={"a": 100.0, "b": 0.0}), "PredictionShift"),
+])
+def test_failed_check_rolls_back_to_stable(canary, check) -> None:
+    d = decide(inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(minutes=2), metrics={1: traffic(), 2: canary}))
+    assert d.replicas == {1: 2} and d.stable == 1 and d.rollout is None
+    assert d.rolled_back == [2] and d.degraded[0] is True and check in d.degraded[2]
+    assert d.analysis["failedCheck"] == check
+    # and it is not retried
+    again = decide(inp(rolled_back=[2], pods={1: Pods(2, 2)}))
+    assert again.replicas == {1: 2} and again.rollout is None and again.degraded[1] == "RolledBack"
+
+
+def test_counts_are_per_step_from_the_baseline() -> None:
+    base = json.dumps({"1": traffic(requests=1000).wire(), "2": traffic(requests=1000, errors=500).wire()})
+    # 1000 earlier requests with 50 % errors are in the baseline; this step's 100 are clean
+    now = {1: traffic(requests=1100), 2: Snapshot(requests={"success": 600.0, "error": 500.0},
+                                                    latency={0.01: 1100.0, float("inf"): 1100.0},
+                                                    predictions={"a": 550.0, "b": 550.0})}
+    d = decide(inp(rollout=stepping(baseline=base), pods=PODS, now=T0 + timedelta(minutes=2), metrics=now))
+    assert d.analysis["verdict"] == "Pass" and d.analysis["requests"] == 100
+
+
+def test_last_step_promotes_then_removes_the_old_stable_once_ready() -> None:
+    d = decide(inp(rollout=stepping(step=1), pods=PODS, now=T0 + timedelta(minutes=2),
+                   metrics={1: traffic(), 2: traffic()}))
+    assert d.rollout["state"] == "Promoting" and d.replicas == {1: 2, 2: 2}
+    promoting = d.rollout
+    d = decide(inp(rollout=promoting, pods={1: Pods(2, 2), 2: Pods(2, 1)}))
+    assert d.replicas == {1: 2, 2: 2} and d.stable == 1  # canary not fully ready: stable stays
+    d = decide(inp(rollout=promoting, pods={1: Pods(2, 2), 2: Pods(2, 2)}))
+    assert d.replicas == {2: 2} and d.stable == 2 and d.rollout is None
+    assert any(e.reason == "Promoted" for e in d.events)
+
+
+def test_restart_in_every_state_gives_the_same_decision() -> None:
+    """Everything the machine needs is in status, so a fresh operator decides exactly as the old one."""
+    cases = [
+        inp(pods={1: Pods(2, 2)}),
+        inp(rollout=decide(inp(pods={1: Pods(2, 2)})).rollout, pods={1: Pods(2, 2), 2: Pods(1, 0)}),
+        inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(seconds=30)),
+        inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(minutes=2), metrics={1: traffic(), 2: traffic()}),
+        inp(rollout={**stepping(), "state": "Promoting"}, pods={1: Pods(2, 2), 2: Pods(2, 1)}),
+        inp(rolled_back=[2], pods={1: Pods(2, 2)}),
+    ]
+    for case in cases:
+        first, second = decide(case), decide(case)
+        assert (first.replicas, first.weights, first.rollout, first.stable) == \
+            (second.replicas, second.weights, second.rollout, second.stable)
+
+
+def test_newer_version_replaces_a_running_canary_and_revert_aborts_it() -> None:
+    d = decide(inp(target=3, rollout=stepping(), pods=PODS))
+    assert d.rollout["version"] == 3 and d.rollout["state"] == "Starting" and 2 not in d.replicas
+    d = decide(inp(target=1, rollout=stepping(), pods=PODS))
+    assert d.replicas == {1: 2} and d.rollout is None and d.events[0].reason == "CanaryAborted"
+
+
+def test_immediate_strategy() -> None:
+    s = spec(type="Immediate")
+    d = decide(inp(s=s, pods={1: Pods(2, 2)}))
+    assert d.replicas == {1: 2, 2: 2} and d.stable == 1
+    d = decide(inp(s=s, pods={1: Pods(2, 2), 2: Pods(2, 2)}))
+    assert d.replicas == {2: 2} and d.stable == 2
+
+
+def test_ab_test_splits_replicas_by_weight() -> None:
+    s = spec(type="ABTest", abTest={"variants": [{"version": 1, "weight": 75}, {"version": 2, "weight": 25}]})
+    s.replicas = 4
+    d = decide(inp(s=s, pods={}))
+    assert d.replicas == {1: 3, 2: 1} and d.weights == {1: 75, 2: 25} and d.stable == 1
+    assert d.progressing[1] == "Deploying"
