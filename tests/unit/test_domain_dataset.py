@@ -115,3 +115,14 @@ def test_pvc_source_is_mounted_read_only_where_the_workload_reads_it() -> None:
     assert {"name": "source", "persistentVolumeClaim": {"claimName": "shared-data", "readOnly": True}} in pod["volumes"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "source")
     assert mount == {"name": "source", "mountPath": "/var/lib/kultivar/pvc/shared-data", "readOnly": True}
+
+
+def test_refresh_annotation_starts_a_new_attempt_once() -> None:
+    status = {**valid_dataset_status(), **_running()}
+    status["validation"].update(completedAttempt=1, completedAt="2026-05-01T11:59:30Z")
+    obj = dataset(status=status)
+    obj["metadata"]["annotations"] = {"kultivar.io/refresh-requested": "2026-05-01T12:00:00Z"}
+    plan = plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW)
+    assert [j["metadata"]["name"] for j in plan.jobs] == ["iris-validate-2"]
+    obj["status"]["validation"] = {**plan.status["validation"], "completedAttempt": 2}
+    assert plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW).jobs == []

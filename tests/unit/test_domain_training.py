@@ -127,3 +127,11 @@ def test_job_limits_win_over_the_last_attempts_crash() -> None:
     crash = decode_termination("Traceback (most recent call last):\nMemoryError")
     p = plan(run(status=_started()), job=finished_job(False, crash, reason="BackoffLimitExceeded"))
     assert p.ready.reason == "BackoffLimitExceeded" and "MemoryError" in p.ready.message
+
+
+def test_a_new_run_waits_while_newer_data_is_validated() -> None:
+    status = valid_dataset_status()
+    status["validation"] = {"attempt": 2, "completedAttempt": 1, "generation": 1, "job": "iris-validate-2",
+                            "startedAt": "2026-05-01T11:00:00Z"}
+    p = plan(run(), ds=dataset(status=status))
+    assert p.ready.reason == "WaitingForDataset" and "attempt 2" in p.ready.message and p.jobs == []

@@ -17,6 +17,8 @@ from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 VALIDATED = "Validated"
+# Set (to an RFC 3339 time) by Kultivar itself, e.g. before a drift retraining, to validate the source again now.
+REFRESH_ANNOTATION = "kultivar.io/refresh-requested"
 KEEP_VERSIONS = 10
 VALIDATION_BACKOFF_LIMIT = 2
 VALIDATION_DEADLINE_SECONDS = 3600
@@ -52,7 +54,8 @@ def spec_problem(spec: DatasetSpec) -> tuple[str, str] | None:
     return None
 
 
-def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, now: datetime) -> str | None:
+def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, now: datetime,
+                    refresh_requested: datetime | None = None) -> str | None:
     """Why a new validation attempt should start now, or None."""
     progress = status.get("validation")
     if not progress:
@@ -61,6 +64,9 @@ def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, 
         return "the spec changed"
     if progress.get("completedAttempt") != progress.get("attempt"):
         return None  # the current attempt is still running
+    started = parse_time(progress.get("startedAt"))
+    if refresh_requested and (started is None or refresh_requested > started):
+        return "a refresh was requested"
     if spec.refresh:
         done = parse_time(progress.get("completedAt"))
         if done is None or now - done >= parse_duration(spec.refresh.interval):
@@ -213,7 +219,8 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
         status = {**status, **plan.status}
         has_version = bool(status.get("digest"))
 
-    due = _validation_due(spec, {**status, "validation": progress or None}, generation, now)
+    requested = parse_time((meta.get("annotations") or {}).get(REFRESH_ANNOTATION))
+    due = _validation_due(spec, {**status, "validation": progress or None}, generation, now, requested)
     if due:
         attempt = int(progress.get("attempt") or 0) + 1
         job_obj = plan_validation_job(obj, spec, attempt, config)

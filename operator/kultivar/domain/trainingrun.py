@@ -205,6 +205,11 @@ def _start(
     dataset = observed.dataset
     if dataset is None:
         return plan.not_ready("DatasetNotFound", f"Dataset {spec.datasetRef.name!r} does not exist")
+    progress = (dataset.get("status") or {}).get("validation") or {}
+    if not digest and progress and progress.get("attempt") != progress.get("completedAttempt"):
+        # A newer version of the data is being validated: train on it, not on the one it replaces.
+        return plan.not_ready("WaitingForDataset", f"waiting for Dataset {spec.datasetRef.name!r}: validation "
+                                                   f"attempt {progress.get('attempt')} is in progress")
     version = dataset_version(dataset, digest)
     if version is None:
         if digest:

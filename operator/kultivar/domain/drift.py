@@ -1,0 +1,157 @@
+"""Drift of live inputs against the training profile, and when it should trigger retraining. Pure.
+
+The inference server counts every input value into the bins of the training profile and exports both the
+counts (kultivar_feature_bucket_total) and the profile's proportions (kultivar_feature_reference_ratio). Over
+each window the operator takes the difference of two scrapes and computes the PSI per feature.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from kultivar.api.common import parse_duration
+from kultivar.api.deployment import Monitoring
+from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.profile import psi
+
+TOP_FEATURES = 10
+DRIFTED = "Drifted"
+
+
+def feature_psi(window: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> dict[str, float]:
+    """PSI per feature of the window's counts against the reference proportions, on the reference's buckets."""
+    scores = {}
+    for feature, expected in reference.items():
+        counts = window.get(feature) or {}
+        keys = sorted(expected)
+        actual = [counts.get(k, 0.0) for k in keys]
+        if sum(actual) <= 0:
+            continue
+        scores[feature] = float(psi([expected[k] for k in keys], actual))
+    return scores
+
+
+def window_samples(window: dict[str, dict[str, float]]) -> int:
+    """Requests (rows) in the window: every row lands in exactly one bucket of each feature."""
+    return int(max((sum(b.values()) for b in window.values()), default=0))
+
+
+Counts = dict[str, dict[str, float]]  # feature -> bucket -> count
+
+
+def _minus(current: Counts, base: Counts | None) -> Counts:
+    if not base:
+        return current
+    if window_samples(current) < window_samples(base):  # a pod restarted: its counters began again
+        return current
+    return {f: {k: max(0.0, v - (base.get(f) or {}).get(k, 0.0)) for k, v in b.items()} for f, b in current.items()}
+
+
+@dataclass
+class DriftDecision:
+    status: dict[str, Any]  # the new status.drift
+    evaluated: bool  # a window closed and was judged now
+    drifted: bool
+    message: str
+    requeue_after: float
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version: int,
+                counts: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
+                now: datetime) -> DriftDecision:
+    """Advance the drift window; judge it when it is complete."""
+    window = parse_duration(monitoring.window)
+    prev = dict(previous or {})
+    stamp = now_rfc3339(now)
+    started = parse_time(prev.get("windowStart"))
+    if prev.get("version") != version or started is None:
+        # A new window for a newly served version (or the first one).
+        status = {"checkedAt": stamp, "version": version, "samples": 0, "window": monitoring.window,
+                  "drifted": False, "windowStart": stamp, "baseline": json.dumps(counts, sort_keys=True)}
+        return DriftDecision(status, False, False, "drift window started", window.total_seconds())
+    remaining = (started + window - now).total_seconds()
+    if remaining > 0:
+        return DriftDecision(prev, False, bool(prev.get("drifted")), "window open", remaining)
+
+    delta = _minus(counts, json.loads(prev.get("baseline") or "{}"))
+    samples = window_samples(delta)
+    status = {**prev, "checkedAt": stamp, "version": version, "samples": samples, "window": monitoring.window,
+              "windowStart": stamp, "baseline": json.dumps(counts, sort_keys=True)}
+    if samples < monitoring.minSamples:
+        status.update(drifted=False, since=None, driftedShare=None, topFeatures=[])
+        return DriftDecision(status, True, False, f"{samples} requests in the window, {monitoring.minSamples} "
+                             "needed to judge drift", window.total_seconds())
+    scores = feature_psi(delta, reference)
+    over = sorted((f for f, s in scores.items() if s > monitoring.threshold), key=lambda f: -scores[f])
+    share = len(over) / len(scores) if scores else 0.0
+    drifted = bool(scores) and share >= monitoring.driftedShare
+    top = sorted(scores.items(), key=lambda kv: -kv[1])[:TOP_FEATURES]
+    status.update(drifted=drifted, driftedShare=round(share, 4),
+                  topFeatures=[{"feature": f, "psi": round(s, 4)} for f, s in top],
+                  since=(prev.get("since") or stamp) if drifted else None)
+    if drifted:
+        message = (f"{len(over)}/{len(scores)} features drifted (PSI > {monitoring.threshold}): "
+                   f"{', '.join(f'{f}={scores[f]:.2f}' for f in over[:5])}")
+        events = [] if prev.get("drifted") else [("Warning", "DriftDetected", message)]
+    else:
+        message = f"no drift: {len(over)}/{len(scores)} features over PSI {monitoring.threshold}"
+        events = [("Normal", "DriftResolved", message)] if prev.get("drifted") else []
+    return DriftDecision(status, True, drifted, message, window.total_seconds(), events)
+
+
+@dataclass(frozen=True)
+class RetrainDecision:
+    retrain: bool
+    reason: str
+    message: str
+
+
+def should_retrain(monitoring: Monitoring, drift: DriftDecision, last: dict[str, Any] | None,
+                   run_active: bool, now: datetime) -> RetrainDecision:
+    """A drifted window starts one retraining run, within the cooldown and the daily budget."""
+    retrain = monitoring.retrain
+    if not (drift.evaluated and drift.drifted):
+        return RetrainDecision(False, "NotDrifted", "")
+    if not retrain.enabled:
+        return RetrainDecision(False, "RetrainDisabled", "drift detected; retraining is disabled")
+    if run_active:
+        return RetrainDecision(False, "RetrainInProgress", "a drift retraining run is still in progress")
+    last = last or {}
+    last_time = parse_time(last.get("time"))
+    if last_time and now - last_time < parse_duration(retrain.cooldown):
+        return RetrainDecision(False, "RetrainCooldown", f"drift persists; next retraining after the cooldown "
+                                                         f"{retrain.cooldown} since {last.get('time')}")
+    recent = [t for t in (parse_time(x) for x in last.get("recent") or []) if t and now - t < timedelta(days=1)]
+    if len(recent) >= retrain.maxRunsPerDay:
+        return RetrainDecision(False, "RetrainBudgetExhausted",
+                               f"drift persists; {len(recent)} retraining runs in the last 24h (maxRunsPerDay "
+                               f"{retrain.maxRunsPerDay})")
+    return RetrainDecision(True, "DriftRetrain", drift.message)
+
+
+def retraining_run(deployment: dict[str, Any], source_run: dict[str, Any], number: int,
+                   owner_reference: dict[str, Any]) -> dict[str, Any]:
+    """A TrainingRun cloned from the run behind the production version, on the Dataset's newest version."""
+    spec = dict(source_run.get("spec") or {})
+    name = deployment["metadata"]["name"]
+    clone = {k: v for k, v in spec.items() if k in (
+        "modelRef", "estimator", "search", "evaluation", "resources", "backoffLimit", "activeDeadlineSeconds",
+        "image")}
+    clone["datasetRef"] = {"name": spec["datasetRef"]["name"]}  # newest version, not the old pin
+    clone["trigger"] = "drift"
+    return {
+        "apiVersion": "kultivar.io/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {
+            "name": f"{name}-drift-{number}",
+            "namespace": deployment["metadata"]["namespace"],
+            "labels": {"app.kubernetes.io/managed-by": "kultivar", "kultivar.io/trigger": "drift",
+                       "kultivar.io/deployment": name, "kultivar.io/retrained-from": source_run["metadata"]["name"]},
+            "ownerReferences": [owner_reference],
+        },
+        "spec": clone,
+    }
