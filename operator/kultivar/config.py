@@ -31,7 +31,8 @@ class OperatorConfig:
     resync_seconds: float = 300.0
     # Top-level packages whose estimator classes the operator may import to check a spec before training.
     estimator_packages: tuple[str, ...] = field(default_factory=lambda: ("sklearn",))
-    metrics_port: int = 8080
+    metrics_port: int = 8080  # 0 turns the operator's metrics endpoint off
+    metrics_address: str = "0.0.0.0"  # in a pod Prometheus scrapes the pod IP; local runs use 127.0.0.1
     # Extra labels on every workload pod (cost allocation, mesh opt-outs, a test harness's kubelet stand-in).
     pod_labels: dict[str, str] = field(default_factory=dict)
 
@@ -57,5 +58,6 @@ class OperatorConfig:
             resync_seconds=float(env.get("KULTIVAR_RESYNC_SECONDS", defaults.resync_seconds)),
             estimator_packages=_split(env.get("KULTIVAR_ESTIMATOR_PACKAGES", ",".join(defaults.estimator_packages))),
             metrics_port=int(env.get("KULTIVAR_METRICS_PORT", defaults.metrics_port)),
+            metrics_address=env.get("KULTIVAR_METRICS_ADDRESS", defaults.metrics_address),
             pod_labels=_labels(env.get("KULTIVAR_POD_LABELS", "")),
         )

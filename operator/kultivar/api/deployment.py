@@ -245,6 +245,9 @@ class DriftStatus(KModel):
     since: str | None = Field(default=None, description="When drift was first seen (continuous).",
                               json_schema_extra={"format": "date-time"})
     topFeatures: list[FeatureDrift] = Field(default_factory=list, description="Most drifted features (top 10).")
+    windowStart: str | None = Field(default=None, description="When the current window began.",
+                                    json_schema_extra={"format": "date-time"})
+    baseline: str | None = Field(default=None, description="Input counts at the window's start (JSON).")
 
 
 class RetrainStatus(KModel):
@@ -254,6 +257,7 @@ class RetrainStatus(KModel):
     time: str = Field(description="When it was created.", json_schema_extra={"format": "date-time"})
     reason: str = Field(default="", description="Why it was created.")
     recent: list[str] = Field(default_factory=list, description="Creation times of recent drift runs (RFC 3339).")
+    count: int = Field(default=0, description="Drift runs created so far; numbers the next run's name.")
 
 
 class DeploymentStatus(KModel):

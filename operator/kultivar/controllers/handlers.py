@@ -14,6 +14,7 @@ import kopf
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import KINDS
 from kultivar.config import OperatorConfig
+from kultivar.controllers import metrics
 from kultivar.controllers.runtime import Operator
 from kultivar.domain.jobs import MANAGED_BY
 from kultivar.k8s.client import Api
@@ -41,6 +42,8 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
     config = OperatorConfig.from_env()
     operator = Operator(Api.connect(), config)
     operator.start()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.metrics_address)
     memo["operator"] = operator
     logger.info("Kultivar started: store %s, runtime image %s", config.store_url, config.runtime_image)
 
@@ -66,7 +69,7 @@ for _kind in KINDS:
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "kultivar"}, id="enqueue-job-owner")
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: "kultivar"}, id="enqueue-deployment-owner")
-def child_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
+def child_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
-        operator.observe_child(dict(body))
+        operator.observe_child(dict(body), deleted=event.get("type") == "DELETED")

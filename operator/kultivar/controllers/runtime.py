@@ -11,11 +11,17 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
+from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
+from kultivar.controllers import metrics
 from kultivar.controllers.workqueue import WorkQueue
+from kultivar.domain.conditions import Cond
 from kultivar.domain.dataset import plan_dataset
+from kultivar.domain.drift import DRIFTED, drift_due, plan_monitoring
+from kultivar.domain.jobs import owner_reference
+from kultivar.domain.plan import Event, Plan
 from kultivar.domain.registry import plan_model
-from kultivar.domain.serving import plan_serving
+from kultivar.domain.serving import plan_serving, version_record
 from kultivar.domain.trainingrun import plan_training_run
 from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
@@ -81,8 +87,10 @@ class Operator:
             if model:
                 self.queue.add(Key("Model", key.namespace, model))
 
-    def observe_child(self, body: dict[str, Any]) -> None:
+    def observe_child(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A Job (or other child) changed: reconcile the object that owns it."""
+        if body.get("kind") == "Job":
+            metrics.observe_job(body, deleted)
         labels = (body.get("metadata") or {}).get("labels") or {}
         kind, name = labels.get("kultivar.io/owner-kind"), labels.get("kultivar.io/owner-name")
         if kind in self._reconcilers and name:
@@ -116,14 +124,17 @@ class Operator:
         while True:
             key = cast(Key, await self.queue.get())
             started = time.monotonic()
+            result = "success"
             try:
                 requeue = await asyncio.to_thread(self._reconcilers[key.kind], key)
             except ApiError as e:
+                result = "conflict" if e.status == 409 else "error"
                 delay = self.queue.backoff(key)
                 level = logging.INFO if e.status == 409 else logging.WARNING
                 log.log(level, "%s: %s; retrying in %.1fs", key, e, delay)
                 self.queue.add_after(key, 0.1 if e.status == 409 else delay)
             except Exception:
+                result = "error"
                 delay = self.queue.backoff(key)
                 log.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
                 self.queue.add_after(key, delay)
@@ -132,7 +143,10 @@ class Operator:
                 self.queue.add_after(key, min(requeue or self.config.resync_seconds, self.config.resync_seconds))
             finally:
                 self.queue.done(key)
-                log.debug("%s reconciled in %.3fs", key, time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                metrics.RECONCILES.labels(key.kind, result).inc()
+                metrics.RECONCILE_SECONDS.labels(key.kind).observe(elapsed)
+                log.debug("%s reconciled in %.3fs", key, elapsed)
 
     # --- reconcilers (run in a thread: the Kubernetes client is synchronous) ------------------------
 
@@ -142,6 +156,7 @@ class Operator:
             return None
         plan = plan_dataset(observed, self.config, datetime.now(UTC))
         apply_plan(self.api, observed.obj, plan)
+        metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 
     def _reconcile_training_run(self, key: Key) -> float | None:
@@ -150,6 +165,7 @@ class Operator:
             return None
         plan = plan_training_run(observed, self.config, datetime.now(UTC))
         apply_plan(self.api, observed.obj, plan)
+        metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 
     def _reconcile_model(self, key: Key) -> float | None:
@@ -159,6 +175,7 @@ class Operator:
         plan, _dropped = plan_model(observed, datetime.now(UTC), self.config)
         # Version numbers must never be handed out twice: write only if nobody wrote since we read.
         apply_plan(self.api, observed.obj, plan, optimistic=True)
+        metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 
     def _reconcile_deployment(self, key: Key) -> float | None:
@@ -167,10 +184,43 @@ class Operator:
             return None
         now = datetime.now(UTC)
         planned = plan_serving(observed, self.config, now)
-        if planned.needs_metrics:  # an analysis is due: scrape the versions' pods and decide with numbers
-            versions = sorted(observed.pods or {})
-            metrics = serving.scrape(self.api, key.namespace, key.name, versions)
-            planned = plan_serving(replace(observed, metrics=metrics), self.config, now)
+        stable = planned.plan.status.get("stableVersion")
+        spec = DeploymentSpec.model_validate(observed.obj["spec"])
+        drift_status = (observed.obj.get("status") or {}).get("drift")
+        watch_drift = drift_due(spec.monitoring, drift_status, stable, now) and bool(observed.pods)
+        scraped = None
+        if planned.needs_metrics or watch_drift:  # scrape the versions' pods and decide with numbers
+            scraped = serving.scrape(self.api, key.namespace, key.name, sorted(observed.pods or {}))
+            planned = plan_serving(replace(observed, metrics=scraped), self.config, now)
+        if watch_drift and scraped is not None and stable is not None:
+            self._monitor(observed, spec, planned.plan, stable, scraped.get(stable), now)
         serving.apply_serving(self.api, observed.obj, planned)
         apply_plan(self.api, observed.obj, planned.plan)
+        metrics.observe_plan(observed.obj, planned.plan)
         return planned.plan.requeue_after
+
+    def _monitor(self, observed: Any, spec: DeploymentSpec, plan: Plan, stable: int, snapshot: Any,
+                 now: datetime) -> None:
+        """Drift on the stable version; a persistent drift starts one retraining run."""
+        obj = observed.obj
+        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        runs = self.api.list_objects("TrainingRun", ns)
+        record = version_record(observed.model or {}, stable) or {}
+        source = next((r for r in runs if r["metadata"]["name"] == record.get("trainingRun")), None)
+        active = any(
+            (r["metadata"].get("labels") or {}).get("kultivar.io/deployment") == name
+            and not (r.get("status") or {}).get("completionTime") for r in runs
+        )
+        mon = plan_monitoring(obj, spec.monitoring, stable, snapshot, source, active, owner_reference(obj), now)
+        if mon is None:
+            return
+        plan.status.update(mon.status)
+        status, reason, message = mon.drifted
+        plan.conditions.append(Cond(DRIFTED, status, reason, message))
+        plan.events.extend(Event(t, r, m) for t, r, m in mon.events)
+        if mon.requeue_after is not None:
+            plan.requeue_after = min(plan.requeue_after or mon.requeue_after, mon.requeue_after)
+        if mon.refresh_dataset:
+            self.api.request_refresh("Dataset", ns, mon.refresh_dataset, now)
+        if mon.create_run:
+            self.api.create_if_missing("TrainingRun", ns, mon.create_run)

@@ -66,7 +66,8 @@ def provision_store(api: Api, namespace: str, store: Path) -> None:
 def operator_env(kubeconfig: str, store: Path) -> dict[str, str]:
     labels = ",".join(f"{k}={v}" for k, v in EXTERNAL_FINISH_LABELS.items())
     return {**os.environ, "KUBECONFIG": kubeconfig, "KULTIVAR_STORE_URL": f"file://{store}",
-            "KULTIVAR_POD_LABELS": labels}
+            "KULTIVAR_POD_LABELS": labels, "KULTIVAR_METRICS_ADDRESS": "127.0.0.1",
+            "KULTIVAR_METRICS_PORT": os.environ.get("KULTIVAR_METRICS_PORT", "0")}
 
 
 def run_dev(kubeconfig: Path, namespace: str, store: Path, log_dir: Path) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from kultivar.api.common import parse_duration
 from kultivar.api.deployment import Monitoring
 from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.metrics import Snapshot
 from kultivar.domain.profile import psi
 
 TOP_FEATURES = 10
@@ -155,3 +156,66 @@ def retraining_run(deployment: dict[str, Any], source_run: dict[str, Any], numbe
         },
         "spec": clone,
     }
+
+
+def drift_due(monitoring: Monitoring, previous: dict[str, Any] | None, version: int | None, now: datetime) -> bool:
+    """Whether this reconcile must scrape for drift: a window to open, or one that has closed."""
+    if not monitoring.enabled or version is None:
+        return False
+    prev = previous or {}
+    started = parse_time(prev.get("windowStart"))
+    return prev.get("version") != version or started is None or \
+        now >= started + parse_duration(monitoring.window)
+
+
+@dataclass
+class MonitoringPlan:
+    """What the monitoring loop does in one reconcile of a Deployment."""
+
+    status: dict[str, Any]  # status fields: drift, lastRetrain
+    drifted: tuple[bool | None, str, str]  # the Drifted condition
+    events: list[tuple[str, str, str]]
+    create_run: dict[str, Any] | None = None
+    refresh_dataset: str | None = None  # Dataset to validate again before the run trains
+    requeue_after: float | None = None
+
+
+def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: int | None,
+                    metrics: Snapshot | None, source_run: dict[str, Any] | None, run_active: bool,
+                    owner_ref: dict[str, Any], now: datetime) -> MonitoringPlan | None:
+    """Advance drift detection on the stable version and start a retraining run when it persists."""
+    status = deployment.get("status") or {}
+    if stable is None or metrics is None or not monitoring.enabled:
+        return None
+    if not metrics.reference:
+        return MonitoringPlan({}, (None, "NoReferenceProfile", f"v{stable} exports no training profile; drift "
+                                                               "cannot be measured"), [], requeue_after=None)
+    decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now)
+    out = MonitoringPlan({"drift": decision.status}, (None, "Measuring", decision.message), list(decision.events),
+                         requeue_after=decision.requeue_after)
+    if decision.evaluated:
+        out.drifted = (decision.drifted, "DriftDetected" if decision.drifted else "NoDrift", decision.message)
+    elif status.get("drift"):
+        out.drifted = (bool((status.get("drift") or {}).get("drifted")),
+                       "DriftDetected" if (status.get("drift") or {}).get("drifted") else "NoDrift", decision.message)
+    last = status.get("lastRetrain") or {}
+    verdict = should_retrain(monitoring, decision, last, run_active, now)
+    if not verdict.retrain:
+        if decision.evaluated and decision.drifted and verdict.message:
+            out.events.append(("Normal", verdict.reason, verdict.message))
+        return out
+    if source_run is None:
+        out.events.append(("Warning", "RetrainSourceMissing", f"drift persists but the TrainingRun behind v{stable} "
+                                                              "no longer exists; create a TrainingRun by hand"))
+        return out
+    number = int(last.get("count") or 0) + 1
+    run = retraining_run(deployment, source_run, number, owner_ref)
+    stamp = now_rfc3339(now)
+    recent = [t for t in last.get("recent") or [] if (p := parse_time(t)) and now - p < timedelta(days=1)]
+    out.create_run = run
+    out.refresh_dataset = run["spec"]["datasetRef"]["name"]
+    out.status["lastRetrain"] = {"trainingRun": run["metadata"]["name"], "time": stamp, "reason": verdict.message,
+                                 "recent": [*recent, stamp], "count": number}
+    out.events.append(("Normal", "RetrainingStarted", f"TrainingRun {run['metadata']['name']} on the newest data "
+                                                      f"of Dataset {out.refresh_dataset}: {verdict.message}"))
+    return out

@@ -25,6 +25,8 @@ class Snapshot:
     latency: dict[float, float] = field(default_factory=dict)  # le bound -> cumulative count
     predictions: dict[str, float] = field(default_factory=dict)  # class (or value bucket) -> count
     features: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> bucket -> count
+    # The training profile's proportions per feature bucket (a gauge, the same on every pod of a version).
+    reference: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -37,6 +39,7 @@ class Snapshot:
             predictions=_merge(self.predictions, other.predictions),
             features={f: _merge(self.features.get(f, {}), other.features.get(f, {}))
                       for f in set(self.features) | set(other.features)},
+            reference=self.reference or other.reference,
         )
 
     def minus(self, base: Snapshot | None) -> Snapshot:
@@ -48,11 +51,13 @@ class Snapshot:
             latency=_diff(self.latency, base.latency),
             predictions=_diff(self.predictions, base.predictions),
             features={f: _diff(b, base.features.get(f, {})) for f, b in self.features.items()},
+            reference=self.reference,
         )
 
-    def wire(self) -> dict[str, Any]:
-        return {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
-                "predictions": self.predictions, "features": self.features}
+    def wire(self, features: bool = True) -> dict[str, Any]:
+        out = {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
+               "predictions": self.predictions}
+        return {**out, "features": self.features} if features else out
 
     @classmethod
     def from_wire(cls, data: dict[str, Any] | None) -> Snapshot | None:
@@ -90,6 +95,8 @@ def parse(text: str) -> Snapshot:
             elif s.name == "kultivar_prediction_value_bucket":
                 key = s.labels["le"]
                 value_buckets[key] = value_buckets.get(key, 0.0) + s.value
+            elif s.name == "kultivar_feature_reference_ratio":
+                snap.reference.setdefault(s.labels["feature"], {})[s.labels["bucket"]] = s.value
             elif s.name == "kultivar_feature_bucket_total":
                 buckets = snap.features.setdefault(s.labels["feature"], {})
                 buckets[s.labels["bucket"]] = buckets.get(s.labels["bucket"], 0.0) + s.value

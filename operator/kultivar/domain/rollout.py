@@ -80,7 +80,7 @@ def _step_due(rollout: dict[str, Any], pause: str, now: datetime) -> float:
 def _baseline(metrics: dict[int, Snapshot] | None) -> str | None:
     if not metrics:
         return None
-    return json.dumps({str(v): s.wire() for v, s in metrics.items()}, sort_keys=True)
+    return json.dumps({str(v): s.wire(features=False) for v, s in metrics.items()}, sort_keys=True)
 
 
 def _baseline_of(rollout: dict[str, Any], version: int) -> Snapshot | None:

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
+from kultivar.domain.dataset import REFRESH_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,22 @@ class Api:
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", custom_path(kind, namespace), body)
+
+    def create_if_missing(self, kind: str, namespace: str, body: dict[str, Any]) -> bool:
+        """Create an object with a deterministic name; False when it already exists (a retried reconcile)."""
+        try:
+            self.create(kind, namespace, body)
+            return True
+        except ApiError as e:
+            if e.status == 409:
+                return False
+            raise
+
+    def request_refresh(self, kind: str, namespace: str, name: str, now: datetime) -> None:
+        """Ask our controller of an object to refresh it now (an annotation: metadata, never spec)."""
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"metadata": {"annotations": {REFRESH_ANNOTATION: stamp}}}
+        self.request("PATCH", custom_path(kind, namespace, name), body, content_type=MERGE_PATCH)
 
     def patch_status(
         self, kind: str, namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
