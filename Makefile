@@ -20,7 +20,7 @@ $(PY):
 	$(PIP) install -q --upgrade "pip>=24"
 
 install: venv
-	$(PIP) install -q -c constraints.txt -e '.[test,lint,s3]'
+	$(PIP) install -q -c constraints.txt -e '.[test,lint,s3,bench]'
 
 test: cluster-binaries
 	$(PY) -m pytest tests/unit tests/integration

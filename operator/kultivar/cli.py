@@ -54,13 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     crds.set_defaults(func=_crds)
 
-    try:
-        from kultivar.workloads.cli import add_commands
-    except ModuleNotFoundError as e:  # the workloads are optional in a slim operator build
-        if e.name != "kultivar.workloads.cli":
-            raise
-    else:
-        add_commands(sub)
+    from kultivar.serving.cli import add_commands as add_serving
+    from kultivar.workloads.cli import add_commands as add_workloads
+
+    add_workloads(sub)
+    add_serving(sub)
     return parser
 
 

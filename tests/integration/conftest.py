@@ -127,7 +127,7 @@ CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 def _crd_established(kube: Kube, name: str) -> bool:
     status, crd = kube.raw("GET", f"{CRD_PATH}/{name}")
-    conditions = (crd or {}).get("status", {}).get("conditions", []) if status == 200 else []
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or [] if status == 200 else []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 

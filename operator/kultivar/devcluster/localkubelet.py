@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +92,20 @@ def loopback_address(port: int) -> str:
     raise RuntimeError(f"no free loopback address for port {port}")
 
 
-def set_pod_ip(api: Api, namespace: str, name: str, ip: str) -> None:
+def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | None = None) -> None:
+    """Report the pod's IP and readiness, as a kubelet does from its readiness probe."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for _ in range(10):
         pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
-        pod.setdefault("status", {}).update(podIP=ip, podIPs=[{"ip": ip}])
+        status = pod.setdefault("status", {})
+        if ip:
+            status.update(podIP=ip, podIPs=[{"ip": ip}])
+        conditions = [c for c in status.get("conditions") or [] if c.get("type") not in ("Ready", "ContainersReady")]
+        for kind in ("ContainersReady", "Ready"):
+            conditions.append({"type": kind, "status": str(ready), "lastTransitionTime": stamp})
+        status["conditions"] = conditions
+        for cs in status.get("containerStatuses") or []:
+            cs["ready"] = ready
         try:
             api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/{name}/status", pod)
             return
@@ -119,6 +130,19 @@ class Server:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
+        probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
+        self.probe_url = f"http://{self.ip}:{port}{probe.get('path', '/')}" if probe else None
+        self.ready = False
+
+    def probe(self) -> bool:
+        """The readiness probe: what decides whether a Service sends the pod traffic."""
+        if self.probe_url is None:
+            return self.proc.poll() is None
+        try:
+            with urllib.request.urlopen(self.probe_url, timeout=0.5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -176,8 +200,14 @@ class LocalKubelet:
                 continue
             server = Server(pod["spec"]["containers"][0], self.log_dir)
             self.servers[key] = server
-            set_pod_ip(self.api, pod["metadata"]["namespace"], pod["metadata"]["name"], server.ip)
+            set_pod_status(self.api, pod["metadata"]["namespace"], pod["metadata"]["name"], False, server.ip)
             log.info("serving pod %s at %s", key, server.ip)
+        for key, server in self.servers.items():
+            ready = server.probe()
+            if ready != server.ready:
+                namespace, name = key.split("/", 1)
+                set_pod_status(self.api, namespace, name, ready)
+                server.ready = ready
 
     def run_once(self) -> int:
         count = 0

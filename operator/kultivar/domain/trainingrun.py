@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
-from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
+from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
+from kultivar.domain.dataset import REFRESH_ANNOTATION
 from kultivar.domain.estimators import estimator_problem
 from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
@@ -206,6 +207,11 @@ def _start(
     if dataset is None:
         return plan.not_ready("DatasetNotFound", f"Dataset {spec.datasetRef.name!r} does not exist")
     progress = (dataset.get("status") or {}).get("validation") or {}
+    requested = parse_time(((dataset.get("metadata") or {}).get("annotations") or {}).get(REFRESH_ANNOTATION))
+    started = parse_time(progress.get("startedAt"))
+    if not digest and requested and (started is None or requested > started):
+        return plan.not_ready("WaitingForDataset", f"waiting for Dataset {spec.datasetRef.name!r}: a refresh "
+                                                   "was requested and has not started yet")
     if not digest and progress and progress.get("attempt") != progress.get("completedAttempt"):
         # A newer version of the data is being validated: train on it, not on the one it replaces.
         return plan.not_ready("WaitingForDataset", f"waiting for Dataset {spec.datasetRef.name!r}: validation "

@@ -1,0 +1,152 @@
+"""Settings of the inference server, read from the environment the operator sets on the serving container.
+
+===========================  ========  ==============================================================
+variable                     default   meaning
+===========================  ========  ==============================================================
+KULTIVAR_MODEL_NAME          required  model name in the V2/V1 routes (``/v2/models/<name>/infer``)
+KULTIVAR_MODEL_VERSION       ``1``     version reported in metadata, responses and metric labels
+KULTIVAR_MODEL_URI           required  URI of ``model.skops``
+KULTIVAR_MODEL_DIGEST        required  ``sha256:<hex>`` from the registry; the server refuses any other file
+KULTIVAR_MANIFEST_URI        (beside)  the training manifest; default ``manifest.json`` next to the model
+KULTIVAR_PROFILE_URI         (manif.)  reference profile for input buckets; default the manifest's ``profileUri``
+KULTIVAR_STORE               (model's  artifact store base URL (its storage options apply to URIs under it)
+                             folder)
+KULTIVAR_HTTP_HOST           0.0.0.0   address to bind
+KULTIVAR_HTTP_PORT           8080      port to bind
+KULTIVAR_MAX_BATCH           32        most rows in one ``predict`` call
+KULTIVAR_BATCH_WAIT_MS       2         longest a request waits for others to join its batch (only under load)
+KULTIVAR_DRIFT_ACCOUNTING    on        count inputs per profile bucket for drift (on/off)
+KULTIVAR_MAX_REQUEST_BYTES   10485760  larger request bodies get 413
+===========================  ========  ==============================================================
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+MANIFEST_NAME = "manifest.json"
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+class ConfigError(Exception):
+    """The server was started with missing or malformed settings."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    model_name: str
+    model_uri: str
+    model_digest: str
+    model_version: str = "1"
+    manifest_uri: str | None = None
+    profile_uri: str | None = None
+    store: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_batch: int = 32
+    batch_wait_ms: float = 2.0
+    drift_accounting: bool = True
+    max_request_bytes: int = 10 * 1024 * 1024
+
+    @property
+    def resolved_manifest_uri(self) -> str:
+        return self.manifest_uri or sibling(self.model_uri, MANIFEST_NAME)
+
+    @property
+    def store_url(self) -> str:
+        # Without an explicit store, the model's folder: the store then only supplies the filesystem for the URIs.
+        return self.store or posixpath.dirname(self.model_uri.rstrip("/")) or "/"
+
+    def with_overrides(self, **overrides: Any) -> ServingConfig:
+        """A copy with the given fields replaced, skipping ``None`` (unset command-line flags)."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServingConfig:
+        """Settings from ``env`` (default: the process environment); non-None ``overrides`` win."""
+        env = os.environ if env is None else env
+        given = {k: v for k, v in overrides.items() if v is not None}
+
+        def text(key: str, var: str, default: str | None = None) -> str | None:
+            value = given.get(key)
+            if value is None:
+                value = env.get(var, "").strip() or default
+            return value
+
+        missing = [var for key, var in (("model_name", "KULTIVAR_MODEL_NAME"), ("model_uri", "KULTIVAR_MODEL_URI"),
+                                        ("model_digest", "KULTIVAR_MODEL_DIGEST")) if not text(key, var)]
+        if missing:
+            raise ConfigError(f"missing settings: set {', '.join(missing)} (the registry's model name, the URI of "
+                              "model.skops and its sha256 digest)")
+        digest = str(text("model_digest", "KULTIVAR_MODEL_DIGEST"))
+        if not digest.startswith("sha256:") or len(digest) != 71 or not _is_hex(digest[7:]):
+            raise ConfigError(f"KULTIVAR_MODEL_DIGEST must be 'sha256:' followed by 64 hex digits, got {digest!r}")
+        return cls(
+            model_name=str(text("model_name", "KULTIVAR_MODEL_NAME")),
+            model_uri=str(text("model_uri", "KULTIVAR_MODEL_URI")),
+            model_digest=digest.lower(),
+            model_version=str(text("model_version", "KULTIVAR_MODEL_VERSION", "1")),
+            manifest_uri=text("manifest_uri", "KULTIVAR_MANIFEST_URI"),
+            profile_uri=text("profile_uri", "KULTIVAR_PROFILE_URI"),
+            store=text("store", "KULTIVAR_STORE"),
+            host=str(text("host", "KULTIVAR_HTTP_HOST", "0.0.0.0")),
+            port=_integer(given.get("port"), env, "KULTIVAR_HTTP_PORT", 8080, 0, 65535),
+            max_batch=_integer(given.get("max_batch"), env, "KULTIVAR_MAX_BATCH", 32, 1, 100_000),
+            batch_wait_ms=_number(given.get("batch_wait_ms"), env, "KULTIVAR_BATCH_WAIT_MS", 2.0, 0.0, 1000.0),
+            drift_accounting=_switch(given.get("drift_accounting"), env, "KULTIVAR_DRIFT_ACCOUNTING", True),
+            max_request_bytes=_integer(given.get("max_request_bytes"), env, "KULTIVAR_MAX_REQUEST_BYTES",
+                                       10 * 1024 * 1024, 1024, 2**31),
+        )
+
+
+def sibling(uri: str, name: str) -> str:
+    """The URI of ``name`` in the same folder as ``uri`` (works for paths and scheme://bucket/key alike)."""
+    return posixpath.join(posixpath.dirname(uri), name)
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def _integer(given: Any, env: Mapping[str, str], var: str, default: int, low: int, high: int) -> int:
+    raw = given if given is not None else env.get(var, "").strip()
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{var} must be a whole number between {low} and {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{var} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _number(given: Any, env: Mapping[str, str], var: str, default: float, low: float, high: float) -> float:
+    raw = given if given is not None else env.get(var, "").strip()
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{var} must be a number between {low:g} and {high:g}, got {raw!r}") from None
+    if not low <= value <= high:  # also rejects NaN
+        raise ConfigError(f"{var} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def _switch(given: Any, env: Mapping[str, str], var: str, default: bool) -> bool:
+    if isinstance(given, bool):
+        return given
+    raw = str(given if given is not None else env.get(var, "")).strip().lower()
+    if not raw:
+        return default
+    if raw in _ON:
+        return True
+    if raw in _OFF:
+        return False
+    raise ConfigError(f"{var} must be on or off (also true/false, 1/0, yes/no), got {raw!r}")

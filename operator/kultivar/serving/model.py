@@ -1,0 +1,178 @@
+"""The served model: verified loading, its feature contract, and batched prediction.
+
+The model file is loaded with :func:`kultivar.workloads.training.load_model`, which hashes it and refuses it
+unless the sha256 equals the digest the registry recorded (``KULTIVAR_MODEL_DIGEST``) - before deserialising a
+single byte - and trusts only scikit-learn, numpy and scipy types. The training manifest beside the model says
+which features the model takes, their types and the classes; it must describe the same digest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile
+from kultivar.serving.config import ServingConfig
+from kultivar.serving.payload import FeatureSpec, Rows
+
+log = logging.getLogger("kultivar.serving")
+
+FEATURE_TYPES = ("numeric", "boolean", "categorical")
+
+
+class ModelLoadError(Exception):
+    """The server cannot serve this model. ``permanent``: retrying the same settings cannot help."""
+
+    def __init__(self, reason: str, message: str, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.permanent = reason, message, permanent
+
+
+@dataclass
+class ServedModel:
+    estimator: Any
+    features: tuple[FeatureSpec, ...]
+    task: str
+    classes: list[Any] | None
+    profile: Profile | None
+    manifest: Mapping[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def predict(self, rows: Rows) -> np.ndarray:
+        """Predictions for ``rows`` (one per row), from one call of the pipeline."""
+        import pandas as pd
+
+        if all(c.dtype == np.float64 for c in rows.columns):
+            # One float block, as in training: pandas and the pipeline's column selection work on it directly.
+            frame = pd.DataFrame(np.column_stack(rows.columns), columns=self.names, copy=False)
+        else:
+            frame = pd.DataFrame(dict(zip(self.names, rows.columns, strict=True)), copy=False)
+        out = np.asarray(self.estimator.predict(frame))
+        if out.shape[:1] != (rows.count,):
+            raise RuntimeError(f"the model returned {out.shape[:1]} predictions for {rows.count} rows")
+        return out.reshape(rows.count) if out.ndim > 1 and out.size == rows.count else out
+
+    def sample_rows(self) -> Rows:
+        """One typical row for the readiness test inference: profile centres and top categories, else missing."""
+        columns = []
+        for f in self.features:
+            ref = self.profile.features.get(f.name) if self.profile else None
+            if f.type == "categorical":
+                value: Any = math.nan
+                if isinstance(ref, CategoricalProfile):
+                    top = [k for k in ref.proportions if not k.startswith("__")]
+                    value = top[0] if top else math.nan
+                columns.append(np.array([value], dtype=object))
+                continue
+            x = math.nan  # the pipeline imputes missing values, so a row of NaN is valid input too
+            if isinstance(ref, NumericProfile) and ref.mean is not None:
+                x = ref.mean
+            elif isinstance(ref, CategoricalProfile) and f.type == "boolean":
+                x = 1.0 if ref.proportions.get("true", 0.0) >= ref.proportions.get("false", 0.0) else 0.0
+            columns.append(np.array([x], dtype=np.float64))
+        return Rows(tuple(columns), 1)
+
+    def check_prediction(self, predictions: np.ndarray) -> None:
+        """Raise unless ``predictions`` look like this model's output (the readiness test inference)."""
+        if predictions.shape != (1,):
+            raise RuntimeError(f"the test inference returned shape {predictions.shape}, expected (1,)")
+        value = predictions[0]
+        if self.task == "classification" and self.classes is not None:
+            known = {str(c) for c in self.classes}
+            if str(value) not in known:
+                raise RuntimeError(f"the test inference predicted {value!r}, which is not one of the classes "
+                                   f"{sorted(known)} in the manifest")
+        if self.task == "regression" and not math.isfinite(float(value)):
+            raise RuntimeError(f"the test inference predicted {value!r}, not a finite number")
+
+
+def _features(manifest: Mapping[str, Any], uri: str) -> tuple[FeatureSpec, ...]:
+    raw = manifest.get("features")
+    if not isinstance(raw, list) or not raw:
+        raise ModelLoadError("ManifestInvalid", f"the manifest {uri} lists no features; it must come from "
+                                                "`kultivar train`")
+    out = []
+    for f in raw:
+        name, ftype = (f.get("name"), f.get("type")) if isinstance(f, dict) else (None, None)
+        if not isinstance(name, str) or ftype not in FEATURE_TYPES:
+            raise ModelLoadError("ManifestInvalid", f"the manifest {uri} has a malformed feature entry {f!r}; "
+                                                    "expected {name, type} with type numeric/boolean/categorical")
+        out.append(FeatureSpec(name, ftype))
+    return tuple(out)
+
+
+def _read_json(store: Any, uri: str, what: str, hint: str) -> Any:
+    try:
+        return json.loads(store.read_bytes(uri))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{what}NotFound", f"the {what.lower()} {uri} does not exist; {hint}") from None
+    except ValueError as e:
+        raise ModelLoadError(f"{what}Invalid", f"the {what.lower()} {uri} is not valid JSON: {e}") from None
+    except OSError as e:
+        raise ModelLoadError("StorageUnavailable", f"cannot read the {what.lower()} {uri}: {e}",
+                             permanent=False) from None
+
+
+def load_served_model(config: ServingConfig) -> ServedModel:
+    """Verify and load the model, its manifest and (when known) its reference profile."""
+    from kultivar.workloads.storage import ArtifactStore
+    from kultivar.workloads.training import ModelIntegrityError, UntrustedModelError, load_model
+
+    store = ArtifactStore(config.store_url)
+    try:
+        estimator = load_model(config.model_uri, config.model_digest, store)
+    except ModelIntegrityError as e:
+        raise ModelLoadError("ModelDigestMismatch", str(e)) from None
+    except UntrustedModelError as e:
+        raise ModelLoadError("UntrustedModel", str(e)) from None
+    except FileNotFoundError:
+        raise ModelLoadError("ModelNotFound", f"the model file {config.model_uri} does not exist; check "
+                                              "KULTIVAR_MODEL_URI (and KULTIVAR_STORE)") from None
+    except OSError as e:
+        raise ModelLoadError("StorageUnavailable", f"cannot read the model {config.model_uri}: {e}",
+                             permanent=False) from None
+
+    manifest_uri = config.resolved_manifest_uri
+    manifest = _read_json(store, manifest_uri, "Manifest",
+                          "set KULTIVAR_MANIFEST_URI to the manifest.json written with the model")
+    if not isinstance(manifest, dict):
+        raise ModelLoadError("ManifestInvalid", f"the manifest {manifest_uri} is not a JSON object")
+    described = (manifest.get("artifact") or {}).get("digest")
+    if described != config.model_digest:
+        raise ModelLoadError("ManifestMismatch",
+                             f"the manifest {manifest_uri} describes the model {described}, not {config.model_digest}: "
+                             "it belongs to another model; set KULTIVAR_MANIFEST_URI to this model's manifest")
+    features = _features(manifest, manifest_uri)
+    task = manifest.get("task")
+    if task not in ("classification", "regression"):
+        raise ModelLoadError("ManifestInvalid", f"the manifest {manifest_uri} has task {task!r}; expected "
+                                                "classification or regression")
+    classes = manifest.get("classes") if task == "classification" else None
+
+    profile = None
+    profile_uri = config.profile_uri or manifest.get("profileUri")
+    if profile_uri:
+        try:
+            profile = Profile.model_validate(_read_json(store, profile_uri, "Profile",
+                                                        "set KULTIVAR_PROFILE_URI to the dataset's profile.json"))
+        except ModelLoadError as e:
+            if config.profile_uri:  # asked for explicitly: serving without it would hide drift silently
+                raise
+            log.warning("serving without input drift buckets: %s", e.message)
+        except ValueError as e:
+            raise ModelLoadError("ProfileInvalid",
+                                 f"the profile {profile_uri} is not a Kultivar profile: {e}") from None
+    else:
+        log.warning("no reference profile (neither KULTIVAR_PROFILE_URI nor the manifest's profileUri): serving "
+                    "without input drift buckets")
+    return ServedModel(estimator, features, task, list(classes) if isinstance(classes, Sequence) else None, profile,
+                       manifest)

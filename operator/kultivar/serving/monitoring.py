@@ -1,0 +1,241 @@
+"""Prometheus metrics of the inference server (``GET /metrics``).
+
+=============================================================  =================================================
+metric                                                         meaning
+=============================================================  =================================================
+``kultivar_inference_requests_total{model,version,outcome}``   requests by outcome: success, bad_request (400,
+                                                               413), unavailable (503), error (500)
+``kultivar_inference_latency_seconds{model,version}``          histogram: request received to response ready
+``kultivar_inference_batch_rows{model,version}``               histogram: rows per ``predict`` call
+``kultivar_predictions_total{model,version,class}``            classifiers: predicted rows per class
+``kultivar_prediction_value{model,version}``                   regressors: histogram of predicted values, bucket
+                                                               bounds from the target's training profile
+``kultivar_feature_bucket_total{model,version,feature,bucket}``  input values per training-profile bucket
+``kultivar_feature_reference_ratio{model,version,feature,bucket}``  the training profile's share of each bucket
+``kultivar_model_ready{model,version}``                        1 once the test inference passed
+``kultivar_model_info{model,version,digest}``                  always 1; the digest being served
+=============================================================  =================================================
+
+Feature buckets are the contract with the operator's drift computation (see :mod:`kultivar.domain.profile`):
+a numeric feature's ``bucket`` is the bin index ``"0"`` .. ``"k-1"`` of the profile's edges (outer bins open, inner
+bins ``[edges[i], edges[i+1])``); a categorical or boolean feature's ``bucket`` is the profile key, with unseen
+categories in ``__other__``; missing values count in ``__missing__``. Every bucket is exported from the start
+(at 0), so rates and PSI never meet an absent series.
+
+Accounting is per batch and vectorised: one ``searchsorted`` + ``bincount`` per numeric feature into numpy
+counters that are only turned into samples when Prometheus scrapes. Counting and scraping both run on the event
+loop thread, so the counters need no lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from kultivar.domain.profile import OTHER, CategoricalProfile, NumericProfile, Profile, normalize_category
+from kultivar.serving.payload import FeatureSpec, Rows
+
+OUTCOMES = ("success", "bad_request", "unavailable", "error")
+MISSING = "__missing__"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384)
+DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
+
+
+class _NumericCounter:
+    """Counts of one numeric feature per profile bin, plus missing (last slot)."""
+
+    def __init__(self, profile: NumericProfile) -> None:
+        self.inner = np.asarray(profile.edges, dtype=np.float64)[1:-1]
+        self.labels = [str(i) for i in range(profile.bins)] + [MISSING]
+        self.counts = np.zeros(len(self.labels), dtype=np.int64)
+        kept = 1.0 - profile.missingFraction
+        self.reference = [kept * p for p in profile.proportions] + [profile.missingFraction]
+
+    def add(self, values: np.ndarray) -> None:
+        # Same rule as kultivar.domain.profile.bin_indices: only inner edges decide, so the outer bins are open.
+        index = np.searchsorted(self.inner, values, side="right")
+        index[np.isnan(values)] = len(self.labels) - 1
+        self.counts += np.bincount(index, minlength=len(self.labels))
+
+
+class _CategoryCounter:
+    """Counts of one categorical or boolean feature per profile key (``__other__`` included), plus missing."""
+
+    def __init__(self, profile: CategoricalProfile, boolean_column: bool) -> None:
+        keys = [k for k in profile.proportions if k != OTHER] + [OTHER]
+        self.labels = [*keys, MISSING]
+        kept = 1.0 - profile.missingFraction
+        self.reference = [kept * profile.proportions.get(k, 0.0) for k in keys] + [profile.missingFraction]
+        self.position = {k: i for i, k in enumerate(keys)}
+        self.other, self.missing = self.position[OTHER], len(keys)
+        self.boolean_column = boolean_column
+        self.profile = profile
+        self.counts = np.zeros(len(self.labels), dtype=np.int64)
+        if boolean_column:  # the model gets booleans as 1.0/0.0: look the two keys up once
+            self.true = self.position.get("true", self.other)
+            self.false = self.position.get("false", self.other)
+
+    def add(self, values: np.ndarray) -> None:
+        if self.boolean_column:
+            index = np.where(values == 1.0, self.true, self.false)
+            index[np.isnan(values)] = self.missing
+        else:
+            get, other, boolean = self.position.get, self.other, self.profile.boolean
+            # Columns hold str or NaN (float): a dict lookup per value; normalise only what is not text already.
+            index = np.fromiter(
+                (get(v, other) if type(v) is str else self._key(v, boolean) for v in values),
+                dtype=np.int64, count=len(values))
+        self.counts += np.bincount(index, minlength=len(self.labels))
+
+    def _key(self, value: Any, boolean: bool) -> int:
+        key = normalize_category(value, boolean)
+        return self.missing if key is None else self.position.get(key, self.other)
+
+
+class _FeatureBuckets(Collector):
+    def __init__(self, model: str, version: str, features: Sequence[FeatureSpec], profile: Profile) -> None:
+        self.model, self.version = model, version
+        self.counters: list[tuple[int, str, _NumericCounter | _CategoryCounter]] = []
+        for j, f in enumerate(features):
+            ref = profile.features.get(f.name)
+            if isinstance(ref, NumericProfile) and f.type == "numeric":
+                self.counters.append((j, f.name, _NumericCounter(ref)))
+            elif isinstance(ref, CategoricalProfile) and f.type != "numeric":
+                self.counters.append((j, f.name, _CategoryCounter(ref, boolean_column=f.type == "boolean")))
+
+    def add(self, rows: Rows) -> None:
+        for j, _, counter in self.counters:
+            counter.add(rows.columns[j])
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("kultivar_feature_bucket", "Input values per training-profile bucket.",
+                                     labels=["model", "version", "feature", "bucket"])
+        # The training proportions of the same buckets: the operator computes drift from scrapes alone.
+        reference = GaugeMetricFamily("kultivar_feature_reference_ratio",
+                                      "Training-profile share of each input bucket (drift reference).",
+                                      labels=["model", "version", "feature", "bucket"])
+        for _, name, counter in self.counters:
+            for label, count, ratio in zip(counter.labels, counter.counts.tolist(), counter.reference, strict=True):
+                family.add_metric([self.model, self.version, name, label], count)
+                reference.add_metric([self.model, self.version, name, label], ratio)
+        yield family
+        yield reference
+
+
+class _ClassCounts(Collector):
+    def __init__(self, model: str, version: str, classes: Sequence[Any] | None) -> None:
+        self.model, self.version = model, version
+        self.counts: dict[str, int] = {_label(c): 0 for c in classes or ()}
+
+    def add(self, predictions: np.ndarray) -> None:
+        values, counts = np.unique(predictions, return_counts=True)
+        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+            key = _label(value)
+            self.counts[key] = self.counts.get(key, 0) + count
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("kultivar_predictions", "Predicted rows per class.",
+                                     labels=["model", "version", "class"])
+        for label, count in self.counts.items():
+            family.add_metric([self.model, self.version, label], count)
+        yield family
+
+
+class _ValueHistogram(Collector):
+    def __init__(self, model: str, version: str, bounds: Sequence[float]) -> None:
+        self.model, self.version = model, version
+        self.bounds = np.asarray(sorted(set(bounds)), dtype=np.float64)
+        self.counts = np.zeros(self.bounds.size + 1, dtype=np.int64)  # last: above every bound (+Inf)
+        self.total = 0.0
+
+    def add(self, predictions: np.ndarray) -> None:
+        values = np.asarray(predictions, dtype=np.float64)
+        values = values[~np.isnan(values)]
+        # Prometheus buckets are "le": the first bound >= the value.
+        self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=self.counts.size)
+        self.total += float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative = np.cumsum(self.counts).tolist()
+        buckets = [(_bound(b), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
+        buckets.append(("+Inf", cumulative[-1]))
+        family = HistogramMetricFamily("kultivar_prediction_value", "Predicted values (regression).",
+                                       labels=["model", "version"])
+        family.add_metric([self.model, self.version], buckets, self.total)
+        yield family
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class ServingMetrics:
+    """The server's metrics in their own registry (several servers can live in one test process)."""
+
+    def __init__(self, model: str, version: str, digest: str, registry: CollectorRegistry | None = None) -> None:
+        self.model, self.version = model, version
+        self.registry = registry or CollectorRegistry()
+        labels = ["model", "version"]
+        requests = Counter("kultivar_inference_requests", "Inference requests by outcome.",
+                           [*labels, "outcome"], registry=self.registry)
+        # Resolved once: a labels() lookup per request would cost more than the increment itself.
+        self._outcome = {o: requests.labels(model, version, o) for o in OUTCOMES}
+        self._latency = Histogram("kultivar_inference_latency_seconds", "Inference request latency.", labels,
+                                  buckets=LATENCY_BUCKETS, registry=self.registry).labels(model, version)
+        self._batch = Histogram("kultivar_inference_batch_rows", "Rows per predict call.", labels,
+                                buckets=BATCH_BUCKETS, registry=self.registry).labels(model, version)
+        self._ready = Gauge("kultivar_model_ready", "1 once the model passed its test inference.", labels,
+                            registry=self.registry).labels(model, version)
+        Gauge("kultivar_model_info", "The model being served.", [*labels, "digest"],
+              registry=self.registry).labels(model, version, digest).set(1)
+        ProcessCollector(registry=self.registry)
+        self._features: _FeatureBuckets | None = None
+        self._classes: _ClassCounts | None = None
+        self._values: _ValueHistogram | None = None
+
+    def bind_model(self, features: Sequence[FeatureSpec], task: str, classes: Sequence[Any] | None,
+                   profile: Profile | None, drift_accounting: bool) -> None:
+        """Register the model-specific metrics once the model (and so its features and profile) is known."""
+        if task == "classification":
+            self._classes = _ClassCounts(self.model, self.version, classes)
+            self.registry.register(self._classes)
+        else:
+            target = profile.target if profile else None
+            bounds = (np.asarray(target.edges[1:-1]) if isinstance(target, NumericProfile) and target.bins > 1
+                      else np.asarray(DEFAULT_VALUE_BUCKETS))
+            self._values = _ValueHistogram(self.model, self.version, bounds.tolist())
+            self.registry.register(self._values)
+        if drift_accounting and profile is not None:
+            self._features = _FeatureBuckets(self.model, self.version, features, profile)
+            self.registry.register(self._features)
+
+    def request(self, outcome: str, seconds: float) -> None:
+        self._outcome[outcome].inc()
+        self._latency.observe(seconds)
+
+    def batch(self, rows: Rows, predictions: np.ndarray) -> None:
+        self._batch.observe(rows.count)
+        if self._classes is not None:
+            self._classes.add(predictions)
+        elif self._values is not None:
+            self._values.add(predictions)
+        if self._features is not None:
+            self._features.add(rows)
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

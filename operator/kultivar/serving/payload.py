@@ -1,0 +1,436 @@
+"""Request parsing and validation: V2 (Open Inference Protocol) and V1 bodies into per-feature columns.
+
+The model takes one column per feature, in the manifest's order, typed as in training: numeric and boolean
+features as float64 (booleans as 1.0/0.0), categorical features as text, NaN marking a missing value everywhere
+(the model's pipeline imputes it). Everything a client can get wrong is caught here and reported as a
+:class:`PayloadError` (HTTP 400) that names the input, the position and what to send instead; the model never
+sees a malformed batch, so one bad request cannot fail the requests batched with it.
+
+Accepted V2 layouts (``POST /v2/models/<name>/infer``):
+
+* one tensor of shape ``[rows, features]`` holding the features in the model's order; any numeric datatype
+  (FP16/32/64, INT*, UINT*), for models whose features are all numeric or boolean;
+* one tensor per feature, named after it, of shape ``[rows]`` or ``[rows, 1]``: numeric datatypes for numeric
+  features, BOOL (or 0/1 numbers, or BYTES such as "true"/"no") for boolean ones, BYTES for categorical ones.
+
+``data`` may be flat (row-major) or nested. ``null`` marks a missing value. The only output is ``predict``.
+
+V1 (``POST /v1/models/<name>:predict``): ``{"instances": [row, ...]}`` where a row is a list of values in the
+model's feature order or an object keyed by feature name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from kultivar.domain.profile import normalize_category
+
+FeatureType = Literal["numeric", "boolean", "categorical"]
+
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+NUMERIC_TYPES = FLOAT_TYPES | INT_TYPES
+DATATYPES = NUMERIC_TYPES | {"BOOL", "BYTES"}
+OUTPUT = "predict"
+_REPR_LIMIT = 60
+
+
+class PayloadError(ValueError):
+    """A request the server cannot use; the message is the 400 response's ``error``."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    type: FeatureType
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Validated model input: one array per feature in model order (float64, or object for categorical)."""
+
+    columns: tuple[np.ndarray, ...]
+    count: int
+
+
+@dataclass(frozen=True)
+class V2Request:
+    rows: Rows
+    id: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _REPR_LIMIT else text[:_REPR_LIMIT - 3] + "..."
+
+
+def _names(features: Sequence[FeatureSpec]) -> str:
+    names = [f.name for f in features]
+    return ", ".join(names) if len(names) <= 12 else ", ".join(names[:12]) + f", ... ({len(names)} in all)"
+
+
+def load_json(body: bytes) -> Any:
+    if not body:
+        raise PayloadError("the request body is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise PayloadError(f"the request body is not valid JSON: {e}") from None
+
+
+def _object(doc: Any, what: str) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise PayloadError(f"the request body must be a JSON object with {what}, got {type(doc).__name__}")
+    return doc
+
+
+# ------------------------------------------------------------------------------------------ value columns
+
+
+def _flat(data: Any, where: str) -> np.ndarray:
+    """``data`` (flat or nested lists) as a 1-D array, numeric when it can be."""
+    if not isinstance(data, list):
+        raise PayloadError(f"{where}.data must be a list of values, got {type(data).__name__}")
+    try:
+        arr = np.asarray(data)
+    except (ValueError, TypeError):
+        raise PayloadError(f"{where}.data is ragged: nested lists must all have the same length (or send the "
+                           "values flat, in row-major order)") from None
+    if arr.dtype.kind in "US":
+        # numpy turned every value into text because one was text; go back to the values as sent, so the error
+        # can point at the real offender.
+        arr = np.asarray(data, dtype=object)
+    if arr.dtype.kind == "O" and any(isinstance(v, list | dict) for v in arr.ravel()):
+        raise PayloadError(f"{where}.data mixes values and lists; nest every row the same way or send it flat")
+    return arr.ravel()
+
+
+def _floats(arr: np.ndarray, where: str, datatype: str) -> np.ndarray:
+    """Numbers (null as NaN) as float64; anything else is a 400 naming the first offender."""
+    kind = arr.dtype.kind
+    if kind in "fiub":
+        out = arr.astype(np.float64)
+    else:
+        out = np.empty(arr.size, dtype=np.float64)
+        for i, v in enumerate(arr):
+            if v is None:
+                out[i] = math.nan
+            elif isinstance(v, int | float):  # bool is an int: true/false count as 1/0
+                out[i] = float(v)
+            else:
+                raise PayloadError(f"{where}.data[{i}] is {_show(v)}, not a number; {datatype} data must be numbers "
+                                   "(null for a missing value)")
+    if datatype in INT_TYPES:
+        fractional = np.isfinite(out) & (out != np.floor(out))
+        if fractional.any():
+            i = int(np.argmax(fractional))
+            raise PayloadError(f"{where}.data[{i}] is {out[i]:g}, not an integer; use FP32/FP64 for fractional "
+                               "values")
+        if datatype.startswith("UINT") and (out < 0).any():
+            i = int(np.argmax(out < 0))
+            raise PayloadError(f"{where}.data[{i}] is {out[i]:g} but {datatype} cannot be negative")
+    return out
+
+
+def _finite(values: np.ndarray, where: str) -> None:
+    bad = np.isinf(values)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise PayloadError(f"{where} holds an infinite value at position {i}; send finite numbers, or null for a "
+                           "missing value")
+
+
+def _boolean_value(v: Any) -> float | None:
+    """1.0/0.0 for true/false, 1/0 and yes/no-like text; None for anything else (2 is not a boolean)."""
+    if isinstance(v, bool):
+        return 1.0 if v else 0.0
+    if isinstance(v, int | float):
+        return float(v) if v in (0, 1) else None
+    if isinstance(v, str):
+        key = normalize_category(v, boolean=True)
+        return 1.0 if key == "true" else 0.0 if key == "false" else None
+    return None
+
+
+def _booleans(arr: np.ndarray, where: str, datatype: str) -> np.ndarray:
+    """A boolean feature: true/false, 0/1 or yes/no-like text, as 1.0/0.0 (NaN missing)."""
+    if datatype in NUMERIC_TYPES:
+        out = _floats(arr, where, datatype)
+        bad = ~np.isnan(out) & (out != 0.0) & (out != 1.0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise PayloadError(f"{where}.data[{i}] is {out[i]:g}; a boolean feature takes 0 or 1 (or true/false)")
+        return out
+    out = np.empty(arr.size, dtype=np.float64)
+    for i, v in enumerate(arr.tolist()):
+        if v is None:
+            out[i] = math.nan
+            continue
+        if datatype == "BOOL" and not isinstance(v, bool):
+            raise PayloadError(f"{where}.data[{i}] is {_show(v)}; BOOL data must be true or false (null if missing)")
+        value = _boolean_value(v)
+        if value is None:
+            raise PayloadError(f"{where}.data[{i}] is {_show(v)}; a boolean feature takes true/false, yes/no or 1/0")
+        out[i] = value
+    return out
+
+
+def _categories(arr: np.ndarray, where: str) -> np.ndarray:
+    """A categorical feature: text (numbers are turned into the text training used); None/null missing as NaN."""
+    out = np.empty(arr.size, dtype=object)
+    for i, v in enumerate(arr.tolist()):
+        if isinstance(v, str):
+            out[i] = v
+        elif v is None or isinstance(v, int | float):
+            key = normalize_category(v)
+            out[i] = math.nan if key is None else key
+        else:
+            raise PayloadError(f"{where}.data[{i}] is {_show(v)}; a categorical feature takes text (or null)")
+    return out
+
+
+def _column(arr: np.ndarray, feature: FeatureSpec, where: str, datatype: str) -> np.ndarray:
+    if feature.type == "numeric":
+        if datatype not in NUMERIC_TYPES:
+            raise PayloadError(f"{where} has datatype {datatype} but feature {feature.name!r} is numeric; send it as "
+                               "FP64, FP32 or an INT type")
+        values = _floats(arr, where, datatype)
+        _finite(values, where)
+        return values
+    if feature.type == "boolean":
+        return _booleans(arr, where, datatype)
+    return _categories(arr, where)
+
+
+# ------------------------------------------------------------------------------------------------------ V2
+
+
+def _tensor(raw: Any, index: int) -> tuple[str, list[int], str, Any]:
+    where = f"inputs[{index}]"
+    if not isinstance(raw, dict):
+        raise PayloadError(f"{where} must be an object with name, shape, datatype and data, got "
+                           f"{type(raw).__name__}")
+    missing = [k for k in ("name", "shape", "datatype", "data") if k not in raw]
+    if missing:
+        raise PayloadError(f"{where} lacks {', '.join(missing)}; every input needs name, shape, datatype and data")
+    name, shape, datatype = raw["name"], raw["shape"], raw["datatype"]
+    if not isinstance(name, str) or not name:
+        raise PayloadError(f"{where}.name must be a non-empty string")
+    if (not isinstance(shape, list) or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)):
+        raise PayloadError(f"{where}.shape must be a list of non-negative integers such as [1, 4], got "
+                           f"{_show(shape)}")
+    if datatype not in DATATYPES:
+        raise PayloadError(f"{where}.datatype {_show(datatype)} is not a V2 datatype; use one of "
+                           f"{', '.join(sorted(DATATYPES))}")
+    return name, shape, datatype, raw["data"]
+
+
+def _sized(raw_data: Any, shape: list[int], where: str) -> np.ndarray:
+    arr = _flat(raw_data, where)
+    expected = math.prod(shape)
+    if arr.size != expected:
+        raise PayloadError(f"{where}.shape {shape} needs {expected} values but data has {arr.size}")
+    return arr
+
+
+def _matrix(tensor: tuple[str, list[int], str, Any], features: Sequence[FeatureSpec], model: str) -> Rows:
+    _, shape, datatype, data = tensor
+    where = "inputs[0]"
+    if len(shape) != 2:
+        hint = f"[1, {shape[0]}]" if len(shape) == 1 else f"[rows, {len(features)}]"
+        raise PayloadError(f"{where}.shape {shape} must be [rows, features]; for one row of {len(features)} "
+                           f"features send shape {hint}")
+    rows, width = shape
+    if width != len(features):
+        raise PayloadError(f"model {model!r} takes {len(features)} features ({_names(features)}) but {where} has "
+                           f"{width} columns (shape {shape})")
+    if rows == 0:
+        raise PayloadError(f"{where} has no rows; send at least one")
+    categorical = [f.name for f in features if f.type == "categorical"]
+    if categorical:
+        raise PayloadError(f"model {model!r} has categorical features ({', '.join(categorical)}), which one numeric "
+                           "tensor cannot carry; send one input per feature, named after it")
+    if datatype not in NUMERIC_TYPES and datatype != "BOOL":
+        raise PayloadError(f"{where}.datatype {datatype} cannot carry numeric features; use FP64, FP32 or an INT "
+                           "type")
+    arr = _sized(data, shape, where)
+    if datatype == "BOOL" and arr.dtype.kind != "b":
+        raise PayloadError(f"{where}.data must be true/false for datatype BOOL; use FP64 for numbers")
+    values = _floats(arr, where, datatype if datatype != "BOOL" else "FP64").reshape(rows, width)
+    _finite(values, where)
+    columns = []
+    for j, feature in enumerate(features):
+        column = values[:, j]
+        if feature.type == "boolean":
+            bad = ~np.isnan(column) & (column != 0.0) & (column != 1.0)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise PayloadError(f"{where}: row {i}, column {j} ({feature.name!r}) is {column[i]:g}; that feature "
+                                   "is boolean and takes 0 or 1")
+        columns.append(column)
+    return Rows(tuple(columns), rows)
+
+
+def _per_feature(tensors: list[tuple[str, list[int], str, Any]], features: Sequence[FeatureSpec], model: str
+                 ) -> Rows:
+    by_name = {f.name: f for f in features}
+    seen: dict[str, int] = {}
+    for i, (name, _, _, _) in enumerate(tensors):
+        if name not in by_name:
+            raise PayloadError(f"inputs[{i}] is named {name!r}, which is not a feature of model {model!r}; name each "
+                               f"input after a feature ({_names(features)}), or send one [rows, features] tensor")
+        if name in seen:
+            raise PayloadError(f"inputs[{seen[name]}] and inputs[{i}] are both named {name!r}; send each feature once")
+        seen[name] = i
+    absent = [f.name for f in features if f.name not in seen]
+    if absent:
+        raise PayloadError(f"model {model!r} needs every feature; inputs are missing {', '.join(absent)} "
+                           "(send null values for missing data)")
+    rows: int | None = None
+    first = ""
+    columns = []
+    for feature in features:
+        i = seen[feature.name]
+        name, shape, datatype, data = tensors[i]
+        where = f"inputs[{i}] ({name!r})"
+        if len(shape) > 2 or (len(shape) == 2 and shape[1] != 1):
+            raise PayloadError(f"{where}.shape {shape} must be [rows] or [rows, 1]: one value per row")
+        if rows is None:
+            rows, first = shape[0], where
+        elif shape[0] != rows:
+            raise PayloadError(f"{where} has {shape[0]} rows but {first} has {rows}; all inputs need the same rows")
+        columns.append(_column(_sized(data, shape, where), feature, where, datatype))
+    if not rows:
+        raise PayloadError("the inputs have no rows; send at least one")
+    return Rows(tuple(columns), rows)
+
+
+def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str) -> V2Request:
+    """Validate a V2 inference request body for a model taking ``features``."""
+    doc = _object(load_json(body), "an 'inputs' list (Open Inference Protocol V2)")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise PayloadError(f"'id' must be a string, got {type(request_id).__name__}")
+    outputs = doc.get("outputs")
+    if outputs is not None:
+        if not isinstance(outputs, list):
+            raise PayloadError("'outputs' must be a list such as [{\"name\": \"predict\"}]")
+        for i, out in enumerate(outputs):
+            if not isinstance(out, dict) or out.get("name") != OUTPUT:
+                raise PayloadError(f"outputs[{i}] asks for {_show(out)}; this model provides only the output "
+                                   f"{OUTPUT!r}")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise PayloadError("'inputs' must be a non-empty list of tensors, each {name, shape, datatype, data}")
+    tensors = [_tensor(raw, i) for i, raw in enumerate(inputs)]
+    # One tensor not named after a feature carries all features; otherwise each input is one feature (and a
+    # missing one is reported as such rather than as a wrong matrix shape).
+    if len(tensors) == 1 and tensors[0][0] not in {f.name for f in features}:
+        return V2Request(_matrix(tensors[0], features, model), request_id)
+    return V2Request(_per_feature(tensors, features, model), request_id)
+
+
+# ------------------------------------------------------------------------------------------------------ V1
+
+
+def _v1_value(v: Any, feature: FeatureSpec, where: str) -> Any:
+    if v is None:
+        return math.nan
+    if feature.type == "categorical":
+        if isinstance(v, str):
+            return v
+        if isinstance(v, int | float):
+            return normalize_category(v)
+        raise PayloadError(f"{where} is {_show(v)}; feature {feature.name!r} is categorical and takes text")
+    if feature.type == "boolean":
+        value = _boolean_value(v)
+        if value is None:
+            raise PayloadError(f"{where} is {_show(v)}; feature {feature.name!r} is boolean and takes true/false "
+                               "or 1/0")
+        return value
+    if isinstance(v, int | float):
+        x = float(v)
+        if math.isinf(x):
+            raise PayloadError(f"{where} is infinite; send finite numbers, or null for a missing value")
+        return x
+    raise PayloadError(f"{where} is {_show(v)}, not a number; feature {feature.name!r} is numeric")
+
+
+def parse_v1(body: bytes, features: Sequence[FeatureSpec], model: str) -> Rows:
+    """Validate a V1 ``:predict`` body (``{"instances": [...]}``) for a model taking ``features``."""
+    doc = _object(load_json(body), "an 'instances' list (V1 predict protocol)")
+    instances = doc.get("instances")
+    if not isinstance(instances, list) or not instances:
+        hint = "; this server takes row instances, not the columnar 'inputs' form" if "inputs" in doc else ""
+        raise PayloadError(f"'instances' must be a non-empty list of rows{hint}")
+    width = len(features)
+    if all(f.type != "categorical" for f in features):
+        # Fast path: a rectangular list of numeric rows converts in one step.
+        try:
+            arr = np.asarray(instances) if all(isinstance(r, list) for r in instances) else None
+        except ValueError:  # ragged: the row-by-row path below names the row
+            arr = None
+        if arr is not None and arr.dtype.kind in "fiub" and arr.ndim == 2 and arr.shape[1] == width:
+            values = arr.astype(np.float64)
+            _finite(values, "instances")
+            cols = tuple(values[:, j] for j in range(width))
+            for f, col in zip(features, cols, strict=True):
+                if f.type == "boolean" and (bad := ~np.isnan(col) & (col != 0) & (col != 1)).any():
+                    i = int(np.argmax(bad))
+                    raise PayloadError(f"instances[{i}] {f.name!r} is {col[i]:g}; that feature is boolean and takes "
+                                       "0 or 1")
+            return Rows(cols, len(instances))
+    columns: list[list[Any]] = [[] for _ in features]
+    for r, row in enumerate(instances):
+        if isinstance(row, list):
+            if len(row) != width:
+                raise PayloadError(f"instances[{r}] has {len(row)} values but model {model!r} takes {width} features "
+                                   f"({_names(features)})")
+            values_in_order = row
+        elif isinstance(row, dict):
+            unknown = [k for k in row if k not in {f.name for f in features}]
+            if unknown:
+                raise PayloadError(f"instances[{r}] has unknown feature {unknown[0]!r}; the features are "
+                                   f"{_names(features)}")
+            values_in_order = [row.get(f.name) for f in features]
+        else:
+            raise PayloadError(f"instances[{r}] must be a list of values in feature order or an object keyed by "
+                               f"feature name, got {type(row).__name__}")
+        for j, (feature, v) in enumerate(zip(features, values_in_order, strict=True)):
+            columns[j].append(_v1_value(v, feature, f"instances[{r}][{feature.name!r}]"))
+    out = tuple(np.array(c, dtype=object if f.type == "categorical" else np.float64)
+                for c, f in zip(columns, features, strict=True))
+    return Rows(out, len(instances))
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def datatype_of(values: np.ndarray) -> str:
+    kind = values.dtype.kind
+    if kind == "b":
+        return "BOOL"
+    if kind in "iu":
+        return "INT64"
+    if kind == "f":
+        return "FP64"
+    return "BYTES"
+
+
+def concat(batch: Sequence[Rows]) -> Rows:
+    """One Rows holding the rows of every item in order (what a batch's single predict call gets)."""
+    if len(batch) == 1:
+        return batch[0]
+    width = len(batch[0].columns)
+    columns = tuple(np.concatenate([rows.columns[j] for rows in batch]) for j in range(width))
+    return Rows(columns, sum(rows.count for rows in batch))

@@ -1,0 +1,148 @@
+"""The whole loop on the real control plane: data -> v1 -> serving -> drifted traffic -> retraining on the
+newest data -> v2 through the gate -> canary -> promoted; and the variant where v2 loses the gate.
+
+Every workload runs for real (validation, training, and `kultivar serve` processes on loopback pod IPs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from kapi import create, events_for, get, wait_reason
+
+from helpers import wait_for
+
+TIMEOUT = 240
+
+
+def write_data(path: Path, shift: float, noise: float, rows: int = 600, seed: int = 0) -> None:
+    """Two numeric features; the class is x1 + x2 > 2*shift, with a share `noise` of labels flipped."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(shift, 1.0, size=(rows, 2))
+    y = (x.sum(axis=1) > 2 * shift).astype(int)
+    flip = rng.random(rows) < noise
+    y[flip] = 1 - y[flip]
+    lines = ["x1,x2,y"] + [f"{a:.6f},{b:.6f},{c}" for (a, b), c in zip(x, y, strict=True)]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+def objects(data: Path) -> list[dict]:
+    meta = {"name": "shop"}
+    return [
+        {"apiVersion": "kultivar.io/v1alpha1", "kind": "Dataset", "metadata": meta, "spec": {
+            "source": {"uri": str(data)},
+            "schema": {"target": "y", "task": "classification",
+                       "features": [{"name": "x1", "type": "numeric"}, {"name": "x2", "type": "numeric"}]}}},
+        {"apiVersion": "kultivar.io/v1alpha1", "kind": "Model", "metadata": meta, "spec": {
+            "promotion": {"metric": "accuracy", "minImprovement": 0.02}}},
+        {"apiVersion": "kultivar.io/v1alpha1", "kind": "TrainingRun", "metadata": {"name": "shop-1"}, "spec": {
+            "datasetRef": {"name": "shop"}, "modelRef": {"name": "shop"},
+            "estimator": {"className": "sklearn.linear_model.LogisticRegression", "params": {}},
+            "evaluation": {"testFraction": 0.3, "seed": 1}}},
+        {"apiVersion": "kultivar.io/v1alpha1", "kind": "Deployment", "metadata": meta, "spec": {
+            "modelRef": {"name": "shop"}, "replicas": 1,
+            "strategy": {"type": "Canary", "canary": {
+                "steps": [{"weight": 50, "pause": "3s"}],
+                "analysis": {"minRequests": 10, "maxErrorRate": 0.05, "maxLatencyP95Seconds": 1.0,
+                             "maxPredictionShift": 5.0}}},
+            "monitoring": {"threshold": 0.2, "driftedShare": 0.5, "minSamples": 50, "window": "4s",
+                           "retrain": {"enabled": True, "cooldown": "1h", "maxRunsPerDay": 3}}}},
+    ]
+
+
+def _ready_ips(kube, namespace: str) -> list[str]:
+    _, out = kube.raw("GET", f"/api/v1/namespaces/{namespace}/pods?labelSelector=kultivar.io/deployment=shop")
+    return [p["status"]["podIP"] for p in out["items"]
+            if p["status"].get("podIP", "").startswith("127.") and not p["metadata"].get("deletionTimestamp")
+            and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]
+
+
+class DriftedTraffic:
+    """Live inputs from a shifted distribution, sent to every Ready serving pod."""
+
+    def __init__(self, kube, namespace: str, shift: float) -> None:
+        self.kube, self.namespace, self.shift = kube, namespace, shift
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.rng = np.random.default_rng(5)
+
+    def __enter__(self) -> DriftedTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for ip in _ready_ips(self.kube, self.namespace):
+                row = self.rng.normal(self.shift, 1.0, size=2).tolist()
+                body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": row}]}
+                request = urllib.request.Request(f"http://{ip}:8080/v2/models/shop/infer", json.dumps(body).encode(),
+                                                 {"Content-Type": "application/json"})
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(request, timeout=2).read()
+            self._stop.wait(0.01)
+
+
+def _serving_v1(kube, namespace: str, data: Path) -> None:
+    write_data(data, shift=0.0, noise=0.15)  # v1: noisy labels, accuracy around 0.85
+    for body in objects(data):
+        create(kube, namespace, body)
+    wait_reason(kube, namespace, "TrainingRun", "shop-1", "Registered", timeout=TIMEOUT)
+    wait_reason(kube, namespace, "Deployment", "shop", "Serving", timeout=TIMEOUT)
+    wait_for(lambda: _ready_ips(kube, namespace), timeout=60, message="a Ready v1 server")
+
+
+def test_drift_retrains_and_a_better_version_rolls_out_by_itself(kube, namespace, kubelet, tmp_path) -> None:
+    data = tmp_path / "shop.csv"
+    _serving_v1(kube, namespace, data)
+    # The world moved: new data (clean labels) lands at the source, and live traffic comes from it.
+    write_data(data, shift=3.0, noise=0.0, seed=1)
+    with DriftedTraffic(kube, namespace, shift=3.0):
+        drift = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain") and s,
+                         timeout=TIMEOUT, message="a drift retraining run")
+        assert drift["drift"]["drifted"] is True and drift["drift"]["driftedShare"] >= 0.5
+        run_name = drift["lastRetrain"]["trainingRun"]
+        assert run_name == "shop-drift-1"
+        run = get(kube, namespace, "TrainingRun", run_name)
+        assert run["spec"]["trigger"] == "drift" and run["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+        wait_reason(kube, namespace, "TrainingRun", run_name, "Registered", timeout=TIMEOUT)
+        model = get(kube, namespace, "Model", "shop")["status"]
+        assert model["productionVersion"] == 2, model["versions"][-1]["gate"]
+        # v2 trained on the refreshed data, not the old version
+        assert model["versions"][1]["datasetDigest"] != model["versions"][0]["datasetDigest"]
+        status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"])
+                          .get("stableVersion") == 2 and s, timeout=TIMEOUT, message="v2 promoted by the canary")
+    reasons = {e["reason"] for e in events_for(kube, namespace, "shop")}
+    assert {"DriftDetected", "RetrainingStarted", "CanaryStarted", "Promoted"} <= reasons
+    assert status["lastAnalysis"]["verdict"] == "Pass"
+    # exactly one drift run: the cooldown holds off another
+    _, runs = kube.raw("GET", f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/trainingruns")
+    assert sorted(r["metadata"]["name"] for r in runs["items"]) == ["shop-1", "shop-drift-1"]
+
+
+def test_a_retrained_version_that_loses_the_gate_leaves_production_alone(kube, namespace, kubelet,
+                                                                         tmp_path) -> None:
+    data = tmp_path / "shop.csv"
+    _serving_v1(kube, namespace, data)
+    write_data(data, shift=3.0, noise=0.45, seed=2)  # the new data is mostly noise: a worse model
+    with DriftedTraffic(kube, namespace, shift=3.0):
+        status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain")
+                          and s, timeout=TIMEOUT, message="a drift retraining run")
+        wait_reason(kube, namespace, "TrainingRun", status["lastRetrain"]["trainingRun"], "Registered",
+                    timeout=TIMEOUT)
+    model = get(kube, namespace, "Model", "shop")["status"]
+    assert model["productionVersion"] == 1
+    gate = model["versions"][1]["gate"]
+    assert gate["passed"] is False and gate["reason"] in ("NoImprovement", "BelowMinimum") and gate["message"]
+    assert any(e["reason"] == "GateFailed" for e in events_for(kube, namespace, "shop"))
+    assert get(kube, namespace, "Deployment", "shop")["status"]["stableVersion"] == 1

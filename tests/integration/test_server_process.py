@@ -1,0 +1,460 @@
+"""The inference server as a real process on 127.0.0.1: protocol, validation, metrics, digest refusal.
+
+Needs no cluster (it does not use the ``kube`` fixture): a small iris model is trained through the training
+workload into a temporary file store and served by ``kultivar serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import wait_for
+from kultivar.api.dataset import DatasetSpec
+from kultivar.api.trainingrun import TrainingRunSpec
+from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile, bin_index
+from kultivar.workloads.storage import ArtifactStore
+from kultivar.workloads.training import load_model, run_training
+from kultivar.workloads.validation import run_validation
+
+MODEL = "iris"
+START_TIMEOUT = 120.0
+
+
+def serve_command() -> list[str]:
+    """``kultivar serve`` as the runtime image runs it.
+
+    Falls back to the serving package's own entry point while the top-level ``kultivar`` command does not
+    register ``serve`` yet (same code path from there on).
+    """
+    from kultivar.cli import build_parser
+
+    if "serve" in build_parser().format_help():
+        return [sys.executable, "-m", "kultivar.cli", "serve"]
+    return [sys.executable, "-m", "kultivar.serving.cli", "serve"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Trained:
+    store: ArtifactStore
+    uri: str
+    digest: str
+    manifest: dict[str, Any]
+    profile: Profile
+    model: Any = field(repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [f["name"] for f in self.manifest["features"]]
+
+
+def train(store: ArtifactStore, name: str, uri: str, target: str, task: str = "classification",
+          estimator: str = "sklearn.linear_model.LogisticRegression", **schema: Any) -> Trained:
+    spec = DatasetSpec.model_validate({"source": {"uri": uri}, "schema": {"target": target, "task": task, **schema}})
+    data = run_validation(spec, "ns", name, store)
+    assert data["ok"], data
+    run_spec = TrainingRunSpec.model_validate({
+        "datasetRef": {"name": name}, "modelRef": {"name": name}, "estimator": {"className": estimator, "params": {}},
+    })
+    result = run_training(run_spec, data["snapshotUri"], data["digest"], data["profileUri"], task, target,
+                          data["features"], "ns", name, uuid.uuid4().hex, store)
+    assert result["ok"], result
+    uri, digest = result["artifact"]["uri"], result["artifact"]["digest"]
+    return Trained(store, uri, digest, json.loads(store.read_bytes(result["manifestUri"])),
+                   Profile.model_validate_json(store.read_bytes(data["profileUri"])),
+                   load_model(uri, digest, store))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return train(ArtifactStore(str(tmp_path_factory.mktemp("store"))), MODEL, "sklearn://iris", "species")
+
+
+# -------------------------------------------------------------------------------------------------- client
+
+
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+    readiness_seen: list[int]
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, payload = response.status, response.read()
+        except urllib.error.HTTPError as e:
+            status, payload = e.code, e.read()
+        text = payload.decode()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def infer(self, rows: np.ndarray, **extra: Any) -> tuple[int, Any]:
+        rows = np.atleast_2d(rows)
+        return self.call("POST", f"/v2/models/{MODEL}/infer", {
+            "inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
+                        "data": rows.ravel().tolist()}], **extra})
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        status, text = self.call("GET", "/metrics")
+        assert status == 200
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text) for s in family.samples}
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _env(trained: Trained, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KULTIVAR_")}
+    env.update({
+        "KULTIVAR_MODEL_NAME": MODEL, "KULTIVAR_MODEL_VERSION": "3", "KULTIVAR_MODEL_URI": trained.uri,
+        "KULTIVAR_MODEL_DIGEST": trained.digest, "KULTIVAR_STORE": trained.store.base_url,
+        "KULTIVAR_HTTP_HOST": "127.0.0.1", "KULTIVAR_HTTP_PORT": str(port), "KULTIVAR_BATCH_WAIT_MS": "2",
+        "KULTIVAR_MAX_REQUEST_BYTES": "65536",
+    })
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def serving(trained: Trained, log_dir: Path, model: str = MODEL) -> Iterator[Server]:
+    """A started ``kultivar serve`` process, ready (test inference passed), stopped on exit."""
+    port = free_port()
+    log = log_dir / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(serve_command(), env=_env(trained, port, KULTIVAR_MODEL_NAME=model), stdout=out,
+                                   stderr=subprocess.STDOUT)
+    srv = Server(f"http://127.0.0.1:{port}", process, log, [])
+
+    def ready() -> bool:
+        assert process.poll() is None, f"the server exited with {process.returncode}:\n{srv.output()}"
+        status, _ = srv.call("GET", "/v2/health/ready")
+        srv.readiness_seen.append(status)
+        return status == 200
+
+    try:
+        wait_for(lambda: srv.call("GET", "/v2/health/live")[0] == 200, timeout=START_TIMEOUT, interval=0.05,
+                 message="the server to answer liveness", ignore=(OSError,))
+        wait_for(ready, timeout=START_TIMEOUT, interval=0.05, message="the server to become ready",
+                 ignore=(OSError,))
+        yield srv
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with serving(trained, tmp_path_factory.mktemp("server")) as srv:
+        yield srv
+
+
+def iris_rows(n: int, seed: int = 0) -> np.ndarray:
+    from sklearn.datasets import load_iris
+
+    x = load_iris().data
+    return x[np.random.default_rng(seed).choice(len(x), n, replace=False)]
+
+
+def local_predictions(trained: Trained, rows: np.ndarray) -> list[Any]:
+    return trained.model.predict(pd.DataFrame(np.atleast_2d(rows), columns=trained.names)).tolist()
+
+
+# --------------------------------------------------------------------------------------------------- tests
+
+
+def test_ready_only_after_the_test_inference(server: Server) -> None:
+    out = server.output()
+    assert "test inference passed" in out
+    assert out.index("model file verified") < out.index("test inference passed") < out.index("ready in")
+    # Every readiness answer before the model was up said 503, never anything else.
+    assert set(server.readiness_seen[:-1]) <= {503} and server.readiness_seen[-1] == 200
+    assert server.metrics()[("kultivar_model_ready", (("model", MODEL), ("version", "3")))] == 1.0
+    assert server.call("GET", f"/v2/models/{MODEL}/ready") == (200, {"name": MODEL, "ready": True})
+    assert server.call("GET", f"/v2/models/{MODEL}/versions/3/ready")[0] == 200
+
+
+def test_metadata(server: Server, trained: Trained) -> None:
+    assert server.call("GET", "/v2/health/live") == (200, {"live": True})
+    status, meta = server.call("GET", f"/v2/models/{MODEL}")
+    assert status == 200
+    assert meta["name"] == MODEL and meta["versions"] == ["3"] and meta["platform"] == "sklearn"
+    assert [i["name"] for i in meta["inputs"]] == trained.names
+    assert all(i["datatype"] == "FP64" for i in meta["inputs"])
+    assert meta["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+    assert meta["parameters"]["classes"] == [0, 1, 2] and meta["parameters"]["digest"] == trained.digest
+    status, server_meta = server.call("GET", "/v2")
+    assert status == 200 and server_meta["name"] == "kultivar"
+    status, other = server.call("GET", "/v2/models/roses")
+    assert status == 404 and "serves 'iris'" in other["error"]
+    assert server.call("GET", f"/v2/models/{MODEL}/versions/9")[0] == 404
+    assert server.call("GET", "/v1/models/iris") == (200, {"name": MODEL, "ready": True})
+
+
+def test_v2_infer_matches_the_model_loaded_locally(server: Server, trained: Trained) -> None:
+    rows = iris_rows(25)
+    status, body = server.infer(rows, id="batch-1")
+    assert status == 200, body
+    assert body["model_name"] == MODEL and body["model_version"] == "3" and body["id"] == "batch-1"
+    (output,) = body["outputs"]
+    assert output["name"] == "predict" and output["shape"] == [25] and output["datatype"] == "INT64"
+    assert output["data"] == local_predictions(trained, rows)
+
+    # Concurrent single-row requests (micro-batched by the server) each get their own row's answer.
+    singles = iris_rows(40, seed=1)
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda row: server.infer(row), singles))
+    assert all(status == 200 for status, _ in answers)
+    assert [b["outputs"][0]["data"][0] for _, b in answers] == local_predictions(trained, singles)
+
+
+def test_v2_one_input_per_feature(server: Server, trained: Trained) -> None:
+    rows = iris_rows(3, seed=2)
+    inputs = [{"name": name, "shape": [3], "datatype": "FP32", "data": rows[:, j].tolist()}
+              for j, name in enumerate(trained.names)]
+    status, body = server.call("POST", f"/v2/models/{MODEL}/versions/3/infer", {"inputs": inputs[::-1]})
+    assert status == 200, body
+    assert body["outputs"][0]["data"] == local_predictions(trained, rows)
+
+
+def test_v1_predict(server: Server, trained: Trained) -> None:
+    rows = iris_rows(4, seed=3)
+    instances: list[Any] = [rows[0].tolist(), rows[1].tolist(),
+                            dict(zip(trained.names, rows[2].tolist(), strict=True)),
+                            dict(zip(trained.names, rows[3].tolist(), strict=True))]
+    status, body = server.call("POST", f"/v1/models/{MODEL}:predict", {"instances": instances})
+    assert status == 200, body
+    assert body == {"predictions": local_predictions(trained, rows)}
+
+
+def _v2(data: Any, shape: list[int], datatype: str = "FP64") -> dict[str, Any]:
+    return {"inputs": [{"name": "input-0", "shape": shape, "datatype": datatype, "data": data}]}
+
+
+BAD_PAYLOADS = [
+    pytest.param("/v2/models/iris/infer", _v2([5.1, 3.5, 1.4, 0.2, 1.0, 2.0], [2, 4]), "needs 8 values",
+                 id="wrong-shape"),
+    pytest.param("/v2/models/iris/infer", _v2([5.1, 3.5, 1.4, 0.2], [4]), "must be [rows, features]",
+                 id="one-dimensional"),
+    pytest.param("/v2/models/iris/infer", _v2([5.1, 3.5, 1.4, 0.2], [1, 4], "FLOAT"), "not a V2 datatype",
+                 id="unknown-datatype"),
+    pytest.param("/v2/models/iris/infer", _v2(["a", "b", "c", "d"], [1, 4], "BYTES"), "cannot carry numeric",
+                 id="wrong-datatype"),
+    pytest.param("/v2/models/iris/infer", _v2([5.1, 3.5, 1.4], [1, 3]), "takes 4 features",
+                 id="feature-count"),
+    pytest.param("/v2/models/iris/infer", _v2([5.1, "wide", 1.4, 0.2], [1, 4]), "'wide', not a number",
+                 id="non-numeric"),
+    pytest.param("/v2/models/iris/infer", b'{"inputs": [', "not valid JSON", id="invalid-json"),
+    pytest.param("/v2/models/iris/infer", {"data": [1, 2, 3, 4]}, "'inputs' must be a non-empty list",
+                 id="no-inputs"),
+    pytest.param("/v1/models/iris:predict", {"instances": [[5.1, 3.5, None, "x"]]}, "not a number",
+                 id="v1-non-numeric"),
+    pytest.param("/v1/models/iris:predict", {"instances": [[5.1, 3.5]]}, "has 2 values", id="v1-feature-count"),
+]
+
+
+@pytest.mark.parametrize(("path", "payload", "message"), BAD_PAYLOADS)
+def test_bad_payloads_get_400_and_the_server_keeps_serving(server: Server, trained: Trained, path: str,
+                                                           payload: Any, message: str) -> None:
+    raw = payload if isinstance(payload, bytes) else None
+    status, body = server.call("POST", path, None if raw else payload, raw=raw)
+    assert status == 400, body
+    assert message in body["error"]
+    row = iris_rows(1, seed=4)
+    status, good = server.infer(row)
+    assert status == 200 and good["outputs"][0]["data"] == local_predictions(trained, row)
+
+
+def test_oversized_and_misrouted_requests(server: Server) -> None:
+    huge = _v2([1.0] * 20000, [5000, 4])
+    status, body = server.call("POST", f"/v2/models/{MODEL}/infer", huge)
+    assert status == 413 and "KULTIVAR_MAX_REQUEST_BYTES" in body["error"]
+    status, body = server.call("POST", "/v2/models/roses/infer", _v2([1, 2, 3, 4], [1, 4]))
+    assert status == 404 and "serves 'iris'" in body["error"]
+    assert server.call("GET", f"/v2/models/{MODEL}/infer")[0] == 405
+    assert server.call("GET", "/nowhere")[0] == 404
+    assert server.call("GET", "/v2/health/ready")[0] == 200
+
+
+def test_metrics(server: Server, trained: Trained) -> None:
+    labels = (("model", MODEL), ("version", "3"))
+    before = server.metrics()
+    rows = iris_rows(30, seed=5)
+    rows[0, 0] = 100.0  # far beyond training: the open last bin
+    for chunk in np.array_split(rows, 6):
+        assert server.infer(chunk)[0] == 200
+    assert server.infer(np.array([[1.0, 2.0]]))[0] == 400
+    after = server.metrics()
+
+    def delta(name: str, *extra: tuple[str, str]) -> float:
+        key = (name, tuple(sorted((*labels, *extra))))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("kultivar_inference_requests_total", ("outcome", "success")) == 6
+    assert delta("kultivar_inference_requests_total", ("outcome", "bad_request")) == 1
+    assert delta("kultivar_inference_latency_seconds_count") == 7
+    assert delta("kultivar_inference_batch_rows_sum") == 30
+
+    predicted = local_predictions(trained, rows)
+    for cls in (0, 1, 2):
+        assert delta("kultivar_predictions_total", ("class", str(cls))) == predicted.count(cls)
+
+    # Per-feature buckets follow the training profile exactly as kultivar.domain.profile bins values.
+    for j, name in enumerate(trained.names):
+        ref = trained.profile.features[name]
+        assert isinstance(ref, NumericProfile)
+        expected = np.bincount([bin_index(ref, v) for v in rows[:, j]], minlength=ref.bins)
+        got = [delta("kultivar_feature_bucket_total", ("feature", name), ("bucket", str(b)))
+               for b in range(ref.bins)]
+        assert got == expected.tolist(), name
+        assert (("kultivar_feature_bucket_total", tuple(sorted((*labels, ("feature", name),
+                                                              ("bucket", "__missing__"))))) in after)
+    first = trained.names[0]
+    last_bin = str(trained.profile.features[first].bins - 1)  # type: ignore[union-attr]
+    assert delta("kultivar_feature_bucket_total", ("feature", first), ("bucket", last_bin)) >= 1
+
+
+def test_refuses_to_start_when_the_digest_does_not_match(trained: Trained, tmp_path: Path) -> None:
+    wrong = "sha256:" + "0" * 64
+    result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_MODEL_DIGEST=wrong,
+                                                      KULTIVAR_TERMINATION_LOG=str(tmp_path / "termination")),
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "refusing to serve: ModelDigestMismatch" in out
+    assert f"has digest {trained.digest} but {wrong} was registered" in out
+    assert "test inference" not in out  # nothing was deserialised, let alone run
+    report = json.loads((tmp_path / "termination").read_text())
+    assert report["reason"] == "ModelDigestMismatch" and report["retryable"] is False
+
+
+def test_refuses_to_start_without_a_digest(trained: Trained) -> None:
+    env = _env(trained, free_port())
+    del env["KULTIVAR_MODEL_DIGEST"]
+    result = subprocess.run(serve_command(), env=env, capture_output=True, text=True, timeout=START_TIMEOUT)
+    assert result.returncode == 2
+    assert "set KULTIVAR_MODEL_DIGEST" in result.stdout + result.stderr
+
+
+def churn_frame(rows: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    age = rng.normal(40, 12, rows)
+    age[rng.random(rows) < 0.1] = np.nan
+    plan = rng.choice(np.array(["basic", "plus", "pro"], dtype=object), rows)
+    plan[rng.random(rows) < 0.05] = None
+    member = rng.random(rows) < 0.5
+    signal = np.nan_to_num(age, nan=40) / 10 + np.where(plan == "pro", 2, 0) + member * 1.5
+    churn = np.where(signal + rng.normal(0, 0.5, rows) > np.median(signal), "yes", "no")
+    return pd.DataFrame({"age": age, "plan": plan, "member": member, "churn": churn})
+
+
+def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
+    """Numeric with gaps, categorical and boolean features: V2 per-feature inputs, V1 objects, category buckets."""
+    path = tmp_path / "churn.parquet"
+    churn_frame().to_parquet(path, index=False)
+    trained = train(ArtifactStore(str(tmp_path / "store")), "churn", str(path), "churn", features=[
+        {"name": "age", "type": "numeric", "nullable": True},
+        {"name": "plan", "type": "categorical", "nullable": True},
+        {"name": "member", "type": "boolean"},
+    ])
+    ages, plans, members = [35.0, None, 61.5, 20.0], ["pro", "basic", None, "enterprise"], [True, False, True, False]
+    local = trained.model.predict(pd.DataFrame({
+        "age": np.array([math.nan if a is None else a for a in ages]),
+        "plan": np.array([math.nan if p is None else p for p in plans], dtype=object),
+        "member": np.array(members, dtype=np.float64),
+    })).tolist()
+    with serving(trained, tmp_path, model="churn") as srv:
+        status, meta = srv.call("GET", "/v2/models/churn")
+        assert status == 200
+        assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [("age", "FP64"), ("plan", "BYTES"),
+                                                                         ("member", "BOOL")]
+        assert meta["outputs"][0]["datatype"] == "BYTES"
+        before = srv.metrics()
+        status, body = srv.call("POST", "/v2/models/churn/infer", {"inputs": [
+            {"name": "plan", "shape": [4], "datatype": "BYTES", "data": plans},
+            {"name": "age", "shape": [4], "datatype": "FP64", "data": ages},
+            {"name": "member", "shape": [4], "datatype": "BOOL", "data": members},
+        ]})
+        assert status == 200, body
+        assert body["outputs"][0]["datatype"] == "BYTES" and body["outputs"][0]["data"] == local
+        instances = [{"age": a, "plan": p, "member": "yes" if m else "no"}
+                     for a, p, m in zip(ages, plans, members, strict=True)]
+        status, body = srv.call("POST", "/v1/models/churn:predict", {"instances": instances})
+        assert status == 200 and body == {"predictions": local}
+        status, body = srv.call("POST", "/v2/models/churn/infer", {"inputs": [
+            {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
+        assert status == 400 and "categorical features (plan)" in body["error"]
+        after = srv.metrics()
+
+    def delta(feature: str, bucket: str) -> float:
+        key = ("kultivar_feature_bucket_total",
+               tuple(sorted([("model", "churn"), ("version", "3"), ("feature", feature), ("bucket", bucket)])))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    plan_profile = trained.profile.features["plan"]
+    assert isinstance(plan_profile, CategoricalProfile)
+    # Both requests counted: "enterprise" was never seen in training and lands in __other__; None is missing.
+    assert (delta("plan", "pro"), delta("plan", "basic"), delta("plan", "__other__"),
+            delta("plan", "__missing__")) == (2, 2, 2, 2)
+    assert (delta("member", "true"), delta("member", "false")) == (4, 4)
+    assert delta("age", "__missing__") == 2
+
+
+def test_regression_model(tmp_path: Path) -> None:
+    """A regressor answers FP64 and reports its predictions as a histogram on the target's training bins."""
+    from sklearn.datasets import load_diabetes
+
+    trained = train(ArtifactStore(str(tmp_path / "store")), "diabetes", "sklearn://diabetes", "progression",
+                    task="regression", estimator="sklearn.linear_model.Ridge")
+    rows = load_diabetes().data[:8]
+    with serving(trained, tmp_path, model="diabetes") as srv:
+        status, body = srv.call("POST", "/v2/models/diabetes/infer", {"inputs": [
+            {"name": "x", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]})
+        assert status == 200, body
+        output = body["outputs"][0]
+        assert output["datatype"] == "FP64"
+        expected = trained.model.predict(pd.DataFrame(rows, columns=trained.names))
+        assert np.allclose(output["data"], expected)
+        metrics = srv.metrics()
+    labels = (("model", "diabetes"), ("version", "3"))
+    assert metrics[("kultivar_prediction_value_count", labels)] == 8
+    assert math.isclose(metrics[("kultivar_prediction_value_sum", labels)], float(expected.sum()), rel_tol=1e-9)
+    target = trained.profile.target
+    assert isinstance(target, NumericProfile)
+    bounds = {dict(k[1]).get("le") for k in metrics if k[0] == "kultivar_prediction_value_bucket"}
+    assert bounds == {repr(float(e)) for e in target.edges[1:-1]} | {"+Inf"}
