@@ -102,6 +102,10 @@ def test_failed_check_rolls_back_to_stable(canary, check) -> None:
     # and it is not retried
     again = decide(inp(rolled_back=[2], pods={1: Pods(2, 2)}))
     assert again.replicas == {1: 2} and again.rollout is None and again.degraded[1] == "RolledBack"
+    # the Degraded message keeps naming the failed check on later reconciles
+    again = decide(RolloutInput(spec=spec(), target=2, stable=1, rollout=None, rolled_back=[2],
+                                pods={1: Pods(2, 2)}, metrics=None, now=T0, last_analysis=d.analysis))
+    assert check in again.degraded[2]
 
 
 def test_counts_are_per_step_from_the_baseline() -> None:

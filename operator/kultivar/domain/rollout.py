@@ -46,6 +46,7 @@ class RolloutInput:
     pods: dict[int, Pods]  # per version with a Deployment
     metrics: dict[int, Snapshot] | None  # cumulative per version, None when not scraped this time
     now: datetime
+    last_analysis: dict[str, Any] | None = None  # status.lastAnalysis: why the last rollback happened
 
 
 @dataclass
@@ -113,10 +114,12 @@ def decide(inp: RolloutInput) -> RolloutDecision:
         return RolloutDecision({stable: n}, {stable: 100}, stable, None, None, inp.rolled_back)
 
     if target in inp.rolled_back:
+        why = inp.last_analysis or {}
+        cause = f" after failing {why['failedCheck']} ({why.get('message', '')})" if why.get("failedCheck") else ""
         return RolloutDecision(
             {stable: n}, {stable: 100}, stable, None, None, inp.rolled_back,
-            degraded=(True, "RolledBack", f"v{target} was rolled back and is not retried; register a new version "
-                                          f"or pin another one (stable stays v{stable})"))
+            degraded=(True, "RolledBack", f"v{target} was rolled back{cause} and is not retried; register a new "
+                                          f"version or pin another one (stable stays v{stable})"))
 
     if strategy.type == "Immediate":
         pods = inp.pods.get(target)

@@ -234,7 +234,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     decision = decide(RolloutInput(
         spec=spec, target=version, stable=status.get("stableVersion"), rollout=status.get("rollout"),
         rolled_back=list(status.get("rolledBack") or []), pods=observed.pods or {}, metrics=observed.metrics,
-        now=now,
+        now=now, last_analysis=status.get("lastAnalysis"),
     ))
     deployments = []
     for v, replicas in sorted(decision.replicas.items()):
