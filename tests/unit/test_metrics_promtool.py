@@ -1,0 +1,56 @@
+"""Every metric Kultivar exports passes `promtool check metrics` (Debian's prometheus package)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from kultivar.controllers import metrics as operator_metrics
+from kultivar.domain.plan import Event, Plan
+from kultivar.domain.profile import Profile, categorical_profile, numeric_profile
+from kultivar.serving.monitoring import ServingMetrics
+from kultivar.serving.payload import FeatureSpec
+
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif(PROMTOOL is None and not os.environ.get("CI"),
+                                reason="promtool not installed (apt-get install prometheus); CI installs it")
+
+
+def promtool_check(exposition: bytes) -> str:
+    assert PROMTOOL, "promtool is missing: .ci/run installs Debian's prometheus package"
+    result = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, check=False)
+    problems = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0 and not problems.strip(), problems
+    return problems
+
+
+def test_operator_metrics_pass_promtool() -> None:
+    deployment = {"kind": "Deployment", "metadata": {"namespace": "ns", "name": "iris"}}
+    plan = Plan(events=[Event("Normal", "Promoted", ""), Event("Warning", "RolledBack", ""),
+                        Event("Normal", "RetrainingStarted", "")],
+                status={"drift": {"topFeatures": [{"feature": "x", "psi": 0.3}], "driftedShare": 0.5}})
+    operator_metrics.observe_plan(deployment, plan)
+    operator_metrics.observe_plan({"kind": "Model", "metadata": {"namespace": "ns", "name": "iris"}},
+                                  Plan(events=[Event("Normal", "VersionRegistered", "")]))
+    operator_metrics.observe_job({"metadata": {"uid": "1", "labels": {"kultivar.io/workload": "train"}}})
+    operator_metrics.RECONCILES.labels("Model", "success").inc()
+    operator_metrics.RECONCILE_SECONDS.labels("Model").observe(0.01)
+    from prometheus_client import generate_latest
+
+    promtool_check(generate_latest(operator_metrics.REGISTRY))
+
+
+def test_server_metrics_pass_promtool() -> None:
+    rng = np.random.default_rng(0)
+    profile = Profile(rows=100, features={"x": numeric_profile(rng.normal(size=100)),
+                                          "c": categorical_profile(["a", "b", "a"])})
+    m = ServingMetrics("iris", "1", "sha256:" + "0" * 64)
+    m.bind_model([FeatureSpec("x", "numeric"), FeatureSpec("c", "categorical")], "classification", [0, 1],
+                 profile, drift_accounting=True)
+    m.request("success", 0.004)
+    m.set_ready(True)
+    promtool_check(m.exposition())
