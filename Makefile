@@ -49,3 +49,4 @@ clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
 include hack/cluster.mk
+include hack/tools.mk

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
 import sys
 from collections.abc import Sequence
 
@@ -13,19 +14,22 @@ def _run_operator(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import kultivar.controllers.handlers  # noqa: F401  (registers the handlers)
+    import kultivar.controllers.handlers  # registers the handlers; configured below
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # kopf logs every handled event at INFO; our reconciles say what matters.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     namespaces = args.namespace or []
+    # With Roles only (namespaced mode) kopf's cluster-wide scans would be refused: watch the listed namespaces.
+    kultivar.controllers.handlers.SCAN_CLUSTER = not namespaces
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             standalone=not args.peering,
             peering_name=args.peering or None,
+            priority=args.priority if args.priority is not None else random.randint(1, 10_000),
             liveness_endpoint=args.liveness or None,
         )
     )
@@ -45,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
     op.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
     op.add_argument("--peering", default="", help="kopf peering object for HA (default: standalone)")
+    op.add_argument("--priority", type=int, default=None,
+                    help="peering priority; replicas with equal priorities would all pause (default: random)")
     op.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     op.add_argument("--log-level", default="info")
     op.set_defaults(func=_run_operator)

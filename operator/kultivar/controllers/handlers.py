@@ -20,6 +20,7 @@ from kultivar.domain.jobs import MANAGED_BY
 from kultivar.k8s.client import Api
 
 PREFIX = "kultivar.io"
+SCAN_CLUSTER = True  # False when only listed namespaces are watched (Roles, no cluster-wide list rights)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:
@@ -29,6 +30,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
         prefix=PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.scanning.disabled = not SCAN_CLUSTER
     # We post our own Events with CamelCase reasons; kopf's log-derived events would be noise.
     settings.posting.level = logging.ERROR
     settings.watching.server_timeout = 270
