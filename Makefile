@@ -44,6 +44,7 @@ crds-check:
 
 bench:
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_serving.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
