@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from kultivar.domain.profile import (
+    EXACT_QUANTILE_LIMIT,
     OTHER,
     CategoricalProfile,
     NumericProfile,
@@ -205,3 +206,26 @@ def test_drift_check_is_fast_on_100k_rows_by_20_features(rng: np.random.Generato
     elapsed = time.perf_counter() - start
     assert len(scores) == 20 and all(s > 0 for s in scores)
     assert elapsed < 1.0, f"drift over 100k x 20 took {elapsed:.2f}s"
+
+
+def test_large_columns_take_inner_edges_from_a_sample_and_everything_else_exactly(rng: np.random.Generator) -> None:
+    values = rng.lognormal(0, 1, EXACT_QUANTILE_LIMIT * 4)
+    values[rng.random(values.size) < 0.05] = np.nan
+    p = numeric_profile(values)
+    present = values[~np.isnan(values)]
+    # Outer edges, moments and the share of each bin are exact over every value...
+    assert p.edges[0] == p.min == present.min() and p.edges[-1] == p.max == present.max()
+    assert p.count == present.size and p.missingFraction == pytest.approx(np.isnan(values).mean())
+    assert p.mean == pytest.approx(present.mean(), rel=1e-12) and p.std == pytest.approx(present.std(), rel=1e-12)
+    assert np.array_equal(np.round(np.array(p.proportions) * p.count), bin_counts(p, values))
+    # ...while the inner edges are sample quantiles, within a fraction of a percentile of the exact ones.
+    ranks = np.searchsorted(np.sort(present), p.edges[1:-1]) / present.size
+    assert np.abs(ranks - np.linspace(0.1, 0.9, 9)).max() < 0.005
+    # The sample is drawn with a fixed seed: the same data always gives the same profile.
+    assert numeric_profile(values.copy()) == p
+
+
+def test_small_columns_use_exact_quantiles(rng: np.random.Generator) -> None:
+    values = rng.normal(size=EXACT_QUANTILE_LIMIT)
+    p = numeric_profile(values)
+    assert np.array_equal(p.edges, np.unique(np.quantile(values, np.linspace(0, 1, 11))))

@@ -185,6 +185,24 @@ def test_streamed_and_staged_writes(store: ArtifactStore) -> None:
     assert [p for p in _listing(store) if ".tmp-" in p] == []
 
 
+def test_content_addressed_commit_keeps_the_first_file_and_never_hashes(store: ArtifactStore) -> None:
+    # A name that identifies the content (a snapshot under the digest of its data) needs no digest of the bytes.
+    staged = store.stage_stream("ns/datasets/d", lambda f: f.write(b"first bytes"), hashed=False)
+    assert staged.digest is None and staged.size == 11
+    assert store.commit_addressed(staged, "ns/datasets/d/abc/snapshot.parquet") is True
+    uri = store.uri_for("ns/datasets/d/abc/snapshot.parquet")
+    assert store.read_bytes(uri) == b"first bytes"
+    # Same data written again, in other bytes (another library version): the first file stays.
+    again = store.stage_stream("ns/datasets/d", lambda f: f.write(b"other bytes"), hashed=False)
+    assert store.commit_addressed(again, "ns/datasets/d/abc/snapshot.parquet") is False
+    assert store.read_bytes(uri) == b"first bytes"
+    # Without a digest the write-once comparison of commit_staged is impossible: refused, and nothing is left.
+    unhashed = store.stage_stream("ns/datasets/d", lambda f: f.write(b"x"), hashed=False)
+    with pytest.raises(ValueError, match="commit_addressed"):
+        store.commit_staged(unhashed, "ns/datasets/d/other.bin")
+    assert [p for p in _listing(store) if ".tmp-" in p] == []
+
+
 def test_failing_producer_leaves_nothing(store: ArtifactStore) -> None:
     def produce(f: object) -> None:
         f.write(b"half")  # type: ignore[attr-defined]

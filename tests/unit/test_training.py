@@ -13,6 +13,7 @@ import pytest
 
 from kultivar.api.dataset import DatasetSpec
 from kultivar.api.trainingrun import TrainingRunSpec
+from kultivar.workloads import training
 from kultivar.workloads.storage import ArtifactStore, digest_of
 from kultivar.workloads.training import (
     ModelIntegrityError,
@@ -275,6 +276,20 @@ def test_tampered_snapshot_is_detected(store: ArtifactStore, datasets: dict[str,
     assert result["reason"] == "DataValidationFailed" and "changed after validation" in result["message"]
 
 
+def test_digest_mismatch_wins_over_other_failures(store: ArtifactStore, datasets: dict[str, Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The snapshot is verified while the split is prepared; a failure there must not hide that the data changed.
+    def broken_split(*args: Any) -> Any:
+        raise training.TrainingFailure("DataValidationFailed", "the training split has a single class")
+
+    monkeypatch.setattr(training, "split_rows", broken_split)
+    wrong = "sha256:" + "0" * 64
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression"), digest=wrong)
+    assert "changed after validation" in result["message"]
+    result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression"))
+    assert "single class" in result["message"]
+
+
 def test_missing_snapshot(store: ArtifactStore, datasets: dict[str, Any]) -> None:
     data = {**datasets["iris"], "snapshotUri": store.uri_for("ns/gone/snapshot.parquet")}
     result = train(store, data, spec("sklearn.linear_model.LogisticRegression"))
@@ -308,3 +323,46 @@ def test_untrusted_types_are_refused(store: ArtifactStore) -> None:
     ref = store.write_once(f"ns/evil-{uuid.uuid4().hex[:6]}/model.skops", sio.dumps(dangerous))
     with pytest.raises(UntrustedModelError, match=r"posix\.system|os\.system"):
         load_model(ref["uri"], ref["digest"], store)
+
+
+# ----------------------------------------------------------------------------------------------- split
+
+
+@pytest.mark.parametrize("seed", [0, 42, 2**31 - 1])
+@pytest.mark.parametrize("labels", [
+    pytest.param(lambda rng, n: (rng.random(n) < 0.3).astype(np.int64), id="binary"),
+    pytest.param(lambda rng, n: rng.choice(np.array(["a", "b", "c", "d"], dtype=object), n, p=[.6, .25, .1, .05]),
+                 id="imbalanced-text"),
+    pytest.param(lambda rng, n: rng.integers(0, 40, n), id="many-classes"),
+])
+def test_stratified_split_picks_the_rows_train_test_split_picks(labels: Any, seed: int) -> None:
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(seed % 1000)
+    for n, fraction in ((1000, 0.2), (2_345, 0.37), (20_000, 0.05)):
+        y = labels(rng, n)
+        run_spec = spec("sklearn.linear_model.LogisticRegression", evaluation={"testFraction": fraction, "seed": seed})
+        train_rows, test_rows = training.split_rows(y, run_spec, "classification")
+        expected = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=y)
+        assert np.array_equal(train_rows, np.sort(expected[0]))
+        assert np.array_equal(test_rows, np.sort(expected[1]))
+
+
+def test_stratified_split_without_the_scikit_learn_helper_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.model_selection import train_test_split
+
+    monkeypatch.delattr("sklearn.utils.extmath._approximate_mode")
+    y = np.random.default_rng(5).choice(np.array(["a", "b", "c"], dtype=object), 3000)
+    train_rows, test_rows = training.split_rows(y, spec("sklearn.linear_model.LogisticRegression"), "classification")
+    expected = train_test_split(np.arange(3000), test_size=0.2, random_state=SEED, stratify=y)
+    assert np.array_equal(train_rows, np.sort(expected[0])) and np.array_equal(test_rows, np.sort(expected[1]))
+
+
+def test_unstratified_split_picks_the_rows_train_test_split_picks() -> None:
+    from sklearn.model_selection import train_test_split
+
+    y = np.random.default_rng(3).normal(size=5000)
+    run_spec = spec("sklearn.linear_model.Ridge", evaluation={"testFraction": 0.25, "seed": 7})
+    train_rows, test_rows = training.split_rows(y, run_spec, "regression")
+    expected = train_test_split(np.arange(5000), test_size=0.25, random_state=7)
+    assert np.array_equal(train_rows, np.sort(expected[0])) and np.array_equal(test_rows, np.sort(expected[1]))

@@ -18,6 +18,7 @@ decompressed on the fly).
 
 from __future__ import annotations
 
+import inspect
 import os
 import posixpath
 from typing import Any
@@ -101,11 +102,19 @@ def _csv_dtypes(schema: DatasetSchema) -> dict[str, Any]:
     return {f.name: "string" for f in schema.features if f.type == "categorical"}
 
 
+# One block per column: numeric columns are used as Arrow decoded them instead of being copied into a 2-D block
+# first (a copy of the whole table). pandas passes these options to pyarrow from version 3.0 on.
+_PARQUET_OPTIONS: dict[str, Any] = (
+    {"to_pandas_kwargs": {"split_blocks": True}} if "to_pandas_kwargs" in inspect.signature(pd.read_parquet).parameters
+    else {}
+)
+
+
 def _read(f: Any, fmt: str, schema: DatasetSchema, sep: str) -> pd.DataFrame:
     if fmt == "csv":
         return pd.read_csv(f, sep=sep, dtype=_csv_dtypes(schema) or None)
     if fmt == "parquet":
-        return pd.read_parquet(f)
+        return pd.read_parquet(f, **_PARQUET_OPTIONS)
     if fmt == "jsonl":
         # precise_float: the default parser rounds the last digits, which would change the digest. dtype=False:
         # keep JSON's own types and skip pandas' guessing (a feature named like "created_at" would become a date).

@@ -26,7 +26,8 @@ import platform
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from difflib import get_close_matches
 from typing import Any
@@ -37,7 +38,7 @@ import pandas as pd
 from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingRunSpec
 from kultivar.workloads.storage import ArtifactStore, digest_of, run_prefix
-from kultivar.workloads.validation import as_features, coerce_frame, digest_canonical, read_snapshot
+from kultivar.workloads.validation import as_features, coerce_frame, digest_canonical, float_values, read_snapshot
 
 log = logging.getLogger("kultivar.workloads")
 
@@ -214,30 +215,42 @@ def evaluate(model: Any, x_test: pd.DataFrame, y_test: Any, task: str) -> dict[s
     # Pipeline.predict/predict_proba do, without repeating the imputation and one-hot encoding.
     features = model[:-1].transform(x_test)
     final = model[-1]
-    pred = final.predict(features)
     out: dict[str, float] = {}
     if task == "regression":
+        pred = final.predict(features)
         out["r2"] = float(m.r2_score(y_test, pred))
         out["rmse"] = float(math.sqrt(m.mean_squared_error(y_test, pred)))
         out["mae"] = float(m.mean_absolute_error(y_test, pred))
-    else:
-        classes = list(model.classes_)
-        binary = len(classes) == 2
-        avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+        return {k: v for k, v in out.items() if math.isfinite(v)}
+    classes = list(model.classes_)
+    binary = len(classes) == 2
+    avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    # ROC AUC needs predict_proba, the other metrics need predict: two independent chains of mostly numpy work
+    # (sorting, counting), so they run side by side.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roc-auc") as pool:
+        roc_auc = pool.submit(_roc_auc, final, features, y_test, classes) if hasattr(final, "predict_proba") else None
+        pred = final.predict(features)
         out["accuracy"] = float(m.accuracy_score(y_test, pred))
         # One pass over the confusion matrix for all three (each *_score call would redo it).
         precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
         out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
-        if hasattr(final, "predict_proba"):
-            try:
-                proba = final.predict_proba(features)
-                if binary:
-                    out["roc_auc"] = float(m.roc_auc_score(y_test == classes[1], proba[:, 1]))
-                else:
-                    out["roc_auc"] = float(m.roc_auc_score(y_test, proba, multi_class="ovr", labels=classes))
-            except ValueError as e:  # e.g. a class missing from the held-out split
-                log.info("roc_auc not computed: %s", e)
+        auc = roc_auc.result() if roc_auc is not None else None
+    if auc is not None:
+        out["roc_auc"] = auc
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _roc_auc(final: Any, features: Any, y_test: Any, classes: list[Any]) -> float | None:
+    from sklearn import metrics as m
+
+    try:
+        proba = final.predict_proba(features)
+        if len(classes) == 2:
+            return float(m.roc_auc_score(y_test == classes[1], proba[:, 1]))
+        return float(m.roc_auc_score(y_test, proba, multi_class="ovr", labels=classes))
+    except ValueError as e:  # e.g. a class missing from the held-out split
+        log.info("roc_auc not computed: %s", e)
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- search
@@ -292,7 +305,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def split_rows(y: np.ndarray, spec: TrainingRunSpec, task: str) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the training and held-out splits."""
+    """Row indices of the training and held-out splits, each in ascending order.
+
+    The rows are exactly those ``train_test_split(X, y, test_size, random_state=seed, stratify=y)`` picks, kept in
+    their order in the data: gathering columns in ascending row order is several times faster than in shuffled
+    order, and most estimators do not depend on row order (those that do, like SGD, shuffle with their own
+    random_state).
+    """
     from sklearn.model_selection import train_test_split
 
     n = len(y)
@@ -308,16 +327,47 @@ def split_rows(y: np.ndarray, spec: TrainingRunSpec, task: str) -> tuple[np.ndar
         counts = np.bincount(codes)
         # Stratification needs every class at least twice and room for one row of each class on both sides.
         if counts.min() >= 2 and n_test >= len(classes) and n - n_test >= len(classes):
+            split = _stratified_split(codes, counts, n - n_test, n_test, spec.evaluation.seed)
+            if split is not None:
+                return split
             stratify = codes
         else:
             log.info("not stratifying the split: the smallest class has %d rows", int(counts.min()))
-    # Split row numbers rather than the frame. The rows are exactly those train_test_split(X, y, test_size,
-    # random_state=seed, stratify=y) picks, kept in their order in the data: gathering columns in ascending row
-    # order is several times faster than in shuffled order, and most estimators do not depend on row order (those
-    # that do, like SGD, shuffle with their own random_state).
     train, test = train_test_split(np.arange(n), test_size=frac, random_state=spec.evaluation.seed,
                                    stratify=stratify)
     return np.sort(train), np.sort(test)
+
+
+def _stratified_split(codes: np.ndarray, counts: np.ndarray, n_train: int, n_test: int, seed: int
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The rows ``StratifiedShuffleSplit(test_size=n_test, train_size=n_train, random_state=seed)`` picks.
+
+    The same steps drawing the same random numbers, vectorised: scikit-learn collects the picked rows into Python
+    lists one number at a time, which costs a third of a second per million rows. Its final shuffle of each split
+    is skipped because the rows are returned sorted (it comes after every draw that decides the rows).
+    The unit tests compare the result with train_test_split. None when this scikit-learn lacks the helper it uses.
+    """
+    from sklearn.utils import check_random_state
+
+    try:
+        from sklearn.utils.extmath import _approximate_mode
+    except ImportError:
+        return None
+    rng = check_random_state(seed)
+    train_per_class = _approximate_mode(counts, n_train, rng)
+    test_per_class = _approximate_mode(counts - train_per_class, n_test, rng)
+    # The rows of each class in ascending order, classes one after another (a stable sort; radix sort for the
+    # small integer type the codes fit in).
+    small = codes.astype(np.int16) if len(counts) <= np.iinfo(np.int16).max else codes
+    by_class = np.argsort(small, kind="stable")
+    side = np.zeros(len(codes), dtype=np.int8)  # 1: train, 2: test, 0: neither (when the sizes leave rows out)
+    start = 0
+    for count, n_tr, n_te in zip(counts, train_per_class, test_per_class, strict=True):
+        picked = by_class[start:start + count].take(rng.permutation(count), mode="clip")
+        side[picked[:n_tr]] = 1
+        side[picked[n_tr:n_tr + n_te]] = 2
+        start += count
+    return np.flatnonzero(side == 1), np.flatnonzero(side == 2)
 
 
 def _input_sources(frame: pd.DataFrame, features: Sequence[Feature]) -> list[tuple[str, np.ndarray, Any]]:
@@ -334,7 +384,7 @@ def _input_sources(frame: pd.DataFrame, features: Sequence[Feature]) -> list[tup
             table[-1] = np.nan  # code -1 (missing): SimpleImputer recognises NaN, not None or NA
             sources.append((f.name, codes, table))
         else:
-            sources.append((f.name, values.to_numpy(dtype=np.float64, na_value=np.nan), None))
+            sources.append((f.name, float_values(values), None))
     return sources
 
 
@@ -346,12 +396,56 @@ def _take_inputs(sources: list[tuple[str, np.ndarray, Any]], rows: np.ndarray | 
     return pd.DataFrame(cols, copy=False)
 
 
+def _prepare_inputs(frame: pd.DataFrame, features: Sequence[Feature], target: str, task: str,
+                    spec: TrainingRunSpec) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray, list[Any]]:
+    """The training and held-out inputs and labels, and the classes (empty for regression)."""
+    y = _labels(frame[target], task)
+    train_rows, test_rows = split_rows(y, spec, task)
+    sources = _input_sources(frame, features)
+    x_train, x_test = _take_inputs(sources, train_rows), _take_inputs(sources, test_rows)
+    y_train, y_test = y[train_rows], y[test_rows]
+    classes: list[Any] = sorted(pd.unique(y_train)) if task == "classification" else []
+    if task == "classification" and len(classes) < 2:
+        raise TrainingFailure("DataValidationFailed",
+                              "the training split has a single class; add data of other classes")
+    return x_train, x_test, y_train, y_test, classes
+
+
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
+
+
+def _verify_snapshot(verifying: Future[tuple[str, float]], snapshot_uri: str, expected: str) -> float:
+    """Wait for the snapshot's digest; raises unless it is the validated one. Returns the seconds it took."""
+    actual, seconds = verifying.result()
+    if actual != expected:
+        raise TrainingFailure("DataValidationFailed",
+                              f"the snapshot {snapshot_uri} has digest {actual}, not the validated {expected}: "
+                              "it changed after validation; re-validate the Dataset and retrain")
+    return float(seconds)
+
+
 def _labels(values: pd.Series, task: str) -> np.ndarray:
     if task == "regression":
         return values.to_numpy(dtype=np.float64)
     if values.dtype.kind in "iub":
         return values.to_numpy()
     return values.to_numpy(dtype=object)
+
+
+def _dump_model(model: Any, path: str) -> list[str]:
+    """Save the model with skops; returns the non-default types it contains, refusing any outside the allow-list."""
+    import skops.io as sio
+
+    sio.dump(model, path)
+    untrusted: list[str] = sio.get_untrusted_types(file=path)
+    refused = [u for u in untrusted if not _trusted(u)]
+    if refused:
+        raise TrainingFailure("EstimatorImportFailed",
+                              f"the fitted model contains types the model server will not load: "
+                              f"{', '.join(refused)}; use scikit-learn's own estimators")
+    return untrusted
 
 
 def _trusted(type_name: str) -> bool:
@@ -400,7 +494,6 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
                   store: ArtifactStore) -> dict[str, Any]:
     import sklearn
     import skops
-    import skops.io as sio
 
     timings: dict[str, float] = {}
     prefix = run_prefix(namespace, run_name, run_uid)
@@ -440,32 +533,28 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
                               f"the snapshot {snapshot_uri} does not match the dataset schema: {problem}")
     timings["load"] = time.perf_counter() - t
 
+    # Verify the snapshot while the split is prepared: hashing runs in C without the GIL, so it takes the other
+    # core instead of adding to the wall time. Nothing is fitted before the digest has been checked, and a
+    # mismatch wins over any other failure, since a changed snapshot explains whatever else looks wrong.
     t = time.perf_counter()
-    actual = digest_canonical(frame, features, target)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify") as pool:
+        verifying = pool.submit(_timed, digest_canonical, frame, features, target)
+        try:
+            x_train, x_test, y_train, y_test, classes = _prepare_inputs(frame, features, target, task, spec)
+            del frame
+            pipeline = build_pipeline(features, estimator)
+            fit_target: Any = pipeline
+            if spec.search is not None:
+                fit_target = build_search(spec, pipeline, estimator, _scorer(metric, classes), len(y_train))
+        except TrainingFailure:
+            _verify_snapshot(verifying, snapshot_uri, dataset_digest)
+            raise
+        timings["prepare"] = time.perf_counter() - t
+        t = time.perf_counter()
+        seconds = _verify_snapshot(verifying, snapshot_uri, dataset_digest)
+    # Only the part of the digest that did not overlap the preparation (as validation reports its write).
     timings["digest"] = time.perf_counter() - t
-    if actual != dataset_digest:
-        raise TrainingFailure("DataValidationFailed",
-                              f"the snapshot {snapshot_uri} has digest {actual}, not the validated {dataset_digest}: "
-                              "it changed after validation; re-validate the Dataset and retrain")
-    log.info("snapshot verified: %d rows, digest %s (%.2fs)", len(frame), actual, timings["digest"])
-
-    t = time.perf_counter()
-    y = _labels(frame[target], task)
-    train_rows, test_rows = split_rows(y, spec, task)
-    sources = _input_sources(frame, features)
-    del frame
-    x_train, x_test = _take_inputs(sources, train_rows), _take_inputs(sources, test_rows)
-    y_train, y_test = y[train_rows], y[test_rows]
-    del sources
-    classes: list[Any] = sorted(pd.unique(y_train)) if task == "classification" else []
-    if task == "classification" and len(classes) < 2:
-        raise TrainingFailure("DataValidationFailed",
-                              "the training split has a single class; add data of other classes")
-    pipeline = build_pipeline(features, estimator)
-    fit_target: Any = pipeline
-    if spec.search is not None:
-        fit_target = build_search(spec, pipeline, estimator, _scorer(metric, classes), len(y_train))
-    timings["prepare"] = time.perf_counter() - t
+    log.info("snapshot verified: %d rows, digest %s (%.2fs)", len(y_train) + len(y_test), dataset_digest, seconds)
 
     log.info("fitting %s on %d rows (%d held out)%s", spec.estimator.className, len(y_train), len(y_test),
              f" with {spec.search.method} search" if spec.search else "")
@@ -507,25 +596,23 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
         best_params = {k.removeprefix(f"{STEP}__"): _json_safe(v) for k, v in fit_target.best_params_.items()}
         log.info("best parameters: %s (cv score %.4f)", best_params, fit_target.best_score_)
 
+    # Serialise the model while it is evaluated: both only read the fitted model, so skops' work overlaps the
+    # evaluation's. Nothing is stored before the evaluation has succeeded.
     t = time.perf_counter()
-    metrics = evaluate(model, x_test, y_test, task)
-    timings["evaluate"] = time.perf_counter() - t
-    if metric not in metrics:
-        raise TrainingFailure("EvaluationFailed",
-                              f"the headline metric {metric} could not be computed on the held-out split "
-                              f"(computed: {', '.join(metrics) or 'none'}); use more data or another metric")
-    log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-
-    t = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="kultivar-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="kultivar-model-") as tmp, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump") as pool:
         local = os.path.join(tmp, MODEL_NAME)
-        sio.dump(model, local)
-        untrusted = sio.get_untrusted_types(file=local)
-        refused = [u for u in untrusted if not _trusted(u)]
-        if refused:
-            raise TrainingFailure("EstimatorImportFailed",
-                                  f"the fitted model contains types the model server will not load: "
-                                  f"{', '.join(refused)}; use scikit-learn's own estimators")
+        dumping = pool.submit(_dump_model, model, local)
+        metrics = evaluate(model, x_test, y_test, task)
+        timings["evaluate"] = time.perf_counter() - t
+        if metric not in metrics:
+            raise TrainingFailure("EvaluationFailed",
+                                  f"the headline metric {metric} could not be computed on the held-out split "
+                                  f"(computed: {', '.join(metrics) or 'none'}); use more data or another metric")
+        log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+        t = time.perf_counter()
+        untrusted = dumping.result()
         model_rel = prefix + MODEL_NAME
         model_uri = store.uri_for(model_rel)
         if store.exists(model_uri):

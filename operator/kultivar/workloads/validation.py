@@ -55,6 +55,10 @@ log = logging.getLogger("kultivar.workloads")
 
 DIGEST_FORMAT = b"kultivar-canonical-v1\n"
 SNAPSHOT_NAME = "snapshot.parquet"
+# Snappy rather than none: the floats that make up most snapshots barely shrink, but it is cheap, and integer-like
+# or repetitive columns shrink several times, which matters more on object stores than the CPU it costs.
+SNAPSHOT_COMPRESSION = "snappy"
+SNAPSHOT_BUFFER = 8 * 1024 * 1024  # bytes pyarrow collects natively before each write to the store
 PROFILE_NAME = "profile.json"
 MAX_REPORTED_FAILURES = 20
 
@@ -150,10 +154,21 @@ def _pct(count: int, rows: int) -> str:
 # -------------------------------------------------------------------------------------------- coercion
 
 
+def float_values(s: pd.Series) -> np.ndarray:
+    """float64 values of a numeric column with NaN for missing; its own buffer when it is float64 already.
+
+    No copy for the common case: the canonical frame and the training inputs share the loaded column's memory
+    instead of copying every numeric column (nothing writes to these arrays).
+    """
+    if s.dtype == np.float64:
+        return s.to_numpy()
+    return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _numeric(s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     """float64 values and the mask of present values that are not numbers (None when there are none)."""
     if ptypes.is_bool_dtype(s) or ptypes.is_numeric_dtype(s):
-        return s.to_numpy(dtype=np.float64, na_value=np.nan), None
+        return float_values(s), None
     conv = pd.to_numeric(s, errors="coerce")
     values = conv.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(values) & s.notna().to_numpy()
@@ -458,7 +473,7 @@ def _hash_text(values: pd.Series) -> bytes:
 
 def _column_digest(column: pd.Series, kind: str) -> bytes:
     if kind == "f8":
-        return _hash_float(column.to_numpy(dtype=np.float64, na_value=np.nan))
+        return _hash_float(float_values(column))
     return _hash_text(column)
 
 
@@ -508,8 +523,9 @@ def _categorical_counts(series: pd.Series, boolean: bool) -> tuple[dict[str, int
 def feature_profile(series: pd.Series, ftype: str, bins: int = DEFAULT_BINS,
                     max_categories: int = DEFAULT_MAX_CATEGORIES) -> NumericProfile | CategoricalProfile:
     if ftype == "numeric":
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        return numeric_profile(values, bins)
+        if not ptypes.is_numeric_dtype(series):
+            series = pd.to_numeric(series, errors="coerce")
+        return numeric_profile(float_values(series), bins)
     counts, missing = _categorical_counts(series, ftype == "boolean")
     return categorical_profile_from_counts(counts, missing, max_categories, boolean=ftype == "boolean")
 
@@ -519,15 +535,18 @@ def build_profile(df: pd.DataFrame, features: Iterable[Feature | Mapping[str, An
                   max_categories: int = DEFAULT_MAX_CATEGORIES) -> Profile:
     """Reference profile of the feature columns (and of the target when given)."""
     feats = as_features(features)
-    profile = Profile(
-        rows=len(df),
-        features={f.name: feature_profile(df[f.name], f.type, bins, max_categories) for f in feats},
-    )
+    columns: list[tuple[str, str]] = [(f.name, f.type) for f in feats]
     if target is not None and target in df.columns:
         ttype = "numeric" if (task == "regression" or (task is None and ptypes.is_float_dtype(df[target]))) \
             else "categorical"
-        profile.target = feature_profile(df[target], ttype, bins, max_categories)
-        profile.targetName = target
+        columns.append((target, ttype))
+    # Columns are profiled in parallel: the work is sorting, comparing and counting in numpy and pandas, which
+    # run without the GIL.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="profile") as pool:
+        profiles = list(pool.map(lambda col: feature_profile(df[col[0]], col[1], bins, max_categories), columns))
+    profile = Profile(rows=len(df), features={f.name: p for f, p in zip(feats, profiles, strict=False)})
+    if len(profiles) > len(feats):
+        profile.target, profile.targetName = profiles[-1], target
     return profile
 
 
@@ -539,28 +558,44 @@ def read_snapshot(store: ArtifactStore, uri: str) -> pd.DataFrame:
     with store.open(uri) as f:
         table = pq.read_table(f)
     mapping = {pa.string(): STRING, pa.large_string(): STRING}
-    return table.to_pandas(types_mapper=mapping.get)
+    # One block per column: numeric columns are used as Arrow decoded them instead of being copied into a 2-D
+    # block first (a copy of the whole snapshot).
+    return table.to_pandas(types_mapper=mapping.get, split_blocks=True)
 
 
 def _snapshot_writer(frame: pd.DataFrame) -> Callable[[Any], None]:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
     # Dictionary encoding pays off for text; for floats it is mostly wasted work on a large snapshot.
     text = [name for name, dtype in zip(frame.columns, frame.dtypes, strict=True) if dtype.kind not in "fiub"]
+    numeric = [name for name in frame.columns if name not in text]
 
     def produce(f: Any) -> None:
-        pq.write_table(table, f, compression="snappy", use_dictionary=text or False)
+        # Converted here rather than up front, so that it runs on the writer's thread too.
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        # pyarrow writes every page and page header separately, about two thousand writes per million rows, and
+        # each is a call into Python that must take the GIL from the digest and profile threads: buffer them
+        # natively so the sink sees a few large writes.
+        with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), buffer_size=SNAPSHOT_BUFFER) as sink:
+            # Statistics only for numbers: min/max of text columns cost about as much as encoding the text itself,
+            # and the training pod, which always reads every row, has no use for them.
+            pq.write_table(table, sink, compression=SNAPSHOT_COMPRESSION, use_dictionary=text or False,
+                           write_statistics=numeric or False)
 
     return produce
 
 
-def _commit_snapshot(store: ArtifactStore, staged: Staged, relpath: str) -> dict[str, Any]:
-    try:
-        return dict(store.commit_staged(staged, relpath))
-    except ArtifactExists as e:
-        # The path is keyed by the canonical digest, so the existing file holds the same data; its bytes
+def _stage_snapshot(store: ArtifactStore, directory: str, frame: pd.DataFrame) -> Staged:
+    # Not hashed: the snapshot's name is the digest of its data (see _commit_snapshot), and hashing its bytes as
+    # well would cost as much as a second content digest.
+    return store.stage_stream(directory, _snapshot_writer(frame), hashed=False)
+
+
+def _commit_snapshot(store: ArtifactStore, staged: Staged, relpath: str) -> str:
+    """Move the staged snapshot to its content address; returns its URI."""
+    if not store.commit_addressed(staged, relpath):
+        # The path is keyed by the canonical digest, so the existing file holds the same data; its bytes can
         # differ only when another pyarrow/pandas version wrote it. Keep the first one.
-        log.info("snapshot %s already exists (written by an earlier run); reusing it", e.uri)
-        return {"uri": e.uri, "digest": e.existing}
+        log.info("snapshot %s already exists (written by an earlier run); reusing it", store.uri_for(relpath))
+    return store.uri_for(relpath)
 
 
 def _discard_staging(store: ArtifactStore, staging: Future[Staged]) -> None:
@@ -569,10 +604,10 @@ def _discard_staging(store: ArtifactStore, staging: Future[Staged]) -> None:
         store.discard_staged(staging.result())
 
 
-def write_snapshot(store: ArtifactStore, relpath: str, frame: pd.DataFrame) -> dict[str, Any]:
-    """Write the canonical frame as Parquet; an existing snapshot at the same content address is reused."""
-    staged = store.stage_stream(posixpath.dirname(relpath), _snapshot_writer(frame))
-    return _commit_snapshot(store, staged, relpath)
+def write_snapshot(store: ArtifactStore, relpath: str, frame: pd.DataFrame) -> str:
+    """Write the canonical frame as Parquet at ``relpath``, a path named by the frame's canonical digest; an
+    existing snapshot there is reused. Returns the snapshot's URI."""
+    return _commit_snapshot(store, _stage_snapshot(store, posixpath.dirname(relpath), frame), relpath)
 
 
 def run_validation(spec: DatasetSpec, namespace: str, name: str, store: ArtifactStore) -> dict[str, Any]:
@@ -608,7 +643,7 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
     # while they are computed, then move it into place. All three release the GIL, so they use both cores.
     t = time.perf_counter()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="snapshot")
-    staging = writer.submit(store.stage_stream, f"{namespace}/datasets/{name}", _snapshot_writer(frame))
+    staging = writer.submit(_stage_snapshot, store, f"{namespace}/datasets/{name}", frame)
     try:
         t0 = time.perf_counter()
         digest = digest_canonical(frame, features, schema.target)
@@ -625,7 +660,7 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
         writer.shutdown(wait=False)
 
     prefix = dataset_prefix(namespace, name, digest)
-    snapshot = _commit_snapshot(store, staged, prefix + SNAPSHOT_NAME)
+    snapshot_uri = _commit_snapshot(store, staged, prefix + SNAPSHOT_NAME)
     profile_bytes = profile.model_dump_json(exclude_none=True).encode()
     try:
         profile_ref = dict(store.write_once(prefix + PROFILE_NAME, profile_bytes))
@@ -635,14 +670,14 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
         profile_ref = {"uri": e.uri}
     # Only the part of the write that did not overlap the digest and profile.
     timings["write"] = time.perf_counter() - t - timings["digest"] - timings["profile"]
-    log.info("wrote snapshot %s and profile %s", snapshot["uri"], profile_ref["uri"])
+    log.info("wrote snapshot %s and profile %s", snapshot_uri, profile_ref["uri"])
 
     return {
         "ok": True,
         "digest": digest,
         "rows": len(frame),
         "columns": frame.shape[1],
-        "snapshotUri": snapshot["uri"],
+        "snapshotUri": snapshot_uri,
         "profileUri": profile_ref["uri"],
         "features": [{"name": f.name, "type": f.type, "missingFraction": round(report.missing.get(f.name, 0.0), 6)}
                      for f in features],
