@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +59,31 @@ def _owner_kind(pod: dict[str, Any]) -> str:
     return str(refs[0].get("kind", "")) if refs else ""
 
 
-def finish(api: Api, namespace: str, name: str, exit_code: int, message: str) -> None:
-    """Write the pod's terminal status, retrying when kwok updated it in between."""
+def _update_pod_status(api: Api, namespace: str, name: str, change: Callable[[dict[str, Any]], bool]) -> None:
+    """Read the pod, let `change` edit its status (False: nothing to do), write it; retry when kwok raced us."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{name}"
     for _ in range(10):
-        pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        pod = api.request("GET", path)
+        if not change(pod):
             return
-        pod["status"] = finished_status(pod, exit_code, message)
         try:
-            api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/{name}/status", pod)
+            api.request("PUT", f"{path}/status", pod)
             return
         except ApiError as e:
             if e.status != 409:
                 raise
             time.sleep(0.05)
+
+
+def finish(api: Api, namespace: str, name: str, exit_code: int, message: str) -> None:
+    """Write the pod's terminal status."""
+    def change(pod: dict[str, Any]) -> bool:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return False
+        pod["status"] = finished_status(pod, exit_code, message)
+        return True
+
+    _update_pod_status(api, namespace, name, change)
 
 
 _next_ip = itertools.count(2)
@@ -95,8 +107,8 @@ def loopback_address(port: int) -> str:
 def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | None = None) -> None:
     """Report the pod's IP and readiness, as a kubelet does from its readiness probe."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for _ in range(10):
-        pod = api.request("GET", f"/api/v1/namespaces/{namespace}/pods/{name}")
+
+    def change(pod: dict[str, Any]) -> bool:
         status = pod.setdefault("status", {})
         if ip:
             status.update(podIP=ip, podIPs=[{"ip": ip}])
@@ -106,13 +118,9 @@ def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | N
         status["conditions"] = conditions
         for cs in status.get("containerStatuses") or []:
             cs["ready"] = ready
-        try:
-            api.request("PUT", f"/api/v1/namespaces/{namespace}/pods/{name}/status", pod)
-            return
-        except ApiError as e:
-            if e.status != 409:
-                raise
-            time.sleep(0.05)
+        return True
+
+    _update_pod_status(api, namespace, name, change)
 
 
 class Server:

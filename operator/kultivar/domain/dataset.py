@@ -13,7 +13,7 @@ from kultivar.api.common import parse_duration
 from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
-from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
+from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 VALIDATED = "Validated"
@@ -152,11 +152,11 @@ def _record_success(status: dict[str, Any], result: dict[str, Any], now: datetim
 
 def _failure_text(job: JobOutcome) -> tuple[str, str]:
     """Why validation failed: the Job's own limit if it hit one, else what the workload reported."""
+    limited = limit_failure(job)
+    if limited:
+        return limited
     result = job.result or {}
     last = str(result.get("message") or "")
-    if job.reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
-        message = job.message or job.reason
-        return job.reason, f"{message}; last attempt: {last}" if last else message
     if result.get("reason"):
         check = f" [{result['check']}]" if result.get("check") else ""
         return str(result["reason"]), f"{last}{check}".strip()

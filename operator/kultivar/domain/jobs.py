@@ -206,3 +206,12 @@ def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOu
                               result=result, attempts=attempts, start_time=started,
                               completion_time=cond.get("lastTransitionTime"))
     return JobOutcome("Running" if started else "Pending", result=result, attempts=attempts, start_time=started)
+
+
+def limit_failure(job: JobOutcome) -> tuple[str, str] | None:
+    """A Job that hit its own limit (retries or deadline) failed for that reason, whatever its last pod said."""
+    if job.reason not in ("BackoffLimitExceeded", "DeadlineExceeded"):
+        return None
+    message = job.message or job.reason
+    last = str((job.result or {}).get("message") or "")
+    return job.reason, f"{message}; last attempt: {last}" if last else message

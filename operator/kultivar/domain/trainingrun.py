@@ -14,7 +14,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
 from kultivar.domain.dataset import REFRESH_ANNOTATION
 from kultivar.domain.estimators import estimator_problem
-from kultivar.domain.jobs import JobOutcome, store_problem, workload_job
+from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
 SUCCEEDED = "Succeeded"
@@ -103,11 +103,11 @@ def _rounded(score: object) -> float | None:
 
 def _failure(job: JobOutcome) -> tuple[str, str]:
     """Why the run failed: the Job's own limit if it hit one, else what the workload reported."""
+    limited = limit_failure(job)
+    if limited:
+        return limited
     result = job.result or {}
     last = str(result.get("message") or "")
-    if job.reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
-        message = job.message or job.reason
-        return job.reason, f"{message}; last attempt: {last}" if last else message
     if result.get("reason") and not result.get("ok", False):
         return str(result["reason"]), last
     reason = JOB_REASONS.get(job.reason, job.reason or "TrainingFailed")
