@@ -46,7 +46,7 @@ build_kubernetes() {
     log "kubernetes $K8S_VERSION: ${cmds[*]} already built"
     return
   fi
-  log "kubernetes $K8S_VERSION: building ${missing[*]} (cold: ~20-40 min on 2 cores; warm: a few minutes)"
+  log "kubernetes $K8S_VERSION: building ${missing[*]} (cold: ~7-10 min on 2 cores; warm: a few minutes)"
 
   # k8s.io/kubernetes is not meant to be consumed as a module: it requires its staging modules at v0.0.0
   # and replaces them with ./staging paths. A throw-away wrapper module replaces each with its published
