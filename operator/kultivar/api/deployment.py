@@ -48,7 +48,8 @@ class Analysis(KModel):
         description="Highest allowed PSI between the canary's and the stable version's prediction distributions.",
     )
     metricsSource: Literal["pods", "prometheus"] = Field(
-        default="pods", description="Where metrics come from: scraping the serving pods, or a Prometheus server."
+        default="pods", description="Where metrics come from: scraping the serving pods. prometheus (a Prometheus "
+                                    "server) is reserved and, in this release, falls back to scraping the pods."
     )
     prometheusUrl: str | None = Field(default=None, description="Prometheus base URL when metricsSource is prometheus.")
 
