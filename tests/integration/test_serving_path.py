@@ -95,7 +95,7 @@ def _deployment(**strategy) -> dict:
     body["spec"]["replicas"] = 1
     body["spec"]["strategy"] = {"type": "Canary", "canary": {
         "steps": [{"weight": 25, "pause": "4s"}, {"weight": 50, "pause": "4s"}],
-        "analysis": {"interval": "2s", "minRequests": 10, "maxErrorRate": 0.05, "maxLatencyP95Seconds": 1.0,
+        "analysis": {"interval": "2s", "minRequests": 10, "maxErrorRate": 0.05, "maxLatencyP95Seconds": 10.0,
                      "maxPredictionShift": 0.5}}, **strategy}
     return body
 
