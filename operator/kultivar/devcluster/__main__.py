@@ -35,7 +35,7 @@ def _print_kubeconfig(state_dir: Path) -> None:
     print(f"KUBECONFIG={state_dir / 'kubeconfig'}", flush=True)
 
 
-def cmd_up(state_dir: Path) -> int:
+def cmd_up(state_dir: Path, node: str = "kwok") -> int:
     if is_running(state_dir):
         _progress(f"already running from {state_dir}")
         _print_kubeconfig(state_dir)
@@ -44,7 +44,7 @@ def cmd_up(state_dir: Path) -> int:
         # Half a cluster (e.g. one process crashed) is not worth repairing: start again from scratch.
         _progress("found a partially running cluster; stopping it first")
         stop_from_state_dir(state_dir, progress=_progress)
-    cluster = LocalCluster(state_dir, detach=True, progress=_progress)
+    cluster = LocalCluster(state_dir, detach=True, progress=_progress, node=node)
     cluster.start()
     _print_kubeconfig(cluster.state_dir)
     return 0
@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("up", "down", "status", "dev"),
                         help="dev: run the operator plus a local kubelet that runs workload pods on this machine")
     parser.add_argument("--namespace", default="default", help="dev: namespace whose workload pods run locally")
+    parser.add_argument("--node", choices=("kwok", "real"), default=os.environ.get("KULTIVAR_NODE", "kwok"),
+                        help="up: kwok (a fake node, default) or real (containerd + kubelet + kube-proxy; root)")
     parser.add_argument("--store", type=Path, default=Path.home() / ".cache" / "kultivar" / "store",
                         help="dev: directory holding the artifact store (default ~/.cache/kultivar/store)")
     parser.add_argument(
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     state_dir: Path = args.state_dir.expanduser().resolve()
-    commands = {"up": cmd_up, "down": cmd_down, "status": cmd_status}
+    commands = {"up": lambda d: cmd_up(d, args.node), "down": cmd_down, "status": cmd_status}
     try:
         if args.command == "dev":
             from .dev import run_dev

@@ -1,4 +1,4 @@
-"""A real Kubernetes control plane on 127.0.0.1, with a kwok fake node instead of a kubelet.
+"""A real Kubernetes control plane on 127.0.0.1, with a kwok fake node (or a real node, see node.py).
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run as plain child processes from
 binaries built by ``hack/build-k8s.sh`` -- no Docker, no downloads. Everything listens on 127.0.0.1 only,
@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from . import node as real_node
 from . import paths, pki
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -46,6 +47,11 @@ CONTEXT_NAME = "kultivar"
 
 # Start order; stop() goes in reverse so that clients go before the API server and etcd goes last.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# With a real node (``node="real"``) containerd, kubelet and kube-proxy take kwok's place.
+REAL_NODE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                        *real_node.NODE_COMPONENTS)
+ALL_COMPONENTS = (*COMPONENTS, *real_node.NODE_COMPONENTS)
+NODE_KINDS = ("kwok", "real")
 SHM_ROOT = Path("/dev/shm")
 SHM_PREFIX = "kultivar-etcd-"
 # A /dev/shm etcd directory whose etcd is gone is only swept when older than this, so that a cluster
@@ -131,13 +137,14 @@ def _die_with_parent() -> Callable[[], None]:
 class ApiClient:
     """A minimal JSON client authenticated with the admin client certificate."""
 
-    def __init__(self, port: int, ca: Path, cert: Path, key: Path) -> None:
+    def __init__(self, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self._ctx = ssl.create_default_context(cafile=str(ca))
         self._ctx.load_cert_chain(str(cert), str(key))
 
     def request(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=self._ctx, timeout=timeout)
+        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
         try:
             headers = {"Accept": "application/json"}
             payload = None
@@ -223,14 +230,31 @@ class ClusterState:
     kwok_port: int
     etcd_dir: str
     detached: bool
+    node: str = "kwok"  # or "real": containerd + kubelet + kube-proxy (see node.py)
+    host: str = "127.0.0.1"  # where the API server listens
+    kubelet_port: int = 0
+    kubelet_healthz_port: int = 0
+    proxy_healthz_port: int = 0
+    proxy_metrics_port: int = 0
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.host}:{self.apiserver_port}"
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return REAL_NODE_COMPONENTS if self.node == "real" else COMPONENTS
+
+    @property
+    def node_name(self) -> str:
+        return real_node.NODE_NAME if self.node == "real" else NODE_NAME
 
     @classmethod
-    def allocate(cls, etcd_dir: Path, detached: bool) -> ClusterState:
-        etcd_client, etcd_peer, etcd_metrics, apiserver, controller_manager, scheduler, kwok = _free_ports(7)
+    def allocate(cls, etcd_dir: Path, detached: bool, node: str = "kwok") -> ClusterState:
+        etcd_client, etcd_peer, etcd_metrics, apiserver, controller_manager, scheduler, kwok, *node_ports = (
+            _free_ports(11)
+        )
+        real = node == "real"
         return cls(
             etcd_client_port=etcd_client,
             etcd_peer_port=etcd_peer,
@@ -241,6 +265,12 @@ class ClusterState:
             kwok_port=kwok,
             etcd_dir=str(etcd_dir),
             detached=detached,
+            node=node,
+            host=real_node.HOST_IP if real else "127.0.0.1",
+            kubelet_port=node_ports[0] if real else 0,
+            kubelet_healthz_port=node_ports[1] if real else 0,
+            proxy_healthz_port=node_ports[2] if real else 0,
+            proxy_metrics_port=node_ports[3] if real else 0,
         )
 
     def save(self, state_dir: Path) -> None:
@@ -300,7 +330,7 @@ def _remove_etcd_dir(etcd_dir: str | None, state_dir: Path) -> None:
 
 def _read_pids(state_dir: Path) -> dict[str, int]:
     pids: dict[str, int] = {}
-    for name in COMPONENTS:
+    for name in ALL_COMPONENTS:
         try:
             pids[name] = int((state_dir / "pids" / f"{name}.pid").read_text().strip())
         except (FileNotFoundError, ValueError):
@@ -345,8 +375,18 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
     state_dir = Path(state_dir)
     say = progress or (lambda _msg: None)
     pids = _read_pids(state_dir)
-    without_etcd = {n: p for n, p in pids.items() if n != "etcd"}
-    for group in (without_etcd, {n: p for n, p in pids.items() if n == "etcd"}):
+    try:
+        real = ClusterState.load(state_dir).node == "real"
+    except (ClusterError, TypeError, ValueError):
+        real = False
+    # With a real node: the kubelet goes first (or it would restart the pods being killed), then the pods,
+    # then containerd; etcd is always last.
+    late = ("containerd", "etcd")
+    groups: list[dict[str, int]] = [{n: p for n, p in pids.items() if n not in late}]
+    groups += [{n: p for n, p in pids.items() if n == name} for name in late]
+    for group in groups:
+        if "containerd" in group:
+            real_node.kill_pod_processes()
         signalled = _signal_all(group, signal.SIGTERM)
         stubborn = _wait_gone(signalled, timeout, _reap_if_child)
         if stubborn:
@@ -355,6 +395,11 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
             _wait_gone(stubborn, 5.0, _reap_if_child)
         for name in group:
             say(f"stopped {name}")
+    if real:
+        kube_proxy = None
+        with contextlib.suppress(paths.BinaryNotFoundError):
+            kube_proxy = paths.binary("kube-proxy")
+        real_node.cleanup(state_dir / "node", kube_proxy, say)
     with contextlib.suppress(ClusterError):
         _remove_etcd_dir(ClusterState.load(state_dir).etcd_dir, state_dir)
     shutil.rmtree(state_dir / "pids", ignore_errors=True)
@@ -364,12 +409,8 @@ def api_client(state_dir: Path | str) -> ApiClient:
     """An admin client for the cluster of a state directory (files only, so any process can use it)."""
     state_dir = Path(state_dir)
     pki_dir = state_dir / "pki"
-    return ApiClient(
-        ClusterState.load(state_dir).apiserver_port,
-        pki_dir / "ca.crt",
-        pki_dir / "admin.crt",
-        pki_dir / "admin.key",
-    )
+    state = ClusterState.load(state_dir)
+    return ApiClient(state.apiserver_port, pki_dir / "ca.crt", pki_dir / "admin.crt", pki_dir / "admin.key", state.host)
 
 
 def is_running(state_dir: Path | str) -> bool:
@@ -391,9 +432,13 @@ class ComponentStatus:
 
 def component_status(state_dir: Path | str) -> list[ComponentStatus]:
     pids = _read_pids(Path(state_dir))
+    try:
+        names = ClusterState.load(Path(state_dir)).components
+    except (ClusterError, TypeError, ValueError):
+        names = COMPONENTS
     return [
         ComponentStatus(name, pids.get(name), bool(pids.get(name)) and _pid_runs(pids[name], name))
-        for name in COMPONENTS
+        for name in names
     ]
 
 
@@ -402,14 +447,23 @@ def component_status(state_dir: Path | str) -> list[ComponentStatus]:
 
 
 class LocalCluster:
-    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok, with one fake node.
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler, and one node.
+
+    ``node="kwok"`` (default, the fast tier): kwok plays a fake node; pods "run" without containers.
+    ``node="real"`` (root; e2e tier and ``make demo``): containerd, kubelet and kube-proxy make this
+    machine a real node, and the API server listens on the pod bridge's address so pods reach it.
 
     ``detach=False`` (tests): the processes die with this Python process (PR_SET_PDEATHSIG) and at exit.
     ``detach=True`` (``make cluster-up``): they run in their own session and outlive the command;
     stop them with :func:`stop_from_state_dir`.
     """
 
-    def __init__(self, state_dir: Path | str, detach: bool = False, progress: Progress | None = None) -> None:
+    def __init__(
+        self, state_dir: Path | str, detach: bool = False, progress: Progress | None = None, node: str = "kwok"
+    ) -> None:
+        if node not in NODE_KINDS:
+            raise ValueError(f"node must be one of {NODE_KINDS}, not {node!r}")
+        self.node = node
         self.state_dir = Path(state_dir).expanduser().resolve()
         self.detach = detach
         self._say = progress or (lambda _msg: None)
@@ -437,10 +491,15 @@ class LocalCluster:
             raise ClusterError(f"a cluster is already running from {self.state_dir}; stop it first")
         began = time.monotonic()
         binaries = paths.all_binaries()  # fail before touching anything if a binary is missing
+        if self.node == "real":
+            binaries |= self._check_real_node()
         if not self.detach:
             atexit.register(self.stop)
         try:
             self._prepare_state_dir()
+            if self.node == "real":
+                real_node.cleanup(self.state_dir / "node")  # whatever a killed earlier run left behind
+                real_node.create_bridge()  # before the API server, which listens on the bridge's address
             self._start_control_plane(binaries, began + timeout)
             self._start_node_side(binaries)
             self.wait_ready(max(1.0, began + timeout - time.monotonic()))
@@ -458,8 +517,9 @@ class LocalCluster:
         """
         deadline = time.monotonic() + timeout
         api = self.api()
+        state = self._require_state()
         self._poll(lambda: api.readyz()[0], deadline, "kube-apiserver /readyz")
-        self._poll(lambda: self._node_ready(api), deadline, f"node {NODE_NAME} to become Ready (kwok)")
+        self._poll(lambda: self._node_ready(api), deadline, f"node {state.node_name} to become Ready ({state.node})")
         self._poll(
             lambda: api.get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
             deadline,
@@ -491,9 +551,9 @@ class LocalCluster:
         for sub in ("pids", "logs"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
         etcd_dir = _new_etcd_dir(self.state_dir)
-        self.state = ClusterState.allocate(etcd_dir, self.detach)
+        self.state = ClusterState.allocate(etcd_dir, self.detach, self.node)
         self.state.save(self.state_dir)
-        self.pki = pki.create_cluster_pki(self.state_dir / "pki", SERVICE_CIDR)
+        self.pki = pki.create_cluster_pki(self.state_dir / "pki", SERVICE_CIDR, self.state.host)
         self._write_kubeconfigs()
 
     def _write_kubeconfigs(self) -> None:
@@ -528,11 +588,53 @@ class LocalCluster:
         self._say(f"kube-apiserver ready on {state.server} ({time.monotonic() - began:.1f}s)")
 
     def _start_node_side(self, binaries: dict[str, Path]) -> None:
-        # These three only need the API server, so they start together.
+        # These only need the API server, so they start together.
         self._spawn("kube-controller-manager", binaries["kube-controller-manager"], self._controller_manager_args())
         self._spawn("kube-scheduler", binaries["kube-scheduler"], self._scheduler_args())
+        if self.node == "real":
+            self._start_real_node(binaries)
+            return
         self._spawn("kwok", binaries["kwok"], self._kwok_args())
         self._create_node()
+
+    def _check_real_node(self) -> dict[str, Path]:
+        problems = real_node.check_host()
+        if problems:
+            raise ClusterError("cannot run a real node here:\n  " + "\n  ".join(problems))
+        if real_node.containerd_running():
+            raise ClusterError(
+                f"a real node already runs on this machine (containerd at {real_node.CONTAINERD_SOCKET}); "
+                "stop it with `make cluster-down` (one real node per machine: the bridge and cgroups are shared)"
+            )
+        try:
+            return real_node.binaries()
+        except paths.BinaryNotFoundError as exc:
+            raise ClusterError(f"{exc}\nbuild the node binaries with `hack/build-k8s.sh node`") from None
+
+    def _start_real_node(self, binaries: dict[str, Path]) -> None:
+        state, cluster_pki = self._require_state(), self._require_pki()
+        node_dir = self.state_dir / "node"
+        ca_pem, d = cluster_pki.ca.cert_pem, cluster_pki.directory
+        name = real_node.NODE_NAME
+        kubelet_client = cluster_pki.ca.issue_client_cert(f"system:node:{name}", ["system:nodes"])
+        write_kubeconfig(d / "kubelet.kubeconfig", state.server, ca_pem, kubelet_client, f"system:node:{name}")
+        proxy_client = cluster_pki.ca.issue_client_cert("system:kube-proxy")
+        write_kubeconfig(d / "kube-proxy.kubeconfig", state.server, ca_pem, proxy_client, "system:kube-proxy")
+        serving = cluster_pki.ca.issue_serving_cert(name, dns_names=[name], ips=[real_node.HOST_IP])
+        serving = serving.write(d, "kubelet-serving")
+        assert serving.cert_path and serving.key_path
+        real_node.write_configs(
+            node_dir,
+            real_node.kubelet_config(node_dir, cluster_pki.ca_cert, serving.cert_path, serving.key_path,
+                                     state.kubelet_port, state.kubelet_healthz_port),
+            real_node.kube_proxy_config(d / "kube-proxy.kubeconfig", state.proxy_healthz_port,
+                                        state.proxy_metrics_port),
+        )
+        self._spawn("containerd", binaries["containerd"], real_node.containerd_args(node_dir))
+        self._poll(real_node.containerd_running, time.monotonic() + 30, "containerd")
+        self._say("containerd ready")
+        self._spawn("kubelet", binaries["kubelet"], real_node.kubelet_args(node_dir, d / "kubelet.kubeconfig"))
+        self._spawn("kube-proxy", binaries["kube-proxy"], real_node.kube_proxy_args(node_dir))
 
     def _create_node(self) -> None:
         status, body = self.api().request("POST", "/api/v1/nodes", fake_node(NODE_NAME))
@@ -541,7 +643,7 @@ class LocalCluster:
         self._say(f"node {NODE_NAME} created")
 
     def _node_ready(self, api: ApiClient) -> bool:
-        status, node = api.get(f"/api/v1/nodes/{NODE_NAME}")
+        status, node = api.get(f"/api/v1/nodes/{self._require_state().node_name}")
         if status != 200:
             return False
         conditions = {c["type"]: c["status"] for c in node.get("status", {}).get("conditions", [])}
@@ -573,13 +675,22 @@ class LocalCluster:
     def _apiserver_args(self) -> list[str]:
         s, p = self._require_state(), self._require_pki()
         assert p.apiserver.cert_path and p.apiserver.key_path
+        if s.node == "real":
+            # Pods reach the API server through the `kubernetes` Service, whose endpoint is this address
+            # on the pod bridge; the kubelet client certificate lets `kubectl logs/exec` reach the kubelet.
+            kubelet_client = p.ca.issue_client_cert("kube-apiserver-kubelet-client", ["system:masters"])
+            kubelet_client = kubelet_client.write(p.directory, "apiserver-kubelet-client")
+            where = [f"--bind-address={s.host}", f"--advertise-address={s.host}",
+                     f"--kubelet-client-certificate={kubelet_client.cert_path}",
+                     f"--kubelet-client-key={kubelet_client.key_path}",
+                     "--kubelet-preferred-address-types=InternalIP"]
+        else:
+            # Without these the `kubernetes` Service endpoints would point at the host's eth0 address.
+            where = ["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"]
         return [
             f"--etcd-servers=http://127.0.0.1:{s.etcd_client_port}",
-            "--bind-address=127.0.0.1",
+            *where,
             f"--secure-port={s.apiserver_port}",
-            # Without these the `kubernetes` Service endpoints would point at the host's eth0 address.
-            "--advertise-address=127.0.0.1",
-            "--endpoint-reconciler-type=none",
             f"--cert-dir={p.directory / 'apiserver-generated'}",
             f"--tls-cert-file={p.apiserver.cert_path}",
             f"--tls-private-key-file={p.apiserver.key_path}",

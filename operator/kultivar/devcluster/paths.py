@@ -41,6 +41,9 @@ BINARIES: dict[str, Component] = {
     "kube-scheduler": K8S,
     "kubectl": K8S,
     "kwok": KWOK,
+    # A real node only (hack/build-k8s.sh node).
+    "kubelet": K8S,
+    "kube-proxy": K8S,
 }
 
 

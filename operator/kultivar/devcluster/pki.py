@@ -174,9 +174,9 @@ def first_service_ip(service_cidr: str) -> str:
     return str(next(ipaddress.ip_network(service_cidr).hosts()))
 
 
-def apiserver_serving_cert(ca: CertificateAuthority, service_cidr: str) -> CertPair:
-    # 127.0.0.1 is what every client dials; the in-cluster names and the service IP make the same
-    # certificate valid for anything that follows the `kubernetes` Service (e.g. a real kubelet later).
+def apiserver_serving_cert(ca: CertificateAuthority, service_cidr: str, host_ip: str = "127.0.0.1") -> CertPair:
+    # 127.0.0.1 (or the real node's bridge address) is what clients dial; the in-cluster names and the
+    # service IP make the same certificate valid for pods that follow the `kubernetes` Service.
     return ca.issue_serving_cert(
         "kube-apiserver",
         dns_names=[
@@ -186,7 +186,7 @@ def apiserver_serving_cert(ca: CertificateAuthority, service_cidr: str) -> CertP
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         ],
-        ips=["127.0.0.1", first_service_ip(service_cidr)],
+        ips=sorted({"127.0.0.1", host_ip, first_service_ip(service_cidr)}),
     )
 
 
@@ -230,7 +230,7 @@ ADMIN_USER = "kultivar-admin"
 ADMIN_GROUPS = ("system:masters",)
 
 
-def create_cluster_pki(directory: Path, service_cidr: str) -> ClusterPKI:
+def create_cluster_pki(directory: Path, service_cidr: str, host_ip: str = "127.0.0.1") -> ClusterPKI:
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority.create()
     ca_files = ca.pair.write(directory, "ca")
@@ -241,7 +241,7 @@ def create_cluster_pki(directory: Path, service_cidr: str) -> ClusterPKI:
         ca=ca,
         ca_cert=ca_files.cert_path,
         ca_key=ca_files.key_path,
-        apiserver=apiserver_serving_cert(ca, service_cidr).write(directory, "apiserver"),
+        apiserver=apiserver_serving_cert(ca, service_cidr, host_ip).write(directory, "apiserver"),
         admin=ca.issue_client_cert(ADMIN_USER, ADMIN_GROUPS).write(directory, "admin"),
         # The built-in RBAC roles bind exactly these user names, so the controllers run with their usual,
         # least-privilege identities rather than as cluster admins.
