@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
 
-.PHONY: help venv install test unit integration lint crds crds-check bench demo clean
+.PHONY: help venv install test unit integration e2e lint crds crds-check bench demo clean
 
 help:
 	@echo "make install      create .venv and install Kultivar with test and lint extras (pinned by constraints.txt)"
@@ -13,6 +13,8 @@ help:
 	@echo "make crds         regenerate crds/ and the chart's CRD templates from the models"
 	@echo "make cluster-up   start the local control plane; prints KUBECONFIG=... last"
 	@echo "make cluster-down stop it"
+	@echo "make demo         the whole loop on a real node (root) or on the cluster KUBECONFIG names"
+	@echo "make e2e          the demo's scenario as a test on a fresh local real node (root)"
 
 venv: $(PY)
 $(PY):
@@ -42,9 +44,17 @@ crds:
 crds-check:
 	$(PY) -m kultivar.api.crdgen --check
 
+# The whole loop for real: builds what it needs (binaries, images, helm) with progress, then follows it.
+demo: install node-deps
+	$(PY) -m kultivar.devcluster.demo
+
+e2e: install cluster-binaries node-binaries node-deps
+	$(PY) -m pytest tests/e2e
+
 bench:
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_drift.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 #
 #   make cluster-binaries   build the pinned binaries into ~/.cache/kultivar (once; cold ~20-40 min)
 #   make cluster-up         start the cluster detached; prints KUBECONFIG=<path> last
+#   make cluster-up NODE=real   the same with a real node (containerd, kubelet, kube-proxy; root)
 #   make cluster-status     show each component
 #   make cluster-down       stop it (from the PID files in the state directory)
 #
@@ -11,13 +12,22 @@
 PY ?= .venv/bin/python
 CLUSTER_MK_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
-.PHONY: cluster-binaries cluster-up cluster-down cluster-status
+NODE ?= kwok
+
+.PHONY: cluster-binaries node-binaries node-deps cluster-up cluster-down cluster-status
 
 cluster-binaries:
 	$(CLUSTER_MK_DIR)/build-k8s.sh control-plane
 
-cluster-up: cluster-binaries
-	$(PY) -m kultivar.devcluster up
+# kubelet and kube-proxy (a real node), and the Debian packages it runs on.
+node-binaries:
+	$(CLUSTER_MK_DIR)/build-k8s.sh node
+
+node-deps:
+	$(CLUSTER_MK_DIR)/node-deps.sh
+
+cluster-up: cluster-binaries $(if $(filter real,$(NODE)),node-binaries node-deps)
+	$(PY) -m kultivar.devcluster up --node $(NODE)
 
 cluster-down:
 	$(PY) -m kultivar.devcluster down

@@ -66,14 +66,14 @@ def containerd_root() -> Path:
 
 
 def pause_image() -> str:
-    """The sandbox image containerd uses for every pod, built locally by hack/build-images.sh."""
-    return os.environ.get("KULTIVAR_PAUSE_IMAGE") or f"docker.io/library/kultivar-pause:{_pause_tag()}"
+    """The sandbox image containerd uses for every pod, built locally by hack/build-images.sh.
 
+    Tagged with Kultivar's version like the other images; containerd's CRI names bare references
+    docker.io/library/..., so that is the name the sandbox image must have.
+    """
+    from importlib.metadata import version
 
-def _pause_tag() -> str:
-    versions_file = paths.find_versions_file()
-    versions = paths.parse_versions_env(versions_file) if versions_file else {}
-    return versions.get("PAUSE_TAG", "3.10-kultivar")
+    return os.environ.get("KULTIVAR_PAUSE_IMAGE") or f"docker.io/library/kultivar-pause:{version('kultivar')}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,22 +287,6 @@ def kubelet_args(node_dir: Path, kubeconfig: Path) -> list[str]:
 
 def kube_proxy_args(node_dir: Path) -> list[str]:
     return [f"--config={node_dir / 'kube-proxy.yaml'}", "--v=1"]
-
-
-# --------------------------------------------------------------------------------------------------
-# Images
-
-
-def import_image(archive: Path, reference: str) -> None:
-    """Load an OCI archive into containerd's CRI namespace, under exactly ``reference``."""
-    _run("ctr", "--address", str(CONTAINERD_SOCKET), "-n", CRI_NAMESPACE, "images", "import",
-         "--index-name", reference, str(archive))
-
-
-def has_image(reference: str) -> bool:
-    out = _run("ctr", "--address", str(CONTAINERD_SOCKET), "-n", CRI_NAMESPACE, "images", "ls", "-q",
-               check=False).stdout
-    return reference in out.split()
 
 
 # --------------------------------------------------------------------------------------------------
