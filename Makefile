@@ -61,3 +61,4 @@ clean:
 
 include hack/cluster.mk
 include hack/tools.mk
+include hack/images.mk

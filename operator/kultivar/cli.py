@@ -9,6 +9,18 @@ import sys
 from collections.abc import Sequence
 
 
+def _peering_identity() -> str:
+    """Who this operator is among its peers: the pod's name (its hostname) and PID.
+
+    kopf's own default asks for the login name, which a container running as an arbitrary numeric UID with
+    no passwd entry (our images: 65532) does not have -- getpass raises and the operator crash-loops.
+    """
+    import os
+    import socket
+
+    return f"{socket.gethostname()}@{os.getpid()}"
+
+
 def _run_operator(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -31,6 +43,7 @@ def _run_operator(args: argparse.Namespace) -> int:
             peering_name=args.peering or None,
             priority=args.priority if args.priority is not None else random.randint(1, 10_000),
             liveness_endpoint=args.liveness or None,
+            identity=_peering_identity(),
         )
     )
     return 0

@@ -263,8 +263,8 @@ def ready(obj: dict[str, Any] | None, kind: str = "Ready") -> tuple[str, str, st
 
 
 class Loop:
-    def __init__(self, api: Api, progress: Progress, timeout: float) -> None:
-        self.api, self.progress, self.timeout = api, progress, timeout
+    def __init__(self, api: Api, kubeconfig: Path, progress: Progress, timeout: float) -> None:
+        self.api, self.kubeconfig, self.progress, self.timeout = api, kubeconfig, progress, timeout
 
     def get(self, kind: str, name: str) -> dict[str, Any]:
         return self.api.get(kind, NAMESPACE, name) or {}
@@ -286,7 +286,8 @@ class Loop:
 
     def apply_examples(self) -> None:
         examples = repo_root() / "examples" / "iris"
-        result = subprocess.run([kubectl_binary(), "apply", "-n", NAMESPACE, "-f", str(examples)],
+        result = subprocess.run([kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "apply", "-n", NAMESPACE,
+                                 "-f", str(examples)],
                                 capture_output=True, text=True, check=False)
         if result.returncode:
             raise DemoFailed("applying examples/iris", result.stderr.strip())
@@ -469,7 +470,7 @@ def run(state_dir: Path, store: Path, timeout: float) -> int:
         api = Api.connect(str(target.kubeconfig))
         load_images(target, progress)
         install(target, api, progress, store)
-        loop = Loop(api, progress, timeout)
+        loop = Loop(api, target.kubeconfig, progress, timeout)
         progress.step(f"applying examples/iris/ to namespace {NAMESPACE}")
         loop.apply_examples()
         loop.dataset_validated()
