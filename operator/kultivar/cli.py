@@ -25,6 +25,7 @@ def _run_operator(args: argparse.Namespace) -> int:
     import asyncio
 
     import kopf
+    from kopf._core.engines.peering import Identity  # kopf's NewType for it; not re-exported at the top
 
     import kultivar.controllers.handlers  # registers the handlers; configured below
 
@@ -43,7 +44,7 @@ def _run_operator(args: argparse.Namespace) -> int:
             peering_name=args.peering or None,
             priority=args.priority if args.priority is not None else random.randint(1, 10_000),
             liveness_endpoint=args.liveness or None,
-            identity=_peering_identity(),
+            identity=Identity(_peering_identity()),
         )
     )
     return 0

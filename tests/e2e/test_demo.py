@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from kultivar.devcluster import node
+from kultivar.devcluster.cluster import stop_from_state_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +32,11 @@ def test_demo_runs_the_whole_loop_on_a_real_node(tmp_path: Path) -> None:
     state_dir, store = tmp_path / "cluster", tmp_path / "store"
     command = [sys.executable, "-m", "kultivar.devcluster.demo", "--state-dir", str(state_dir),
                "--store", str(store), "--timeout", "420", "--down"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WHOLE_RUN_TIMEOUT,
-                            check=False)
+    try:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=WHOLE_RUN_TIMEOUT,
+                                check=False)
+    finally:
+        stop_from_state_dir(state_dir)  # also when the demo was killed before its own --down
     # The demo's progress (stderr) is the test's explanation, pass or fail.
     sys.stderr.write(result.stderr[-20000:])
     assert result.returncode == 0, f"the demo failed (exit {result.returncode}); its report is above"

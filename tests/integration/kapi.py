@@ -60,3 +60,30 @@ def patch_spec(kube, namespace: str, kind: str, name: str, spec: dict[str, Any])
     status, out = kube.raw_patch(path(kind, namespace, name), {"spec": spec})
     assert status == 200, out
     return out
+
+
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def install_crds(kube, documents: list[dict[str, Any]], timeout: float = 60) -> list[str]:
+    """Create (or replace, on a reused cluster) CustomResourceDefinitions exactly as given; wait until Established."""
+    names = []
+    for document in documents:
+        name = document["metadata"]["name"]
+        status, out = kube.raw("POST", CRD_PATH, document)
+        if status == 409:
+            _, current = kube.raw("GET", f"{CRD_PATH}/{name}")
+            document = {**document, "metadata": {**document["metadata"],
+                                                 "resourceVersion": current["metadata"]["resourceVersion"]}}
+            status, out = kube.raw("PUT", f"{CRD_PATH}/{name}", document)
+        assert status in (200, 201), f"CRD {name}: HTTP {status}: {out}"
+        names.append(name)
+
+    def established(name: str) -> bool:
+        status, crd = kube.raw("GET", f"{CRD_PATH}/{name}")
+        return status == 200 and any(c["type"] == "Established" and c["status"] == "True"
+                                     for c in (crd.get("status") or {}).get("conditions") or [])
+
+    for name in names:
+        wait_for(lambda n=name: established(n), timeout=timeout, message=f"CRD {name} Established")
+    return names

@@ -38,7 +38,20 @@ INVALID = [
     ("name too long", _with("Deployment", lambda b: b["metadata"].update(name="d" * 45)), "metadata.name"),
     ("gateway router needs gateway", _with("Deployment", lambda b: b["spec"].update(traffic={"router": "gatewayAPI"})),
      "spec.traffic.gateway"),
+    ("hostnames as the Gateway API takes them", _with("Deployment", lambda b: b["spec"].update(traffic={
+        "router": "gatewayAPI", "gateway": {"parentRefs": [{"name": "gw"}], "hostnames": ["Iris.Example.com"]}})),
+     "spec.traffic.gateway.hostnames[0]"),
+    ("prometheus source needs its URL", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(
+        analysis={"metricsSource": "prometheus"})), "spec.strategy.canary.analysis.prometheusUrl"),
 ]
+
+
+def test_analysis_settings_alone_are_valid(kube, namespace) -> None:
+    """An ABTest's metrics source lives in strategy.canary.analysis; the steps' rules must not need steps."""
+    body = _with("Deployment", lambda b: b["spec"].update(strategy={
+        "type": "ABTest", "canary": {"analysis": {"metricsSource": "prometheus", "prometheusUrl": "http://p:9090"}},
+        "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}}))
+    create(kube, namespace, body)
 
 
 @pytest.mark.parametrize(("case", "body", "field"), INVALID, ids=[c[0] for c in INVALID])

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 from kapi import create, events_for, get, wait_reason
 
 from helpers import wait_for
@@ -51,8 +50,10 @@ def objects(data: Path) -> list[dict]:
             "modelRef": {"name": "shop"}, "replicas": 1,
             "strategy": {"type": "Canary", "canary": {
                 "steps": [{"weight": 50, "pause": "3s"}],
-                "analysis": {"minRequests": 10, "maxErrorRate": 0.2, "maxLatencyP95Seconds": 10.0,
-                             "maxPredictionShift": 5.0}}},
+                # maxPredictionShift stays at its default (0.25): v2 is retrained on drifted data, and its
+                # predictions legitimately differ from v1's (PSI ~4.6); the check is reported, not enforced.
+                "analysis": {"interval": "2s", "minRequests": 10, "maxErrorRate": 0.2,
+                             "maxLatencyP95Seconds": 10.0}}},
             "monitoring": {"threshold": 0.2, "driftedShare": 0.5, "minSamples": 50, "window": "4s",
                            "retrain": {"enabled": True, "cooldown": "1h", "maxRunsPerDay": 3}}}},
     ]
@@ -94,6 +95,46 @@ class DriftedTraffic:
             self._stop.wait(0.01)
 
 
+def explain(kube, namespace: str) -> str:
+    """The loop's state right now: the Deployment's rollout and analysis, the Model's versions and the recent
+    Events. Appended to a failed wait, so a failure says why (a rolled-back canary, a paused step, ...)."""
+    lines: list[str] = []
+    try:
+        st = get(kube, namespace, "Deployment", "shop").get("status") or {}
+        rollout = {k: v for k, v in (st.get("rollout") or {}).items() if k != "baseline"}
+        drift = {k: v for k, v in (st.get("drift") or {}).items() if k != "baseline"}
+        lines += ["Deployment shop:",
+                  f"  stableVersion={st.get('stableVersion')} canaryVersion={st.get('canaryVersion')} "
+                  f"canaryStep={st.get('canaryStep')} canaryWeight={st.get('canaryWeight')} "
+                  f"rolledBack={st.get('rolledBack')}",
+                  f"  rollout={json.dumps(rollout)}",
+                  f"  lastAnalysis={json.dumps(st.get('lastAnalysis'))}",
+                  f"  drift={json.dumps(drift)}",
+                  f"  lastRetrain={json.dumps(st.get('lastRetrain'))}"]
+        lines += [f"  {c['type']}={c['status']} {c.get('reason')}: {c.get('message')}"
+                  for c in st.get("conditions") or []]
+        model = get(kube, namespace, "Model", "shop").get("status") or {}
+        lines.append(f"Model shop: productionVersion={model.get('productionVersion')}")
+        lines += [f"  v{v.get('version')} run={v.get('trainingRun')} data={str(v.get('datasetDigest'))[:19]} "
+                  f"metrics={v.get('metrics')} gate={v.get('gate')}" for v in model.get("versions") or []]
+        _, out = kube.raw("GET", f"/api/v1/namespaces/{namespace}/events")
+        items = sorted(out["items"], key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        lines.append("Events (newest last):")
+        lines += [f"  {e.get('lastTimestamp') or e.get('eventTime')} {e['type']} {e['involvedObject']['kind']}/"
+                  f"{e['involvedObject']['name']} {e['reason']}: {e.get('message', '')}" for e in items[-30:]]
+    except Exception as e:  # the explanation must never hide the original failure
+        lines.append(f"(could not read the state: {e!r})")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def explained(kube, namespace: str):
+    try:
+        yield
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n\n{explain(kube, namespace)}") from e
+
+
 def _serving_v1(kube, namespace: str, data: Path) -> None:
     write_data(data, shift=0.0, noise=0.15)  # v1: noisy labels, accuracy around 0.85
     for body in objects(data):
@@ -103,49 +144,51 @@ def _serving_v1(kube, namespace: str, data: Path) -> None:
     wait_for(lambda: _ready_ips(kube, namespace), timeout=60, message="a Ready v1 server")
 
 
-@pytest.mark.xfail(strict=False, reason="known flake under load (issue #7): the canary of the retrained version "
-                   "sometimes does not finish promoting within the timeout; drift -> retrain -> gate is asserted first")
 def test_drift_retrains_and_a_better_version_rolls_out_by_itself(kube, namespace, kubelet, tmp_path) -> None:
-    data = tmp_path / "shop.csv"
-    _serving_v1(kube, namespace, data)
-    # The world moved: new data (clean labels) lands at the source, and live traffic comes from it.
-    write_data(data, shift=3.0, noise=0.0, seed=1)
-    with DriftedTraffic(kube, namespace, shift=3.0):
-        drift = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain") and s,
-                         timeout=TIMEOUT, message="a drift retraining run")
-        assert drift["drift"]["drifted"] is True and drift["drift"]["driftedShare"] >= 0.5
-        run_name = drift["lastRetrain"]["trainingRun"]
-        assert run_name == "shop-drift-1"
-        run = get(kube, namespace, "TrainingRun", run_name)
-        assert run["spec"]["trigger"] == "drift" and run["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
-        wait_reason(kube, namespace, "TrainingRun", run_name, "Registered", timeout=TIMEOUT)
-        model = get(kube, namespace, "Model", "shop")["status"]
-        assert model["productionVersion"] == 2, model["versions"][-1]["gate"]
-        # v2 trained on the refreshed data, not the old version
-        assert model["versions"][1]["datasetDigest"] != model["versions"][0]["datasetDigest"]
-        status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"])
-                          .get("stableVersion") == 2 and s, timeout=TIMEOUT, message="v2 promoted by the canary")
-    reasons = {e["reason"] for e in events_for(kube, namespace, "shop")}
-    assert {"DriftDetected", "RetrainingStarted", "CanaryStarted", "Promoted"} <= reasons
-    assert status["lastAnalysis"]["verdict"] == "Pass"
-    # exactly one drift run: the cooldown holds off another
-    _, runs = kube.raw("GET", f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/trainingruns")
-    assert sorted(r["metadata"]["name"] for r in runs["items"]) == ["shop-1", "shop-drift-1"]
+    with explained(kube, namespace):
+        data = tmp_path / "shop.csv"
+        _serving_v1(kube, namespace, data)
+        # The world moved: new data (clean labels) lands at the source, and live traffic comes from it.
+        write_data(data, shift=3.0, noise=0.0, seed=1)
+        with DriftedTraffic(kube, namespace, shift=3.0):
+            drift = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain")
+                             and s, timeout=TIMEOUT, message="a drift retraining run")
+            assert drift["drift"]["drifted"] is True and drift["drift"]["driftedShare"] >= 0.5
+            run_name = drift["lastRetrain"]["trainingRun"]
+            assert run_name == "shop-drift-1"
+            run = get(kube, namespace, "TrainingRun", run_name)
+            assert run["spec"]["trigger"] == "drift" and run["metadata"]["ownerReferences"][0]["kind"] == "Deployment"
+            wait_reason(kube, namespace, "TrainingRun", run_name, "Registered", timeout=TIMEOUT)
+            model = get(kube, namespace, "Model", "shop")["status"]
+            assert model["productionVersion"] == 2, model["versions"][-1]["gate"]
+            # v2 trained on the refreshed data, not the old version
+            assert model["versions"][1]["datasetDigest"] != model["versions"][0]["datasetDigest"]
+            status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"])
+                              .get("stableVersion") == 2 and s, timeout=TIMEOUT, message="v2 promoted by the canary")
+        print(f"v2's canary analysis: {status['lastAnalysis']}")
+        reasons = {e["reason"] for e in events_for(kube, namespace, "shop")}
+        assert {"DriftDetected", "RetrainingStarted", "CanaryStarted", "Promoted"} <= reasons
+        assert status["lastAnalysis"]["verdict"] == "Pass"
+        assert "prediction shift not enforced" in status["lastAnalysis"]["message"]
+        # exactly one drift run: the cooldown holds off another
+        _, runs = kube.raw("GET", f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/trainingruns")
+        assert sorted(r["metadata"]["name"] for r in runs["items"]) == ["shop-1", "shop-drift-1"]
 
 
 def test_a_retrained_version_that_loses_the_gate_leaves_production_alone(kube, namespace, kubelet,
                                                                          tmp_path) -> None:
-    data = tmp_path / "shop.csv"
-    _serving_v1(kube, namespace, data)
-    write_data(data, shift=3.0, noise=0.45, seed=2)  # the new data is mostly noise: a worse model
-    with DriftedTraffic(kube, namespace, shift=3.0):
-        status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain")
-                          and s, timeout=TIMEOUT, message="a drift retraining run")
-        wait_reason(kube, namespace, "TrainingRun", status["lastRetrain"]["trainingRun"], "Registered",
-                    timeout=TIMEOUT)
-    model = get(kube, namespace, "Model", "shop")["status"]
-    assert model["productionVersion"] == 1
-    gate = model["versions"][1]["gate"]
-    assert gate["passed"] is False and gate["reason"] in ("NoImprovement", "BelowMinimum") and gate["message"]
-    assert any(e["reason"] == "GateFailed" for e in events_for(kube, namespace, "shop"))
-    assert get(kube, namespace, "Deployment", "shop")["status"]["stableVersion"] == 1
+    with explained(kube, namespace):
+        data = tmp_path / "shop.csv"
+        _serving_v1(kube, namespace, data)
+        write_data(data, shift=3.0, noise=0.45, seed=2)  # the new data is mostly noise: a worse model
+        with DriftedTraffic(kube, namespace, shift=3.0):
+            status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"]).get("lastRetrain")
+                              and s, timeout=TIMEOUT, message="a drift retraining run")
+            wait_reason(kube, namespace, "TrainingRun", status["lastRetrain"]["trainingRun"], "Registered",
+                        timeout=TIMEOUT)
+        model = get(kube, namespace, "Model", "shop")["status"]
+        assert model["productionVersion"] == 1
+        gate = model["versions"][1]["gate"]
+        assert gate["passed"] is False and gate["reason"] in ("NoImprovement", "BelowMinimum") and gate["message"]
+        assert any(e["reason"] == "GateFailed" for e in events_for(kube, namespace, "shop"))
+        assert get(kube, namespace, "Deployment", "shop")["status"]["stableVersion"] == 1

@@ -84,3 +84,14 @@ def test_retraining_run_clones_the_production_run() -> None:
     assert run["metadata"]["name"] == "iris-drift-3" and run["spec"]["trigger"] == "drift"
     assert run["spec"]["datasetRef"] == {"name": "iris"} and run["spec"]["estimator"]["params"] == {"C": 2}
     assert run["metadata"]["labels"]["kultivar.io/retrained-from"] == "iris-logreg-1"
+
+
+def test_drift_due_in_counts_down_the_open_window() -> None:
+    from kultivar.domain.drift import drift_due_in, drift_since
+
+    opened = check_drift(MON, None, 1, {}, REFERENCE, T0, windowed=True).status
+    assert opened["baseline"] is None and drift_since(opened, 1) == T0
+    assert drift_due_in(MON, opened, 1, T0 + timedelta(minutes=4)) == 360
+    assert drift_due_in(MON, opened, 1, T0 + timedelta(minutes=11)) == 0
+    assert drift_due_in(MON, opened, 2, T0) is None and drift_due_in(MON, None, 1, T0) is None
+    assert drift_due_in(Monitoring(enabled=False), opened, 1, T0) is None

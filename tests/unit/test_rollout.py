@@ -9,7 +9,7 @@ import pytest
 
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.domain.metrics import Snapshot
-from kultivar.domain.rollout import Pods, RolloutInput, canary_replicas, decide
+from kultivar.domain.rollout import Pods, RolloutInput, canary_replicas, decide, metrics_since
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 STEPS = [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]
@@ -167,3 +167,101 @@ def test_ab_test_splits_replicas_by_weight() -> None:
     d = decide(inp(s=s, pods={}))
     assert d.replicas == {1: 3, 2: 1} and d.weights == {1: 75, 2: 25} and d.stable == 1
     assert d.progressing[1] == "Deploying"
+
+
+# --- metricsSource prometheus: metrics are already the window's counts ---------------------------------------
+
+PROM = {"metricsSource": "prometheus", "prometheusUrl": "http://prometheus:9090", "minRequests": 20,
+        "maxErrorRate": 0.05, "maxLatencyP95Seconds": 0.5}
+
+
+def prom_spec(**strategy) -> DeploymentSpec:
+    return spec(canary={"steps": STEPS, "analysis": PROM}, **strategy)
+
+
+def test_prometheus_canary_keeps_no_baseline_and_judges_the_window_as_given() -> None:
+    s = prom_spec()
+    start = decide(inp(s=s, pods={1: Pods(2, 2)})).rollout
+    d = decide(inp(s=s, rollout=start, pods={1: Pods(2, 2), 2: Pods(1, 1)}))
+    assert d.rollout["state"] == "Stepping" and not d.needs_metrics and not d.rollout.get("baseline")
+    assert metrics_since(s, {"rollout": d.rollout}) == T0
+    # A stale baseline (say, from before the source changed) is not subtracted: these 100 are the step's.
+    base = json.dumps({"2": traffic(requests=1000).wire()})
+    d = decide(inp(s=s, rollout=stepping(baseline=base), pods=PODS, now=T0 + timedelta(minutes=2),
+                   metrics={1: traffic(), 2: traffic()}))
+    assert d.analysis["verdict"] == "Pass" and d.analysis["requests"] == 100
+    assert d.analysis["metricsSource"] == "prometheus" and d.rollout["step"] == 1 and not d.rollout["baseline"]
+    assert d.measured[2] == {"requests": 100, "errorRate": 0.0, "latencyP95Seconds": 0.0095}
+
+
+def test_unavailable_metrics_pause_the_canary_and_say_why() -> None:
+    d = decide(RolloutInput(spec=prom_spec(), target=2, stable=1, rollout=stepping(), rolled_back=[], pods=PODS,
+                            metrics=None, now=T0 + timedelta(minutes=2), metrics_error="connection refused"))
+    assert not d.needs_metrics and d.rollout["step"] == 0 and d.requeue_after == 30
+    assert d.analysis["verdict"] == "Inconclusive" and "connection refused" in d.analysis["message"]
+    assert d.progressing[1] == "CanaryPaused" and "prometheus" in d.progressing[2]
+
+
+def test_pods_analysis_reports_both_versions_numbers() -> None:
+    d = decide(inp(rollout=stepping(), pods=PODS, now=T0 + timedelta(minutes=2),
+                   metrics={1: traffic(requests=200), 2: traffic(requests=50, errors=1)}))
+    assert d.measured == {1: {"requests": 200, "errorRate": 0.0, "latencyP95Seconds": 0.0095},
+                          2: {"requests": 50, "errorRate": 0.02, "latencyP95Seconds": 0.0095}}
+    assert d.analysis["metricsSource"] == "pods"
+
+
+# --- A/B numbers ------------------------------------------------------------------------------------------------
+
+AB = {"variants": [{"version": 1, "weight": 70}, {"version": 2, "weight": 30}]}
+AB_PODS = {1: Pods(1, 1), 2: Pods(1, 1)}
+
+
+def ab_inp(s, ab_test=None, metrics=None, now=T0, error=None):
+    return RolloutInput(spec=s, target=1, stable=1, rollout=None, rolled_back=[], pods=AB_PODS, metrics=metrics,
+                        now=now, ab_test=ab_test, metrics_error=error)
+
+
+def test_ab_test_counts_each_version_from_its_start() -> None:
+    s = spec(type="ABTest", abTest=AB, canary={"analysis": {"interval": "30s"}})
+    first = decide(ab_inp(s))
+    assert first.needs_metrics and first.ab_test["versions"] == [1, 2]  # a baseline to count from
+    before = {1: traffic(requests=500), 2: Snapshot()}
+    d = decide(ab_inp(s, metrics=before))
+    ab = d.ab_test
+    assert not d.needs_metrics and ab["startedAt"] == "2026-05-01T12:00:00Z" and ab["baseline"] and not d.measured
+    assert metrics_since(s, {"abTest": ab}) == T0
+    # not due yet: no numbers, come back when they are
+    d = decide(ab_inp(s, ab_test=ab, now=T0 + timedelta(seconds=10)))
+    assert not d.needs_metrics and d.requeue_after == 20 and not d.measured
+    # due: scrape, then numbers since the start (v1's 500 earlier requests are not counted)
+    assert decide(ab_inp(s, ab_test=ab, now=T0 + timedelta(seconds=31))).needs_metrics
+    now = {1: traffic(requests=570), 2: traffic(requests=30, errors=3, fast=False)}
+    d = decide(ab_inp(s, ab_test=ab, metrics=now, now=T0 + timedelta(seconds=31)))
+    assert d.measured[1] == {"requests": 70, "errorRate": 0.0, "latencyP95Seconds": 0.0095}
+    assert d.measured[2]["requests"] == 30 and d.measured[2]["errorRate"] == 0.1
+    assert d.measured[2]["latencyP95Seconds"] > 1
+    assert d.ab_test["measuredAt"] == "2026-05-01T12:00:31Z" and d.requeue_after == 30
+    assert d.progressing == (False, "ABTestRunning", "v1=70%, v2=30%")
+    # other variants: a new window
+    s2 = spec(type="ABTest", abTest={"variants": [{"version": 1, "weight": 50}, {"version": 3, "weight": 50}]})
+    assert decide(ab_inp(s2, ab_test=d.ab_test, metrics=now)).ab_test["versions"] == [1, 3]
+
+
+def test_ab_test_from_prometheus_needs_no_baseline() -> None:
+    s = spec(type="ABTest", abTest=AB, canary={"analysis": PROM})
+    d = decide(ab_inp(s))
+    assert not d.needs_metrics and d.ab_test["baseline"] is None and d.ab_test["metricsSource"] == "prometheus"
+    later = T0 + timedelta(minutes=1)
+    assert decide(ab_inp(s, ab_test=d.ab_test, now=later)).needs_metrics
+    window = {1: traffic(requests=70), 2: traffic(requests=30)}
+    measured = decide(ab_inp(s, ab_test=d.ab_test, metrics=window, now=later)).measured
+    assert measured[1]["requests"] == 70 and measured[2]["requests"] == 30
+    failed = decide(ab_inp(s, ab_test=d.ab_test, now=later, error="timed out"))
+    assert not failed.needs_metrics and not failed.measured and "timed out" in failed.progressing[2]
+
+
+def test_ab_header_gives_every_variant_a_pod() -> None:
+    zero = {"variants": [{"version": 1, "weight": 100}, {"version": 2, "weight": 0}]}
+    assert decide(ab_inp(spec(type="ABTest", abTest=zero))).replicas == {1: 2}
+    with_header = spec(type="ABTest", abTest={**zero, "header": "x-model-version"})
+    assert decide(ab_inp(with_header)).replicas == {1: 2, 2: 1}

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
     Condition,
     Duration,
     KModel,
     ObjectName,
     ResourceRequirements,
 )
+
+# As the Gateway API's own types, so that a route Kultivar cannot create is refused at apply time already.
+GATEWAY_HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
 
 class ModelReference(KModel):
@@ -36,7 +41,8 @@ class CanaryStep(KModel):
 class Analysis(KModel):
     """Checks run on the canary's own metrics before each step advances."""
 
-    interval: Duration = Field(default="30s", description="How often the canary is analysed.")
+    interval: Duration = Field(default="30s", description="How often the canary is analysed (and, for an ABTest, "
+                                                          "how often the per-version numbers in status are refreshed).")
     minRequests: int = Field(
         default=20, ge=0,
         description="Requests the canary must have served in a step to be judged; fewer is inconclusive (paused).",
@@ -45,13 +51,24 @@ class Analysis(KModel):
     maxLatencyP95Seconds: float = Field(default=0.5, gt=0.0, description="Highest allowed 95th percentile latency.")
     maxPredictionShift: float = Field(
         default=0.25, ge=0.0,
-        description="Highest allowed PSI between the canary's and the stable version's prediction distributions.",
+        description="Highest allowed PSI between the canary's and the stable version's prediction distributions. "
+        "Only reported, not enforced, for a canary trained on other data than a stable whose inputs drifted "
+        "(a drift retraining is expected to predict differently).",
     )
     metricsSource: Literal["pods", "prometheus"] = Field(
-        default="pods", description="Where metrics come from: scraping the serving pods. prometheus (a Prometheus "
-                                    "server) is reserved and, in this release, falls back to scraping the pods."
+        default="pods",
+        description="Where the Deployment's metrics come from, for the canary analysis, the ABTest numbers and drift "
+                    "monitoring alike. pods: the operator scrapes the serving pods' /metrics and subtracts a "
+                    "baseline it keeps in status. prometheus: it queries the Prometheus HTTP API at prometheusUrl "
+                    "with increase() over the window (the step, the test, the drift window); Prometheus must "
+                    "scrape the serving pods, whose series carry the labels kultivar_namespace and "
+                    "kultivar_deployment.",
     )
-    prometheusUrl: str | None = Field(default=None, description="Prometheus base URL when metricsSource is prometheus.")
+    prometheusUrl: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://",
+        description="Base URL of the Prometheus server (its HTTP API at /api/v1/query) when metricsSource is "
+                    "prometheus, e.g. http://prometheus-operated.monitoring.svc:9090.",
+    )
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self.metricsSource != 'prometheus' || has(self.prometheusUrl)",
@@ -69,10 +86,12 @@ class CanaryStrategy(KModel):
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Canary analysis.")
 
+    # steps may be absent (the default applies; list defaults are not written into the schema): a canary block
+    # with only analysis settings, as an ABTest's metrics source, must not fail with "no such key: steps".
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        {"rule": "size(self.steps) == 0 || self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
+        {"rule": "!has(self.steps) || self.steps.all(s, self.steps.exists_one(t, t.weight == s.weight))",
          "message": "canary step weights must be distinct", "fieldPath": ".steps"},
-        {"rule": "self.steps.map(s, s.weight).isSorted()",
+        {"rule": "!has(self.steps) || self.steps.map(s, s.weight).isSorted()",
          "message": "canary step weights must increase", "fieldPath": ".steps"},
     ]})
 
@@ -129,8 +148,10 @@ class ParentReference(KModel):
     """A Gateway API Gateway (listener) to attach the HTTPRoute to."""
 
     name: ObjectName = Field(description="Gateway name.")
-    namespace: str | None = Field(default=None, description="Gateway namespace; unset is the Deployment's.")
-    sectionName: str | None = Field(default=None, description="Listener name on the Gateway.")
+    namespace: str | None = Field(default=None, min_length=1, max_length=63, pattern=DNS_LABEL,
+                                  description="Gateway namespace; unset is the Deployment's.")
+    sectionName: str | None = Field(default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+                                    description="Listener name on the Gateway.")
 
 
 class GatewayTraffic(KModel):
@@ -138,8 +159,9 @@ class GatewayTraffic(KModel):
 
     parentRefs: list[ParentReference] = Field(min_length=1, description="Gateways the HTTPRoute attaches to.",
                                               json_schema_extra={"maxItems": 8})
-    hostnames: list[str] = Field(default_factory=list, description="Hostnames the route matches.",
-                                 json_schema_extra={"maxItems": 16})
+    hostnames: list[Annotated[str, Field(min_length=1, max_length=253, pattern=GATEWAY_HOSTNAME)]] = Field(
+        default_factory=list, description="Hostnames the route matches (lower case; a leading *. is a wildcard).",
+        json_schema_extra={"maxItems": 16})
 
 
 class Traffic(KModel):
@@ -192,16 +214,28 @@ class DeploymentSpec(KModel):
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Drift monitoring and retraining.")
 
 
+class HeaderMatch(KModel):
+    """A request header value that routes a request to one version."""
+
+    name: str = Field(description="Header name (strategy.abTest.header).")
+    value: str = Field(description="Header value that selects the version.")
+
+
 class VariantStatus(KModel):
-    """A served version and its state."""
+    """A served version, its share of traffic and, while a canary or an A/B test runs, its measured numbers."""
 
     version: int = Field(description="Model version.")
     role: Literal["stable", "canary", "variant"] = Field(description="Role of this version.")
     weight: int = Field(description="Percent of traffic routed to it.")
+    header: HeaderMatch | None = Field(
+        default=None, description="The request header that selects this version explicitly (ABTest with a header).")
     replicas: int = Field(default=0, description="Desired serving pods.")
     readyReplicas: int = Field(default=0, description="Ready serving pods.")
-    requests: int | None = Field(default=None, description="Requests counted at the last analysis.")
-    errorRate: float | None = Field(default=None, description="Error rate at the last analysis.")
+    requests: int | None = Field(
+        default=None, description="Requests it served in the measured window: the current canary step at the last "
+                                  "analysis, or since the A/B test began (status.abTest).")
+    errorRate: float | None = Field(default=None, description="Share of those requests that failed (500, 503).")
+    latencyP95Seconds: float | None = Field(default=None, description="95th percentile latency of those requests.")
 
 
 class AnalysisResult(KModel):
@@ -215,6 +249,8 @@ class AnalysisResult(KModel):
     errorRate: float | None = Field(default=None, description="Canary error rate.")
     latencyP95Seconds: float | None = Field(default=None, description="Canary 95th percentile latency.")
     predictionShift: float | None = Field(default=None, description="PSI of canary vs stable predictions.")
+    metricsSource: Literal["pods", "prometheus"] | None = Field(
+        default=None, description="Where the numbers came from (spec.strategy.canary.analysis.metricsSource).")
 
 
 class Rollout(KModel):
@@ -224,7 +260,22 @@ class Rollout(KModel):
     step: int = Field(ge=0, description="Index of the current step.")
     stepStartedAt: str = Field(description="When the current step began.", json_schema_extra={"format": "date-time"})
     state: Literal["Starting", "Stepping", "Promoting", "RolledBack"] = Field(description="Rollout state.")
-    baseline: str | None = Field(default=None, description="Metrics snapshot at the start of the step (JSON).")
+    baseline: str | None = Field(default=None, description="Metrics snapshot at the start of the step (JSON; "
+                                                           "metrics source pods only).")
+
+
+class ABTestStatus(KModel):
+    """The running A/B test: the window that the per-version numbers in status.variants cover."""
+
+    versions: list[int] = Field(description="The variants' versions; another set of versions starts a new window.",
+                                json_schema_extra={"maxItems": 10})
+    startedAt: str = Field(description="When the window began.", json_schema_extra={"format": "date-time"})
+    measuredAt: str | None = Field(default=None, description="When the numbers were last measured.",
+                                   json_schema_extra={"format": "date-time"})
+    metricsSource: Literal["pods", "prometheus"] | None = Field(
+        default=None, description="Where the numbers came from (spec.strategy.canary.analysis.metricsSource).")
+    baseline: str | None = Field(default=None, description="Metrics snapshot at the window's start (JSON; metrics "
+                                                           "source pods only).")
 
 
 class FeatureDrift(KModel):
@@ -248,7 +299,8 @@ class DriftStatus(KModel):
     topFeatures: list[FeatureDrift] = Field(default_factory=list, description="Most drifted features (top 10).")
     windowStart: str | None = Field(default=None, description="When the current window began.",
                                     json_schema_extra={"format": "date-time"})
-    baseline: str | None = Field(default=None, description="Input counts at the window's start (JSON).")
+    baseline: str | None = Field(default=None, description="Input counts at the window's start (JSON; metrics "
+                                                           "source pods only).")
 
 
 class RetrainStatus(KModel):
@@ -277,5 +329,6 @@ class DeploymentStatus(KModel):
         default=None, description="Versions whose canary failed analysis; they are not rolled out again."
     )
     lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
+    abTest: ABTestStatus | None = Field(default=None, description="The running A/B test (strategy ABTest).")
     drift: DriftStatus | None = Field(default=None, description="The last drift check.")
     lastRetrain: RetrainStatus | None = Field(default=None, description="The last drift-triggered retraining.")

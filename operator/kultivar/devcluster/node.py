@@ -46,6 +46,9 @@ CLUSTER_CIDR = "10.244.0.0/16"
 CONTAINERD_SOCKET = Path("/run/kultivar/containerd.sock")
 CONTAINERD_STATE = Path("/run/kultivar/containerd")
 CRI_NAMESPACE = "k8s.io"
+# The kubelet's root holds unix sockets (pod resources, plugins), so its path must stay short (108 bytes):
+# a fixed directory, not one under the cluster's state directory (which may be deep, e.g. pytest's).
+KUBELET_ROOT = Path("/var/lib/kultivar/kubelet")
 # kubelet's pods live under these cgroups (cgroupfs driver, cgroupsPerQOS).
 KUBEPODS_CGROUP = "kubepods"
 
@@ -277,7 +280,7 @@ def kubelet_args(node_dir: Path, kubeconfig: Path) -> list[str]:
     return [
         f"--config={node_dir / 'kubelet.yaml'}",
         f"--kubeconfig={kubeconfig}",
-        f"--root-dir={node_dir / 'kubelet'}",
+        f"--root-dir={KUBELET_ROOT}",
         f"--hostname-override={NODE_NAME}",
         "--node-ip=" + HOST_IP,
         "--node-labels=kultivar.io/node=real",
@@ -398,7 +401,7 @@ def cleanup(node_dir: Path, kube_proxy: Path | None = None, progress: Progress |
         say(f"killed {killed} pod processes")
     kill_shims()
     time.sleep(0.2)
-    unmount_under([node_dir, CONTAINERD_STATE, containerd_root() / "root"])
+    unmount_under([node_dir, KUBELET_ROOT, CONTAINERD_STATE, containerd_root() / "root"])
     _remove_netns()
     if kube_proxy is not None and (node_dir / "kube-proxy.yaml").exists():
         # kube-proxy removes its own iptables chains.
@@ -410,6 +413,6 @@ def cleanup(node_dir: Path, kube_proxy: Path | None = None, progress: Progress |
     shutil.rmtree(CONTAINERD_STATE, ignore_errors=True)
     with contextlib.suppress(OSError):
         CONTAINERD_SOCKET.unlink()
-    shutil.rmtree(node_dir / "kubelet", ignore_errors=True)
+    shutil.rmtree(KUBELET_ROOT, ignore_errors=True)
     shutil.rmtree(node_dir / "cni-ipam", ignore_errors=True)
     say("node cleaned up (pods, mounts, network namespaces, bridge, iptables rules, cgroups)")

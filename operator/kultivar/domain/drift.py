@@ -2,7 +2,9 @@
 
 The inference server counts every input value into the bins of the training profile and exports both the
 counts (kultivar_feature_bucket_total) and the profile's proportions (kultivar_feature_reference_ratio). Over
-each window the operator takes the difference of two scrapes and computes the PSI per feature.
+each window the operator computes the PSI per feature of the window's counts: with metricsSource pods the
+difference of two scrapes (the first kept in status.drift.baseline), with metricsSource prometheus the
+increase() since the window began (drift_since), read by kultivar.domain.promql.
 """
 
 from __future__ import annotations
@@ -61,27 +63,41 @@ class DriftDecision:
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
 
 
+def drift_since(previous: dict[str, Any] | None, version: int | None) -> datetime | None:
+    """Where the open drift window of this version began (None: a new window starts now)."""
+    prev = previous or {}
+    if version is None or prev.get("version") != version:
+        return None
+    return parse_time(prev.get("windowStart"))
+
+
 def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version: int,
                 counts: dict[str, dict[str, float]], reference: dict[str, dict[str, float]],
-                now: datetime) -> DriftDecision:
-    """Advance the drift window; judge it when it is complete."""
+                now: datetime, windowed: bool = False) -> DriftDecision:
+    """Advance the drift window; judge it when it is complete.
+
+    counts are cumulative (a scrape: the window is their difference from the baseline kept at its start), or,
+    when windowed, already the counts since the window's start (Prometheus increase(): no baseline is kept).
+    """
     window = parse_duration(monitoring.window)
     prev = dict(previous or {})
     stamp = now_rfc3339(now)
-    started = parse_time(prev.get("windowStart"))
-    if prev.get("version") != version or started is None:
+    started = drift_since(prev, version)
+    # Status is merge-patched: None removes a baseline left from before (e.g. the source was pods).
+    baseline: dict[str, Any] = {"baseline": None if windowed else json.dumps(counts, sort_keys=True)}
+    if started is None:
         # A new window for a newly served version (or the first one).
         status = {"checkedAt": stamp, "version": version, "samples": 0, "window": monitoring.window,
-                  "drifted": False, "windowStart": stamp, "baseline": json.dumps(counts, sort_keys=True)}
+                  "drifted": False, "windowStart": stamp, **baseline}
         return DriftDecision(status, False, False, "drift window started", window.total_seconds())
     remaining = (started + window - now).total_seconds()
     if remaining > 0:
         return DriftDecision(prev, False, bool(prev.get("drifted")), "window open", remaining)
 
-    delta = _minus(counts, json.loads(prev.get("baseline") or "{}"))
+    delta = counts if windowed else _minus(counts, json.loads(prev.get("baseline") or "{}"))
     samples = window_samples(delta)
-    status = {**prev, "checkedAt": stamp, "version": version, "samples": samples, "window": monitoring.window,
-              "windowStart": stamp, "baseline": json.dumps(counts, sort_keys=True)}
+    status = {**{k: v for k, v in prev.items() if k != "baseline"}, "checkedAt": stamp, "version": version,
+              "samples": samples, "window": monitoring.window, "windowStart": stamp, **baseline}
     if samples < monitoring.minSamples:
         status.update(drifted=False, since=None, driftedShare=None, topFeatures=[])
         return DriftDecision(status, True, False, f"{samples} requests in the window, {monitoring.minSamples} "
@@ -168,6 +184,16 @@ def drift_due(monitoring: Monitoring, previous: dict[str, Any] | None, version: 
         now >= started + parse_duration(monitoring.window)
 
 
+def drift_due_in(monitoring: Monitoring, previous: dict[str, Any] | None, version: int | None,
+                 now: datetime) -> float | None:
+    """Seconds until the open drift window closes (None: none is open). Every reconcile requeues by it, as any
+    reconcile in between (a watch event) replaces the requeue of the one that opened the window."""
+    started = drift_since(previous, version)
+    if not monitoring.enabled or started is None:
+        return None
+    return max(0.0, (started + parse_duration(monitoring.window) - now).total_seconds())
+
+
 @dataclass
 class MonitoringPlan:
     """What the monitoring loop does in one reconcile of a Deployment."""
@@ -182,15 +208,18 @@ class MonitoringPlan:
 
 def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: int | None,
                     metrics: Snapshot | None, source_run: dict[str, Any] | None, run_active: bool,
-                    owner_ref: dict[str, Any], now: datetime) -> MonitoringPlan | None:
-    """Advance drift detection on the stable version and start a retraining run when it persists."""
+                    owner_ref: dict[str, Any], now: datetime, windowed: bool = False) -> MonitoringPlan | None:
+    """Advance drift detection on the stable version and start a retraining run when it persists.
+
+    metrics: the stable version's scrape, or with windowed its counts since drift_since() (Prometheus)."""
     status = deployment.get("status") or {}
     if stable is None or metrics is None or not monitoring.enabled:
         return None
     if not metrics.reference:
         return MonitoringPlan({}, (None, "NoReferenceProfile", f"v{stable} exports no training profile; drift "
                                                                "cannot be measured"), [], requeue_after=None)
-    decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now)
+    decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now,
+                           windowed)
     out = MonitoringPlan({"drift": decision.status}, (None, "Measuring", decision.message), list(decision.events),
                          requeue_after=decision.requeue_after)
     if decision.evaluated:

@@ -1,7 +1,9 @@
 """Serving metrics as the operator sees them: parsed scrapes, deltas over a window, and canary analysis.
 
-The inference server exports cumulative counters (see kultivar.serving.monitoring). A window's numbers are
-the difference of two snapshots; a pod restart resets its counters, which the delta treats as a fresh start.
+The inference server exports cumulative counters (see kultivar.serving.monitoring). With metricsSource pods a
+window's numbers are the difference of two snapshots; a pod restart resets its counters, which the delta treats
+as a fresh start. With metricsSource prometheus they are Prometheus' increase() over the window, read into the
+same Snapshot (kultivar.domain.promql), so one analysis judges both.
 """
 
 from __future__ import annotations
@@ -101,11 +103,11 @@ def parse(text: str) -> Snapshot:
                 buckets = snap.features.setdefault(s.labels["feature"], {})
                 buckets[s.labels["bucket"]] = buckets.get(s.labels["bucket"], 0.0) + s.value
     # Per-bucket counts (not cumulative) so predicted values compare like classes do.
-    snap.predictions.update({f"le={k}": v for k, v in _decumulate(value_buckets).items()})
+    snap.predictions.update({f"le={k}": v for k, v in decumulate(value_buckets).items()})
     return snap
 
 
-def _decumulate(cumulative: dict[str, float]) -> dict[str, float]:
+def decumulate(cumulative: dict[str, float]) -> dict[str, float]:
     ordered = sorted(cumulative.items(), key=lambda kv: float(kv[0]))
     out, previous = {}, 0.0
     for bound, count in ordered:
@@ -143,6 +145,30 @@ def distribution_shift(a: dict[str, float], b: dict[str, float]) -> float | None
 
 
 @dataclass(frozen=True)
+class Summary:
+    """The numbers of one version over a window: what status.variants shows and the analysis judges."""
+
+    requests: int
+    error_rate: float | None
+    latency_p95: float | None
+
+    def wire(self) -> dict[str, Any]:
+        out = {"requests": self.requests,
+               "errorRate": None if self.error_rate is None else round(self.error_rate, 6),
+               "latencyP95Seconds": None if self.latency_p95 is None else round(self.latency_p95, 6)}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+def summarize(window: Snapshot) -> Summary:
+    """Requests, error rate and p95 latency of a window's counts (a delta, or a Prometheus increase())."""
+    requests = round(window.total)
+    if window.total <= 0:
+        return Summary(requests, None, None)
+    errors = sum(window.requests.get(o, 0.0) for o in ERROR_OUTCOMES)
+    return Summary(requests, errors / window.total, quantile(window.latency, 0.95))
+
+
+@dataclass(frozen=True)
 class Verdict:
     verdict: str  # Pass | Fail | Inconclusive
     failed_check: str | None
@@ -162,13 +188,12 @@ class Verdict:
 def analyse(canary: Snapshot, stable: Snapshot | None, *, min_requests: int, max_error_rate: float,
             max_latency_p95: float, max_prediction_shift: float) -> Verdict:
     """Judge a canary on the requests it served in this step (deltas), against the stable version."""
-    requests = int(canary.total)
+    summary = summarize(canary)
+    requests = summary.requests
     if requests < min_requests:
         return Verdict("Inconclusive", None, f"{requests} requests in this step, {min_requests} needed to judge; "
                        "waiting for traffic", requests, None, None, None)
-    errors = sum(canary.requests.get(o, 0.0) for o in ERROR_OUTCOMES)
-    error_rate = errors / requests
-    p95 = quantile(canary.latency, 0.95)
+    error_rate, p95 = summary.error_rate or 0.0, summary.latency_p95
     shift = distribution_shift(canary.predictions, stable.predictions) if stable else None
     numbers = (f"requests={requests} errorRate={error_rate:.4f} latencyP95={p95 if p95 is None else round(p95, 4)}s "
                f"predictionShift={shift if shift is None else round(shift, 4)}")

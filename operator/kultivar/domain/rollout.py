@@ -7,19 +7,29 @@ States (status.rollout.state) of a canary of version C while version S is stable
                Pass -> next step (or Promoting after the last), Fail -> rolled back, Inconclusive -> wait.
   Promoting -> C scales to the full replica count; once Ready, C becomes stable and S is removed.
 A rolled-back version is remembered (status.rolledBack) and never rolled out again by itself.
+The prediction-shift check is reported but not enforced when stable's predictions are no reference for the
+canary's (see stale_reference()): a canary retrained on new data after its stable drifted must predict otherwise.
+
+An ABTest runs fixed variants; every analysis interval it measures each version's requests, error rate and p95
+latency since the test began (status.abTest, status.variants).
+
+Metrics are counts over a window. With metricsSource pods they are cumulative scrapes, and the window is their
+difference from a baseline snapshot kept in status (rollout.baseline, abTest.baseline). With metricsSource
+prometheus they already are the window's counts (increase() since metrics_since()), and no baseline is kept.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from kultivar.api.common import parse_duration
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.domain.conditions import now_rfc3339, parse_time
-from kultivar.domain.metrics import Snapshot, Verdict, analyse
+from kultivar.domain.metrics import Snapshot, Verdict, analyse, summarize
 from kultivar.domain.plan import Event
 
 
@@ -44,9 +54,12 @@ class RolloutInput:
     rollout: dict[str, Any] | None  # status.rollout
     rolled_back: list[int]  # status.rolledBack: versions whose canary failed
     pods: dict[int, Pods]  # per version with a Deployment
-    metrics: dict[int, Snapshot] | None  # cumulative per version, None when not scraped this time
+    metrics: dict[int, Snapshot] | None  # per version (see windowed()), None when not read this time
     now: datetime
     last_analysis: dict[str, Any] | None = None  # status.lastAnalysis: why the last rollback happened
+    ab_test: dict[str, Any] | None = None  # status.abTest
+    metrics_error: str | None = None  # the metrics source could not be read this time (why)
+    stale_reference: str | None = None  # why stable's predictions are no reference for the canary's
 
 
 @dataclass
@@ -63,6 +76,50 @@ class RolloutDecision:
     needs_metrics: bool = False  # analysis is due: scrape and decide again
     requeue_after: float | None = None
     events: list[Event] = field(default_factory=list)
+    ab_test: dict[str, Any] | None = None  # the new status.abTest
+    measured: dict[int, dict[str, Any]] = field(default_factory=dict)  # version -> numbers measured now
+
+
+def windowed(spec: DeploymentSpec) -> bool:
+    """Whether metrics arrive as the window's counts (Prometheus increase()) rather than cumulative scrapes."""
+    return spec.strategy.canary.analysis.metricsSource == "prometheus"
+
+
+def metrics_since(spec: DeploymentSpec, status: dict[str, Any]) -> datetime | None:
+    """Where the window that serving metrics must cover begins now: the canary step, or the A/B test."""
+    if spec.strategy.type == "ABTest" and spec.strategy.abTest:
+        return parse_time((status.get("abTest") or {}).get("startedAt"))
+    rollout = status.get("rollout") or {}
+    if rollout.get("state") == "Stepping":
+        return parse_time(rollout.get("stepStartedAt"))
+    return None
+
+
+def stale_reference(model: dict[str, Any] | None, status: dict[str, Any], stable: int | None,
+                    canary: int) -> str | None:
+    """Why the stable version's predictions are no reference for the canary's (None: they are one).
+
+    The prediction-shift check assumes both versions should predict alike on the same requests. That does not hold
+    once this Deployment's monitoring found the stable's live inputs drifted away from its training data and the
+    canary learned from another (typically newer) version of the data, as the drift retraining run does: predicting
+    differently is then why the canary exists, and a stable that predicts nearly one class on the drifted inputs
+    would roll back every retrained version. Such a canary's shift is still measured and reported; its error rate
+    and latency are still enforced, and the Model's gate has judged it on held-out rows of the newer data.
+    A canary trained on the same data as the stable (say, other parameters) is held to the check even then.
+    """
+    records = {v.get("version"): v for v in ((model or {}).get("status") or {}).get("versions") or []}
+    old, new = records.get(stable), records.get(canary)
+    if stable is None or not old or not new or not new.get("datasetDigest") \
+            or new.get("datasetDigest") == old.get("datasetDigest"):
+        return None
+    drift = status.get("drift") or {}
+    drifted = drift.get("version") == stable and bool(drift.get("drifted"))
+    retrained = bool(new.get("trainingRun")) and (status.get("lastRetrain") or {}).get("trainingRun") == \
+        new.get("trainingRun")
+    if not (drifted or retrained):
+        return None
+    return (f"prediction shift not enforced: v{canary} was trained on other data than v{stable}, whose inputs "
+            f"drifted, so v{stable}'s predictions are no reference")
 
 
 def canary_replicas(total: int, weight: int, router: str) -> int:
@@ -78,8 +135,8 @@ def _step_due(rollout: dict[str, Any], pause: str, now: datetime) -> float:
     return (started + parse_duration(pause) - now).total_seconds()
 
 
-def _baseline(metrics: dict[int, Snapshot] | None) -> str | None:
-    if not metrics:
+def _baseline(metrics: dict[int, Snapshot] | None, spec: DeploymentSpec) -> str | None:
+    if not metrics or windowed(spec):
         return None
     return json.dumps({str(v): s.wire(features=False) for v, s in metrics.items()}, sort_keys=True)
 
@@ -89,6 +146,12 @@ def _baseline_of(rollout: dict[str, Any], version: int) -> Snapshot | None:
     if not raw:
         return None
     return Snapshot.from_wire(json.loads(raw).get(str(version)))
+
+
+def _window(inp: RolloutInput, state: dict[str, Any], version: int) -> Snapshot:
+    """The version's counts in the current window (canary step or A/B test)."""
+    current = (inp.metrics or {}).get(version, Snapshot())
+    return current if windowed(inp.spec) else current.minus(_baseline_of(state, version))
 
 
 def decide(inp: RolloutInput) -> RolloutDecision:
@@ -158,10 +221,11 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
         c = canary_replicas(n, weight, router)
         pods = inp.pods.get(target)
         if pods and pods.desired == c and pods.is_ready:
-            rollout.update(state="Stepping", stepStartedAt=stamp, baseline=_baseline(inp.metrics))
+            rollout.update(state="Stepping", stepStartedAt=stamp, baseline=_baseline(inp.metrics, spec))
             events.append(Event("Normal", "CanaryStep", f"v{target} takes {weight}% (step 1/{len(steps)})"))
             return decision({stable: n, target: c}, {stable: 100 - weight, target: weight},
-                            f"step 1/{len(steps)}: v{target} at {weight}%", needs_metrics=inp.metrics is None,
+                            f"step 1/{len(steps)}: v{target} at {weight}%",
+                            needs_metrics=inp.metrics is None and not windowed(spec),
                             requeue_after=parse_duration(steps[0].pause).total_seconds())
         return decision({stable: n, target: c}, {stable: 100, target: 0}, f"waiting for v{target}'s pods")
 
@@ -172,15 +236,23 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
         if due > 0:
             return decision({stable: n, target: c}, weights,
                             f"step {step + 1}/{len(steps)}: v{target} at {weight}%", requeue_after=due)
-        if inp.metrics is None:
+        if inp.metrics is None and not inp.metrics_error:
             return decision({stable: n, target: c}, weights, "analysing", needs_metrics=True)
+        if inp.metrics is None:  # the source failed: neither pass nor fail on no numbers; try again later
+            verdict = Verdict("Inconclusive", None, f"metrics unavailable ({analysis.metricsSource}): "
+                              f"{inp.metrics_error}", 0, None, None, None)
+            return _after_analysis(inp, verdict, rollout, stable, target, c, weights, events, {})
+        canary_window, stable_window = _window(inp, rollout, target), _window(inp, rollout, stable)
         verdict = analyse(
-            inp.metrics.get(target, Snapshot()).minus(_baseline_of(rollout, target)),
-            inp.metrics.get(stable, Snapshot()).minus(_baseline_of(rollout, stable)),
+            canary_window, stable_window,
             min_requests=analysis.minRequests, max_error_rate=analysis.maxErrorRate,
-            max_latency_p95=analysis.maxLatencyP95Seconds, max_prediction_shift=analysis.maxPredictionShift,
+            max_latency_p95=analysis.maxLatencyP95Seconds,
+            max_prediction_shift=math.inf if inp.stale_reference else analysis.maxPredictionShift,
         )
-        return _after_analysis(inp, verdict, rollout, stable, target, c, weights, events)
+        if inp.stale_reference and verdict.prediction_shift is not None:
+            verdict = replace(verdict, message=f"{verdict.message}; {inp.stale_reference}")
+        measured = {target: summarize(canary_window).wire(), stable: summarize(stable_window).wire()}
+        return _after_analysis(inp, verdict, rollout, stable, target, c, weights, events, measured)
 
     # Promoting: the canary grows to the full size first; the old stable goes only once it is Ready.
     pods = inp.pods.get(target)
@@ -192,25 +264,26 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
 
 
 def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any], stable: int, target: int,
-                    c: int, weights: dict[int, int], events: list[Event]) -> RolloutDecision:
+                    c: int, weights: dict[int, int], events: list[Event],
+                    measured: dict[int, dict[str, Any]]) -> RolloutDecision:
     n, steps = inp.spec.replicas, inp.spec.strategy.canary.steps
     interval = parse_duration(inp.spec.strategy.canary.analysis.interval).total_seconds()
     stamp = now_rfc3339(inp.now)
-    result = verdict.wire(stamp)
+    result = {**verdict.wire(stamp), "metricsSource": inp.spec.strategy.canary.analysis.metricsSource}
     step = int(rollout["step"])
     if verdict.verdict == "Fail":
         events.append(Event("Warning", "RolledBack", f"v{target} rolled back: {verdict.message}"))
         return RolloutDecision(
             {stable: n}, {stable: 100}, stable, None, None, [*inp.rolled_back, target],
             degraded=(True, "RolledBack", f"v{target} failed {verdict.failed_check}: {verdict.message}"),
-            analysis=result, events=events)
+            analysis=result, events=events, measured=measured)
     if verdict.verdict == "Inconclusive":
         return RolloutDecision({stable: n, target: c}, weights, stable, target, rollout, inp.rolled_back,
                                progressing=(True, "CanaryPaused", verdict.message), analysis=result,
-                               requeue_after=interval, events=events)
+                               requeue_after=interval, events=events, measured=measured)
     if step + 1 < len(steps):
         nxt = steps[step + 1]
-        rollout.update(step=step + 1, stepStartedAt=stamp, baseline=_baseline(inp.metrics))
+        rollout.update(step=step + 1, stepStartedAt=stamp, baseline=_baseline(inp.metrics, inp.spec))
         c = canary_replicas(n, nxt.weight, inp.spec.traffic.router)
         events.append(Event("Normal", "CanaryStep", f"v{target} passed step {step + 1}; now {nxt.weight}% "
                                                     f"(step {step + 2}/{len(steps)})"))
@@ -218,23 +291,57 @@ def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any]
                                target, rollout, inp.rolled_back,
                                progressing=(True, "CanaryStepping", f"step {step + 2}/{len(steps)}"),
                                analysis=result, requeue_after=parse_duration(nxt.pause).total_seconds(),
-                               events=events)
+                               events=events, measured=measured)
     rollout.update(state="Promoting", stepStartedAt=stamp)
     events.append(Event("Normal", "CanaryPassed", f"v{target} passed all {len(steps)} steps; promoting"))
     return RolloutDecision({stable: n, target: n}, weights, stable, target, rollout, inp.rolled_back,
                            progressing=(True, "CanaryPromoting", f"scaling v{target} to {n} replicas"),
-                           analysis=result, events=events)
+                           analysis=result, events=events, measured=measured)
 
 
 def _ab_test(inp: RolloutInput) -> RolloutDecision:
     spec = inp.spec
-    assert spec.strategy.abTest is not None
-    variants = spec.strategy.abTest.variants
-    n = spec.replicas
-    replicas = {v.version: max(1, round(n * v.weight / 100)) for v in variants if v.weight > 0}
+    ab_spec = spec.strategy.abTest
+    assert ab_spec is not None
+    variants, n = ab_spec.variants, spec.replicas
+    # A header selects any variant, so with one even a 0 % variant needs a pod; without, it gets none.
+    replicas = {v.version: max(1, round(n * v.weight / 100)) for v in variants if v.weight > 0 or ab_spec.header}
     weights = {v.version: v.weight for v in variants}
     top = max(variants, key=lambda v: (v.weight, v.version)).version
+    ab, needs, measured, requeue, note = _measure_ab(inp, sorted(replicas))
     waiting = [v for v in replicas if not (inp.pods.get(v) and inp.pods[v].is_ready)]
     progressing = (True, "Deploying", f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
-        (False, "ABTestRunning", ", ".join(f"v{v.version}={v.weight}%" for v in variants))
-    return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing)
+        (False, "ABTestRunning", ", ".join(f"v{v.version}={v.weight}%" for v in variants) + note)
+    return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing,
+                           needs_metrics=needs, requeue_after=requeue, ab_test=ab, measured=measured)
+
+
+def _measure_ab(inp: RolloutInput, versions: list[int]
+                ) -> tuple[dict[str, Any], bool, dict[int, dict[str, Any]], float, str]:
+    """Advance the A/B test's measurement window: (status.abTest, needs metrics, numbers, requeue, note)."""
+    analysis = inp.spec.strategy.canary.analysis
+    interval = parse_duration(analysis.interval).total_seconds()
+    stamp = now_rfc3339(inp.now)
+    ab = dict(inp.ab_test or {})
+    started = parse_time(ab.get("startedAt"))
+    if ab.get("versions") != versions or started is None or ab.get("metricsSource") != analysis.metricsSource:
+        # A new test (or other variants, or another source): count from now. Status is merge-patched, so the
+        # old window's fields are set to None (removed), not left out.
+        ab = {"versions": versions, "startedAt": stamp, "metricsSource": analysis.metricsSource,
+              "measuredAt": None, "baseline": None}
+        if windowed(inp.spec):
+            return ab, False, {}, interval, ""
+        if inp.metrics is None:  # the baseline to count from
+            return ab, True, {}, interval, ""
+        ab["baseline"] = _baseline(inp.metrics, inp.spec)
+        return ab, False, {}, interval, ""
+    due = ((parse_time(ab.get("measuredAt")) or started) + parse_duration(analysis.interval) - inp.now)
+    if due.total_seconds() > 0:
+        return ab, False, {}, due.total_seconds(), ""
+    if inp.metrics is None:
+        if inp.metrics_error:
+            return ab, False, {}, interval, f"; metrics unavailable ({analysis.metricsSource}): {inp.metrics_error}"
+        return ab, True, {}, interval, ""
+    measured = {v: summarize(_window(inp, ab, v)).wire() for v in versions}
+    ab["measuredAt"] = stamp
+    return ab, False, measured, interval, ""

@@ -3,6 +3,10 @@
 Per served version an apps/v1 Deployment `<name>-v<N>` runs `kultivar serve`; one Service `<name>` selects
 every version's pods (the replicas router approximates weights by replica counts). The gatewayAPI router adds
 a Service per version and an HTTPRoute with exact weights and header matches.
+
+Every serving pod gets the Deployment's namespace and name in its environment; the server puts them on every
+metric as the labels kultivar_namespace and kultivar_deployment, which is how metricsSource prometheus finds a
+Deployment's series (kultivar.domain.promql) whatever the Prometheus scrape configuration.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from kultivar.domain.jobs import (
 )
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.plan import Plan, blocked
-from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide
+from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
 
 DEPLOYMENT_LABEL = "kultivar.io/deployment"
 VERSION_LABEL = "kultivar.io/model-version"
@@ -43,8 +47,9 @@ class DeploymentObserved:
     obj: dict[str, Any]
     model: dict[str, Any] | None
     pods: dict[int, Pods] | None = None  # per version with an apps/v1 Deployment of ours
-    metrics: dict[int, Snapshot] | None = None  # scraped this reconcile (None: not scraped)
+    metrics: dict[int, Snapshot] | None = None  # read this reconcile (None: not read)
     store_claim_found: bool | None = None
+    metrics_error: str | None = None  # the metrics source failed this reconcile (why)
 
 
 def target_version(spec: DeploymentSpec, model: dict[str, Any]) -> tuple[int | None, str, str]:
@@ -85,6 +90,9 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         "KULTIVAR_MODEL_DIGEST": record["artifact"]["digest"],
         "KULTIVAR_STORE": config.store_url,
         "KULTIVAR_HTTP_PORT": str(HTTP_PORT),
+        # Exported as metric labels: how metricsSource prometheus selects this Deployment's series.
+        "KULTIVAR_NAMESPACE": ns,
+        "KULTIVAR_DEPLOYMENT": name,
         "HOME": "/tmp",
     }
     if record.get("manifestUri"):
@@ -155,7 +163,8 @@ def service(obj: dict[str, Any], name: str, selector: dict[str, str]) -> dict[st
 
 
 def http_route(obj: dict[str, Any], spec: DeploymentSpec, weights: dict[int, int]) -> dict[str, Any]:
-    """Exact traffic weights, plus a header rule per version for explicit selection (A/B)."""
+    """Exact traffic weights over the versions' Services, plus a header rule per version for explicit selection
+    (A/B). Header rules come first: a request naming a version goes there, any other by weight."""
     name = obj["metadata"]["name"]
     gateway = spec.traffic.gateway
     assert gateway is not None
@@ -167,7 +176,7 @@ def http_route(obj: dict[str, Any], spec: DeploymentSpec, weights: dict[int, int
             rules.append({"matches": [{"headers": [{"name": header, "value": str(v)}]}],
                           "backendRefs": [{"name": version_name(name, v), "port": 80}]})
     rules.append({"backendRefs": refs})
-    parents = [{k: v for k, v in p.wire().items()} for p in gateway.parentRefs]
+    parents = [p.wire() for p in gateway.parentRefs]
     return {
         "apiVersion": "gateway.networking.k8s.io/v1",
         "kind": "HTTPRoute",
@@ -188,6 +197,18 @@ class ServingPlan:
     routes: list[dict[str, Any]]
     remove_versions: list[int]
     needs_metrics: bool = False
+
+
+NUMBERS = ("requests", "errorRate", "latencyP95Seconds")
+
+
+def _same_window(status: dict[str, Any], decision: RolloutDecision) -> bool:
+    """Whether the numbers in status.variants still describe the decision's canary or A/B test."""
+    if decision.ab_test is not None:
+        return (status.get("abTest") or {}).get("startedAt") == decision.ab_test.get("startedAt")
+    if decision.rollout is not None:
+        return (status.get("rollout") or {}).get("version") == decision.rollout.get("version")
+    return False
 
 
 def _effective_weights(decision: RolloutDecision, router: str) -> dict[int, int]:
@@ -234,7 +255,9 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     decision = decide(RolloutInput(
         spec=spec, target=version, stable=status.get("stableVersion"), rollout=status.get("rollout"),
         rolled_back=list(status.get("rolledBack") or []), pods=observed.pods or {}, metrics=observed.metrics,
-        now=now, last_analysis=status.get("lastAnalysis"),
+        now=now, last_analysis=status.get("lastAnalysis"), ab_test=status.get("abTest"),
+        metrics_error=observed.metrics_error,
+        stale_reference=stale_reference(observed.model, status, status.get("stableVersion"), version),
     ))
     deployments = []
     for v, replicas in sorted(decision.replicas.items()):
@@ -247,16 +270,27 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     if spec.traffic.router == "gatewayAPI":
         services += [service(obj, version_name(name, v), {DEPLOYMENT_LABEL: name, VERSION_LABEL: str(v)})
                      for v in sorted(decision.replicas)]
-        routes.append(http_route(obj, spec, decision.weights))
+        # Only versions that run (and so have a Service): a 0 % A/B variant without a header has neither.
+        routes.append(http_route(obj, spec, {v: w for v, w in decision.weights.items() if v in decision.replicas}))
     remove = sorted(set(observed.pods or {}) - set(decision.replicas))
 
     weights = _effective_weights(decision, spec.traffic.router)
+    header = spec.strategy.abTest.header if spec.strategy.type == "ABTest" and spec.strategy.abTest else None
+    previous = {int(v["version"]): v for v in status.get("variants") or [] if "version" in v}
+    carry = _same_window(status, decision)
     variants = []
     for v, replicas in sorted(decision.replicas.items()):
         pods = (observed.pods or {}).get(v)
         role = "stable" if v == decision.stable else "canary" if v == decision.canary else "variant"
-        variants.append({"version": v, "role": role, "weight": weights.get(v, 0), "replicas": replicas,
-                         "readyReplicas": pods.ready if pods else 0})
+        variant: dict[str, Any] = {"version": v, "role": role, "weight": weights.get(v, 0), "replicas": replicas,
+                                   "readyReplicas": pods.ready if pods else 0}
+        if header:
+            variant["header"] = {"name": header, "value": str(v)}
+        if v in decision.measured:
+            variant.update(decision.measured[v])
+        elif carry:  # not measured this time: the last numbers of the same canary or test stand
+            variant.update({k: previous[v][k] for k in NUMBERS if k in previous.get(v, {})})
+        variants.append(variant)
     plan = Plan(events=list(decision.events), requeue_after=decision.requeue_after)
     plan.status.update(
         url=f"http://{name}.{obj['metadata']['namespace']}.svc/v2/models/{spec.modelRef.name}",
@@ -264,6 +298,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         canaryWeight=decision.weights.get(decision.canary) if decision.canary else None,
         canaryStep=(int(decision.rollout["step"]) + 1) if decision.rollout else None,
         rollout=decision.rollout, variants=variants, rolledBack=decision.rolled_back or None,
+        abTest=decision.ab_test,
     )
     if decision.analysis:
         plan.status["lastAnalysis"] = decision.analysis

@@ -59,7 +59,7 @@ def scrape(api: Api, namespace: str, name: str, versions: list[int]) -> dict[int
 
 
 def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[str, ...]) -> None:
-    """Create the object, or merge-patch the given top-level spec fields when they differ."""
+    """Create the object, or merge-patch the given top-level spec fields when they differ (or are gone)."""
     name = desired["metadata"]["name"]
     try:
         current = api.request("GET", f"{collection}/{name}")
@@ -68,7 +68,13 @@ def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[s
             raise
         api.request("POST", collection, desired)
         return
-    patch = {k: desired["spec"][k] for k in compare if not _contains(current["spec"].get(k), desired["spec"][k])}
+    patch: dict[str, Any] = {}
+    for k in compare:
+        if k in desired["spec"]:
+            if not _contains(current["spec"].get(k), desired["spec"][k]):
+                patch[k] = desired["spec"][k]
+        elif current["spec"].get(k) is not None:  # a field we no longer set (e.g. hostnames removed)
+            patch[k] = None
     if patch:
         api.request("PATCH", f"{collection}/{name}", {"spec": patch}, content_type="application/merge-patch+json")
 
@@ -83,14 +89,37 @@ def _contains(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
-def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
+def _route_problem(route: dict[str, Any], e: ApiError) -> tuple[str, str]:
+    """Why an HTTPRoute could not be written, as a condition reason and message."""
+    name = route["metadata"]["name"]
+    if e.status == 404:
+        return "GatewayAPIUnavailable", (f"cannot create HTTPRoute {name}: this cluster serves no Gateway API "
+                                         "HTTPRoute (gateway.networking.k8s.io/v1); install the Gateway API CRDs, "
+                                         "or set spec.traffic.router: replicas")
+    if e.status == 403:
+        return "HTTPRouteForbidden", (f"the operator may not manage HTTPRoute {name}: {e.message}; grant it "
+                                      "(chart value rbac.gatewayAPI) or set spec.traffic.router: replicas")
+    return "HTTPRouteRejected", f"the API server rejected HTTPRoute {name}: {e.message}; fix spec.traffic.gateway"
+
+
+def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> tuple[str, str] | None:
+    """Create or update the serving objects. An HTTPRoute the cluster refuses does not stop the rest: its reason
+    and message are returned (for the Degraded condition) instead of raised."""
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    problem = None
     for d in serving.deployments:
         _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, ("replicas", "template"))
     for s in serving.services:
         _upsert(api, f"/api/v1/namespaces/{ns}/services", s, ("selector",))
     for r in serving.routes:
-        _upsert(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes", r, ("parentRefs", "rules"))
+        try:
+            _upsert(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes", r,
+                    ("parentRefs", "hostnames", "rules"))
+        except ApiError as e:
+            if e.status not in (400, 403, 404, 422):
+                raise
+            problem = _route_problem(r, e)
+            log.warning("Deployment %s/%s: %s", ns, name, problem[1])
     for version in serving.remove_versions:
         for path in (f"/apis/apps/v1/namespaces/{ns}/deployments/{version_name(name, version)}",
                      f"/api/v1/namespaces/{ns}/services/{version_name(name, version)}"):
@@ -99,3 +128,4 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
             except ApiError as e:
                 if e.status != 404:
                     raise
+    return problem

@@ -17,6 +17,8 @@ KULTIVAR_MAX_BATCH           32        most rows in one ``predict`` call
 KULTIVAR_BATCH_WAIT_MS       2         longest a request waits for others to join its batch (only under load)
 KULTIVAR_DRIFT_ACCOUNTING    on        count inputs per profile bucket for drift (on/off)
 KULTIVAR_MAX_REQUEST_BYTES   10485760  larger request bodies get 413
+KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
+KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
 ===========================  ========  ==============================================================
 """
 
@@ -52,6 +54,7 @@ class ServingConfig:
     batch_wait_ms: float = 2.0
     drift_accounting: bool = True
     max_request_bytes: int = 10 * 1024 * 1024
+    deployment: tuple[str, str] | None = None  # (namespace, name) of the Kultivar Deployment serving this
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -101,7 +104,16 @@ class ServingConfig:
             drift_accounting=_switch(given.get("drift_accounting"), env, "KULTIVAR_DRIFT_ACCOUNTING", True),
             max_request_bytes=_integer(given.get("max_request_bytes"), env, "KULTIVAR_MAX_REQUEST_BYTES",
                                        10 * 1024 * 1024, 1024, 2**31),
+            deployment=_deployment(env),
         )
+
+
+def _deployment(env: Mapping[str, str]) -> tuple[str, str] | None:
+    namespace, name = env.get("KULTIVAR_NAMESPACE", "").strip(), env.get("KULTIVAR_DEPLOYMENT", "").strip()
+    if bool(namespace) != bool(name):
+        raise ConfigError("set both KULTIVAR_NAMESPACE and KULTIVAR_DEPLOYMENT (the Kultivar Deployment serving "
+                          "this model), or neither")
+    return (namespace, name) if name else None
 
 
 def sibling(uri: str, name: str) -> str:

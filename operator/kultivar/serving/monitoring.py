@@ -16,6 +16,11 @@ metric                                                         meaning
 ``kultivar_model_info{model,version,digest}``                  always 1; the digest being served
 =============================================================  =================================================
 
+When the operator runs the server, every metric also carries ``kultivar_namespace`` and ``kultivar_deployment``
+(the Kultivar Deployment, from ``KULTIVAR_NAMESPACE`` and ``KULTIVAR_DEPLOYMENT``): the labels by which the
+operator's ``metricsSource: prometheus`` finds a Deployment's series in Prometheus, whatever its scrape config.
+Without those variables (a server started by hand) the labels are left out.
+
 Feature buckets are the contract with the operator's drift computation (see :mod:`kultivar.domain.profile`):
 a numeric feature's ``bucket`` is the bin index ``"0"`` .. ``"k-1"`` of the profile's edges (outer bins open, inner
 bins ``[edges[i], edges[i+1])``); a categorical or boolean feature's ``bucket`` is the profile key, with unseen
@@ -98,9 +103,20 @@ class _CategoryCounter:
         return self.missing if key is None else self.position.get(key, self.other)
 
 
+class _Identity:
+    """The labels every metric starts with: model, version and, when known, the Kultivar Deployment."""
+
+    def __init__(self, model: str, version: str, deployment: tuple[str, str] | None = None) -> None:
+        self.names = ["model", "version"]
+        self.values = [model, version]
+        if deployment:
+            self.names += ["kultivar_namespace", "kultivar_deployment"]
+            self.values += list(deployment)
+
+
 class _FeatureBuckets(Collector):
-    def __init__(self, model: str, version: str, features: Sequence[FeatureSpec], profile: Profile) -> None:
-        self.model, self.version = model, version
+    def __init__(self, identity: _Identity, features: Sequence[FeatureSpec], profile: Profile) -> None:
+        self.identity = identity
         self.counters: list[tuple[int, str, _NumericCounter | _CategoryCounter]] = []
         for j, f in enumerate(features):
             ref = profile.features.get(f.name)
@@ -115,22 +131,22 @@ class _FeatureBuckets(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily("kultivar_feature_bucket", "Input values per training-profile bucket.",
-                                     labels=["model", "version", "feature", "bucket"])
+                                     labels=[*self.identity.names, "feature", "bucket"])
         # The training proportions of the same buckets: the operator computes drift from scrapes alone.
         reference = GaugeMetricFamily("kultivar_feature_reference_ratio",
                                       "Training-profile share of each input bucket (drift reference).",
-                                      labels=["model", "version", "feature", "bucket"])
+                                      labels=[*self.identity.names, "feature", "bucket"])
         for _, name, counter in self.counters:
             for label, count, ratio in zip(counter.labels, counter.counts.tolist(), counter.reference, strict=True):
-                family.add_metric([self.model, self.version, name, label], count)
-                reference.add_metric([self.model, self.version, name, label], ratio)
+                family.add_metric([*self.identity.values, name, label], count)
+                reference.add_metric([*self.identity.values, name, label], ratio)
         yield family
         yield reference
 
 
 class _ClassCounts(Collector):
-    def __init__(self, model: str, version: str, classes: Sequence[Any] | None) -> None:
-        self.model, self.version = model, version
+    def __init__(self, identity: _Identity, classes: Sequence[Any] | None) -> None:
+        self.identity = identity
         self.counts: dict[str, int] = {_label(c): 0 for c in classes or ()}
 
     def add(self, predictions: np.ndarray) -> None:
@@ -141,15 +157,15 @@ class _ClassCounts(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily("kultivar_predictions", "Predicted rows per class.",
-                                     labels=["model", "version", "class"])
+                                     labels=[*self.identity.names, "class"])
         for label, count in self.counts.items():
-            family.add_metric([self.model, self.version, label], count)
+            family.add_metric([*self.identity.values, label], count)
         yield family
 
 
 class _ValueHistogram(Collector):
-    def __init__(self, model: str, version: str, bounds: Sequence[float]) -> None:
-        self.model, self.version = model, version
+    def __init__(self, identity: _Identity, bounds: Sequence[float]) -> None:
+        self.identity = identity
         self.bounds = np.asarray(sorted(set(bounds)), dtype=np.float64)
         self.counts = np.zeros(self.bounds.size + 1, dtype=np.int64)  # last: above every bound (+Inf)
         self.total = 0.0
@@ -166,8 +182,8 @@ class _ValueHistogram(Collector):
         buckets = [(_bound(b), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
         buckets.append(("+Inf", cumulative[-1]))
         family = HistogramMetricFamily("kultivar_prediction_value", "Predicted values (regression).",
-                                       labels=["model", "version"])
-        family.add_metric([self.model, self.version], buckets, self.total)
+                                       labels=self.identity.names)
+        family.add_metric(self.identity.values, buckets, self.total)
         yield family
 
 
@@ -184,22 +200,25 @@ def _bound(value: float) -> str:
 class ServingMetrics:
     """The server's metrics in their own registry (several servers can live in one test process)."""
 
-    def __init__(self, model: str, version: str, digest: str, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, model: str, version: str, digest: str, registry: CollectorRegistry | None = None,
+                 deployment: tuple[str, str] | None = None) -> None:
+        """deployment: (namespace, name) of the Kultivar Deployment, exported as labels on every metric."""
         self.model, self.version = model, version
+        self.identity = _Identity(model, version, deployment)
         self.registry = registry or CollectorRegistry()
-        labels = ["model", "version"]
+        labels, values = self.identity.names, self.identity.values
         requests = Counter("kultivar_inference_requests", "Inference requests by outcome.",
                            [*labels, "outcome"], registry=self.registry)
         # Resolved once: a labels() lookup per request would cost more than the increment itself.
-        self._outcome = {o: requests.labels(model, version, o) for o in OUTCOMES}
+        self._outcome = {o: requests.labels(*values, o) for o in OUTCOMES}
         self._latency = Histogram("kultivar_inference_latency_seconds", "Inference request latency.", labels,
-                                  buckets=LATENCY_BUCKETS, registry=self.registry).labels(model, version)
+                                  buckets=LATENCY_BUCKETS, registry=self.registry).labels(*values)
         self._batch = Histogram("kultivar_inference_batch_rows", "Rows per predict call.", labels,
-                                buckets=BATCH_BUCKETS, registry=self.registry).labels(model, version)
+                                buckets=BATCH_BUCKETS, registry=self.registry).labels(*values)
         self._ready = Gauge("kultivar_model_ready", "1 once the model passed its test inference.", labels,
-                            registry=self.registry).labels(model, version)
+                            registry=self.registry).labels(*values)
         Gauge("kultivar_model_info", "The model being served.", [*labels, "digest"],
-              registry=self.registry).labels(model, version, digest).set(1)
+              registry=self.registry).labels(*values, digest).set(1)
         ProcessCollector(registry=self.registry)
         self._features: _FeatureBuckets | None = None
         self._classes: _ClassCounts | None = None
@@ -209,16 +228,16 @@ class ServingMetrics:
                    profile: Profile | None, drift_accounting: bool) -> None:
         """Register the model-specific metrics once the model (and so its features and profile) is known."""
         if task == "classification":
-            self._classes = _ClassCounts(self.model, self.version, classes)
+            self._classes = _ClassCounts(self.identity, classes)
             self.registry.register(self._classes)
         else:
             target = profile.target if profile else None
             bounds = (np.asarray(target.edges[1:-1]) if isinstance(target, NumericProfile) and target.bins > 1
                       else np.asarray(DEFAULT_VALUE_BUCKETS))
-            self._values = _ValueHistogram(self.model, self.version, bounds.tolist())
+            self._values = _ValueHistogram(self.identity, bounds.tolist())
             self.registry.register(self._values)
         if drift_accounting and profile is not None:
-            self._features = _FeatureBuckets(self.model, self.version, features, profile)
+            self._features = _FeatureBuckets(self.identity, features, profile)
             self.registry.register(self._features)
 
     def request(self, outcome: str, seconds: float) -> None:

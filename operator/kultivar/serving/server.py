@@ -72,7 +72,8 @@ class InferenceService:
 
     def __init__(self, config: ServingConfig) -> None:
         self.config = config
-        self.metrics = ServingMetrics(config.model_name, config.model_version, config.model_digest)
+        self.metrics = ServingMetrics(config.model_name, config.model_version, config.model_digest,
+                                      deployment=config.deployment)
         self.model: ServedModel | None = None
         self.ready = False
         self.failure: ModelLoadError | None = None
