@@ -4,13 +4,14 @@
 #
 #   make images          build kultivar-runtime, kultivar-operator and kultivar-pause :<pyproject version>
 #                        (root; cold ~3 min on 2 cores, a source change ~15-30 s, nothing changed <1 s)
-#   make images-import   import them into containerd (CONTAINERD_ADDRESS, default /run/containerd/containerd.sock;
+#   make images-import   import them into containerd (CONTAINERD_ADDRESS, default the local real node's socket;
 #                        ~25 s the first time, seconds after a source change, skipped when already there)
 #   make images-check    fail if images/*.Dockerfile drift from hack/versions.env
 #   make images-refs     print "<reference> <archive>" per image
 
 IMAGES_MK_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
-CONTAINERD_ADDRESS ?= /run/containerd/containerd.sock
+# The local real node's containerd (kultivar.devcluster.node); a system containerd is /run/containerd/containerd.sock.
+CONTAINERD_ADDRESS ?= /run/kultivar/containerd.sock
 
 .PHONY: images images-import images-check images-refs
 
