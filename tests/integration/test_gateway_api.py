@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from kapi import create, get, install_crds, sample, wait_reason
+from kapi import create, get, install_crds, patch_spec, sample, wait_reason
 from test_serving_path import IRIS_ROW, TIMEOUT, Traffic, _condition, _serving_pods, infer
 
 from helpers import wait_for
@@ -238,3 +238,21 @@ def test_route_the_crd_refuses_is_reported_in_status(kube, gateway_api, namespac
                         timeout=TIMEOUT, message="Degraded: HTTPRouteRejected")
     assert degraded["reason"] == "HTTPRouteRejected" and "sectionName must be unique" in degraded["message"]
     assert kube.raw("GET", routes_path(namespace, "iris"))[0] == 404
+
+
+def test_switching_back_to_the_replicas_router_removes_the_route(kube, gateway_api, namespace, kubelet) -> None:
+    """A route left behind would keep a Gateway sending traffic with stale weights to Services that go away."""
+    first_version(kube, namespace)
+    the_gateway(kube, namespace)
+    create(kube, namespace, gateway_deployment({"type": "Immediate"}))
+    wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
+    assert kube.raw("GET", routes_path(namespace, "iris"))[0] == 200
+    assert kube.raw("GET", f"/api/v1/namespaces/{namespace}/services/iris-v1")[0] == 200
+
+    patch_spec(kube, namespace, "Deployment", "iris", {"traffic": {"router": "replicas", "gateway": None}})
+    wait_for(lambda: kube.raw("GET", routes_path(namespace, "iris"))[0] == 404, timeout=60,
+             message="the HTTPRoute removed")
+    wait_for(lambda: kube.raw("GET", f"/api/v1/namespaces/{namespace}/services/iris-v1")[0] == 404, timeout=60,
+             message="the per-version Service removed")
+    assert kube.raw("GET", f"/api/v1/namespaces/{namespace}/services/iris")[0] == 200  # the Service users call
+    wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)

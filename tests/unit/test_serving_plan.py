@@ -90,3 +90,19 @@ def test_route_leaves_out_versions_without_pods() -> None:
     planned = plan_serving(observe(deployment(strategy=ab, traffic=GATEWAY), {1: Pods(2, 2)}), CONFIG, T0)
     assert [s["metadata"]["name"] for s in planned.services] == ["iris", "iris-v1"]
     assert planned.routes[0]["spec"]["rules"] == [{"backendRefs": [{"name": "iris-v1", "port": 80, "weight": 100}]}]
+
+
+def test_stale_objects_after_switching_from_gateway_api_to_replicas() -> None:
+    from kultivar.domain.plan import Plan
+    from kultivar.domain.serving import ServingPlan, stale_objects
+
+    def plan(services: list[str], routes: int) -> ServingPlan:
+        return ServingPlan(Plan(), [], [{"metadata": {"name": n}} for n in services],
+                           [{"metadata": {"name": "iris"}}] * routes, [])
+
+    # Still gatewayAPI: nothing stale, the route stays.
+    assert stale_objects(plan(["iris", "iris-v1"], 1), ["iris", "iris-v1"], "iris") == ([], False)
+    # Switched to replicas: the per-version Service and the route go; the Service users call stays.
+    assert stale_objects(plan(["iris"], 0), ["iris", "iris-v1"], "iris") == (["iris-v1"], True)
+    # Always replicas: no route to delete, so no call for it on every reconcile.
+    assert stale_objects(plan(["iris"], 0), ["iris"], "iris") == ([], False)

@@ -187,6 +187,17 @@ def http_route(obj: dict[str, Any], spec: DeploymentSpec, weights: dict[int, int
     }
 
 
+def stale_objects(serving: ServingPlan, existing_services: list[str], name: str) -> tuple[list[str], bool]:
+    """Which of this Deployment's Services (found by its owner labels) are no longer wanted, and whether its
+    HTTPRoute must go too: a router switched from gatewayAPI to replicas leaves per-version Services and a
+    route that a Gateway would keep sending traffic through with stale weights. Per-version Services exist
+    only under gatewayAPI, so finding a stale one is also when to remove the route (not on every reconcile)."""
+    wanted = {s["metadata"]["name"] for s in serving.services}
+    stale = sorted(n for n in existing_services if n not in wanted)
+    drop_route = not serving.routes and any(n.startswith(f"{name}-v") for n in stale)
+    return stale, drop_route
+
+
 @dataclass
 class ServingPlan:
     """Everything the Deployment controller applies: objects to exist, versions to remove, status."""

@@ -7,9 +7,17 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kultivar.domain.jobs import owner_labels
 from kultivar.domain.metrics import Snapshot, parse
 from kultivar.domain.rollout import Pods
-from kultivar.domain.serving import DEPLOYMENT_LABEL, HTTP_PORT, VERSION_LABEL, ServingPlan, version_name
+from kultivar.domain.serving import (
+    DEPLOYMENT_LABEL,
+    HTTP_PORT,
+    VERSION_LABEL,
+    ServingPlan,
+    stale_objects,
+    version_name,
+)
 from kultivar.k8s.client import Api, ApiError
 
 log = logging.getLogger(__name__)
@@ -102,6 +110,27 @@ def _route_problem(route: dict[str, Any], e: ApiError) -> tuple[str, str]:
     return "HTTPRouteRejected", f"the API server rejected HTTPRoute {name}: {e.message}; fix spec.traffic.gateway"
 
 
+def _delete(api: Api, path: str, ignore: tuple[int, ...] = (404,)) -> None:
+    try:
+        api.request("DELETE", path, {"propagationPolicy": "Background"})
+    except ApiError as e:
+        if e.status not in ignore:
+            raise
+
+
+def _prune(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
+    """Remove what an earlier spec wanted and this one does not (see stale_objects)."""
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    selector = ",".join(f"{k}={v}" for k, v in owner_labels(obj).items())
+    found = api.request("GET", f"/api/v1/namespaces/{ns}/services", query={"labelSelector": selector})
+    stale, drop_route = stale_objects(serving, [s["metadata"]["name"] for s in found.get("items") or []], name)
+    if drop_route:  # first, so a Gateway never routes to a Service that is gone
+        # 403/404: no permission on, or no CRD for, HTTPRoutes -- then there is no route of ours either.
+        _delete(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}", (403, 404))
+    for service_name in stale:
+        _delete(api, f"/api/v1/namespaces/{ns}/services/{service_name}")
+
+
 def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> tuple[str, str] | None:
     """Create or update the serving objects. An HTTPRoute the cluster refuses does not stop the rest: its reason
     and message are returned (for the Degraded condition) instead of raised."""
@@ -120,12 +149,9 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> tuple[
                 raise
             problem = _route_problem(r, e)
             log.warning("Deployment %s/%s: %s", ns, name, problem[1])
+    _prune(api, obj, serving)
     for version in serving.remove_versions:
         for path in (f"/apis/apps/v1/namespaces/{ns}/deployments/{version_name(name, version)}",
                      f"/api/v1/namespaces/{ns}/services/{version_name(name, version)}"):
-            try:
-                api.request("DELETE", path, {"propagationPolicy": "Background"})
-            except ApiError as e:
-                if e.status != 404:
-                    raise
+            _delete(api, path)
     return problem
