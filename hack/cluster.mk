@@ -19,7 +19,7 @@ NODE ?= kwok
 cluster-binaries:
 	$(CLUSTER_MK_DIR)/build-k8s.sh control-plane
 
-# kubelet and kube-proxy (a real node), and the Debian packages it runs on.
+# kubelet and kube-proxy (a real node); the Debian packages it and the image build need.
 node-binaries:
 	$(CLUSTER_MK_DIR)/build-k8s.sh node
 
