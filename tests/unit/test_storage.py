@@ -177,8 +177,8 @@ def test_streamed_and_staged_writes(store: ArtifactStore) -> None:
         store.write_stream_once("ns/a/stream.bin", lambda f: f.write(b"other"))
     # Staged: written before its (content-addressed) name is known, then committed or discarded.
     staged = store.stage_stream("ns/datasets/d", lambda f: f.write(b"snapshot"))
-    assert not store.exists(store.uri_for("ns/datasets/d/abc/snapshot.parquet"))
-    committed = store.commit_staged(staged, "ns/datasets/d/abc/snapshot.parquet")
+    assert not store.exists(store.uri_for("ns/datasets/d/abc/snapshot.arrow"))
+    committed = store.commit_staged(staged, "ns/datasets/d/abc/snapshot.arrow")
     assert store.read_bytes(committed["uri"]) == b"snapshot"
     dropped = store.stage_stream("ns/datasets/d", lambda f: f.write(b"unused"))
     store.discard_staged(dropped)
@@ -189,12 +189,12 @@ def test_content_addressed_commit_keeps_the_first_file_and_never_hashes(store: A
     # A name that identifies the content (a snapshot under the digest of its data) needs no digest of the bytes.
     staged = store.stage_stream("ns/datasets/d", lambda f: f.write(b"first bytes"), hashed=False)
     assert staged.digest is None and staged.size == 11
-    assert store.commit_addressed(staged, "ns/datasets/d/abc/snapshot.parquet") is True
-    uri = store.uri_for("ns/datasets/d/abc/snapshot.parquet")
+    assert store.commit_addressed(staged, "ns/datasets/d/abc/snapshot.arrow") is True
+    uri = store.uri_for("ns/datasets/d/abc/snapshot.arrow")
     assert store.read_bytes(uri) == b"first bytes"
     # Same data written again, in other bytes (another library version): the first file stays.
     again = store.stage_stream("ns/datasets/d", lambda f: f.write(b"other bytes"), hashed=False)
-    assert store.commit_addressed(again, "ns/datasets/d/abc/snapshot.parquet") is False
+    assert store.commit_addressed(again, "ns/datasets/d/abc/snapshot.arrow") is False
     assert store.read_bytes(uri) == b"first bytes"
     # Without a digest the write-once comparison of commit_staged is impossible: refused, and nothing is left.
     unhashed = store.stage_stream("ns/datasets/d", lambda f: f.write(b"x"), hashed=False)

@@ -13,7 +13,7 @@ DIGEST = "sha256:" + "a" * 64
 def validation_result(features: int) -> dict:
     return {
         "ok": True, "digest": DIGEST, "rows": 1000, "columns": features + 1,
-        "snapshotUri": f"s3://bucket/ns/datasets/d/{'a' * 64}/snapshot.parquet",
+        "snapshotUri": f"s3://bucket/ns/datasets/d/{'a' * 64}/snapshot.arrow",
         "profileUri": f"s3://bucket/ns/datasets/d/{'a' * 64}/profile.json",
         "features": [{"name": f"feature_number_{i}", "type": "numeric", "missingFraction": 0.0123}
                      for i in range(features)],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from kultivar.api.dataset import DatasetSpec
@@ -21,7 +24,7 @@ from kultivar.workloads.training import (
     load_model,
     run_training,
 )
-from kultivar.workloads.validation import run_validation
+from kultivar.workloads.validation import as_features, digest_canonical, read_snapshot, run_validation, write_snapshot
 
 SEED = 42
 
@@ -267,13 +270,52 @@ def test_digest_mismatch(store: ArtifactStore, datasets: dict[str, Any]) -> None
 
 def test_tampered_snapshot_is_detected(store: ArtifactStore, datasets: dict[str, Any]) -> None:
     data = datasets["iris"]
+    assert data["snapshotUri"].endswith("/snapshot.arrow")
     with store.open(data["snapshotUri"]) as f:
-        frame = pd.read_parquet(f)
+        frame = pd.read_feather(f)
     frame.iloc[0, 0] += 1.0
+    buffer = io.BytesIO()
+    frame.to_feather(buffer)
+    tampered = store.write_once(f"ns/tampered-{uuid.uuid4().hex[:6]}/snapshot.arrow", buffer.getvalue())
+    result = train(store, {**data, "snapshotUri": tampered["uri"]}, spec("sklearn.linear_model.LogisticRegression"))
+    assert result["reason"] == "DataValidationFailed" and "changed after validation" in result["message"]
+
+
+def test_parquet_snapshots_of_earlier_versions_are_still_read(store: ArtifactStore,
+                                                              datasets: dict[str, Any]) -> None:
+    # Before snapshots were Arrow IPC files they were Parquet, and Dataset statuses still point at those.
+    data = datasets["churn"]
+    frame = read_snapshot(store, data["snapshotUri"]).copy()  # its numeric columns are read-only views
+    legacy = store.write_once(f"ns/legacy-{uuid.uuid4().hex[:6]}/snapshot.parquet", frame.to_parquet(index=False))
+    result = train(store, {**data, "snapshotUri": legacy["uri"]}, spec("sklearn.linear_model.LogisticRegression"))
+    assert result["ok"], result
+    assert result["score"] == train(store, data, spec("sklearn.linear_model.LogisticRegression"))["score"]
+    frame.loc[frame["age"].first_valid_index(), "age"] += 1.0
     tampered = store.write_once(f"ns/tampered-{uuid.uuid4().hex[:6]}/snapshot.parquet",
                                 frame.to_parquet(index=False))
     result = train(store, {**data, "snapshotUri": tampered["uri"]}, spec("sklearn.linear_model.LogisticRegression"))
     assert result["reason"] == "DataValidationFailed" and "changed after validation" in result["message"]
+
+
+def test_snapshot_on_a_local_store_round_trips(store: ArtifactStore, datasets: dict[str, Any], tmp_path: Path) -> None:
+    local = ArtifactStore(f"file://{tmp_path}/store")
+    data = datasets["churn"]
+    frame = read_snapshot(store, data["snapshotUri"])
+    uri = write_snapshot(local, "ns/datasets/churn/x/snapshot.arrow", frame)
+    assert local.local_path(uri) == f"{tmp_path}/store/ns/datasets/churn/x/snapshot.arrow"
+    back = read_snapshot(local, uri)
+    pd.testing.assert_frame_equal(back, frame)
+    assert digest_canonical(back, as_features(data["features"]), data["target"]) == data["digest"]
+    # Missing numbers are stored as NaN, not as nulls, so numeric columns load without a copy.
+    with pa.OSFile(f"{tmp_path}/store/ns/datasets/churn/x/snapshot.arrow") as f:
+        table = pa.ipc.open_file(f).read_all()
+    assert table.column("age").null_count == 0 and frame["age"].isna().any()
+    assert table.column("plan").null_count == frame["plan"].isna().sum() > 0
+    result = train(local, {**data, "snapshotUri": uri}, spec("sklearn.linear_model.LogisticRegression"))
+    assert result["ok"], result
+    gone = train(local, {**data, "snapshotUri": local.uri_for("ns/gone/snapshot.arrow")},
+                 spec("sklearn.linear_model.LogisticRegression"))
+    assert gone["reason"] == "DataValidationFailed" and "does not exist" in gone["message"]
 
 
 def test_digest_mismatch_wins_over_other_failures(store: ArtifactStore, datasets: dict[str, Any],
@@ -291,9 +333,10 @@ def test_digest_mismatch_wins_over_other_failures(store: ArtifactStore, datasets
 
 
 def test_missing_snapshot(store: ArtifactStore, datasets: dict[str, Any]) -> None:
-    data = {**datasets["iris"], "snapshotUri": store.uri_for("ns/gone/snapshot.parquet")}
-    result = train(store, data, spec("sklearn.linear_model.LogisticRegression"))
-    assert result["reason"] == "DataValidationFailed" and "does not exist" in result["message"]
+    for name in ("snapshot.arrow", "snapshot.parquet"):
+        data = {**datasets["iris"], "snapshotUri": store.uri_for(f"ns/gone/{name}")}
+        result = train(store, data, spec("sklearn.linear_model.LogisticRegression"))
+        assert result["reason"] == "DataValidationFailed" and "does not exist" in result["message"]
 
 
 # ----------------------------------------------------------------------------------------- model files
@@ -366,3 +409,63 @@ def test_unstratified_split_picks_the_rows_train_test_split_picks() -> None:
     train_rows, test_rows = training.split_rows(y, run_spec, "regression")
     expected = train_test_split(np.arange(5000), test_size=0.25, random_state=7)
     assert np.array_equal(train_rows, np.sort(expected[0])) and np.array_equal(test_rows, np.sort(expected[1]))
+
+
+def _held_out(rows: int, seed: int, unknown: bool = False) -> tuple[Any, pd.DataFrame, list[str]]:
+    """A fitted pipeline and held-out inputs built as the workload builds them (categories from small tables)."""
+    from kultivar.api.dataset import Feature
+
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(np.array(["basic", "plus", "pro", None], dtype=object), rows)
+    region = rng.choice(np.array(["north", "south", None], dtype=object), rows)
+    member = np.where(rng.random(rows) < 0.1, np.nan, (rng.random(rows) < 0.4).astype(np.float64))
+    age = np.where(rng.random(rows) < 0.1, np.nan, rng.normal(40, 12, rows))
+    frame = pd.DataFrame({"age": age, "plan": pd.array(plan, dtype=pd.StringDtype("pyarrow")),
+                          "region": pd.array(region, dtype=pd.StringDtype("pyarrow")), "member": member})
+    features = [Feature(name="age", type="numeric"), Feature(name="plan", type="categorical"),
+                Feature(name="region", type="categorical"), Feature(name="member", type="boolean")]
+    sources = training._input_sources(frame, features)
+    half = np.arange(rows // 2)
+    x_train, x_test = training._take_inputs(sources, half), training._take_inputs(sources, half + rows // 2)
+    if unknown:  # categories the encoder never saw are encoded as all zeros
+        x_test.loc[x_test.index[:5], "plan"] = "enterprise"
+    y = (np.nan_to_num(age[half], nan=40) + (plan[half] == "pro") * 5 + rng.normal(0, 5, len(half)) > 42)
+    from sklearn.linear_model import LogisticRegression
+
+    model = training.build_pipeline(features, LogisticRegression()).fit(x_train, y.astype(np.int64))
+    return model, x_test, ["plan", "region", "member"]
+
+
+@pytest.mark.parametrize("rows, unknown", [(4000, False), (4000, True), (60, False)])
+def test_transform_inputs_is_exactly_the_pipelines_transform(rows: int, unknown: bool) -> None:
+    model, x_test, few = _held_out(rows, seed=rows, unknown=unknown)
+    expected = model[:-1].transform(x_test)
+    fast = training.transform_inputs(model[:-1], x_test, few)
+    assert fast.dtype == expected.dtype and fast.shape == expected.shape
+    assert np.array_equal(fast, expected, equal_nan=True)
+    assert np.array_equal(training.transform_inputs(model[:-1], x_test), expected, equal_nan=True)
+
+
+def test_distinct_rows_keeps_every_distinct_input_apart() -> None:
+    x = pd.DataFrame({"c": np.array(["a", "b", np.nan, "a"] * 50, dtype=object),
+                      "f": np.array([1.0, -0.0, 0.0, np.nan] * 50)})
+    found = training._distinct_rows(x)
+    assert found is not None
+    rows, position = found
+    assert len(rows) == 4
+    # Every row maps to a representative with identical values (bit for bit for the floats).
+    picked = x.iloc[rows].iloc[position].reset_index(drop=True)
+    assert picked["c"].equals(x["c"]) and np.array_equal(picked["f"].to_numpy().view(np.int64),
+                                                          x["f"].to_numpy().view(np.int64))
+    assert training._distinct_rows(pd.DataFrame({"f": np.arange(200.0)})) is None  # too many to pay off
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_roc_auc_is_roc_auc_score(seed: int) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    positive = rng.random(5000) < 0.3
+    score = np.round(rng.random(5000) + positive * 0.3, 2)  # rounded: many ties
+    assert training.binary_roc_auc(positive, score) == roc_auc_score(positive, score)
+    assert training.binary_roc_auc(np.ones(10, bool), score[:10]) is None

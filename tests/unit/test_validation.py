@@ -301,6 +301,57 @@ def test_digest_normalises_numeric_representations() -> None:
     assert canonical_digest(neg_zero, feats, "y") == canonical_digest(pos_zero, feats, "y")
 
 
+@pytest.mark.parametrize("rows", [0, 1, 65_535, 65_536, 65_537, 200_003])
+def test_column_hashes_are_the_hash_of_the_whole_normalised_column(rows: int) -> None:
+    # The columns are hashed in steps through a reused buffer; the result is the sha256 of the whole column in its
+    # canonical bytes, wherever the steps fall.
+    import hashlib
+
+    import pyarrow as pa
+
+    from kultivar.workloads.validation import _hash_float, _hash_text
+
+    rng = np.random.default_rng(rows)
+    x = rng.normal(size=rows)
+    x[rng.random(rows) < 0.1] = np.nan
+    x[rng.random(rows) < 0.01] = -0.0
+    if rows:
+        x[-1] = np.frombuffer(np.uint64(0x7FF8000000000001).tobytes(), dtype="<f8")[0]  # another NaN payload
+    whole = x + 0.0
+    whole[np.isnan(whole)] = np.nan
+    assert _hash_float(x) == hashlib.sha256(whole.astype("<f8").tobytes()).digest()
+    ints = rng.integers(-5, 5, rows)
+    assert _hash_float(ints) == hashlib.sha256(ints.astype("<f8").tobytes()).digest()
+    text = pd.Series(pd.array(rng.choice(np.array(["a", "bb", None, "é"], dtype=object), rows),
+                              dtype=pd.StringDtype("pyarrow")))
+    arr = pa.array(text, type=pa.large_string(), from_pandas=True)
+    lengths = np.array([-1 if v is None else len(v.encode()) for v in arr.to_pylist()], dtype="<i8")
+    data = "".join(v for v in arr.to_pylist() if v is not None).encode()
+    assert _hash_text(text) == hashlib.sha256(lengths.tobytes() + data).digest()
+
+
+@pytest.mark.parametrize("labels", [
+    np.array([0, 1, 1, 2], dtype=np.int8),
+    np.array([3, 1, 2, 2], dtype=np.uint64),
+    np.array([-(2**53) + 1, 2**53 - 1, 0, 0], dtype=np.int64),
+    np.array([2**53, 0, 1, 1], dtype=np.int64),  # not exact as floats: text, as before
+    np.array([2**63 + 5, 0, 1, 1], dtype=np.uint64),
+])
+def test_integer_class_labels_keep_their_values(labels: np.ndarray) -> None:
+    df = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": labels})
+    frame, problems = coerce_frame(df, [Feature(name="x", type="numeric")], "y", "classification")
+    assert problems == []
+    if np.all(np.abs(labels.astype(np.float64)) < 2**53):
+        assert frame["y"].dtype == np.int64 and frame["y"].tolist() == labels.tolist()
+    else:
+        assert frame["y"].tolist() == [str(v) for v in labels.tolist()]
+    # The same digest as the same labels given as floats (or text, past 2**53).
+    as_floats = df.assign(y=labels.astype(np.float64)) if frame["y"].dtype == np.int64 else \
+        df.assign(y=[str(v) for v in labels.tolist()])
+    assert canonical_digest(df, [Feature(name="x", type="numeric")], "y", "classification") == \
+        canonical_digest(as_floats, [Feature(name="x", type="numeric")], "y", "classification")
+
+
 def test_digest_refuses_data_that_does_not_match_the_schema() -> None:
     df = pd.DataFrame({"x": ["a", "b"], "y": [0, 1]})
     with pytest.raises(ValueError, match="should be numeric"):
@@ -331,6 +382,29 @@ def test_profile_of_generated_data() -> None:
     assert build_profile(df, FEATURES, "churn", "classification") == profile
 
 
+@pytest.mark.parametrize("values, boolean", [
+    (pd.array(["b", None, "a", "b", "1", "1.0"], dtype=pd.StringDtype("pyarrow")), False),
+    (pd.array(["b", None, "a", "b"], dtype="str"), False),
+    (pd.array(["Yes", None, "no", "TRUE"], dtype=pd.StringDtype("pyarrow")), True),
+    (np.array([1.0, 0.0, np.nan, 1.0]), True),
+    (np.array([1.0, 1.0, np.nan]), True),  # no zeros at all: no "false" key
+    (np.array([1.0, 0.0, 2.5, np.nan]), False),  # not boolean-like: the general path
+    (np.array([np.nan, np.nan]), True),
+    (np.array(["x", None, 1, 1.0], dtype=object), False),
+])
+def test_categorical_counts_fast_paths_agree_with_value_counts(values: Any, boolean: bool) -> None:
+    from kultivar.domain.profile import normalize_category
+    from kultivar.workloads.validation import _categorical_counts
+
+    series = pd.Series(values)
+    expected: dict[str, int] = {}
+    for value, count in series.value_counts(dropna=True).items():
+        key = normalize_category(value, boolean)
+        if key is not None:
+            expected[key] = expected.get(key, 0) + int(count)
+    assert _categorical_counts(series, boolean) == (expected, int(series.isna().sum()))
+
+
 def test_profile_of_regression_target() -> None:
     df = load_source(DatasetSource(uri="sklearn://diabetes"), DatasetSchema(target="y", task="regression"))
     schema = DatasetSchema(target="y", task="regression")
@@ -357,21 +431,22 @@ def test_run_validation_writes_snapshot_and_profile(store: ArtifactStore) -> Non
     assert result["ok"] is True
     assert result["rows"] == 150 and result["columns"] == 5
     hexdigest = result["digest"].removeprefix("sha256:")
-    assert result["snapshotUri"] == store.uri_for(f"team-a/datasets/iris/{hexdigest}/snapshot.parquet")
+    assert result["snapshotUri"] == store.uri_for(f"team-a/datasets/iris/{hexdigest}/snapshot.arrow")
     assert result["profileUri"] == store.uri_for(f"team-a/datasets/iris/{hexdigest}/profile.json")
     assert [f["type"] for f in result["features"]] == ["numeric"] * 4
     assert all(f["missingFraction"] == 0.0 for f in result["features"])
     profile = Profile.model_validate_json(store.read_bytes(result["profileUri"]))
     assert set(profile.features) == {f["name"] for f in result["features"]}
+    # A plain Arrow IPC (Feather v2) file: readable without Kultivar.
     with store.open(result["snapshotUri"]) as f:
-        snapshot = pd.read_parquet(f)
+        snapshot = pd.read_feather(f)
     assert canonical_digest(snapshot, result["features"], "species", "classification") == result["digest"]
     # Re-validating the same data is idempotent: same digest, same files.
     again = run_validation(spec, "team-a", "iris", store)
     assert {k: again[k] for k in ("digest", "snapshotUri", "profileUri")} == \
            {k: result[k] for k in ("digest", "snapshotUri", "profileUri")}
     assert sorted(p.rsplit("/", 1)[1] for p in store.fs.find(store._path(""))) == ["profile.json",
-                                                                                  "snapshot.parquet"]
+                                                                                  "snapshot.arrow"]
 
 
 def test_run_validation_on_generated_files(tmp_path: Path, store: ArtifactStore) -> None:

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import posixpath
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,11 +55,10 @@ from kultivar.workloads.storage import ArtifactExists, ArtifactStore, Staged, da
 log = logging.getLogger("kultivar.workloads")
 
 DIGEST_FORMAT = b"kultivar-canonical-v1\n"
-SNAPSHOT_NAME = "snapshot.parquet"
-# Snappy rather than none: the floats that make up most snapshots barely shrink, but it is cheap, and integer-like
-# or repetitive columns shrink several times, which matters more on object stores than the CPU it costs.
-SNAPSHOT_COMPRESSION = "snappy"
-SNAPSHOT_BUFFER = 8 * 1024 * 1024  # bytes pyarrow collects natively before each write to the store
+SNAPSHOT_NAME = "snapshot.arrow"  # Arrow IPC file (Feather v2): pyarrow.ipc.open_file or pandas.read_feather
+LEGACY_SNAPSHOT_SUFFIX = ".parquet"  # snapshots written before the switch to Arrow IPC; training still reads them
+SNAPSHOT_FORMAT_KEY = b"kultivar.io/snapshot"
+SNAPSHOT_FORMAT = b"canonical-v1"
 PROFILE_NAME = "profile.json"
 MAX_REPORTED_FAILURES = 20
 
@@ -193,7 +193,7 @@ def _boolean(s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     return values, (bad if bad.any() else None)
 
 
-# Canonical text: Arrow-backed strings. Counting, hashing and Parquet writing work on the Arrow buffers directly;
+# Canonical text: Arrow-backed strings. Counting, hashing and snapshot writing work on the Arrow buffers directly;
 # a column of Python str objects would cost a conversion at each of those steps.
 STRING = pd.StringDtype("pyarrow")
 
@@ -221,6 +221,12 @@ def _target(s: pd.Series, task: str) -> tuple[Any, np.ndarray | None]:
         return _numeric(s)
     if ptypes.is_bool_dtype(s) and not s.isna().any():
         return s.to_numpy(dtype=np.int64), None
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+        # Integer labels as they are (no float round trip, no copy when already int64), unless some are too large
+        # to be exact as floats, which the general path below turns into text.
+        values = s.to_numpy()
+        if not len(values) or (values.min() > -2**53 and values.max() < 2**53):
+            return values.astype(np.int64, copy=False), None
     if ptypes.is_numeric_dtype(s):
         values = s.to_numpy(dtype=np.float64, na_value=np.nan)
         present = values[~np.isnan(values)]
@@ -447,11 +453,33 @@ def _digest_kind(values: np.ndarray | pd.Series) -> str:
     return "f8" if dtype.kind in "fiub" else "str"
 
 
+# Columns are hashed in steps of this many values through a buffer each hashing thread keeps: normalising a whole
+# column first would allocate a copy of it, and fresh memory costs a page fault per 4 KiB (on some virtual machines
+# more than the hashing itself). A step's values also stay in the CPU cache between normalising and hashing.
+HASH_STEP = 1 << 16
+_hash_buffers = threading.local()
+
+
+def _hash_buffer(dtype: str) -> np.ndarray:
+    buffers: dict[str, np.ndarray] | None = getattr(_hash_buffers, "buffers", None)
+    if buffers is None:
+        buffers = _hash_buffers.buffers = {}
+    if dtype not in buffers:
+        buffers[dtype] = np.empty(HASH_STEP, dtype=dtype)
+    return buffers[dtype]
+
+
 def _hash_float(values: np.ndarray) -> bytes:
-    v = np.asarray(values, dtype="<f8")
-    v = v + 0.0  # turns -0.0 into 0.0 (and copies, so the caller's array is untouched)
-    v[np.isnan(v)] = np.nan  # one NaN bit pattern whatever produced the NaN
-    return hashlib.sha256(v.data).digest()
+    """sha256 of the values as little-endian float64, -0.0 as 0.0 and every NaN as the same NaN."""
+    h = hashlib.sha256()
+    buf = _hash_buffer("<f8")
+    for start in range(0, len(values), HASH_STEP):
+        part = values[start:start + HASH_STEP]
+        step = buf[:len(part)]
+        np.add(part, 0.0, out=step)  # to float64 (integers as the equal float) and -0.0 to 0.0, in the buffer
+        step[np.isnan(step)] = np.nan  # one NaN bit pattern whatever produced the NaN
+        h.update(step.data)
+    return h.digest()
 
 
 def _hash_text(values: pd.Series) -> bytes:
@@ -461,10 +489,15 @@ def _hash_text(values: pd.Series) -> bytes:
         arr = arr.combine_chunks()
     n = len(arr)
     offsets = np.frombuffer(arr.buffers()[1], dtype="<i8")[arr.offset: arr.offset + n + 1]
-    lengths = np.diff(offsets)
-    if arr.null_count:
-        lengths[arr.is_null().to_numpy(zero_copy_only=False)] = -1
-    h.update(np.ascontiguousarray(lengths, dtype="<i8").data)
+    missing = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
+    buf = _hash_buffer("<i8")
+    for start in range(0, n, HASH_STEP):
+        stop = min(start + HASH_STEP, n)
+        lengths = buf[:stop - start]
+        np.subtract(offsets[start + 1:stop + 1], offsets[start:stop], out=lengths)
+        if missing is not None:
+            lengths[missing[start:stop]] = -1
+        h.update(lengths.data)
     data = arr.buffers()[2]
     if data is not None and n:
         h.update(memoryview(data)[int(offsets[0]): int(offsets[-1])])
@@ -473,7 +506,10 @@ def _hash_text(values: pd.Series) -> bytes:
 
 def _column_digest(column: pd.Series, kind: str) -> bytes:
     if kind == "f8":
-        return _hash_float(float_values(column))
+        # Plain numpy columns (floats, integers, booleans) are converted step by step while hashing; others
+        # (nullable extension types) need their missing values turned into NaN first.
+        values = column.to_numpy() if isinstance(column.dtype, np.dtype) else float_values(column)
+        return _hash_float(values)
     return _hash_text(column)
 
 
@@ -511,13 +547,26 @@ def canonical_digest(df: pd.DataFrame, features: Iterable[Feature | Mapping[str,
 # ---------------------------------------------------------------------------------------------- profile
 
 
+def _distinct_counts(series: pd.Series) -> tuple[Iterable[tuple[Any, int]], int]:
+    """(value, count) of each distinct present value, and the number of missing values."""
+    if series.dtype == np.float64:
+        # The canonical form of a boolean feature: 0.0, 1.0 and NaN only, three counts instead of a hash table.
+        floats = series.to_numpy()
+        missing = int(np.count_nonzero(np.isnan(floats)))
+        ones, zeros = int(np.count_nonzero(floats == 1.0)), int(np.count_nonzero(floats == 0.0))
+        if ones + zeros + missing == len(floats):
+            return [(np.float64(1.0), ones), (np.float64(0.0), zeros)], missing
+    return series.value_counts(dropna=True).items(), int(series.isna().sum())
+
+
 def _categorical_counts(series: pd.Series, boolean: bool) -> tuple[dict[str, int], int]:
     counts: dict[str, int] = {}
-    for value, count in series.value_counts(dropna=True).items():
+    distinct, missing = _distinct_counts(series)
+    for value, count in distinct:
         key = normalize_category(value, boolean)
-        if key is not None:
+        if key is not None and count:
             counts[key] = counts.get(key, 0) + int(count)
-    return counts, int(series.isna().sum())
+    return counts, missing
 
 
 def feature_profile(series: pd.Series, ftype: str, bins: int = DEFAULT_BINS,
@@ -554,31 +603,58 @@ def build_profile(df: pd.DataFrame, features: Iterable[Feature | Mapping[str, An
 
 
 def read_snapshot(store: ArtifactStore, uri: str) -> pd.DataFrame:
-    """A snapshot as written by :func:`write_snapshot`, text columns Arrow-backed as in the canonical form."""
-    with store.open(uri) as f:
-        table = pq.read_table(f)
+    """A snapshot as written by :func:`write_snapshot`, text columns Arrow-backed as in the canonical form.
+
+    Arrow IPC snapshots load without decoding: the numeric columns are read-only views of the file's buffers
+    (copy the frame to modify it). Snapshots written as Parquet by earlier versions (``snapshot.parquet``) are
+    still read.
+    """
     mapping = {pa.string(): STRING, pa.large_string(): STRING}
-    # One block per column: numeric columns are used as Arrow decoded them instead of being copied into a 2-D
+    if uri.split("?", 1)[0].endswith(LEGACY_SNAPSHOT_SUFFIX):
+        with store.open(uri) as f:
+            table = pq.read_table(f)
+    else:
+        local = store.local_path(uri)
+        if local is not None:
+            # Read into memory rather than memory-mapped: training verifies the digest of exactly the bytes it
+            # then uses, which a mapping of a file that someone rewrites in place would not guarantee. Reading
+            # costs about as much as the page faults of a mapping, since every byte is hashed anyway.
+            with pa.OSFile(local) as f:
+                table = pa.ipc.open_file(f).read_all()
+        else:
+            table = pa.ipc.open_file(pa.py_buffer(store.read_bytes(uri))).read_all()
+    # One block per column: numeric columns are used as Arrow holds them instead of being copied into a 2-D
     # block first (a copy of the whole snapshot).
     return table.to_pandas(types_mapper=mapping.get, split_blocks=True)
 
 
-def _snapshot_writer(frame: pd.DataFrame) -> Callable[[Any], None]:
-    # Dictionary encoding pays off for text; for floats it is mostly wasted work on a large snapshot.
-    text = [name for name, dtype in zip(frame.columns, frame.dtypes, strict=True) if dtype.kind not in "fiub"]
-    numeric = [name for name in frame.columns if name not in text]
+def snapshot_table(frame: pd.DataFrame) -> pa.Table:
+    """The canonical frame as an Arrow table: one chunk per column, missing numbers as NaN, not as nulls."""
+    columns: dict[str, Any] = {}
+    for name in frame.columns:
+        values = frame[name].array
+        if isinstance(values, pd.arrays.NumpyExtensionArray):
+            # NaN stays a value (from_pandas=False): no validity bitmap, so the reader gets a float column back
+            # without converting nulls to NaN, which would copy it.
+            columns[str(name)] = pa.array(values.to_numpy(), from_pandas=False)
+        else:
+            columns[str(name)] = pa.array(values, type=pa.large_string(), from_pandas=True)
+    # One record batch: a column in several chunks would be concatenated (copied) again when it is read.
+    table = pa.table(columns).combine_chunks()
+    return table.replace_schema_metadata({SNAPSHOT_FORMAT_KEY: SNAPSHOT_FORMAT})
 
+
+def _snapshot_writer(frame: pd.DataFrame) -> Callable[[Any], None]:
     def produce(f: Any) -> None:
-        # Converted here rather than up front, so that it runs on the writer's thread too.
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        # pyarrow writes every page and page header separately, about two thousand writes per million rows, and
-        # each is a call into Python that must take the GIL from the digest and profile threads: buffer them
-        # natively so the sink sees a few large writes.
-        with pa.BufferedOutputStream(pa.PythonFile(f, mode="w"), buffer_size=SNAPSHOT_BUFFER) as sink:
-            # Statistics only for numbers: min/max of text columns cost about as much as encoding the text itself,
-            # and the training pod, which always reads every row, has no use for them.
-            pq.write_table(table, sink, compression=SNAPSHOT_COMPRESSION, use_dictionary=text or False,
-                           write_statistics=numeric or False)
+        # Converted here rather than up front, so that it runs on the writer's thread too (it is cheap: the
+        # columns are shared with the frame, not copied).
+        table = snapshot_table(frame)
+        # Arrow IPC (the Feather v2 file format), uncompressed: writing is a copy of the buffers and reading needs
+        # no decoding, where Parquet cost about 0.5 CPU-s to encode and 0.25 CPU-s to decode per million rows of
+        # twenty features. The price is size: random floats shrink little either way, but text, booleans and
+        # integer labels are stored plainly (1.3x the Parquet file for bench/bench_training.py's data).
+        with pa.ipc.new_file(pa.PythonFile(f, mode="w"), table.schema) as writer:
+            writer.write_table(table)
 
     return produce
 
@@ -605,8 +681,8 @@ def _discard_staging(store: ArtifactStore, staging: Future[Staged]) -> None:
 
 
 def write_snapshot(store: ArtifactStore, relpath: str, frame: pd.DataFrame) -> str:
-    """Write the canonical frame as Parquet at ``relpath``, a path named by the frame's canonical digest; an
-    existing snapshot there is reused. Returns the snapshot's URI."""
+    """Write the canonical frame as an Arrow IPC file at ``relpath``, a path named by the frame's canonical
+    digest; an existing snapshot there is reused. Returns the snapshot's URI."""
     return _commit_snapshot(store, _stage_snapshot(store, posixpath.dirname(relpath), frame), relpath)
 
 
