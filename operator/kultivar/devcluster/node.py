@@ -360,6 +360,26 @@ def unmount_under(prefixes: list[Path]) -> None:
         _run("umount", "-l", point, check=False)
 
 
+# containerd 1.6 puts its shims' sockets here whatever its state directory is.
+SHIM_SOCKETS = Path("/run/containerd/s")
+
+
+def _remove_dead_shim_sockets() -> None:
+    """Shim sockets no process holds any more (ours, once the shims are gone); a live one is never touched,
+    so another containerd on the machine keeps its own."""
+    if not SHIM_SOCKETS.is_dir():
+        return
+    try:
+        bound = {line.split()[-1] for line in Path("/proc/net/unix").read_text().splitlines()[1:]
+                 if len(line.split()) >= 8}
+    except OSError:
+        return
+    for entry in SHIM_SOCKETS.iterdir():
+        if str(entry) not in bound:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 def _remove_netns() -> None:
     """The network namespaces containerd made for our pods (``/var/run/netns/cni-*``)."""
     netns_dir = Path("/var/run/netns")
@@ -403,6 +423,7 @@ def cleanup(node_dir: Path, kube_proxy: Path | None = None, progress: Progress |
     time.sleep(0.2)
     unmount_under([node_dir, KUBELET_ROOT, CONTAINERD_STATE, containerd_root() / "root"])
     _remove_netns()
+    _remove_dead_shim_sockets()
     if kube_proxy is not None and (node_dir / "kube-proxy.yaml").exists():
         # kube-proxy removes its own iptables chains.
         subprocess.run([str(kube_proxy), "--cleanup", f"--config={node_dir / 'kube-proxy.yaml'}"],
