@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,3 +38,42 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}; last: {last!r}")
         time.sleep(interval)
+
+
+# Network exposure: which addresses a process listens on (from /proc, no tools needed)
+
+
+def listening_sockets() -> dict[int, str]:
+    """inode -> "address:port" of every listening TCP socket and bound UDP socket (IPv4 and IPv6)."""
+    sockets: dict[int, str] = {}
+    for table, listening_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], int(fields[9])
+            if state == listening_state:
+                sockets[inode] = _decode_address(local)
+    return sockets
+
+
+def _decode_address(hex_address: str) -> str:
+    address, port = hex_address.split(":")
+    raw = bytes.fromhex(address)
+    # /proc prints the address as 32-bit words in host (little-endian) order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
+
+
+def socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:[") : -1]))
+    return inodes

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from helpers import wait_for
+from helpers import listening_sockets, socket_inodes, wait_for
 from kultivar.devcluster.cluster import COMPONENTS, NODE_NAME, POD_CIDR
 from kultivar.devcluster.kubelet import EXTERNAL_FINISH_LABELS, finish_pod
 
@@ -249,52 +248,16 @@ def test_pod_deletion_waits_for_foreign_finalizers(kube: Any, namespace: str) ->
 # Network exposure
 
 
-def _listening_inodes() -> dict[int, str]:
-    """inode -> "address:port" of every listening TCP socket and bound UDP socket (IPv4 and IPv6)."""
-    sockets: dict[int, str] = {}
-    for table, listening_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-        try:
-            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
-        except FileNotFoundError:
-            continue
-        for line in lines:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], int(fields[9])
-            if state == listening_state:
-                sockets[inode] = _decode_address(local)
-    return sockets
-
-
-def _decode_address(hex_address: str) -> str:
-    address, port = hex_address.split(":")
-    raw = bytes.fromhex(address)
-    # /proc prints the address as 32-bit words in host (little-endian) order.
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    return f"{ipaddress.ip_address(words)}:{int(port, 16)}"
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().name
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
-
-
 def test_every_cluster_socket_listens_on_loopback_only(kube: Any) -> None:
     if kube.state_dir is None:
         pytest.skip("the cluster's processes are unknown (KULTIVAR_TEST_KUBECONFIG outside a state dir)")
     pids = {p.stem: int(p.read_text()) for p in (kube.state_dir / "pids").glob("*.pid")}
     assert set(pids) == set(COMPONENTS)
 
-    listening = _listening_inodes()
+    listening = listening_sockets()
     exposed, per_component = [], {}
     for name, pid in pids.items():
-        addresses = sorted(listening[i] for i in _socket_inodes(pid) if i in listening)
+        addresses = sorted(listening[i] for i in socket_inodes(pid) if i in listening)
         per_component[name] = addresses
         exposed += [f"{name}: {a}" for a in addresses if not a.startswith("127.0.0.1:")]
     assert not exposed, f"sockets reachable from outside the host: {exposed}"
