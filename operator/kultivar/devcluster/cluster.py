@@ -609,7 +609,9 @@ class LocalCluster:
         try:
             return real_node.binaries()
         except paths.BinaryNotFoundError as exc:
-            raise ClusterError(f"{exc}\nbuild the node binaries with `hack/build-k8s.sh node`") from None
+            raise ClusterError(f"{exc}\nbuild the node binaries with `make node-binaries`") from None
+        except real_node.NodeError as exc:
+            raise ClusterError(str(exc)) from None
 
     def _start_real_node(self, binaries: dict[str, Path]) -> None:
         state, cluster_pki = self._require_state(), self._require_pki()

@@ -36,7 +36,7 @@ from kultivar.k8s.client import Api, ApiError
 
 from . import node as real_node
 from . import paths
-from .cluster import ClusterError, LocalCluster, is_running, stop_from_state_dir
+from .cluster import ClusterError, ClusterState, LocalCluster, is_running, stop_from_state_dir
 from .dev import provision_store
 
 T = TypeVar("T")
@@ -146,6 +146,9 @@ def ensure_cluster(state_dir: Path, progress: Progress) -> Target:
         progress.done(f"using the cluster of KUBECONFIG={kubeconfig} (context {context or '?'})")
         return Target(kubeconfig, local=False, context=context)
     if is_running(state_dir):
+        if ClusterState.load(state_dir).node != "real":
+            raise DemoFailed("cluster", f"the local cluster running from {state_dir} has a kwok node, which runs no "
+                                        "containers; stop it with `make cluster-down` and run `make demo` again")
         progress.done(f"local one-node cluster already running ({state_dir})")
         return Target(state_dir / "kubeconfig", local=True)
     problems = real_node.check_host()
