@@ -2,11 +2,12 @@
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
 
-.PHONY: help venv install test unit integration e2e lint crds crds-check bench demo clean
+.PHONY: help venv install test test-prereqs check unit integration e2e lint crds crds-check bench demo clean
 
 help:
 	@echo "make install      create .venv and install Kultivar with test and lint extras (pinned by constraints.txt)"
-	@echo "make test         unit tests, then integration tests on a real local control plane (builds it if needed)"
+	@echo "make test         everything CI checks: installs what the tests need, lint, generated files, the chart,"
+	@echo "                  unit tests, then integration tests on a real local control plane (builds it if needed)"
 	@echo "make unit         unit tests only (no cluster)"
 	@echo "make integration  integration tests only"
 	@echo "make lint         ruff, mypy and the import-layer contracts"
@@ -24,8 +25,17 @@ $(PY):
 install: venv
 	$(PIP) install -q -c constraints.txt -e '.[test,lint,s3,bench]'
 
-test: cluster-binaries
+# The README's test command and CI's: the same suite on a developer's machine and in CI. Every prerequisite is
+# installed or built first (or the run stops at once, naming it), so no test is skipped for a missing tool.
+test: install test-prereqs cluster-binaries tools check
 	$(PY) -m pytest tests/unit tests/integration
+
+# Debian's prometheus (promtool and the server; installed when root, else the command is printed) and go.
+test-prereqs:
+	hack/test-prereqs.sh
+
+# Static checks: lint, generated CRDs, the chart's lint and its rendered manifests.
+check: lint crds-check chart-lint manifests-check
 
 unit:
 	$(PY) -m pytest tests/unit
@@ -49,7 +59,7 @@ demo: install node-deps
 	$(PY) -m kultivar.devcluster.demo
 
 e2e: install cluster-binaries node-binaries node-deps
-	$(PY) -m pytest tests/e2e
+	$(PY) -m pytest -m e2e tests/e2e
 
 bench:
 	$(PY) bench/bench_training.py

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# `make test` installs or builds every tool a test needs (hack/test-prereqs.sh), so a missing one is a broken setup:
+# the test fails and says how to fix it, rather than skipping and silently testing less than CI does.
+PREREQS_HINT = "run `make test-prereqs` (or `make test`, which runs it)"
+
+
+def require_tool(path: str | Path | None, what: str) -> str:
+    """The tool's path; an AssertionError naming it and the command that installs it when it is missing."""
+    assert path is not None and Path(path).exists(), f"{what} is missing ({path}): {PREREQS_HINT}"
+    return str(path)
+
+
+def needs_tool(path: str | Path | None, what: str) -> Callable[[F], F]:
+    """Decorator: the test fails at its start, naming the tool, when the tool is missing."""
+    def decorate(test: F) -> F:
+        @functools.wraps(test)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            require_tool(path, what)
+            return test(*args, **kwargs)
+        return checked  # type: ignore[return-value]
+    return decorate
 
 
 def wait_for(

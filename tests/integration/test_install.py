@@ -31,7 +31,7 @@ from kubernetes import client, config
 from operator_process import OperatorProcess
 
 from gitops import argocd_health, kstatus
-from helpers import wait_for
+from helpers import require_tool, wait_for
 from kultivar.devcluster.dev import provision_store
 from kultivar.devcluster.localkubelet import LocalKubelet
 from kultivar.devcluster.paths import cache_root, find_versions_file, parse_versions_env
@@ -55,7 +55,11 @@ def _helm_binary() -> Path:
 
 
 HELM = _helm_binary()
-pytestmark = pytest.mark.skipif(not HELM.exists(), reason=f"helm not built ({HELM}): run `make tools`")
+
+
+@pytest.fixture(autouse=True)
+def _helm_built() -> None:
+    require_tool(HELM, "helm (built by `make tools`)")
 
 
 def helm(kube, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ Prometheus for increase() over each canary step and each drift window.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -23,17 +22,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kapi import create, events_for, get, sample, wait_reason
+from kapi import BETTER_C, assert_promoted, create, events_for, get, sample, wait_reason, weak_first_run
 from test_serving_path import IRIS_ROW, TIMEOUT, Traffic, _serving_pods, infer
 
-from helpers import wait_for
+from helpers import require_tool, wait_for
 from kultivar.domain import promql
 from kultivar.domain.metrics import parse
 from kultivar.k8s import prometheus
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
-pytestmark = pytest.mark.skipif(not os.path.exists(PROMETHEUS) and not os.environ.get("CI"),
-                                reason="prometheus not installed (apt-get install prometheus); CI installs it")
+
+
+@pytest.fixture(autouse=True)
+def _prometheus_installed() -> None:
+    require_tool(PROMETHEUS, "Debian's prometheus")
 
 
 def _free_port() -> int:
@@ -143,7 +145,7 @@ def _time(stamp: str) -> float:
 def test_canary_analysed_from_prometheus_is_promoted(kube, namespace, kubelet, prom) -> None:
     create(kube, namespace, sample("Dataset"))
     create(kube, namespace, sample("Model"))
-    create(kube, namespace, sample("TrainingRun"))
+    create(kube, namespace, weak_first_run())
     wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "Registered", timeout=TIMEOUT)
     body = sample("Deployment")
     body["spec"]["replicas"] = 1
@@ -158,7 +160,7 @@ def test_canary_analysed_from_prometheus_is_promoted(kube, namespace, kubelet, p
 
     run = sample("TrainingRun")
     run["metadata"]["name"] = "iris-logreg-2"
-    run["spec"]["estimator"]["params"]["C"] = 10.0
+    run["spec"]["estimator"]["params"]["C"] = BETTER_C
     with RecordingTraffic(kube, namespace) as traffic:
         # Drift on v1, judged from Prometheus' increase() over the window: no baseline is kept in status.
         drift = wait_for(lambda: (d := get(kube, namespace, "Deployment", "iris")["status"].get("drift") or {})
@@ -167,8 +169,7 @@ def test_canary_analysed_from_prometheus_is_promoted(kube, namespace, kubelet, p
 
         create(kube, namespace, run)
         wait_reason(kube, namespace, "TrainingRun", "iris-logreg-2", "Registered", timeout=TIMEOUT)
-        if get(kube, namespace, "Model", "iris")["status"]["productionVersion"] != 2:
-            pytest.skip("v2 did not pass the promotion gate on this data")
+        assert_promoted(kube, namespace, "iris", 2)
         step_started: dict[int, str] = {}
 
         def promoted() -> dict | None:

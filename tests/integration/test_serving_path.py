@@ -13,7 +13,18 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from kapi import create, events_for, get, patch_spec, ready, sample, wait_reason
+from kapi import (
+    BETTER_C,
+    assert_promoted,
+    create,
+    events_for,
+    get,
+    patch_spec,
+    ready,
+    sample,
+    wait_reason,
+    weak_first_run,
+)
 
 from helpers import wait_for
 
@@ -85,7 +96,7 @@ def trained(kube, namespace, kubelet) -> Iterator[None]:
     """v1 of Model iris registered and promoted, trained for real."""
     create(kube, namespace, sample("Dataset"))
     create(kube, namespace, sample("Model"))
-    create(kube, namespace, sample("TrainingRun"))
+    create(kube, namespace, weak_first_run())
     wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "Registered", timeout=TIMEOUT)
     yield
 
@@ -125,12 +136,10 @@ def test_canary_promotes_a_better_version(kube, namespace, trained) -> None:
     wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
     run = sample("TrainingRun")
     run["metadata"]["name"] = "iris-logreg-2"
-    run["spec"]["estimator"]["params"]["C"] = 10.0  # as good or better: passes the gate (minImprovement 0)
+    run["spec"]["estimator"]["params"]["C"] = BETTER_C  # strictly better than v1: passes the gate
     create(kube, namespace, run)
     wait_reason(kube, namespace, "TrainingRun", "iris-logreg-2", "Registered", timeout=TIMEOUT)
-    model = get(kube, namespace, "Model", "iris")["status"]
-    if model["productionVersion"] != 2:
-        pytest.skip(f"v2 did not pass the gate on this data: {model['versions'][-1]['gate']}")
+    assert_promoted(kube, namespace, "iris", 2)
     with Traffic(kube, namespace):
         wait_for(lambda: get(kube, namespace, "Deployment", "iris")["status"].get("canaryVersion") == 2,
                  timeout=60, message="canary v2 started")

@@ -180,5 +180,7 @@ def test_retention_removes_old_versions_and_their_artifacts(kube, namespace, kub
                       timeout=TRAIN_TIMEOUT, message="v1 retired and its artifacts deleted")
     assert status["productionVersion"] == 2 and status["latestVersion"] == 2
     assert not weak.exists() and not weak.parent.exists()
-    reasons = {e["reason"] for e in events_for(kube, namespace, "iris")}
-    assert {"VersionRetired", "ArtifactsDeleted"} <= reasons
+    # The Events are posted after the status write, by a later reconcile: wait for them too.
+    wanted = {"VersionRetired", "ArtifactsDeleted"}
+    wait_for(lambda: wanted <= {e["reason"] for e in events_for(kube, namespace, "iris")},
+             timeout=30, message="the VersionRetired and ArtifactsDeleted Events")

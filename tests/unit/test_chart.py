@@ -1,7 +1,7 @@
 """The Helm chart, its rendered manifests, the Argo CD health checks, the images and the iris example.
 
-Rendering needs helm from `make tools` (hack/build-tools.sh); those tests skip, saying so, when it is not
-built. The Lua tests need lupa (the test extra).
+Rendering needs helm and kube-score from `make tools` (hack/build-tools.sh, run by `make test`); a test that needs
+one fails, naming it, when it is not built. The Lua tests need lupa (the test extra).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from helpers import needs_tool
 from kultivar.api.resources import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def _load_hack_manifests() -> Any:
 manifests = _load_hack_manifests()
 HELM = manifests.helm()
 KUBE_SCORE = manifests.kube_score()
-needs_helm = pytest.mark.skipif(not HELM.exists(), reason=f"helm not built at {HELM}: run `make tools`")
+needs_helm = needs_tool(HELM, "helm (built by `make tools`)")
 
 ALL_ON = ["--set", "peering.enabled=true", "--set", "networkPolicy.enabled=true",
           "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
@@ -83,7 +84,7 @@ def test_s3_store_needs_a_url() -> None:
 
 
 @needs_helm
-@pytest.mark.skipif(not KUBE_SCORE.exists(), reason=f"kube-score not built at {KUBE_SCORE}: run `make tools`")
+@needs_tool(KUBE_SCORE, "kube-score (built by `make tools`)")
 @pytest.mark.parametrize("values", [[], ALL_ON, NAMESPACED], ids=["defaults", "all-options", "namespaced-s3"])
 def test_kube_score_has_no_findings(values: list[str]) -> None:
     rendered = manifests.helm_template(*values)
@@ -276,7 +277,6 @@ def _reason(obj: dict[str, Any]) -> str:
     (_obj("Deployment", "HeaderRoutingNeedsGateway"), "Degraded"),
 ], ids=lambda v: v if isinstance(v, str) else f"{v['kind']}-{_reason(v)}")
 def test_argocd_health(obj: dict[str, Any], expected: str) -> None:
-    pytest.importorskip("lupa")
     from gitops import argocd_health
 
     assert argocd_health(obj)["status"] == expected

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
 import numpy as np
-import pytest
 
+from helpers import require_tool
 from kultivar.controllers import metrics as operator_metrics
 from kultivar.domain.plan import Event, Plan
 from kultivar.domain.profile import Profile, categorical_profile, numeric_profile
@@ -16,13 +15,11 @@ from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import FeatureSpec
 
 PROMTOOL = shutil.which("promtool")
-pytestmark = pytest.mark.skipif(PROMTOOL is None and not os.environ.get("CI"),
-                                reason="promtool not installed (apt-get install prometheus); CI installs it")
 
 
 def promtool_check(exposition: bytes) -> str:
-    assert PROMTOOL, "promtool is missing: .ci/run installs Debian's prometheus package"
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, check=False)
+    promtool = require_tool(PROMTOOL, "promtool (Debian's prometheus package)")
+    result = subprocess.run([promtool, "check", "metrics"], input=exposition, capture_output=True, check=False)
     problems = (result.stdout + result.stderr).decode()
     assert result.returncode == 0 and not problems.strip(), problems
     return problems

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -197,15 +196,13 @@ def test_profile_json_round_trip(rng: np.random.Generator) -> None:
     assert Profile.model_validate(data).features["x"] == profile.features["x"]
 
 
-def test_drift_check_is_fast_on_100k_rows_by_20_features(rng: np.random.Generator) -> None:
+def test_drift_check_scores_every_feature_of_100k_rows_by_20(rng: np.random.Generator) -> None:
+    # Its speed is a benchmark (bench/bench_drift.py, a ratio against Evidently in the same run), not a timed test.
     train = rng.normal(size=(50_000, 20))
     profiles = [numeric_profile(train[:, j]) for j in range(20)]
     live = rng.normal(0.2, 1, size=(100_000, 20))
-    start = time.perf_counter()
     scores = [psi(expected_proportions(p), bin_counts(p, live[:, j])) for j, p in enumerate(profiles)]
-    elapsed = time.perf_counter() - start
     assert len(scores) == 20 and all(s > 0 for s in scores)
-    assert elapsed < 1.0, f"drift over 100k x 20 took {elapsed:.2f}s"
 
 
 def test_large_columns_take_inner_edges_from_a_sample_and_everything_else_exactly(rng: np.random.Generator) -> None:
