@@ -1,0 +1,100 @@
+"""Metrics per segment (each value of a categorical feature) and the gate's per-segment regression check."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kultivar.domain.stats.metrics import improvement, score
+
+
+@dataclass(frozen=True)
+class SegmentMetric:
+    """One model's metric on the rows where ``feature`` equals ``value`` (NaN when undefined on those rows)."""
+
+    feature: str
+    value: str
+    rows: int
+    metric: str
+    score: float
+
+    def wire(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SegmentRegression:
+    """A segment where the candidate is worse than production by more than the margin."""
+
+    feature: str
+    value: str
+    rows: int
+    metric: str
+    candidate: float
+    production: float
+
+    @property
+    def shortfall(self) -> float:
+        """How much worse the candidate is, in the metric's units (positive)."""
+        return -improvement(self.metric, self.candidate, self.production)
+
+    @property
+    def message(self) -> str:
+        return (f"segment {self.feature}={self.value} ({self.rows} rows): {self.metric} {self.candidate:.4g} "
+                f"vs production {self.production:.4g}")
+
+
+def segment_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, segments: Mapping[str, npt.ArrayLike],
+                    metric: str, *, pos_label: Any | None = None, labels: Sequence[Any] | None = None
+                    ) -> list[SegmentMetric]:
+    """The metric per value of each segment feature, sorted by feature then value.
+
+    Values are grouped by their string form (so a missing value is one segment, "nan" or "None"). Averaging and
+    label arguments are those of :func:`kultivar.domain.stats.metrics.score`.
+    """
+    y, pred = np.asarray(y_true), np.asarray(y_pred)
+    out = []
+    for feature in sorted(segments):
+        column = np.asarray(segments[feature]).astype(str)
+        if len(column) != len(y):
+            raise ValueError(f"segment feature {feature} has {len(column)} rows, the predictions {len(y)}")
+        values, inverse = np.unique(column, return_inverse=True)
+        for position, value in enumerate(values):
+            rows = inverse == position
+            value_score = _safe_score(metric, y[rows], pred[rows], pos_label, labels)
+            out.append(SegmentMetric(feature, str(value), int(rows.sum()), metric, value_score))
+    return out
+
+
+def _safe_score(metric: str, y: npt.NDArray[Any], pred: npt.NDArray[Any], pos_label: Any | None,
+                labels: Sequence[Any] | None) -> float:
+    try:
+        return score(metric, y, pred, pos_label=pos_label, labels=labels)
+    except ValueError:  # e.g. roc_auc on a segment with one class (or without pos_label among its labels)
+        return float("nan")
+
+
+def worst_segment_regression(candidate: Iterable[SegmentMetric], production: Iterable[SegmentMetric],
+                             margin: float, min_rows: int) -> list[SegmentRegression]:
+    """Segments (with at least ``min_rows`` rows) where the candidate is worse than production by more than
+    ``margin`` (in the metric's units, either direction of better), worst first. Segments with an undefined
+    score on either side, or only on one side, are not judged."""
+    if margin < 0:
+        raise ValueError(f"margin must not be negative, got {margin}")
+    prod = {(s.feature, s.value): s for s in production}
+    found = []
+    for c in candidate:
+        p = prod.get((c.feature, c.value))
+        if p is None or p.metric != c.metric or min(c.rows, p.rows) < min_rows:
+            continue
+        if not (math.isfinite(c.score) and math.isfinite(p.score)):
+            continue
+        if -improvement(c.metric, c.score, p.score) > margin:
+            found.append(SegmentRegression(c.feature, c.value, c.rows, c.metric, c.score, p.score))
+    return sorted(found, key=lambda r: (-r.shortfall, r.feature, r.value))
+
