@@ -65,8 +65,8 @@ def test_point_values_match_sklearn(metric: str) -> None:
 
 
 def test_binary_pos_label_and_multiclass_roc_auc_match_sklearn() -> None:
-    y, a, b = _binary_scores()
-    ya, yb = (a > 0.5).astype(int), (b > 0.5).astype(int)
+    y, a, _ = _binary_scores()
+    ya = (a > 0.5).astype(int)
     for metric in ("f1", "precision", "recall"):
         assert score(metric, y, ya, pos_label=1) == pytest.approx(_sklearn(metric, y, ya, pos_label=1), abs=1e-12)
     rng = np.random.default_rng(4)

@@ -94,7 +94,9 @@ def worst_segment_regression(candidate: Iterable[SegmentMetric], production: Ite
             continue
         if not (math.isfinite(c.score) and math.isfinite(p.score)):
             continue
-        if -improvement(c.metric, c.score, p.score) > margin:
+        shortfall = -improvement(c.metric, c.score, p.score)
+        # "More than the margin": a shortfall equal to it up to float rounding (0.8 - 0.7 vs 0.1) is not.
+        if shortfall > margin and not math.isclose(shortfall, margin, rel_tol=1e-9, abs_tol=1e-12):
             found.append(SegmentRegression(c.feature, c.value, c.rows, c.metric, c.score, p.score))
     return sorted(found, key=lambda r: (-r.shortfall, r.feature, r.value))
 
