@@ -85,7 +85,7 @@ def test_each_resample_equals_a_direct_computation_on_the_same_indices(metric: s
         y, a, b = _binary_scores(n=150)
     else:
         y, a, b = _classification(n=150)
-    indices = np.vstack(list(bootstrap_indices(len(y), 100, seed=7)))
+    indices = np.vstack(list(bootstrap_indices(len(y), 40, seed=7)))
     # Label sets for macro averages are fixed on all rows, so every resample averages over the same labels.
     labels_a, labels_b = sorted(set(y) | set(a)), sorted(set(y) | set(b))
     direct = np.array([_sklearn(metric, y[i], a[i], labels_a) - _sklearn(metric, y[i], b[i], labels_b)
@@ -98,14 +98,14 @@ def test_each_resample_equals_a_direct_computation_on_the_same_indices(metric: s
 def test_binary_and_ovr_resamples_match_direct_computation() -> None:
     y, a, b = _binary_scores(n=120)
     ya, yb = (a > 0.5).astype(int), (b > 0.5).astype(int)
-    indices = np.vstack(list(bootstrap_indices(len(y), 100, seed=8)))
+    indices = np.vstack(list(bootstrap_indices(len(y), 40, seed=8)))
     direct = [_sklearn("f1", y[i], ya[i], pos_label=1) - _sklearn("f1", y[i], yb[i], pos_label=1) for i in indices]
     np.testing.assert_allclose(bootstrap_differences(y, ya, yb, "f1", indices, pos_label=1), direct, atol=1e-12)
     rng = np.random.default_rng(9)
     y3 = rng.integers(0, 3, 200)
     pa, pb = (rng.dirichlet([1, 1, 1], 200) + np.eye(3)[y3] * w for w in (0.6, 0.2))
     pa, pb = pa / pa.sum(axis=1, keepdims=True), pb / pb.sum(axis=1, keepdims=True)  # sklearn wants probabilities
-    indices = np.vstack(list(bootstrap_indices(200, 60, seed=10)))
+    indices = np.vstack(list(bootstrap_indices(200, 30, seed=10)))
     direct = [skm.roc_auc_score(y3[i], pa[i], multi_class="ovr") - skm.roc_auc_score(y3[i], pb[i], multi_class="ovr")
               for i in indices]
     got = bootstrap_differences(y3, pa, pb, "roc_auc", indices, labels=[0, 1, 2])

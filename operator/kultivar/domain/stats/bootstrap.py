@@ -222,24 +222,22 @@ class _AucDifference:
     @staticmethod
     def _problems(y: npt.NDArray[Any], scores: FloatArray, pos_label: Any | None, labels: Sequence[Any] | None
                   ) -> list[tuple[npt.NDArray[np.intp], int]]:
-        """Per one-vs-rest problem: each row's cell (score level * 2 + is-positive) and the number of levels."""
+        """Per one-vs-rest problem: each row's cell (is-positive * levels + score level) and the number of levels."""
         out = []
         for positive, column in binary_problems(y, scores, pos_label, labels):
             levels, inverse = np.unique(column, return_inverse=True)
-            out.append(((inverse * 2 + positive).astype(np.intp), len(levels)))
+            out.append(((positive * len(levels) + inverse).astype(np.intp), len(levels)))
         return out
 
     def from_indices(self, idx: npt.NDArray[np.intp]) -> FloatArray:
-        step = _rows_per_block(2 * max(n for problems in self.models for _, n in problems))
-        parts = []
-        for start in range(0, idx.shape[0], step):
-            block = idx[start:start + step]
-            a, b = (np.mean([self._auc(cells, n, block) for cells, n in problems], axis=0)
-                    for problems in self.models)
-            parts.append(a - b)
-        return np.asarray(np.concatenate(parts), dtype=np.float64)
+        a, b = (np.mean([self._auc(cells, n, idx) for cells, n in problems], axis=0) for problems in self.models)
+        return np.asarray(a - b, dtype=np.float64)
 
     @staticmethod
     def _auc(cells: npt.NDArray[np.intp], n_levels: int, idx: npt.NDArray[np.intp]) -> FloatArray:
-        counts = _counts_per_resample(cells, 2 * n_levels, idx).reshape(idx.shape[0], n_levels, 2)
-        return auc_from_counts(counts[..., 0], counts[..., 1])
+        # One resample at a time: its counts (2 x levels) stay in cache, unlike one bincount over the whole block.
+        out = np.empty(idx.shape[0])
+        for r, rows in enumerate(idx):
+            counts = np.bincount(cells[rows], minlength=2 * n_levels).astype(np.float64)
+            out[r] = auc_from_counts(counts[:n_levels], counts[n_levels:])
+        return out

@@ -101,12 +101,15 @@ def classification_score(metric: str, y_true: npt.ArrayLike, y_pred: npt.ArrayLi
 
 
 def auc_from_counts(negatives: npt.NDArray[Any], positives: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
-    """ROC AUC (Mann-Whitney, ties count half) from counts per distinct score level, ascending, shape (..., levels)."""
-    negatives = np.asarray(negatives, dtype=np.float64)
-    positives = np.asarray(positives, dtype=np.float64)
-    below = np.cumsum(negatives, axis=-1) - negatives
-    wins = (positives * (below + 0.5 * negatives)).sum(axis=-1)
-    return _ratio(wins, positives.sum(axis=-1) * negatives.sum(axis=-1), np.nan)
+    """ROC AUC (Mann-Whitney, ties count half) from counts per distinct score level, ascending, shape (..., levels).
+
+    AUC = sum over levels of positives * (negatives at or below - half the negatives at that level) / (P * N).
+    """
+    at_or_below = np.cumsum(negatives, axis=-1)
+    wins = (np.einsum("...l,...l->...", positives, at_or_below, dtype=np.float64)
+            - 0.5 * np.einsum("...l,...l->...", positives, negatives, dtype=np.float64))
+    pairs = np.sum(positives, axis=-1, dtype=np.float64) * np.sum(negatives, axis=-1, dtype=np.float64)
+    return _ratio(wins, pairs, np.nan)
 
 
 def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike, pos_label: Any | None = None,
@@ -118,8 +121,8 @@ def roc_auc(y_true: npt.ArrayLike, scores: npt.ArrayLike, pos_label: Any | None 
     values = []
     for positive, column in binary_problems(y, s, pos_label, labels):
         levels, inv = np.unique(column, return_inverse=True)
-        counts = np.bincount(inv * 2 + positive, minlength=2 * len(levels)).reshape(len(levels), 2)
-        values.append(float(auc_from_counts(counts[:, 0], counts[:, 1])))
+        counts = np.bincount(positive * len(levels) + inv, minlength=2 * len(levels)).reshape(2, len(levels))
+        values.append(float(auc_from_counts(counts[0], counts[1])))
     return float(np.mean(values))
 
 
