@@ -108,7 +108,7 @@ def auc_from_counts(negatives: npt.NDArray[Any], positives: npt.NDArray[Any]) ->
     at_or_below = np.cumsum(negatives, axis=-1)
     wins = (np.einsum("...l,...l->...", positives, at_or_below, dtype=np.float64)
             - 0.5 * np.einsum("...l,...l->...", positives, negatives, dtype=np.float64))
-    pairs = np.sum(positives, axis=-1, dtype=np.float64) * np.sum(negatives, axis=-1, dtype=np.float64)
+    pairs = np.asarray(np.sum(positives, axis=-1, dtype=np.float64) * np.sum(negatives, axis=-1, dtype=np.float64))
     return _ratio(wins, pairs, np.nan)
 
 
