@@ -155,8 +155,8 @@ class _CountDifference:
                  pos_label: Any | None) -> None:
         labels, (t, pa, pb) = encode_labels(y, a, b)
         k = len(labels)
-        triples, self.cells, counts = np.unique((t * k + pa) * k + pb, return_inverse=True, return_counts=True)
-        self.cells = self.cells.astype(np.intp)
+        triples, cells, counts = np.unique((t * k + pa) * k + pb, return_inverse=True, return_counts=True)
+        self.cells = cells.astype(np.intp)  # each row's triple
         self.metric, self.n, self.proportions = metric, len(y), counts / len(y)
         ct, ca, cb = triples // (k * k), (triples // k) % k, triples % k
 

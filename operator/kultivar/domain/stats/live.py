@@ -50,14 +50,17 @@ class ClassificationPerformance:
         check_metric(metric)
         if metric not in ("accuracy", "precision", "recall", "f1"):
             raise ValueError(f"{metric} cannot be computed from live (predicted, actual) counts")
-        return float(getattr(self, metric)) if getattr(self, metric) is not None else None
+        return {"accuracy": self.accuracy, "precision": self.precision, "recall": self.recall, "f1": self.f1}[metric]
 
     def wire(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def classification_performance(confusion: Mapping[tuple[Hashable, Hashable], float]) -> ClassificationPerformance:
-    """Accuracy and macro precision/recall/F1 (sklearn's zero_division=0) from {(predicted, actual): count}."""
+    """Accuracy and macro precision/recall/F1 (sklearn's zero_division=0) from {(predicted, actual): count}.
+
+    Labels are compared by their string form, as they arrive in metric labels (1 and "1" are one class).
+    """
     if any(c < 0 or not math.isfinite(c) for c in confusion.values()):
         raise ValueError("confusion counts must be finite and not negative")
     labels = sorted({str(k) for pair in confusion for k in pair})
