@@ -68,7 +68,8 @@ def test_running_job_reports_attempts() -> None:
 
 def test_success_records_metrics_then_waits_for_registration() -> None:
     result = {"ok": True, "metric": "accuracy", "score": 0.97, "metrics": {"accuracy": 0.97},
-              "artifact": {"uri": "file:///a/model.skops", "digest": "sha256:" + "b" * 64, "sizeBytes": 5}}
+              "artifact": {"uri": "file:///a/model.skops", "digest": "sha256:" + "b" * 64, "sizeBytes": 5},
+              "manifestUri": "file:///a/manifest.json", "datasetDigest": "sha256:" + "a" * 64}
     p = plan(run(status=_started()), job=finished_job(True, result))
     assert p.status["score"] == 0.97 and p.status["artifact"]["uri"].endswith("model.skops")
     assert p.ready.reason == "Registering"
@@ -122,7 +123,7 @@ def test_missing_store_claim_is_explained() -> None:
 
 
 def test_job_limits_win_over_the_last_attempts_crash() -> None:
-    from kultivar.domain.jobs import decode_termination
+    from kultivar.api.contracts import decode_termination
 
     crash = decode_termination("Traceback (most recent call last):\nMemoryError")
     p = plan(run(status=_started()), job=finished_job(False, crash, reason="BackoffLimitExceeded"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kultivar.workloads.termination import LIMIT, decode_result, encode_result, write_termination
+from kultivar.api.contracts import TERMINATION_LIMIT as LIMIT
+from kultivar.api.contracts import decode_termination as decode_result
+from kultivar.api.contracts import encode_termination as encode_result
+from kultivar.workloads.termination import write_termination
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -85,12 +88,13 @@ def test_decode_is_tolerant() -> None:
     traceback_tail = ('Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
                       "MemoryError: cannot allocate")
     decoded = decode_result(traceback_tail)
-    assert decoded["ok"] is False and decoded["reason"] == "UnreadableResult"
+    assert decoded is not None
+    assert decoded["ok"] is False and decoded["reason"] == "WorkloadCrashed"
     assert "MemoryError" in decoded["message"]
-    assert decode_result("")["reason"] == "UnreadableResult"
-    assert decode_result(None)["message"] == "the pod ended without reporting a result"
-    assert decode_result("[1, 2]")["reason"] == "UnreadableResult"
-    assert decode_result('{"something": "else"}')["reason"] == "UnreadableResult"
+    assert decode_result("") is None and decode_result(None) is None  # no message at all: nothing reported
+    for garbage in ("[1, 2]", '{"something": "else"}'):
+        assert decode_result(garbage) == {"ok": False, "reason": "WorkloadCrashed", "message": (
+            f"the pod did not report a result; the end of its output was: {garbage}")}
     assert decode_result('{"ok": false}') == {"ok": False, "reason": "Failed", "message": ""}
     # FallbackToLogsOnError: the log tail ends with the result line the CLI prints.
     result_line = json.dumps({"ok": True, "digest": DIGEST})

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import kultivar.workloads.cli as cli
-from kultivar.workloads.termination import decode_result
+from kultivar.api.contracts import decode_termination
 
 ENV_VARS = [
     "KULTIVAR_SPEC", "KULTIVAR_NAMESPACE", "KULTIVAR_NAME", "KULTIVAR_UID", "KULTIVAR_STORE",
@@ -48,6 +48,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     for k, v in values.items():
         monkeypatch.setenv(k, v)
     return {"term": term, "store": tmp_path / "store", "monkeypatch": monkeypatch}
+
+
+def decode_result(text: str) -> dict[str, Any]:
+    result = decode_termination(text)
+    assert result is not None
+    return result
 
 
 def result_of(env: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kultivar.api.common import parse_duration
+from kultivar.api.contracts import ValidationInput, ValidationResult, failure, success
 from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
@@ -103,13 +103,8 @@ def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, co
         name=validation_job_name(meta["name"], attempt),
         owner=obj,
         command=["kultivar", "validate-dataset"],
-        env={
-            "KULTIVAR_SPEC": json.dumps(obj["spec"], sort_keys=True),
-            "KULTIVAR_NAMESPACE": meta["namespace"],
-            "KULTIVAR_NAME": meta["name"],
-            "KULTIVAR_STORE": config.store_url,
-            "HOME": "/tmp",
-        },
+        env=ValidationInput(spec=obj["spec"], namespace=meta["namespace"], name=meta["name"],
+                            store=config.store_url).to_env(),
         config=config,
         backoff_limit=VALIDATION_BACKOFF_LIMIT,
         active_deadline_seconds=VALIDATION_DEADLINE_SECONDS,
@@ -120,29 +115,30 @@ def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, co
     )
 
 
-def _record_success(status: dict[str, Any], result: dict[str, Any], now: datetime) -> tuple[dict[str, Any], Plan]:
+def _record_success(status: dict[str, Any], result: ValidationResult, now: datetime
+                    ) -> tuple[dict[str, Any], Plan]:
     stamp = now_rfc3339(now)
-    version = {
-        "digest": result["digest"],
-        "rows": int(result["rows"]),
-        "snapshotUri": result["snapshotUri"],
-        "profileUri": result["profileUri"],
+    version: dict[str, Any] = {
+        "digest": result.digest,
+        "rows": result.rows,
+        "snapshotUri": result.snapshotUri,
+        "profileUri": result.profileUri,
         "validatedAt": stamp,
     }
     versions = [v for v in status.get("versions") or [] if v.get("digest") != version["digest"]]
     versions = ([*versions, version])[-KEEP_VERSIONS:]
-    fields = {
+    fields: dict[str, Any] = {
         "digest": version["digest"],
         "rows": version["rows"],
-        "columns": result.get("columns"),
+        "columns": result.columns,
         "profileUri": version["profileUri"],
         "snapshotUri": version["snapshotUri"],
         "validatedAt": stamp,
         "versions": versions,
         "lastFailure": None,
     }
-    if result.get("features"):
-        fields["features"] = result["features"]
+    if result.features:
+        fields["features"] = [f.wire() for f in result.features]
     changed = status.get("digest") != version["digest"]
     short = version["digest"][:19]
     plan = Plan(events=[Event("Normal", "Validated",
@@ -155,11 +151,10 @@ def _failure_text(job: JobOutcome) -> tuple[str, str]:
     limited = limit_failure(job)
     if limited:
         return limited
-    result = job.result or {}
-    last = str(result.get("message") or "")
-    if result.get("reason"):
-        check = f" [{result['check']}]" if result.get("check") else ""
-        return str(result["reason"]), f"{last}{check}".strip()
+    reported = failure(job.result)
+    if reported:
+        check = f" [{reported.check}]" if reported.check else ""
+        return reported.reason, f"{reported.message}{check}".strip()
     return job.reason or "ValidationJobFailed", job.message or "the validation Job failed; see its pod logs"
 
 
@@ -194,9 +189,9 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
     if progress and progress.get("completedAttempt") != progress.get("attempt") and job and job.state in (
         "Succeeded", "Failed"
     ):
-        result = job.result or {}
+        result = success(ValidationResult, job.result)
         progress.update(completedAttempt=progress["attempt"], completedAt=stamp)
-        if job.state == "Succeeded" and result.get("ok"):
+        if job.state == "Succeeded" and result is not None:
             fields, outcome = _record_success(status, result, now)
             plan.status.update(fields)
             plan.events.extend(outcome.events)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from kultivar.api.common import API_VERSION
+from kultivar.api.contracts import decode_termination, failure
 from kultivar.config import OperatorConfig
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -167,16 +167,6 @@ class JobOutcome:
     completion_time: str | None = None
 
 
-def decode_termination(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"ok": False, "reason": "WorkloadCrashed", "message": text.strip()[-2000:]}
-    return value if isinstance(value, dict) else None
-
-
 def _finished_message(pod: dict[str, Any]) -> tuple[str | None, str]:
     """The termination message of a pod's workload container and its finishedAt time."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
@@ -213,5 +203,6 @@ def limit_failure(job: JobOutcome) -> tuple[str, str] | None:
     if job.reason not in ("BackoffLimitExceeded", "DeadlineExceeded"):
         return None
     message = job.message or job.reason
-    last = str((job.result or {}).get("message") or "")
+    reported = failure(job.result)
+    last = reported.message if reported else ""
     return job.reason, f"{message}; last attempt: {last}" if last else message

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from kultivar.api.contracts import RetentionInput
 from kultivar.api.model import ModelSpec, Promotion
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
@@ -35,8 +35,8 @@ def plan_retire_job(obj: dict[str, Any], retired: dict[str, Any], config: Operat
     meta = obj["metadata"]
     return workload_job(
         name=retired["job"], owner=obj, command=["kultivar", "delete-artifacts"],
-        env={"KULTIVAR_STORE": config.store_url, "KULTIVAR_DELETE": json.dumps([retired["artifactUri"]]),
-             "KULTIVAR_NAMESPACE": meta["namespace"], "KULTIVAR_NAME": meta["name"], "HOME": "/tmp"},
+        env=RetentionInput(store=config.store_url, delete=[retired["artifactUri"]], namespace=meta["namespace"],
+                           name=meta["name"]).to_env(),
         config=config, backoff_limit=3, active_deadline_seconds=600,
         secret_names=(config.store_secret,) if config.store_secret else (),
         extra_labels={"kultivar.io/workload": "delete-artifacts"},

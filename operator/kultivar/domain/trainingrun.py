@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from kultivar.api.contracts import FeatureRef, TrainingInput, TrainingResult, failure, success
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
@@ -53,10 +53,10 @@ def dataset_version(dataset: dict[str, Any], pinned: str | None) -> dict[str, An
     }
 
 
-def dataset_features(dataset: dict[str, Any]) -> list[dict[str, str]]:
+def dataset_features(dataset: dict[str, Any]) -> list[FeatureRef]:
     declared = ((dataset.get("spec") or {}).get("schema") or {}).get("features") or []
     seen = (dataset.get("status") or {}).get("features") or []
-    return [{"name": f["name"], "type": f["type"]} for f in (declared or seen)]
+    return [FeatureRef(name=f["name"], type=f["type"]) for f in (declared or seen)]
 
 
 def plan_training_job(
@@ -70,20 +70,13 @@ def plan_training_job(
         name=training_job_name(meta["name"], int(meta.get("generation") or 0)),
         owner=obj,
         command=["kultivar", "train"],
-        env={
-            "KULTIVAR_SPEC": json.dumps(obj["spec"], sort_keys=True),
-            "KULTIVAR_NAMESPACE": meta["namespace"],
-            "KULTIVAR_NAME": meta["name"],
-            "KULTIVAR_UID": meta["uid"],
-            "KULTIVAR_DATASET_SNAPSHOT": str(version.get("snapshotUri") or ""),
-            "KULTIVAR_DATASET_DIGEST": str(version["digest"]),
-            "KULTIVAR_PROFILE_URI": str(version.get("profileUri") or ""),
-            "KULTIVAR_TASK": str(schema.get("task", "")),
-            "KULTIVAR_TARGET": str(schema.get("target", "")),
-            "KULTIVAR_FEATURES": json.dumps(dataset_features(dataset)),
-            "KULTIVAR_STORE": config.store_url,
-            "HOME": "/tmp",
-        },
+        env=TrainingInput(
+            spec=obj["spec"], namespace=meta["namespace"], name=meta["name"], store=config.store_url,
+            uid=meta["uid"], dataset_snapshot=str(version.get("snapshotUri") or ""),
+            dataset_digest=str(version["digest"]), profile_uri=version.get("profileUri") or None,
+            task=schema.get("task"), target=str(schema.get("target", "")), features=dataset_features(dataset),
+            estimator_packages=config.estimator_packages,
+        ).to_env(),
         config=config,
         image=spec.image,
         resources=spec.resources.wire() if spec.resources else None,
@@ -106,12 +99,11 @@ def _failure(job: JobOutcome) -> tuple[str, str]:
     limited = limit_failure(job)
     if limited:
         return limited
-    result = job.result or {}
-    last = str(result.get("message") or "")
-    if result.get("reason") and not result.get("ok", False):
-        return str(result["reason"]), last
+    reported = failure(job.result)
+    if reported:
+        return reported.reason, reported.message
     reason = JOB_REASONS.get(job.reason, job.reason or "TrainingFailed")
-    return reason, f"{job.message or 'the training Job failed; see the pod logs'}{': ' + last if last else ''}"
+    return reason, job.message or "the training Job failed; see the pod logs"
 
 
 def _registered(plan: Plan, status: dict[str, Any], spec: TrainingRunSpec, observed: TrainingRunObserved) -> Plan:
@@ -150,17 +142,17 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
     stamp = now_rfc3339(now)
 
     if current and job and job.state in ("Succeeded", "Failed") and not status.get("completionTime"):
-        result = job.result or {}
+        result = success(TrainingResult, job.result)
         plan.status.update(completionTime=job.completion_time or stamp, attempts=job.attempts)
-        if job.state == "Succeeded" and result.get("ok"):
+        if job.state == "Succeeded" and result is not None:
             plan.status.update(
-                metric=result.get("metric"), score=_rounded(result.get("score")), metrics=result.get("metrics"),
-                artifact=result.get("artifact"), bestParams=result.get("bestParams") or None,
-                manifestUri=result.get("manifestUri"),
+                metric=result.metric, score=_rounded(result.score), metrics=result.metrics,
+                artifact=result.artifact.wire(), bestParams=result.bestParams or None,
+                manifestUri=result.manifestUri,
             )
             plan.conditions.append(Cond(SUCCEEDED, True, "Trained",
-                                        f"{result.get('metric')}={result.get('score')} on held-out data"))
-            plan.events.append(Event("Normal", "Trained", f"{result.get('metric')}={result.get('score')}"))
+                                        f"{result.metric}={result.score} on held-out data"))
+            plan.events.append(Event("Normal", "Trained", f"{result.metric}={result.score}"))
             return _registered(plan, status, spec, observed)
         reason, message = _failure(job) if job.state == "Failed" else (
             "UnreadableResult", "training exited 0 without a readable result")

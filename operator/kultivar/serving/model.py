@@ -11,20 +11,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from kultivar.api.contracts import ModelManifest
 from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile
 from kultivar.serving.config import ServingConfig
 from kultivar.serving.payload import FeatureSpec, Rows
 
 log = logging.getLogger("kultivar.serving")
-
-FEATURE_TYPES = ("numeric", "boolean", "categorical")
-
 
 class ModelLoadError(Exception):
     """The server cannot serve this model. ``permanent``: retrying the same settings cannot help."""
@@ -41,7 +39,7 @@ class ServedModel:
     task: str
     classes: list[Any] | None
     profile: Profile | None
-    manifest: Mapping[str, Any]
+    manifest: ModelManifest
 
     @property
     def names(self) -> list[str]:
@@ -95,21 +93,6 @@ class ServedModel:
             raise RuntimeError(f"the test inference predicted {value!r}, not a finite number")
 
 
-def _features(manifest: Mapping[str, Any], uri: str) -> tuple[FeatureSpec, ...]:
-    raw = manifest.get("features")
-    if not isinstance(raw, list) or not raw:
-        raise ModelLoadError("ManifestInvalid", f"the manifest {uri} lists no features; it must come from "
-                                                "`kultivar train`")
-    out = []
-    for f in raw:
-        name, ftype = (f.get("name"), f.get("type")) if isinstance(f, dict) else (None, None)
-        if not isinstance(name, str) or ftype not in FEATURE_TYPES:
-            raise ModelLoadError("ManifestInvalid", f"the manifest {uri} has a malformed feature entry {f!r}; "
-                                                    "expected {name, type} with type numeric/boolean/categorical")
-        out.append(FeatureSpec(name, ftype))
-    return tuple(out)
-
-
 def _read_json(store: Any, uri: str, what: str, hint: str) -> Any:
     try:
         return json.loads(store.read_bytes(uri))
@@ -142,24 +125,26 @@ def load_served_model(config: ServingConfig) -> ServedModel:
                              permanent=False) from None
 
     manifest_uri = config.resolved_manifest_uri
-    manifest = _read_json(store, manifest_uri, "Manifest",
-                          "set KULTIVAR_MANIFEST_URI to the manifest.json written with the model")
-    if not isinstance(manifest, dict):
-        raise ModelLoadError("ManifestInvalid", f"the manifest {manifest_uri} is not a JSON object")
-    described = (manifest.get("artifact") or {}).get("digest")
+    raw = _read_json(store, manifest_uri, "Manifest",
+                     "set KULTIVAR_MANIFEST_URI to the manifest.json written with the model")
+    try:
+        manifest = ModelManifest.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+                             for err in e.errors()[:3])
+        raise ModelLoadError("ManifestInvalid", f"the manifest {manifest_uri} is not a Kultivar model manifest "
+                                                f"({problems}); it must come from `kultivar train`") from None
+    described = manifest.artifact.digest
     if described != config.model_digest:
         raise ModelLoadError("ManifestMismatch",
                              f"the manifest {manifest_uri} describes the model {described}, not {config.model_digest}: "
                              "it belongs to another model; set KULTIVAR_MANIFEST_URI to this model's manifest")
-    features = _features(manifest, manifest_uri)
-    task = manifest.get("task")
-    if task not in ("classification", "regression"):
-        raise ModelLoadError("ManifestInvalid", f"the manifest {manifest_uri} has task {task!r}; expected "
-                                                "classification or regression")
-    classes = manifest.get("classes") if task == "classification" else None
+    features = tuple(FeatureSpec(f.name, f.type) for f in manifest.features)
+    task = manifest.task
+    classes = manifest.classes if task == "classification" else None
 
     profile = None
-    profile_uri = config.profile_uri or manifest.get("profileUri")
+    profile_uri = config.profile_uri or manifest.profileUri
     if profile_uri:
         try:
             profile = Profile.model_validate(_read_json(store, profile_uri, "Profile",
@@ -174,5 +159,4 @@ def load_served_model(config: ServingConfig) -> ServedModel:
     else:
         log.warning("no reference profile (neither KULTIVAR_PROFILE_URI nor the manifest's profileUri): serving "
                     "without input drift buckets")
-    return ServedModel(estimator, features, task, list(classes) if isinstance(classes, Sequence) else None, profile,
-                       manifest)
+    return ServedModel(estimator, features, task, list(classes) if classes is not None else None, profile, manifest)

@@ -15,16 +15,26 @@ Run standalone with ``python -m kultivar.workloads.cli <command>``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+
+from kultivar.api.contracts import (
+    ContractError,
+    EnvContract,
+    FailureResult,
+    RetentionInput,
+    RetentionResult,
+    TrainingInput,
+    ValidationInput,
+    encode_termination,
+)
 
 EXIT_OK = 0
 EXIT_RETRYABLE = 1
@@ -65,30 +75,28 @@ def _configure_logging() -> None:
     log.setLevel(logging.INFO)
 
 
-def _value(args: argparse.Namespace, attr: str, env: str, required: bool = True, default: str | None = None
-           ) -> str | None:
-    value = getattr(args, attr, None) or os.environ.get(env) or default
-    if required and not value:
-        flag = "--" + attr.replace("_", "-")
-        raise InputError(f"missing input: set the {env} environment variable (or pass {flag})")
-    return value
+Input = TypeVar("Input", bound=EnvContract)
+# Flags that override an input's environment variable (see add_commands).
+_FLAGS = frozenset({"--spec-file", "--namespace", "--name", "--store", "--uid", "--dataset-snapshot",
+                    "--dataset-digest", "--profile-uri", "--task", "--target", "--features"})
 
 
-def _spec_json(args: argparse.Namespace) -> Any:
-    if getattr(args, "spec_file", None):
+def _input(model: type[Input], args: argparse.Namespace) -> Input:
+    """The pod's inputs from its environment, flags winning over it (a flag is named after its field)."""
+    overrides = {field: getattr(args, field, None) for field in model.ENV}
+    spec_file = getattr(args, "spec_file", None)
+    if spec_file:
         try:
-            with open(args.spec_file, encoding="utf-8") as f:
-                text = f.read()
+            with open(spec_file, encoding="utf-8") as f:
+                overrides["spec"] = f.read()
         except OSError as e:
-            raise InputError(f"cannot read the spec file {args.spec_file}: {e}") from e
-    else:
-        text = os.environ.get("KULTIVAR_SPEC", "")
-        if not text:
-            raise InputError("missing input: set KULTIVAR_SPEC to the resource's spec as JSON (or pass --spec-file)")
+            raise InputError(f"cannot read the spec file {spec_file}: {e}") from e
     try:
-        return json.loads(text)
-    except ValueError as e:
-        raise InputError(f"the spec is not valid JSON: {e}") from e
+        return model.from_env(os.environ, overrides)
+    except ContractError as e:
+        flag = "--spec-file" if e.field == "spec" else "--" + (e.field or "").replace("_", "-")
+        hint = f" (or pass {flag})" if e.field in model.ENV and flag in _FLAGS else ""
+        raise InputError(f"{e}{hint}") from e
 
 
 def _spec_error(kind: str, e: ValidationError) -> InputError:
@@ -104,15 +112,15 @@ def _termination_path(args: argparse.Namespace) -> str:
 def _unexpected(e: BaseException) -> dict[str, Any]:
     log.error("unexpected error:\n%s", "".join(traceback.format_exception(e)).rstrip())
     if isinstance(e, OSError | ConnectionError | TimeoutError):
-        return {"ok": False, "reason": "StorageUnavailable",
-                "message": f"{type(e).__name__}: {e}; the artifact store or data source may be unreachable, "
-                           "the Job will retry", "retryable": True}
-    return {"ok": False, "reason": "InternalError",
-            "message": f"{type(e).__name__}: {e}; see the pod log for the traceback", "retryable": True}
+        return FailureResult(reason="StorageUnavailable",
+                             message=f"{type(e).__name__}: {e}; the artifact store or data source may be "
+                                     "unreachable, the Job will retry", retryable=True).wire()
+    return FailureResult(reason="InternalError", message=f"{type(e).__name__}: {e}; see the pod log for the traceback",
+                         retryable=True).wire()
 
 
 def _finish(result: dict[str, Any], path: str) -> int:
-    from kultivar.workloads.termination import encode_result, write_termination
+    from kultivar.workloads.termination import write_termination
 
     try:
         write_termination(result, path)
@@ -125,7 +133,7 @@ def _finish(result: dict[str, Any], path: str) -> int:
         code = EXIT_RETRYABLE if result.get("retryable") else EXIT_PERMANENT
         log.info("failed: %s: %s", result.get("reason"), result.get("message"))
     # Last line of the log is the result itself: the fallback when the termination file could not be written.
-    print(encode_result(result), file=sys.stdout, flush=True)
+    print(encode_termination(result), file=sys.stdout, flush=True)
     return code
 
 
@@ -137,9 +145,9 @@ def _run(args: argparse.Namespace, body: Any) -> int:
     try:
         result = body(args)
     except InputError as e:
-        result = {"ok": False, "reason": "InvalidSpec", "message": str(e), "retryable": False}
+        result = FailureResult(reason="InvalidSpec", message=str(e)).wire()
     except Terminated as e:
-        result = {"ok": False, "reason": "Terminated", "message": str(e), "retryable": True}
+        result = FailureResult(reason="Terminated", message=str(e), retryable=True).wire()
     except Exception as e:
         result = _unexpected(e)
     finally:
@@ -160,32 +168,13 @@ def _validate_dataset(args: argparse.Namespace) -> dict[str, Any]:
     from kultivar.workloads.storage import ArtifactStore
     from kultivar.workloads.validation import run_validation
 
-    raw = _spec_json(args)
-    namespace = _value(args, "namespace", "KULTIVAR_NAMESPACE")
-    name = _value(args, "name", "KULTIVAR_NAME")
-    store_url = _value(args, "store", "KULTIVAR_STORE")
+    given = _input(ValidationInput, args)
     try:
-        spec = DatasetSpec.model_validate(raw)
+        spec = DatasetSpec.model_validate(given.spec)
     except ValidationError as e:
         raise _spec_error("Dataset", e) from e
-    assert namespace and name and store_url
-    log.info("validating Dataset %s/%s from %s into %s", namespace, name, spec.source.uri, store_url)
-    return run_validation(spec, namespace, name, ArtifactStore(store_url))
-
-
-def _features(text: str) -> list[dict[str, str]]:
-    try:
-        items = json.loads(text)
-    except ValueError as e:
-        raise InputError(f"KULTIVAR_FEATURES is not valid JSON: {e}") from e
-    if not isinstance(items, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("name"), str) and i.get("type") in ("numeric", "categorical",
-                                                                                      "boolean")
-        for i in items
-    ) or not items:
-        raise InputError("KULTIVAR_FEATURES must be a non-empty JSON list of {name, type} with type numeric, "
-                         "categorical or boolean")
-    return [{"name": i["name"], "type": i["type"]} for i in items]
+    log.info("validating Dataset %s/%s from %s into %s", given.namespace, given.name, spec.source.uri, given.store)
+    return run_validation(spec, given.namespace, given.name, ArtifactStore(given.store))
 
 
 def _train(args: argparse.Namespace) -> dict[str, Any]:
@@ -193,49 +182,34 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
     from kultivar.workloads.storage import ArtifactStore
     from kultivar.workloads.training import run_training
 
-    raw = _spec_json(args)
-    namespace = _value(args, "namespace", "KULTIVAR_NAMESPACE")
-    name = _value(args, "name", "KULTIVAR_NAME")
-    uid = _value(args, "uid", "KULTIVAR_UID")
-    snapshot = _value(args, "dataset_snapshot", "KULTIVAR_DATASET_SNAPSHOT")
-    digest = _value(args, "dataset_digest", "KULTIVAR_DATASET_DIGEST")
-    profile = _value(args, "profile_uri", "KULTIVAR_PROFILE_URI", required=False)
-    task = _value(args, "task", "KULTIVAR_TASK")
-    target = _value(args, "target", "KULTIVAR_TARGET")
-    features_text = _value(args, "features", "KULTIVAR_FEATURES")
-    store_url = _value(args, "store", "KULTIVAR_STORE")
-    if task not in ("classification", "regression"):
-        raise InputError(f"KULTIVAR_TASK must be classification or regression, got {task!r}")
-    assert namespace and name and uid and snapshot and digest and target and features_text and store_url
-    features = _features(features_text)
+    given = _input(TrainingInput, args)
     try:
-        spec = TrainingRunSpec.model_validate(raw)
+        spec = TrainingRunSpec.model_validate(given.spec)
     except ValidationError as e:
         raise _spec_error("TrainingRun", e) from e
-    log.info("training TrainingRun %s/%s (%s) with %s on %s", namespace, name, uid, spec.estimator.className,
-             digest)
-    return run_training(spec, snapshot, digest, profile, task, target, features, namespace, name, uid,
-                        ArtifactStore(store_url))
+    log.info("training TrainingRun %s/%s (%s) with %s on %s", given.namespace, given.name, given.uid,
+             spec.estimator.className, given.dataset_digest)
+    return run_training(spec, given.dataset_snapshot, given.dataset_digest, given.profile_uri, given.task,
+                        given.target, given.features, given.namespace, given.name, given.uid,
+                        ArtifactStore(given.store), estimator_packages=given.estimator_packages)
 
 
 def _delete_artifacts(args: argparse.Namespace) -> dict[str, Any]:
     """Retention: delete the directories holding retired versions' artifacts (model file and manifest)."""
     from kultivar.workloads.storage import ArtifactStore
 
-    store_url = _value(args, "store", "KULTIVAR_STORE")
-    uris = json.loads(os.environ.get("KULTIVAR_DELETE", "[]"))
-    assert store_url
-    store = ArtifactStore(store_url)
-    base = store_url.rstrip("/") + "/"
+    given = _input(RetentionInput, args)
+    store = ArtifactStore(given.store)
+    base = given.store.rstrip("/") + "/"
     deleted = []
-    for uri in uris:
+    for uri in given.delete:
         if not uri.startswith(base):
-            raise InputError(f"refusing to delete {uri!r}: it is outside the artifact store {store_url}")
+            raise InputError(f"refusing to delete {uri!r}: it is outside the artifact store {given.store}")
         prefix = uri[len(base):].rsplit("/", 1)[0]
         if store.delete_prefix(prefix):
             deleted.append(prefix)
         log.info("deleted %s", prefix)
-    return {"ok": True, "deleted": len(deleted)}
+    return RetentionResult(deleted=len(deleted)).wire()
 
 
 def delete_artifacts_command(args: argparse.Namespace) -> int:

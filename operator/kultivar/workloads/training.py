@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import logging
 import math
 import os
@@ -35,6 +34,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kultivar.api.contracts import (
+    DEFAULT_ESTIMATOR_PACKAGES,
+    ArtifactRef,
+    FailureResult,
+    FeatureRef,
+    ManifestFeature,
+    ModelManifest,
+)
 from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingRunSpec
 from kultivar.workloads.storage import ArtifactStore, digest_of, run_prefix
@@ -44,10 +51,8 @@ log = logging.getLogger("kultivar.workloads")
 
 MODEL_NAME = "model.skops"
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "kultivar.io/model-manifest/v1"
 STEP = "model"
 TRUSTED_MODULES = ("sklearn", "numpy", "scipy")
-ESTIMATOR_MODULES = ("sklearn",)
 
 
 class TrainingFailure(Exception):
@@ -69,10 +74,10 @@ class UntrustedModelError(Exception):
 # ------------------------------------------------------------------------------------------- estimator
 
 
-def import_estimator(class_name: str) -> type:
+def import_estimator(class_name: str, estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> type:
     """The estimator class named by ``spec.estimator.className``; raises EstimatorImportFailed."""
     module_name, _, attr = class_name.rpartition(".")
-    if class_name.split(".", 1)[0] not in ESTIMATOR_MODULES:
+    if class_name.split(".", 1)[0] not in estimator_packages:
         raise TrainingFailure(
             "EstimatorImportFailed",
             f"{class_name} is not a scikit-learn estimator: only classes from sklearn.* can be used, because the "
@@ -132,10 +137,11 @@ def _validate_params(estimator: Any, where: str) -> None:
         raise TrainingFailure("InvalidParameters", f"{where}: {e}") from e
 
 
-def build_estimator(spec: TrainingRunSpec, task: str) -> Any:
+def build_estimator(spec: TrainingRunSpec, task: str,
+                    estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> Any:
     from sklearn.base import is_classifier, is_regressor
 
-    cls = import_estimator(spec.estimator.className)
+    cls = import_estimator(spec.estimator.className, estimator_packages)
     params = dict(spec.estimator.params)
     _check_param_names(cls, params, "spec.estimator.params")
     if "random_state" in _param_names(cls) and "random_state" not in params:
@@ -557,29 +563,17 @@ def _trusted(type_name: str) -> bool:
 
 
 def _failure(e: TrainingFailure) -> dict[str, Any]:
-    return {"ok": False, "reason": e.reason, "message": e.message, "retryable": e.retryable}
-
-
-def _result_from_manifest(manifest: Mapping[str, Any], manifest_uri: str) -> dict[str, Any]:
-    return {
-        "ok": True,
-        "metric": manifest["metric"],
-        "score": manifest["score"],
-        "metrics": manifest["metrics"],
-        "artifact": manifest["artifact"],
-        "manifestUri": manifest_uri,
-        "datasetDigest": manifest["datasetDigest"],
-        "bestParams": manifest.get("bestParams"),
-        "sklearnVersion": manifest["sklearnVersion"],
-    }
+    return FailureResult(reason=e.reason, message=e.message, retryable=e.retryable).wire()
 
 
 # -------------------------------------------------------------------------------------------- workload
 
 
 def run_training(spec: TrainingRunSpec, dataset_snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
-                 task: str, target: str, features: Iterable[Feature | Mapping[str, Any]], namespace: str,
-                 run_name: str, run_uid: str, store: ArtifactStore) -> dict[str, Any]:
+                 task: str, target: str, features: Iterable[Feature | FeatureRef | Mapping[str, Any]],
+                 namespace: str,
+                 run_name: str, run_uid: str, store: ArtifactStore,
+                 estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> dict[str, Any]:
     """Train, evaluate and save one model; the result goes to the termination message.
 
     Permanent problems (bad estimator, bad parameters, data that does not match its digest) come back as
@@ -587,7 +581,7 @@ def run_training(spec: TrainingRunSpec, dataset_snapshot_uri: str, dataset_diges
     """
     try:
         return _run_training(spec, dataset_snapshot_uri, dataset_digest, profile_uri, task, target,
-                             as_features(features), namespace, run_name, run_uid, store)
+                             as_features(features), namespace, run_name, run_uid, store, tuple(estimator_packages))
     except TrainingFailure as e:
         log.info("training failed: %s: %s", e.reason, e.message)
         return _failure(e)
@@ -595,7 +589,7 @@ def run_training(spec: TrainingRunSpec, dataset_snapshot_uri: str, dataset_diges
 
 def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
                   task: str, target: str, features: list[Feature], namespace: str, run_name: str, run_uid: str,
-                  store: ArtifactStore) -> dict[str, Any]:
+                  store: ArtifactStore, estimator_packages: tuple[str, ...]) -> dict[str, Any]:
     import sklearn
     import skops
 
@@ -603,17 +597,19 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
     prefix = run_prefix(namespace, run_name, run_uid)
     manifest_uri = store.uri_for(prefix + MANIFEST_NAME)
     if store.exists(manifest_uri):
-        manifest = json.loads(store.read_bytes(manifest_uri))
-        if manifest.get("datasetDigest") != dataset_digest:
+        previous = ModelManifest.from_json(store.read_bytes(manifest_uri))
+        if previous.datasetDigest != dataset_digest:
             raise TrainingFailure("DataValidationFailed",
-                                  f"{manifest_uri} was written for dataset {manifest.get('datasetDigest')}, not "
+                                  f"{manifest_uri} was written for dataset {previous.datasetDigest}, not "
                                   f"{dataset_digest}; this run's artifacts belong to another dataset version")
         log.info("a previous attempt already finished this run (%s); reporting its result", manifest_uri)
-        return {**_result_from_manifest(manifest, manifest_uri), "adopted": True}
+        adopted = previous.training_result(manifest_uri)
+        adopted.adopted = True
+        return adopted.wire()
 
     # Fail fast on the spec before reading a possibly large snapshot.
     metric = headline_metric(spec, task)
-    estimator = build_estimator(spec, task)
+    estimator = build_estimator(spec, task, estimator_packages)
     if metric == "roc_auc" and not hasattr(estimator, "predict_proba"):
         raise TrainingFailure("InvalidParameters",
                               f"spec.evaluation.metric roc_auc needs predicted probabilities, which "
@@ -716,7 +712,7 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
         log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
         t = time.perf_counter()
-        untrusted = dumping.result()
+        trusted_types = dumping.result()
         model_rel = prefix + MODEL_NAME
         model_uri = store.uri_for(model_rel)
         if store.exists(model_uri):
@@ -724,44 +720,42 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
             store.delete(model_rel)
         artifact = store.write_file_once(model_rel, local)
 
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "createdAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "artifact": artifact,
-        "sha256": artifact["digest"].removeprefix("sha256:"),
-        "estimator": spec.estimator.className,
-        "params": _json_safe(dict(spec.estimator.params)),
-        "bestParams": best_params,
-        "task": task,
-        "target": target,
-        "features": [{"name": f.name, "type": f.type,
-                      "dtype": "float64" if f.type != "categorical" else "string"} for f in features],
-        "classes": _json_safe(list(classes)) if task == "classification" else None,
-        "metric": metric,
-        "score": metrics[metric],
-        "metrics": metrics,
-        "datasetDigest": dataset_digest,
-        "datasetSnapshotUri": snapshot_uri,
-        "profileUri": profile_uri,
-        "trainRows": len(y_train),
-        "testRows": len(y_test),
-        "seed": spec.evaluation.seed,
-        "sklearnVersion": sklearn.__version__,
-        "skopsVersion": skops.__version__,
-        "numpyVersion": np.__version__,
-        "pythonVersion": platform.python_version(),
-        "trustedTypes": untrusted,
-    }
-    store.write_once(prefix + MANIFEST_NAME, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    manifest = ModelManifest(
+        createdAt=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        artifact=ArtifactRef.model_validate(artifact),
+        sha256=artifact["digest"].removeprefix("sha256:"),
+        estimator=spec.estimator.className,
+        params=_json_safe(dict(spec.estimator.params)),
+        bestParams=best_params,
+        task=task,
+        target=target,
+        features=[ManifestFeature(name=f.name, type=f.type, dtype="float64" if f.type != "categorical" else "string")
+                  for f in features],
+        classes=_json_safe(list(classes)) if task == "classification" else None,
+        metric=metric,
+        score=metrics[metric],
+        metrics=metrics,
+        datasetDigest=dataset_digest,
+        datasetSnapshotUri=snapshot_uri,
+        profileUri=profile_uri,
+        trainRows=len(y_train),
+        testRows=len(y_test),
+        seed=spec.evaluation.seed,
+        sklearnVersion=sklearn.__version__,
+        skopsVersion=skops.__version__,
+        numpyVersion=np.__version__,
+        pythonVersion=platform.python_version(),
+        trustedTypes=trusted_types,
+    )
+    store.write_once(prefix + MANIFEST_NAME, manifest.to_json())
     timings["save"] = time.perf_counter() - t
     log.info("saved %s (%s, %d bytes) and %s", artifact["uri"], artifact["digest"], artifact["sizeBytes"],
              manifest_uri)
 
-    result = _result_from_manifest(manifest, manifest_uri)
-    result["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    if notes:
-        result["warnings"] = notes[:3]
-    return result
+    result = manifest.training_result(manifest_uri)
+    result.timings = {k: round(v, 3) for k, v in timings.items()}
+    result.warnings = notes[:3] or None
+    return result.wire()
 
 
 # ----------------------------------------------------------------------------------------------- loading

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pandas.api import types as ptypes
 
+from kultivar.api.contracts import FailureResult, FeatureRef, FeatureSummary, ValidationResult
 from kultivar.api.dataset import DatasetChecks, DatasetSchema, DatasetSpec, Feature
 from kultivar.domain.profile import (
     DEFAULT_BINS,
@@ -69,12 +70,14 @@ _FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
 # ---------------------------------------------------------------------------------------------- features
 
 
-def as_features(items: Iterable[Feature | Mapping[str, Any]]) -> list[Feature]:
-    """Features from API objects or plain ``{name, type}`` dicts (as passed to the training pod)."""
+def as_features(items: Iterable[Feature | FeatureRef | Mapping[str, Any]]) -> list[Feature]:
+    """Features from API objects, the training pod's inputs, or plain ``{name, type}`` dicts."""
     out = []
     for item in items:
         if isinstance(item, Feature):
             out.append(item)
+        elif isinstance(item, FeatureRef):
+            out.append(Feature(name=item.name, type=item.type, nullable=True))
         else:
             out.append(Feature(name=str(item["name"]), type=item["type"], nullable=True))
     return out
@@ -695,8 +698,7 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
     try:
         df = load_source(spec.source, schema)
     except SourceUnreadable as e:
-        return {"ok": False, "reason": "SourceUnreadable", "check": None, "message": str(e),
-                "retryable": e.transient}
+        return FailureResult(reason="SourceUnreadable", message=str(e), retryable=e.transient).wire()
     timings["load"] = time.perf_counter() - t
     log.info("read %d rows x %d columns in %.2fs", len(df), df.shape[1], timings["load"])
 
@@ -705,9 +707,8 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
     timings["validate"] = time.perf_counter() - t
     if not report.ok:
         log.info("validation failed: %s", report.message())
-        return {"ok": False, "reason": "DataValidationFailed", "check": report.failures[0].check,
-                "message": report.message(), "failures": [f.to_dict() for f in report.failures[:MAX_REPORTED_FAILURES]],
-                "retryable": False}
+        return FailureResult(reason="DataValidationFailed", check=report.failures[0].check, message=report.message(),
+                             failures=[f.to_dict() for f in report.failures[:MAX_REPORTED_FAILURES]]).wire()
     assert report.frame is not None
     frame = report.frame
     del df  # the canonical frame is all we need from here; free the raw copy for big data
@@ -748,14 +749,13 @@ def run_validation(spec: DatasetSpec, namespace: str, name: str, store: Artifact
     timings["write"] = time.perf_counter() - t - timings["digest"] - timings["profile"]
     log.info("wrote snapshot %s and profile %s", snapshot_uri, profile_ref["uri"])
 
-    return {
-        "ok": True,
-        "digest": digest,
-        "rows": len(frame),
-        "columns": frame.shape[1],
-        "snapshotUri": snapshot_uri,
-        "profileUri": profile_ref["uri"],
-        "features": [{"name": f.name, "type": f.type, "missingFraction": round(report.missing.get(f.name, 0.0), 6)}
-                     for f in features],
-        "timings": {k: round(v, 3) for k, v in timings.items()},
-    }
+    return ValidationResult(
+        digest=digest,
+        rows=len(frame),
+        columns=frame.shape[1],
+        snapshotUri=snapshot_uri,
+        profileUri=profile_ref["uri"],
+        features=[FeatureSummary(name=f.name, type=f.type, missingFraction=round(report.missing.get(f.name, 0.0), 6))
+                  for f in features],
+        timings={k: round(v, 3) for k, v in timings.items()},
+    ).wire()

@@ -1,0 +1,443 @@
+"""What crosses the process boundary between the operator and its pods, defined once for both sides.
+
+* :class:`ValidationInput`, :class:`TrainingInput`: what a workload pod is given, as ``KULTIVAR_*`` environment
+  variables (the operator calls :meth:`WorkloadInput.to_env` when it plans the Job, the pod
+  :meth:`WorkloadInput.from_env`).
+* :class:`ValidationResult`, :class:`TrainingResult`, :class:`FailureResult`: what a pod reports back in its
+  termination message, written with :func:`encode_termination` and read with :func:`decode_termination`.
+* :class:`ModelManifest`: ``manifest.json`` beside a trained model, written by training and read by serving.
+
+Every model ignores fields it does not know (``extra="ignore"``): an operator and a pod of different Kultivar
+versions, or a server loading a manifest written by a newer trainer, still understand each other. The field names
+are the wire format; renaming one breaks artifacts and pods already out there.
+
+The termination message is capped at 4096 bytes by the kubelet. :func:`encode_termination` makes a result fit by
+dropping optional bulky fields first and shortening the message last. With ``terminationMessagePolicy:
+FallbackToLogsOnError`` a pod that wrote no message gets the tail of its log instead; the workload CLI prints the
+result as its last log line, so :func:`decode_termination` takes the last line that is a result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FeatureType = Literal["numeric", "categorical", "boolean"]
+Task = Literal["classification", "regression"]
+
+# Top-level packages whose estimators training may import and serving may load: the chart value
+# operator.estimatorPackages widens it (the operator passes it to the training pod in TrainingInput).
+DEFAULT_ESTIMATOR_PACKAGES: tuple[str, ...] = ("sklearn",)
+
+
+class Contract(BaseModel):
+    """A payload between processes: unknown fields are ignored so either side may be the newer one."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict, without unset optional fields."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class ContractError(ValueError):
+    """A payload that does not match its contract; the message names the environment variable or field."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+class FeatureRef(Contract):
+    """A feature column as the pods are told about it."""
+
+    name: str = Field(min_length=1)
+    type: FeatureType
+
+
+class EnvContract(Contract):
+    """A pod's input carried in environment variables. ``ENV`` maps each field to its variable."""
+
+    ENV: ClassVar[dict[str, str]] = {}
+    # Fields carried as JSON text; other list fields are comma-separated.
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables of the Job's container (``HOME`` included: the root filesystem is read-only)."""
+        env = {"HOME": "/tmp"}
+        for field, variable in self.ENV.items():
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if field in self.JSON_FIELDS:
+                env[variable] = json.dumps(_plain(value), sort_keys=field == "spec")
+            elif isinstance(value, tuple | list):
+                env[variable] = ",".join(value)
+            else:
+                env[variable] = str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], overrides: Mapping[str, str | None] | None = None) -> Self:
+        """Parse the environment; ``overrides`` (by field name, e.g. from command-line flags) win over it."""
+        raw: dict[str, Any] = {}
+        for field, variable in cls.ENV.items():
+            text = (overrides or {}).get(field) or environ.get(variable)
+            if not text:
+                if cls.model_fields[field].is_required():
+                    raise ContractError(f"missing input: set the {variable} environment variable", field)
+                continue
+            if field in cls.JSON_FIELDS:
+                try:
+                    raw[field] = json.loads(text)
+                except ValueError as e:
+                    raise ContractError(f"{variable} is not valid JSON: {e}", field) from e
+            elif _is_list_field(cls, field):
+                raw[field] = tuple(p.strip() for p in text.split(",") if p.strip())
+            else:
+                raw[field] = text
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{cls.ENV.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else cls.__name__}"
+                f"{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in err['loc'][1:])}: {err['msg']}"
+                for err in e.errors()[:5])
+            first = e.errors()[0]["loc"]
+            raise ContractError(f"invalid input: {problems}", str(first[0]) if first else None) from e
+
+
+class WorkloadInput(EnvContract):
+    """What every dataset and training pod is given."""
+
+    ENV: ClassVar[dict[str, str]] = {
+        "spec": "KULTIVAR_SPEC",
+        "namespace": "KULTIVAR_NAMESPACE",
+        "name": "KULTIVAR_NAME",
+        "store": "KULTIVAR_STORE",
+    }
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec"})
+
+    spec: dict[str, Any] = Field(description="The resource's spec as the user wrote it.")
+    namespace: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    store: str = Field(min_length=1, description="Base URL of the artifact store.")
+
+
+def _is_list_field(cls: type[BaseModel], field: str) -> bool:
+    annotation = str(cls.model_fields[field].annotation)
+    return annotation.startswith(("tuple", "list"))
+
+
+class ValidationInput(WorkloadInput):
+    """``kultivar validate-dataset``: validate a Dataset's source and snapshot it."""
+
+
+class TrainingInput(WorkloadInput):
+    """``kultivar train``: train a TrainingRun's model on one validated version of its Dataset."""
+
+    ENV: ClassVar[dict[str, str]] = {
+        **WorkloadInput.ENV,
+        "uid": "KULTIVAR_UID",
+        "dataset_snapshot": "KULTIVAR_DATASET_SNAPSHOT",
+        "dataset_digest": "KULTIVAR_DATASET_DIGEST",
+        "profile_uri": "KULTIVAR_PROFILE_URI",
+        "task": "KULTIVAR_TASK",
+        "target": "KULTIVAR_TARGET",
+        "features": "KULTIVAR_FEATURES",
+        "estimator_packages": "KULTIVAR_ESTIMATOR_PACKAGES",
+    }
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features"})
+
+    uid: str = Field(min_length=1, description="UID of the TrainingRun: its artifacts' directory is keyed by it.")
+    dataset_snapshot: str = Field(min_length=1, description="URI of the dataset version's snapshot.")
+    dataset_digest: str = Field(min_length=1, description="Digest the snapshot must have.")
+    profile_uri: str | None = Field(default=None, description="Reference profile of the dataset version.")
+    task: Task
+    target: str = Field(min_length=1)
+    features: list[FeatureRef] = Field(min_length=1)
+    estimator_packages: tuple[str, ...] = Field(
+        default=DEFAULT_ESTIMATOR_PACKAGES,
+        description="Top-level packages estimators may come from (the chart value operator.estimatorPackages).")
+
+
+class RetentionInput(EnvContract):
+    """``kultivar delete-artifacts``: delete the directories of retired model versions' artifacts."""
+
+    ENV: ClassVar[dict[str, str]] = {
+        "store": "KULTIVAR_STORE",
+        "delete": "KULTIVAR_DELETE",
+        "namespace": "KULTIVAR_NAMESPACE",
+        "name": "KULTIVAR_NAME",
+    }
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"delete"})
+
+    store: str = Field(min_length=1)
+    delete: list[str] = Field(default_factory=list, description="Artifact URIs whose directories go.")
+    namespace: str | None = Field(default=None, description="The Model's namespace (for the log).")
+    name: str | None = Field(default=None, description="The Model's name (for the log).")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+
+class FailureResult(Contract):
+    """A workload that could not do its job; ``retryable`` tells whether another attempt may help."""
+
+    ok: Literal[False] = False
+    reason: str = "Failed"
+    message: str = ""
+    check: str | None = Field(default=None, description="The first failed data check (validation).")
+    retryable: bool = False
+    failures: list[dict[str, Any]] | None = Field(default=None, description="Every failed check (droppable).")
+
+
+class FeatureSummary(FeatureRef):
+    missingFraction: float = 0.0
+
+
+class ValidationResult(Contract):
+    ok: Literal[True] = True
+    digest: str
+    rows: int
+    columns: int | None = None
+    snapshotUri: str
+    profileUri: str
+    features: list[FeatureSummary] | None = None
+    timings: dict[str, float] | None = None
+
+
+class ArtifactRef(Contract):
+    uri: str
+    digest: str
+    sizeBytes: int
+
+
+class TrainingResult(Contract):
+    ok: Literal[True] = True
+    metric: str
+    score: float | None = None
+    metrics: dict[str, float] | None = None
+    artifact: ArtifactRef
+    manifestUri: str
+    datasetDigest: str
+    bestParams: dict[str, Any] | None = None
+    sklearnVersion: str | None = None
+    adopted: bool | None = Field(default=None, description="A retried pod found a finished attempt and reports it.")
+    timings: dict[str, float] | None = None
+    warnings: list[str] | None = None
+
+
+class RetentionResult(Contract):
+    ok: Literal[True] = True
+    deleted: int = 0
+
+
+Success = TypeVar("Success", bound=Contract)
+
+
+def success(model: type[Success], result: Mapping[str, Any] | None) -> Success | None:
+    """The successful result of the given kind, or None when the pod failed or reported something else."""
+    if not result or result.get("ok") is not True:
+        return None
+    try:
+        return model.model_validate(result)
+    except ValidationError:
+        return None
+
+
+def failure(result: Mapping[str, Any] | None) -> FailureResult | None:
+    """The failure a pod reported, or None when it reported none (or succeeded)."""
+    if not result or result.get("ok") is not False:
+        return None
+    try:
+        return FailureResult.model_validate(result)
+    except ValidationError:
+        return FailureResult(message=str(result.get("message") or ""))
+
+
+# ------------------------------------------------------------------------------------ termination codec
+
+TERMINATION_LIMIT = 4096
+# Dropped in this order until the message fits; the essential fields (ok, reason, digest, uris, score) stay.
+DROPPABLE = ("features", "bestParams", "failures", "warnings", "timings", "metrics")
+ESSENTIAL_OK = ("ok", "digest", "rows", "columns", "snapshotUri", "profileUri", "metric", "score", "artifact",
+                "manifestUri", "datasetDigest", "sklearnVersion", "adopted")
+ESSENTIAL_FAIL = ("ok", "reason", "check", "retryable")
+ELLIPSIS = "…"
+CRASH_TAIL_CHARS = 2000
+
+
+def _clean(value: Any) -> Any:
+    # json.dumps would write NaN/Infinity, which is not JSON; the operator's parser would reject the message.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _dump(result: dict[str, Any]) -> bytes:
+    return json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    budget = max(0, max_bytes - len(ELLIPSIS.encode()))
+    return data[:budget].decode(errors="ignore") + ELLIPSIS
+
+
+def encode_termination(result: Contract | Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> str:
+    """Compact JSON of ``result`` no longer than ``limit`` bytes (UTF-8)."""
+    out = _clean(result.wire() if isinstance(result, Contract) else dict(result))
+    data = _dump(out)
+    for key in DROPPABLE:
+        if len(data) <= limit:
+            break
+        if key in out:
+            del out[key]
+            data = _dump(out)
+    if len(data) > limit and isinstance(out.get("message"), str):
+        excess = len(data) - limit
+        message_bytes = len(out["message"].encode())
+        out["message"] = _truncate_utf8(out["message"], max(0, message_bytes - excess - 8))
+        data = _dump(out)
+        while len(data) > limit and out["message"]:
+            out["message"] = _truncate_utf8(out["message"], len(out["message"].encode()) // 2)
+            data = _dump(out)
+    if len(data) > limit:
+        # Something unexpected is huge (e.g. a very long URI): keep only what the operator cannot do without.
+        keep = ESSENTIAL_OK if out.get("ok") else ESSENTIAL_FAIL
+        out = {k: out[k] for k in keep if k in out}
+        out["message"] = "result truncated to fit the termination message; see the pod log"
+        data = _dump(out)
+    if len(data) > limit:
+        out = {"ok": bool(out.get("ok")), "reason": "ResultTooLarge",
+               "message": "the result did not fit in the termination message; see the pod log"}
+        data = _dump(out)
+    return data.decode()
+
+
+def _parse(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not (isinstance(value, dict) and isinstance(value.get("ok"), bool)):
+        return None
+    if not value["ok"]:
+        value.setdefault("reason", "Failed")
+        value.setdefault("message", "")
+    return value
+
+
+def decode_termination(text: str | None) -> dict[str, Any] | None:
+    """The result a pod reported (a dict with a boolean ``ok``); None when it left no message at all.
+
+    Text that holds no result (a crash before the workload reported, e.g. a traceback in the log tail) gives
+    ``{"ok": False, "reason": "WorkloadCrashed", ...}`` with the end of that text as the message.
+    """
+    raw = (text or "").strip()
+    if not raw:
+        return None
+    value = _parse(raw)
+    if value is not None:
+        return value
+    # With FallbackToLogsOnError the text is the log tail; the CLI prints the result as its last line.
+    for line in reversed(raw.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and (value := _parse(line)) is not None:
+            return value
+    return {"ok": False, "reason": "WorkloadCrashed",
+            "message": f"the pod did not report a result; the end of its output was: {raw[-CRASH_TAIL_CHARS:]}"}
+
+
+# ---------------------------------------------------------------------------------------- model manifest
+
+MANIFEST_FORMAT = "kultivar.io/model-manifest/v1"
+
+
+class ManifestFeature(FeatureRef):
+    """A model input: its column and the dtype the pipeline takes it in."""
+
+    dtype: Literal["float64", "string"] | None = None
+
+
+class ModelManifest(Contract):
+    """``manifest.json``, written last beside ``model.skops``: what the model takes, what it scored, its lineage.
+
+    Serving needs ``artifact``, ``task`` and ``features``; the rest is lineage and defaults to unset so that
+    manifests of any earlier version still load.
+    """
+
+    format: str = MANIFEST_FORMAT
+    createdAt: str | None = None
+    artifact: ArtifactRef
+    sha256: str | None = None
+    estimator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    bestParams: dict[str, Any] | None = None
+    task: Task
+    target: str | None = None
+    features: list[ManifestFeature] = Field(min_length=1)
+    classes: list[Any] | None = None
+    metric: str | None = None
+    score: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    datasetDigest: str | None = None
+    datasetSnapshotUri: str | None = None
+    profileUri: str | None = None
+    trainRows: int | None = None
+    testRows: int | None = None
+    seed: int | None = None
+    sklearnVersion: str | None = None
+    skopsVersion: str | None = None
+    numpyVersion: str | None = None
+    pythonVersion: str | None = None
+    trustedTypes: list[str] = Field(
+        default_factory=list,
+        description="Types outside skops' defaults the model file holds, each from an allowed package; loading "
+                    "trusts exactly these.")
+
+    def to_json(self) -> bytes:
+        # Every field, unset ones as null: the file is read by people as well as by the server.
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> ModelManifest:
+        """Parse a manifest; raises ContractError naming the first wrong fields."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+                                 for err in e.errors()[:3])
+            raise ContractError(problems) from e
+
+    def training_result(self, manifest_uri: str) -> TrainingResult:
+        """The result a finished training reports (also what a retried pod reports when it finds this manifest)."""
+        if self.metric is None or self.datasetDigest is None:
+            raise ContractError("the manifest has no metric or datasetDigest; it was not written by `kultivar train`")
+        return TrainingResult(
+            metric=self.metric, score=self.score, metrics=self.metrics, artifact=self.artifact,
+            manifestUri=manifest_uri, datasetDigest=self.datasetDigest, bestParams=self.bestParams,
+            sklearnVersion=self.sklearnVersion,
+        )
