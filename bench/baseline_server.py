@@ -22,8 +22,8 @@ import pandas as pd
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
+from kultivar.workloads.artifact import load_model
 from kultivar.workloads.storage import ArtifactStore
-from kultivar.workloads.training import load_model
 
 
 def build_app(model: Any, names: list[str]) -> FastAPI:

@@ -51,7 +51,7 @@ from kultivar.domain.metrics import parse
 from kultivar.domain.profile import Profile
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import FeatureSpec, Rows
-from kultivar.workloads.validation import build_profile
+from kultivar.workloads.profiling import build_profile
 
 GOAL = 20.0
 NUMERIC = 17

@@ -31,8 +31,9 @@ from helpers import wait_for
 from kultivar.api.dataset import DatasetSpec
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile, bin_index
+from kultivar.workloads.artifact import load_model
 from kultivar.workloads.storage import ArtifactStore
-from kultivar.workloads.training import load_model, run_training
+from kultivar.workloads.training import run_training
 from kultivar.workloads.validation import run_validation
 
 MODEL = "iris"

@@ -54,7 +54,7 @@ from kultivar.domain.metrics import parse  # noqa: E402
 from kultivar.domain.profile import OTHER, NumericProfile, Profile, bin_indices, category_key  # noqa: E402
 from kultivar.serving.monitoring import MISSING, ServingMetrics  # noqa: E402
 from kultivar.serving.payload import FeatureSpec, Rows  # noqa: E402
-from kultivar.workloads.validation import build_profile  # noqa: E402
+from kultivar.workloads.profiling import build_profile  # noqa: E402
 
 THRESHOLD, SHARE = 0.2, 0.5
 MON = Monitoring(threshold=THRESHOLD, driftedShare=SHARE, minSamples=100, window="10m")

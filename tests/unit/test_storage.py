@@ -13,7 +13,6 @@ from kultivar.workloads.storage import (
     ArtifactExists,
     ArtifactStore,
     dataset_prefix,
-    model_version_prefix,
     run_prefix,
 )
 
@@ -38,7 +37,6 @@ def _listing(store: ArtifactStore) -> list[str]:
 
 def test_layout_helpers() -> None:
     assert dataset_prefix("ns", "iris", f"sha256:{HEX}") == f"ns/datasets/iris/{HEX}/"
-    assert model_version_prefix("ns", "churn", 3) == "ns/models/churn/v3/"
     assert run_prefix("ns", "train-1", "0123456789abcdef") == "ns/runs/train-1-01234567/"
 
 
@@ -130,20 +128,6 @@ def test_write_file_once_streams_and_hashes(store: ArtifactStore, tmp_path: Path
         store.write_file_once("ns/runs/r/model.skops", local)
 
 
-def test_copy_once_within_and_across_stores(store: ArtifactStore, tmp_path: Path) -> None:
-    src = store.write_once("ns/runs/r/model.skops", b"weights")
-    dst = store.copy_once(src["uri"], "ns/models/m/v1/model.skops")
-    assert dst["digest"] == src["digest"] and dst["uri"] == store.uri_for("ns/models/m/v1/model.skops")
-    assert store.copy_once(src["uri"], "ns/models/m/v1/model.skops") == dst
-    other = store.write_once("ns/runs/r2/model.skops", b"other weights")
-    with pytest.raises(ArtifactExists):
-        store.copy_once(other["uri"], "ns/models/m/v1/model.skops")
-    elsewhere = ArtifactStore(str(tmp_path / "other-store"))
-    copied = elsewhere.copy_once(src["uri"], "ns/models/m/v1/model.skops")
-    assert copied["digest"] == src["digest"]
-    assert elsewhere.read_bytes(copied["uri"]) == b"weights"
-
-
 def test_delete_prefix_for_retention(store: ArtifactStore) -> None:
     store.write_once("ns/models/m/v1/model.skops", b"1")
     store.write_once("ns/models/m/v1/manifest.json", b"{}")
@@ -170,11 +154,11 @@ def test_streamed_and_staged_writes(store: ArtifactStore) -> None:
         for chunk in (b"abc", b"def"):
             f.write(chunk)  # type: ignore[attr-defined]
 
-    ref = store.write_stream_once("ns/a/stream.bin", produce)
+    ref = store.commit_staged(store.stage_stream("ns/a", produce), "ns/a/stream.bin")
     assert ref["digest"] == "sha256:" + hashlib.sha256(b"abcdef").hexdigest() and ref["sizeBytes"] == 6
-    assert store.write_stream_once("ns/a/stream.bin", produce) == ref
+    assert store.commit_staged(store.stage_stream("ns/a", produce), "ns/a/stream.bin") == ref
     with pytest.raises(ArtifactExists):
-        store.write_stream_once("ns/a/stream.bin", lambda f: f.write(b"other"))
+        store.commit_staged(store.stage_stream("ns/a", lambda f: f.write(b"other")), "ns/a/stream.bin")
     # Staged: written before its (content-addressed) name is known, then committed or discarded.
     staged = store.stage_stream("ns/datasets/d", lambda f: f.write(b"snapshot"))
     assert not store.exists(store.uri_for("ns/datasets/d/abc/snapshot.arrow"))
@@ -209,5 +193,5 @@ def test_failing_producer_leaves_nothing(store: ArtifactStore) -> None:
         raise RuntimeError("serialiser crashed")
 
     with pytest.raises(RuntimeError):
-        store.write_stream_once("ns/a/x.parquet", produce)
+        store.stage_stream("ns/a", produce)
     assert _listing(store) == []

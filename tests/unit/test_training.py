@@ -16,15 +16,13 @@ import pytest
 
 from kultivar.api.dataset import DatasetSpec
 from kultivar.api.trainingrun import TrainingRunSpec
-from kultivar.workloads import training
+from kultivar.workloads import evaluate, failure, pipeline, split
+from kultivar.workloads.artifact import ModelIntegrityError, UntrustedModelError, load_model
+from kultivar.workloads.canonical import as_features, canonical_frame_digest
+from kultivar.workloads.snapshot import commit_snapshot, read_snapshot, stage_snapshot
 from kultivar.workloads.storage import ArtifactStore, digest_of
-from kultivar.workloads.training import (
-    ModelIntegrityError,
-    UntrustedModelError,
-    load_model,
-    run_training,
-)
-from kultivar.workloads.validation import as_features, digest_canonical, read_snapshot, run_validation, write_snapshot
+from kultivar.workloads.training import run_training
+from kultivar.workloads.validation import run_validation
 
 SEED = 42
 
@@ -301,11 +299,12 @@ def test_snapshot_on_a_local_store_round_trips(store: ArtifactStore, datasets: d
     local = ArtifactStore(f"file://{tmp_path}/store")
     data = datasets["churn"]
     frame = read_snapshot(store, data["snapshotUri"])
-    uri = write_snapshot(local, "ns/datasets/churn/x/snapshot.arrow", frame)
+    staged = stage_snapshot(local, "ns/datasets/churn/x", frame)
+    uri = commit_snapshot(local, staged, "ns/datasets/churn/x/snapshot.arrow")
     assert local.local_path(uri) == f"{tmp_path}/store/ns/datasets/churn/x/snapshot.arrow"
     back = read_snapshot(local, uri)
     pd.testing.assert_frame_equal(back, frame)
-    assert digest_canonical(back, as_features(data["features"]), data["target"]) == data["digest"]
+    assert canonical_frame_digest(back, as_features(data["features"]), data["target"]) == data["digest"]
     # Missing numbers are stored as NaN, not as nulls, so numeric columns load without a copy.
     with pa.OSFile(f"{tmp_path}/store/ns/datasets/churn/x/snapshot.arrow") as f:
         table = pa.ipc.open_file(f).read_all()
@@ -322,9 +321,9 @@ def test_digest_mismatch_wins_over_other_failures(store: ArtifactStore, datasets
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # The snapshot is verified while the split is prepared; a failure there must not hide that the data changed.
     def broken_split(*args: Any) -> Any:
-        raise training.TrainingFailure("DataValidationFailed", "the training split has a single class")
+        raise failure.TrainingFailure("DataValidationFailed", "the training split has a single class")
 
-    monkeypatch.setattr(training, "split_rows", broken_split)
+    monkeypatch.setattr(split, "split_rows", broken_split)
     wrong = "sha256:" + "0" * 64
     result = train(store, datasets["iris"], spec("sklearn.linear_model.LogisticRegression"), digest=wrong)
     assert "changed after validation" in result["message"]
@@ -385,7 +384,7 @@ def test_stratified_split_picks_the_rows_train_test_split_picks(labels: Any, see
     for n, fraction in ((1000, 0.2), (2_345, 0.37), (20_000, 0.05)):
         y = labels(rng, n)
         run_spec = spec("sklearn.linear_model.LogisticRegression", evaluation={"testFraction": fraction, "seed": seed})
-        train_rows, test_rows = training.split_rows(y, run_spec, "classification")
+        train_rows, test_rows = split.split_rows(y, run_spec, "classification")
         expected = train_test_split(np.arange(n), test_size=fraction, random_state=seed, stratify=y)
         assert np.array_equal(train_rows, np.sort(expected[0]))
         assert np.array_equal(test_rows, np.sort(expected[1]))
@@ -396,7 +395,7 @@ def test_stratified_split_without_the_scikit_learn_helper_falls_back(monkeypatch
 
     monkeypatch.delattr("sklearn.utils.extmath._approximate_mode")
     y = np.random.default_rng(5).choice(np.array(["a", "b", "c"], dtype=object), 3000)
-    train_rows, test_rows = training.split_rows(y, spec("sklearn.linear_model.LogisticRegression"), "classification")
+    train_rows, test_rows = split.split_rows(y, spec("sklearn.linear_model.LogisticRegression"), "classification")
     expected = train_test_split(np.arange(3000), test_size=0.2, random_state=SEED, stratify=y)
     assert np.array_equal(train_rows, np.sort(expected[0])) and np.array_equal(test_rows, np.sort(expected[1]))
 
@@ -406,7 +405,7 @@ def test_unstratified_split_picks_the_rows_train_test_split_picks() -> None:
 
     y = np.random.default_rng(3).normal(size=5000)
     run_spec = spec("sklearn.linear_model.Ridge", evaluation={"testFraction": 0.25, "seed": 7})
-    train_rows, test_rows = training.split_rows(y, run_spec, "regression")
+    train_rows, test_rows = split.split_rows(y, run_spec, "regression")
     expected = train_test_split(np.arange(5000), test_size=0.25, random_state=7)
     assert np.array_equal(train_rows, np.sort(expected[0])) and np.array_equal(test_rows, np.sort(expected[1]))
 
@@ -424,15 +423,15 @@ def _held_out(rows: int, seed: int, unknown: bool = False) -> tuple[Any, pd.Data
                           "region": pd.array(region, dtype=pd.StringDtype("pyarrow")), "member": member})
     features = [Feature(name="age", type="numeric"), Feature(name="plan", type="categorical"),
                 Feature(name="region", type="categorical"), Feature(name="member", type="boolean")]
-    sources = training._input_sources(frame, features)
+    sources = split._input_sources(frame, features)
     half = np.arange(rows // 2)
-    x_train, x_test = training._take_inputs(sources, half), training._take_inputs(sources, half + rows // 2)
+    x_train, x_test = split._take_inputs(sources, half), split._take_inputs(sources, half + rows // 2)
     if unknown:  # categories the encoder never saw are encoded as all zeros
         x_test.loc[x_test.index[:5], "plan"] = "enterprise"
     y = (np.nan_to_num(age[half], nan=40) + (plan[half] == "pro") * 5 + rng.normal(0, 5, len(half)) > 42)
     from sklearn.linear_model import LogisticRegression
 
-    model = training.build_pipeline(features, LogisticRegression()).fit(x_train, y.astype(np.int64))
+    model = pipeline.build_pipeline(features, LogisticRegression()).fit(x_train, y.astype(np.int64))
     return model, x_test, ["plan", "region", "member"]
 
 
@@ -440,16 +439,16 @@ def _held_out(rows: int, seed: int, unknown: bool = False) -> tuple[Any, pd.Data
 def test_transform_inputs_is_exactly_the_pipelines_transform(rows: int, unknown: bool) -> None:
     model, x_test, few = _held_out(rows, seed=rows, unknown=unknown)
     expected = model[:-1].transform(x_test)
-    fast = training.transform_inputs(model[:-1], x_test, few)
+    fast = pipeline.transform_inputs(model[:-1], x_test, few)
     assert fast.dtype == expected.dtype and fast.shape == expected.shape
     assert np.array_equal(fast, expected, equal_nan=True)
-    assert np.array_equal(training.transform_inputs(model[:-1], x_test), expected, equal_nan=True)
+    assert np.array_equal(pipeline.transform_inputs(model[:-1], x_test), expected, equal_nan=True)
 
 
 def test_distinct_rows_keeps_every_distinct_input_apart() -> None:
     x = pd.DataFrame({"c": np.array(["a", "b", np.nan, "a"] * 50, dtype=object),
                       "f": np.array([1.0, -0.0, 0.0, np.nan] * 50)})
-    found = training._distinct_rows(x)
+    found = pipeline._distinct_rows(x)
     assert found is not None
     rows, position = found
     assert len(rows) == 4
@@ -457,7 +456,7 @@ def test_distinct_rows_keeps_every_distinct_input_apart() -> None:
     picked = x.iloc[rows].iloc[position].reset_index(drop=True)
     assert picked["c"].equals(x["c"]) and np.array_equal(picked["f"].to_numpy().view(np.int64),
                                                           x["f"].to_numpy().view(np.int64))
-    assert training._distinct_rows(pd.DataFrame({"f": np.arange(200.0)})) is None  # too many to pay off
+    assert pipeline._distinct_rows(pd.DataFrame({"f": np.arange(200.0)})) is None  # too many to pay off
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -467,5 +466,5 @@ def test_binary_roc_auc_is_roc_auc_score(seed: int) -> None:
     rng = np.random.default_rng(seed)
     positive = rng.random(5000) < 0.3
     score = np.round(rng.random(5000) + positive * 0.3, 2)  # rounded: many ties
-    assert training.binary_roc_auc(positive, score) == roc_auc_score(positive, score)
-    assert training.binary_roc_auc(np.ones(10, bool), score[:10]) is None
+    assert evaluate.binary_roc_auc(positive, score) == roc_auc_score(positive, score)
+    assert evaluate.binary_roc_auc(np.ones(10, bool), score[:10]) is None

@@ -13,16 +13,26 @@ import pytest
 
 from kultivar.api.dataset import DatasetChecks, DatasetSchema, DatasetSource, DatasetSpec, Feature
 from kultivar.domain.profile import OTHER, CategoricalProfile, NumericProfile, Profile
+from kultivar.workloads.canonical import as_features, canonical_columns, canonical_frame_digest, coerce_frame
+from kultivar.workloads.checks import resolve_features, validate
 from kultivar.workloads.data import SourceUnreadable, load_source, resolve_uri
+from kultivar.workloads.profiling import build_profile
 from kultivar.workloads.storage import ArtifactStore
-from kultivar.workloads.validation import (
-    build_profile,
-    canonical_digest,
-    coerce_frame,
-    resolve_features,
-    run_validation,
-    validate,
-)
+from kultivar.workloads.validation import run_validation
+
+
+def canonical_digest(df: pd.DataFrame, features: Any, target: str, task: str | None = None) -> str:
+    """The digest of data in any representation: its canonical form's (what validation computes)."""
+    feats = as_features(features)
+    if task is None:
+        task = "regression" if pd.api.types.is_numeric_dtype(df[target]) else "classification"
+    frame, failures = coerce_frame(df, feats, target, task)
+    if failures:
+        raise ValueError("cannot digest data that does not match its schema: " + failures[0].message)
+    missing = [c for c in canonical_columns(feats, target) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cannot digest: columns {missing} are not in the data")
+    return canonical_frame_digest(frame, feats, target)
 
 
 def generated(rows: int = 400, seed: int = 3) -> pd.DataFrame:
@@ -309,7 +319,7 @@ def test_column_hashes_are_the_hash_of_the_whole_normalised_column(rows: int) ->
 
     import pyarrow as pa
 
-    from kultivar.workloads.validation import _hash_float, _hash_text
+    from kultivar.workloads.canonical import _hash_float, _hash_text
 
     rng = np.random.default_rng(rows)
     x = rng.normal(size=rows)
@@ -394,7 +404,7 @@ def test_profile_of_generated_data() -> None:
 ])
 def test_categorical_counts_fast_paths_agree_with_value_counts(values: Any, boolean: bool) -> None:
     from kultivar.domain.profile import normalize_category
-    from kultivar.workloads.validation import _categorical_counts
+    from kultivar.workloads.profiling import _categorical_counts
 
     series = pd.Series(values)
     expected: dict[str, int] = {}

@@ -1,6 +1,6 @@
 """Reference profile of a dataset version: the baseline that live inputs are compared with for drift.
 
-The profile is computed once at validation (``kultivar.workloads.validation.build_profile``) and stored as
+The profile is computed once at validation (``kultivar.workloads.profiling.build_profile``) and stored as
 ``profile.json`` next to the dataset snapshot. The inference server later counts live inputs into the same
 buckets with :func:`bin_indices` / :func:`category_keys` and compares the counts with :func:`psi`.
 

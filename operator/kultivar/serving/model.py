@@ -1,6 +1,6 @@
 """The served model: verified loading, its feature contract, and batched prediction.
 
-The model file is loaded with :func:`kultivar.workloads.training.load_model`, which hashes it and refuses it
+The model file is loaded with :func:`kultivar.workloads.artifact.load_model`, which hashes it and refuses it
 unless the sha256 equals the digest the registry recorded (``KULTIVAR_MODEL_DIGEST``) - before deserialising a
 single byte - and trusts only scikit-learn, numpy and scipy types. The training manifest beside the model says
 which features the model takes, their types and the classes; it must describe the same digest.
@@ -107,8 +107,8 @@ def _read_json(store: Any, uri: str, what: str, hint: str) -> Any:
 
 def load_served_model(config: ServingConfig) -> ServedModel:
     """Verify and load the model, its manifest and (when known) its reference profile."""
+    from kultivar.workloads.artifact import ModelIntegrityError, UntrustedModelError, load_model
     from kultivar.workloads.storage import ArtifactStore
-    from kultivar.workloads.training import ModelIntegrityError, UntrustedModelError, load_model
 
     store = ArtifactStore(config.store_url)
     try:

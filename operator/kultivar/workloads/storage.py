@@ -12,7 +12,6 @@ Layout under the base URL::
 
     <namespace>/datasets/<dataset>/<digest-hex>/snapshot.arrow, profile.json   (older versions: snapshot.parquet)
     <namespace>/runs/<run>-<uid[:8]>/model.skops, manifest.json
-    <namespace>/models/<model>/v<N>/...
 
 Works with plain absolute paths, ``file://``, ``memory://`` (tests) and ``s3://`` (via s3fs; credentials from the
 usual AWS_* environment variables).
@@ -24,7 +23,6 @@ import hashlib
 import io
 import os
 import posixpath
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,12 +115,13 @@ def _hex(digest: str) -> str:
     return digest.split(":", 1)[1] if digest.startswith("sha256:") else digest
 
 
+def dataset_directory(namespace: str, name: str) -> str:
+    """Where a Dataset's versions live (each in a directory named by its digest)."""
+    return f"{namespace}/datasets/{name}"
+
+
 def dataset_prefix(namespace: str, name: str, digest: str) -> str:
-    return f"{namespace}/datasets/{name}/{_hex(digest)}/"
-
-
-def model_version_prefix(namespace: str, model: str, version: int) -> str:
-    return f"{namespace}/models/{model}/v{int(version)}/"
+    return f"{dataset_directory(namespace, name)}/{_hex(digest)}/"
 
 
 def run_prefix(namespace: str, run: str, uid: str) -> str:
@@ -351,41 +350,6 @@ class ArtifactStore:
     def discard_staged(self, staged: Staged) -> None:
         self._discard(staged.path)
 
-    def write_stream_once(self, relpath: str, produce: Callable[[IO[bytes]], object]) -> ArtifactRefDict:
-        """Stream-write an artifact whose path is known up front (see :meth:`stage_stream`)."""
-        directory = posixpath.dirname(_clean_relpath(relpath))
-        return self.commit_staged(self.stage_stream(directory, produce), relpath)
-
-    def copy_once(self, src_uri: str, dest_relpath: str) -> ArtifactRefDict:
-        """Copy an artifact (e.g. a run's model into a model version) under the same write-once rules."""
-        src_fs, src_path = self._resolve(src_uri)
-        if src_fs is self.fs:
-            with src_fs.open(src_path, "rb") as f:
-                digest, size = hash_stream(f)
-            found = self._existing(dest_relpath, digest)
-            if found is not None:
-                return found
-            self._ensure_parent(dest_relpath)
-            tmp = self._temp_path(dest_relpath)
-            try:
-                self.fs.copy(src_path, tmp)
-                with self.fs.open(tmp, "rb") as f:
-                    copied, _ = hash_stream(f)
-                if copied != digest:
-                    raise OSError(f"copy of {src_uri} changed while copying ({digest} -> {copied}); retry")
-                self._commit(tmp, dest_relpath, digest)
-            except BaseException:
-                self._discard(tmp)
-                raise
-            return self._ref(dest_relpath, digest, size)
-        # Across filesystems: stage through a local temporary file so the upload is a plain streamed put.
-        with tempfile.NamedTemporaryFile(prefix="kultivar-copy-") as local:
-            with src_fs.open(src_path, "rb") as f:
-                while chunk := f.read(CHUNK):
-                    local.write(chunk)
-            local.flush()
-            return self.write_file_once(dest_relpath, local.name)
-
     # ------------------------------------------------------------------------------------------ retention
 
     def delete(self, relpath: str) -> bool:
@@ -402,7 +366,7 @@ class ArtifactStore:
         if rel.count("/") < 1:
             # A namespace root or the whole store is never a retention unit: refuse instead of wiping it.
             raise ValueError(f"refusing to delete {relpath!r}: give a full artifact prefix such as "
-                             "<ns>/models/<model>/v<N>/")
+                             "<ns>/runs/<run>-<uid>/")
         path = self._path(rel)
         if not self.fs.exists(path):
             return False
