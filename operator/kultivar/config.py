@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
+
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -29,8 +31,9 @@ class OperatorConfig:
     workers: int = 4
     # Level-based safety net: every object is reconciled at least this often even without events.
     resync_seconds: float = 300.0
-    # Top-level packages whose estimator classes the operator may import to check a spec before training.
-    estimator_packages: tuple[str, ...] = field(default_factory=lambda: ("sklearn",))
+    # Top-level packages estimators may come from (chart value operator.estimatorPackages): TrainingRuns naming
+    # another package are refused, and the training pods get the list (see kultivar.api.contracts).
+    estimator_packages: tuple[str, ...] = DEFAULT_ESTIMATOR_PACKAGES
     metrics_port: int = 8080  # 0 turns the operator's metrics endpoint off
     metrics_address: str = "0.0.0.0"  # in a pod Prometheus scrapes the pod IP; local runs use 127.0.0.1
     # Extra labels on every workload pod (cost allocation, mesh opt-outs, a test harness's kubelet stand-in).

@@ -76,12 +76,13 @@ def get_job(kube, namespace: str, name: str) -> dict:
 
 
 def test_estimator_failure_then_fixed_spec(kube, namespace, kubelet) -> None:
-    # Not on the operator's import allow-list, so only the training pod can find out it does not exist.
+    # A package outside operator.estimatorPackages is refused before any Job is spent on it.
     _setup(kube, namespace, estimator={"className": "nosuchlib.FancyClassifier", "params": {}}, backoffLimit=2)
-    cond = wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "EstimatorImportFailed",
+    cond = wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "EstimatorNotAllowed",
                        timeout=TRAIN_TIMEOUT)
-    assert "nosuchlib" in cond["message"]
-    assert get_job(kube, namespace, "iris-logreg-1-train-1")["status"].get("failed") == 1  # no retries
+    assert "'nosuchlib'" in cond["message"] and "operator.estimatorPackages" in cond["message"]
+    status, _ = kube.raw("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/iris-logreg-1-train-1")
+    assert status == 404
 
     patch_spec(kube, namespace, "TrainingRun", "iris-logreg-1",
                {"estimator": {"className": "sklearn.tree.DecisionTreeClassifier", "params": {"max_depth": 3}}})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from factories import dataset, finished_job, model, run, valid_dataset_status
@@ -27,9 +28,35 @@ def test_missing_references_are_named() -> None:
 
 
 def test_estimator_that_does_not_import() -> None:
-    p = plan(run(estimator={"className": "sklearn.linear_model.NoSuchModel"}))
+    # The import is observed (k8s.observe.estimator_problem) and handed to the planner as a fact.
+    spec = {"className": "sklearn.linear_model.NoSuchModel"}
+    problem = "'sklearn.linear_model' has no class 'NoSuchModel'; check spec.estimator.className"
+    observed = TrainingRunObserved(run(estimator=spec), DS, MODEL, None, None, estimator_problem=problem)
+    p = plan_training_run(observed, CONFIG, NOW)
     assert p.ready.reason == "EstimatorImportFailed" and "NoSuchModel" in p.ready.message
     assert p.jobs == []
+
+
+def test_estimator_from_a_package_that_is_not_permitted() -> None:
+    p = plan(run(estimator={"className": "xgboost.XGBClassifier"}))
+    assert p.ready.reason == "EstimatorNotAllowed" and p.jobs == []
+    assert "'xgboost'" in p.ready.message and "operator.estimatorPackages" in p.ready.message
+    # The chart value widens it, and the training pod gets the same list.
+    wider = replace(CONFIG, estimator_packages=("sklearn", "xgboost"))
+    p = plan_training_run(TrainingRunObserved(run(estimator={"className": "xgboost.XGBClassifier"}), DS, MODEL,
+                                              None, None), wider, NOW)
+    env = {e["name"]: e["value"] for e in p.jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KULTIVAR_ESTIMATOR_PACKAGES"] == "sklearn,xgboost"
+
+
+def test_observing_an_estimator_imports_only_permitted_packages() -> None:
+    from kultivar.k8s.observe import estimator_problem
+
+    assert estimator_problem("sklearn.linear_model.LogisticRegression", ("sklearn",)) is None
+    assert "has no class" in str(estimator_problem("sklearn.linear_model.NoSuchModel", ("sklearn",)))
+    assert "cannot be imported" in str(estimator_problem("sklearn.nope.Model", ("sklearn",)))
+    assert "not a scikit-learn estimator" in str(estimator_problem("sklearn.utils.Bunch", ("sklearn",)))
+    assert estimator_problem("os.system", ("sklearn",)) is None  # never imported: the planner refuses it
 
 
 def test_waits_for_dataset_without_a_valid_version() -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from kultivar.api.dataset import Feature
+from kultivar.domain.profile import FALSE_WORDS, TRUE_WORDS
 from kultivar.serving.payload import (
     FeatureSpec,
     PayloadError,
@@ -220,3 +222,34 @@ def test_concat_keeps_row_order_per_feature() -> None:
 ])
 def test_output_datatype(values: np.ndarray, datatype: str) -> None:
     assert datatype_of(values) == datatype
+
+
+@pytest.mark.parametrize("word", [
+    *sorted(TRUE_WORDS | FALSE_WORDS), "TRUE", " Yes ", "N", "1.0", "0.0",
+    "2", "1.00", "on", "off", "maybe", "", "-1", "truee", "nan",
+])
+def test_serving_accepts_exactly_the_boolean_words_training_accepts(word: str) -> None:
+    import pandas as pd
+
+    from kultivar.workloads.canonical import coerce_frame
+
+    frame, mismatches = coerce_frame(pd.DataFrame({"b": [word], "y": [0]}),
+                                     [Feature(name="b", type="boolean", nullable=True)], "y", "classification")
+    trained = None if mismatches or np.isnan(frame["b"][0]) else float(frame["b"][0])
+    feature = [FeatureSpec("b", "boolean")]
+    served: dict[str, float | None] = {}
+    for protocol, body, parse in (
+        ("v2", {"inputs": [{"name": "b", "shape": [1], "datatype": "BYTES", "data": [word]}]}, parse_v2),
+        ("v1", {"instances": [[word]]}, parse_v1),
+    ):
+        try:
+            parsed = parse(json.dumps(body).encode(), feature, "m")
+            rows = parsed if isinstance(parsed, Rows) else parsed.rows
+            served[protocol] = float(rows.columns[0][0])
+        except PayloadError:
+            served[protocol] = None
+    if word == "":
+        # Empty text: missing in a data file (NaN), an error in a request; neither reads it as true or false.
+        assert trained is None and set(served.values()) == {None}
+        return
+    assert served == {"v2": trained, "v1": trained}, f"{word!r}: training read {trained}, serving read {served}"

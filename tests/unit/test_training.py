@@ -210,19 +210,27 @@ def test_retry_adopts_a_finished_attempt_and_replaces_an_orphan(store: ArtifactS
 # ------------------------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("class_name,needle", [
-    ("sklearn.linear_model.LogisticRegresion", "did you mean sklearn.linear_model.LogisticRegression"),
-    ("sklearn.no_such_module.Thing", "cannot import module"),
-    ("xgboost.XGBClassifier", "only classes from sklearn"),
-    ("os.system", "only classes from sklearn"),
-    ("sklearn.utils.Bunch", "not a scikit-learn estimator"),
+@pytest.mark.parametrize("class_name,reason,needle", [
+    ("sklearn.linear_model.LogisticRegresion", "EstimatorImportFailed",
+     "did you mean sklearn.linear_model.LogisticRegression"),
+    ("sklearn.no_such_module.Thing", "EstimatorImportFailed", "cannot import module"),
+    ("xgboost.XGBClassifier", "EstimatorNotAllowed", "operator.estimatorPackages"),
+    ("os.system", "EstimatorNotAllowed", "package 'os', which is not permitted"),
+    ("sklearn.utils.Bunch", "EstimatorImportFailed", "not a scikit-learn estimator"),
 ])
-def test_estimator_import_failures(store: ArtifactStore, datasets: dict[str, Any], class_name: str,
+def test_estimator_import_failures(store: ArtifactStore, datasets: dict[str, Any], class_name: str, reason: str,
                                    needle: str) -> None:
     result = train(store, datasets["iris"], spec(class_name))
-    assert result == {"ok": False, "reason": "EstimatorImportFailed", "message": result["message"],
-                      "retryable": False}
+    assert result == {"ok": False, "reason": reason, "message": result["message"], "retryable": False}
     assert needle in result["message"]
+
+
+def test_permitted_packages_widen_what_training_imports(store: ArtifactStore, datasets: dict[str, Any]) -> None:
+    data = datasets["iris"]
+    result = run_training(spec("nosuchlib.FancyClassifier"), data["snapshotUri"], data["digest"], None,
+                          "classification", data["target"], data["features"], "ns", "r", uuid.uuid4().hex, store,
+                          estimator_packages=("sklearn", "nosuchlib"))
+    assert result["reason"] == "EstimatorImportFailed" and "cannot import module 'nosuchlib'" in result["message"]
 
 
 def test_estimator_for_the_wrong_task(store: ArtifactStore, datasets: dict[str, Any]) -> None:

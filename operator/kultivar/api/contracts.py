@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,9 +29,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 FeatureType = Literal["numeric", "categorical", "boolean"]
 Task = Literal["classification", "regression"]
 
-# Top-level packages whose estimators training may import and serving may load: the chart value
-# operator.estimatorPackages widens it (the operator passes it to the training pod in TrainingInput).
+# Top-level packages estimators may come from, by default. The chart value operator.estimatorPackages replaces it:
+# the operator refuses other packages before a Job is spent, passes the list to the training pod (TrainingInput),
+# and the pod imports and saves only estimators from these packages (plus numpy and scipy types in the file).
 DEFAULT_ESTIMATOR_PACKAGES: tuple[str, ...] = ("sklearn",)
+ESTIMATOR_PACKAGES_SETTING = "operator.estimatorPackages"
+
+
+def estimator_not_allowed(class_path: str, packages: Sequence[str]) -> str | None:
+    """Why ``class_path`` may not be used (its package is not permitted), or None. Reason: EstimatorNotAllowed."""
+    package = class_path.split(".", 1)[0]
+    if package in packages:
+        return None
+    return (f"{class_path} comes from the package {package!r}, which is not permitted: estimators may come from "
+            f"{', '.join(packages) or 'no package'} (the chart value {ESTIMATOR_PACKAGES_SETTING}); use e.g. "
+            "sklearn.ensemble.RandomForestClassifier, or ask the cluster admin to add the package to that value "
+            "and to the runtime image")
 
 
 class Contract(BaseModel):

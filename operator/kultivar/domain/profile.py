@@ -43,8 +43,10 @@ PROFILE_FORMAT = 1
 EXACT_QUANTILE_LIMIT = 1 << 17
 _SAMPLE_SEED = 0  # fixed: a profile is written once per data version and must not depend on the run
 
-_TRUE_STRINGS = frozenset({"true", "t", "yes", "y", "1"})
-_FALSE_STRINGS = frozenset({"false", "f", "no", "n", "0"})
+# The words of a boolean feature, lower-case and stripped: the one vocabulary of training data (the canonical form)
+# and of inference requests (through normalize_category), so the server accepts exactly what training accepted.
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
 
 class _ProfileModel(BaseModel):
@@ -232,9 +234,9 @@ def normalize_category(value: Any, boolean: bool = False) -> str | None:
         if isinstance(value, int | float | np.integer | np.floating):
             return "true" if value else "false"
         text = str(value).strip().lower()
-        if text in _TRUE_STRINGS:
+        if text in TRUE_WORDS:
             return "true"
-        if text in _FALSE_STRINGS:
+        if text in FALSE_WORDS:
             return "false"
         return text
     if isinstance(value, bool | np.bool_):

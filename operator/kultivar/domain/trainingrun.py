@@ -8,12 +8,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kultivar.api.contracts import FeatureRef, TrainingInput, TrainingResult, failure, success
+from kultivar.api.contracts import (
+    FeatureRef,
+    TrainingInput,
+    TrainingResult,
+    estimator_not_allowed,
+    failure,
+    success,
+)
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
 from kultivar.domain.dataset import REFRESH_ANNOTATION
-from kultivar.domain.estimators import estimator_problem
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
 
@@ -38,6 +44,8 @@ class TrainingRunObserved:
     job: JobOutcome | None  # the Job of status.jobName
     registered_version: int | None  # the Model version that records this run, if any
     store_claim_found: bool | None = None  # None: the store needs no PVC
+    # Why the estimator class cannot be imported in the operator (found by observing, only for permitted packages).
+    estimator_problem: str | None = None
 
 
 def dataset_version(dataset: dict[str, Any], pinned: str | None) -> dict[str, Any] | None:
@@ -182,9 +190,11 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
     if observed.model is None:
         return plan.not_ready("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
                                                f"{meta['namespace']}; create it or fix spec.modelRef")
-    problem = estimator_problem(spec.estimator.className, config.estimator_packages)
-    if problem:
-        return plan.not_ready("EstimatorImportFailed", problem)
+    not_allowed = estimator_not_allowed(spec.estimator.className, config.estimator_packages)
+    if not_allowed:
+        return plan.not_ready("EstimatorNotAllowed", not_allowed)
+    if observed.estimator_problem:
+        return plan.not_ready("EstimatorImportFailed", observed.estimator_problem)
     store = store_problem(config, observed.store_claim_found)
     if store:
         return plan.not_ready(*store, requeue_after=30)

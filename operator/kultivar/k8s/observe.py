@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+from functools import lru_cache
 from typing import Any
 
+from kultivar.api.contracts import estimator_not_allowed
 from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
 from kultivar.domain.jobs import JobOutcome, job_outcome
@@ -67,7 +70,31 @@ def training_run(api: Api, config: OperatorConfig, namespace: str, name: str) ->
         job=job(api, namespace, (obj.get("status") or {}).get("jobName")),
         registered_version=registered_version(model, obj),
         store_claim_found=store_claim(api, config, namespace),
+        estimator_problem=estimator_problem(str((spec.get("estimator") or {}).get("className") or ""),
+                                            config.estimator_packages),
     )
+
+
+@lru_cache(maxsize=256)
+def estimator_problem(class_path: str, packages: tuple[str, ...]) -> str | None:
+    """Why ``class_path`` is not a usable estimator in this process, or None.
+
+    Only classes from permitted packages are imported (importing runs module code); the planner refuses the others
+    with EstimatorNotAllowed. The training pod checks again in its own image.
+    """
+    module_name, _, class_name = class_path.rpartition(".")
+    if not module_name or estimator_not_allowed(class_path, packages):
+        return None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        return f"module {module_name!r} cannot be imported ({e}); check spec.estimator.className"
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        return f"{module_name!r} has no class {class_name!r}; check spec.estimator.className"
+    if not isinstance(cls, type) or not (hasattr(cls, "fit") and hasattr(cls, "get_params")):
+        return f"{class_path!r} is not a scikit-learn estimator (it needs fit and get_params)"
+    return None
 
 
 def model(api: Api, namespace: str, name: str) -> ModelObserved | None:

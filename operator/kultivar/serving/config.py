@@ -17,6 +17,7 @@ KULTIVAR_MAX_BATCH           32        most rows in one ``predict`` call
 KULTIVAR_BATCH_WAIT_MS       2         longest a request waits for others to join its batch (only under load)
 KULTIVAR_DRIFT_ACCOUNTING    on        count inputs per profile bucket for drift (on/off)
 KULTIVAR_MAX_REQUEST_BYTES   10485760  larger request bodies get 413
+KULTIVAR_ESTIMATOR_PACKAGES  sklearn   packages whose types the model file may hold (besides numpy and scipy)
 KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
 KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
 ===========================  ========  ==============================================================
@@ -29,6 +30,8 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+
+from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
 
 MANIFEST_NAME = "manifest.json"
 _ON = frozenset({"1", "true", "yes", "on"})
@@ -55,6 +58,7 @@ class ServingConfig:
     drift_accounting: bool = True
     max_request_bytes: int = 10 * 1024 * 1024
     deployment: tuple[str, str] | None = None  # (namespace, name) of the Kultivar Deployment serving this
+    estimator_packages: tuple[str, ...] = DEFAULT_ESTIMATOR_PACKAGES
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -105,6 +109,8 @@ class ServingConfig:
             max_request_bytes=_integer(given.get("max_request_bytes"), env, "KULTIVAR_MAX_REQUEST_BYTES",
                                        10 * 1024 * 1024, 1024, 2**31),
             deployment=_deployment(env),
+            estimator_packages=tuple(p.strip() for p in env.get("KULTIVAR_ESTIMATOR_PACKAGES", "").split(",")
+                                     if p.strip()) or DEFAULT_ESTIMATOR_PACKAGES,
         )
 
 

@@ -112,7 +112,7 @@ def load_served_model(config: ServingConfig) -> ServedModel:
 
     store = ArtifactStore(config.store_url)
     try:
-        estimator = load_model(config.model_uri, config.model_digest, store)
+        estimator = load_model(config.model_uri, config.model_digest, store, config.estimator_packages)
     except ModelIntegrityError as e:
         raise ModelLoadError("ModelDigestMismatch", str(e)) from None
     except UntrustedModelError as e:

@@ -34,15 +34,9 @@ from pandas.api import types as ptypes
 
 from kultivar.api.contracts import FeatureRef
 from kultivar.api.dataset import Feature
-from kultivar.domain.profile import (
-    normalize_category,
-)
+from kultivar.domain.profile import FALSE_WORDS, TRUE_WORDS, normalize_category
 
 DIGEST_FORMAT = b"kultivar-canonical-v1\n"
-
-_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
-
-_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
 
 # Canonical text: Arrow-backed strings. Counting, hashing and snapshot writing work on the Arrow buffers directly;
 # a column of Python str objects would cost a conversion at each of those steps.
@@ -119,7 +113,7 @@ def _boolean(s: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     mapped = np.empty(len(uniques) + 1, dtype=np.float64)
     for i, u in enumerate(uniques):
         text = str(u).strip().lower()
-        mapped[i] = 1.0 if text in _TRUE else 0.0 if text in _FALSE else np.nan
+        mapped[i] = 1.0 if text in TRUE_WORDS else 0.0 if text in FALSE_WORDS else np.nan
     mapped[-1] = np.nan  # code -1 (missing) indexes the last slot
     values = mapped[codes]
     bad = np.isnan(values) & (codes >= 0)

@@ -9,22 +9,19 @@ from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 from typing import Any
 
-from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
+from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES, estimator_not_allowed
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP
 
 
 def import_estimator(class_name: str, estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> type:
-    """The estimator class named by ``spec.estimator.className``; raises EstimatorImportFailed."""
+    """The estimator class named by ``spec.estimator.className``; raises EstimatorNotAllowed or
+    EstimatorImportFailed."""
     module_name, _, attr = class_name.rpartition(".")
-    if class_name.split(".", 1)[0] not in estimator_packages:
-        raise TrainingFailure(
-            "EstimatorImportFailed",
-            f"{class_name} is not a scikit-learn estimator: only classes from sklearn.* can be used, because the "
-            "model server loads models with skops and trusts only scikit-learn, numpy and scipy types; use e.g. "
-            "sklearn.ensemble.RandomForestClassifier",
-        )
+    not_allowed = estimator_not_allowed(class_name, estimator_packages)
+    if not_allowed:
+        raise TrainingFailure("EstimatorNotAllowed", not_allowed)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
