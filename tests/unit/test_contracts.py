@@ -186,7 +186,8 @@ def test_termination_log_tail_ending_in_the_result_is_that_result() -> None:
 
 
 def test_manifest_of_an_earlier_version_still_loads() -> None:
-    # A manifest as version 0.x wrote it (every key it has today); serving needs artifact, task and features.
+    # _manifest() is a manifest as the previous, dict-literal training code wrote it; serving needs only artifact,
+    # task and features, and ignores fields it does not know.
     written = _manifest().to_json()
     again = ModelManifest.from_json(written)
     assert again == _manifest()
@@ -206,8 +207,11 @@ def test_manifest_written_by_training_is_loaded_by_serving(tmp_path: Path) -> No
     trained = run_training(TrainingRunSpec.model_validate(run()["spec"]), validated["snapshotUri"],
                            validated["digest"], validated["profileUri"], "classification", "species",
                            validated["features"], "team-a", "run-1", "0" * 36, store)
+    assert set(trained) <= set(TrainingResult.model_fields)  # nothing the operator would silently ignore
     result = success(TrainingResult, trained)
     assert result is not None
+    written = json.loads(store.read_bytes(result.manifestUri))
+    assert set(written) == set(ModelManifest.model_fields)  # every field written, none outside the model
     config = ServingConfig(model_name="iris", model_uri=result.artifact.uri, model_digest=result.artifact.digest,
                            store=str(tmp_path))
     served = load_served_model(config)

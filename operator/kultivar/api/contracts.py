@@ -79,8 +79,9 @@ class EnvContract(Contract):
     """A pod's input carried in environment variables. ``ENV`` maps each field to its variable."""
 
     ENV: ClassVar[dict[str, str]] = {}
-    # Fields carried as JSON text; other list fields are comma-separated.
+    # Fields carried as JSON text, and lists carried as comma-separated words; the rest are plain text.
     JSON_FIELDS: ClassVar[frozenset[str]] = frozenset()
+    CSV_FIELDS: ClassVar[frozenset[str]] = frozenset()
 
     def to_env(self) -> dict[str, str]:
         """The environment variables of the Job's container (``HOME`` included: the root filesystem is read-only)."""
@@ -91,7 +92,7 @@ class EnvContract(Contract):
                 continue
             if field in self.JSON_FIELDS:
                 env[variable] = json.dumps(_plain(value), sort_keys=field == "spec")
-            elif isinstance(value, tuple | list):
+            elif field in self.CSV_FIELDS:
                 env[variable] = ",".join(value)
             else:
                 env[variable] = str(value)
@@ -112,19 +113,25 @@ class EnvContract(Contract):
                     raw[field] = json.loads(text)
                 except ValueError as e:
                     raise ContractError(f"{variable} is not valid JSON: {e}", field) from e
-            elif _is_list_field(cls, field):
+            elif field in cls.CSV_FIELDS:
                 raw[field] = tuple(p.strip() for p in text.split(",") if p.strip())
             else:
                 raw[field] = text
         try:
             return cls.model_validate(raw)
         except ValidationError as e:
-            problems = "; ".join(
-                f"{cls.ENV.get(str(err['loc'][0]), str(err['loc'][0])) if err['loc'] else cls.__name__}"
-                f"{''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in err['loc'][1:])}: {err['msg']}"
-                for err in e.errors()[:5])
-            first = e.errors()[0]["loc"]
+            errors = e.errors()
+            problems = "; ".join(f"{cls._where(err['loc'])}: {err['msg']}" for err in errors[:5])
+            first = errors[0]["loc"]
             raise ContractError(f"invalid input: {problems}", str(first[0]) if first else None) from e
+
+    @classmethod
+    def _where(cls, loc: tuple[int | str, ...]) -> str:
+        """A validation error's location in the variables' terms, e.g. ``KULTIVAR_FEATURES[0].type``."""
+        if not loc:
+            return cls.__name__
+        head = cls.ENV.get(str(loc[0]), str(loc[0]))
+        return head + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
 
 
 class WorkloadInput(EnvContract):
@@ -142,11 +149,6 @@ class WorkloadInput(EnvContract):
     namespace: str = Field(min_length=1)
     name: str = Field(min_length=1)
     store: str = Field(min_length=1, description="Base URL of the artifact store.")
-
-
-def _is_list_field(cls: type[BaseModel], field: str) -> bool:
-    annotation = str(cls.model_fields[field].annotation)
-    return annotation.startswith(("tuple", "list"))
 
 
 class ValidationInput(WorkloadInput):
@@ -168,6 +170,7 @@ class TrainingInput(WorkloadInput):
         "estimator_packages": "KULTIVAR_ESTIMATOR_PACKAGES",
     }
     JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features"})
+    CSV_FIELDS: ClassVar[frozenset[str]] = frozenset({"estimator_packages"})
 
     uid: str = Field(min_length=1, description="UID of the TrainingRun: its artifacts' directory is keyed by it.")
     dataset_snapshot: str = Field(min_length=1, description="URI of the dataset version's snapshot.")
