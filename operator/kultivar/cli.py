@@ -74,16 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     crds.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     crds.set_defaults(func=_crds)
 
+    from kultivar.plugin.commands import add_commands as add_plugin
     from kultivar.serving.cli import add_commands as add_serving
     from kultivar.workloads.cli import add_commands as add_workloads
 
     add_workloads(sub)
     add_serving(sub)
+    add_plugin(sub)  # the kubectl plugin's commands: kultivar get model NAME, kultivar promote ..., ...
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args.func, "__module__", "") == "kultivar.plugin.commands":
+        from kultivar.plugin.commands import run
+
+        return run(args)
     return int(args.func(args) or 0)
 
 

@@ -265,3 +265,27 @@ def test_ab_header_gives_every_variant_a_pod() -> None:
     assert decide(ab_inp(spec(type="ABTest", abTest=zero))).replicas == {1: 2}
     with_header = spec(type="ABTest", abTest={**zero, "header": "x-model-version"})
     assert decide(ab_inp(with_header)).replicas == {1: 2, 2: 1}
+
+
+def test_paused_canary_holds_its_step_and_resuming_continues() -> None:
+    """spec.strategy.canary.paused (kubectl kultivar pause): a due step is neither analysed nor advanced."""
+    paused = spec(canary={"steps": STEPS, "paused": True})
+    later = T0 + timedelta(minutes=5)
+    d = decide(inp(rollout=stepping(), pods=PODS, now=later, metrics={1: traffic(), 2: traffic()}, s=paused))
+    assert d.rollout["step"] == 0 and d.rollout["state"] == "Stepping" and d.analysis is None
+    assert d.weights == {1: 90, 2: 10} and not d.needs_metrics and d.requeue_after is None
+    assert d.progressing[1] == "CanaryPausedByUser" and "resume" in d.progressing[2]
+    # a paused canary that has not begun its first step sends it no traffic yet
+    start = decide(inp(pods={1: Pods(2, 2)})).rollout
+    d = decide(inp(rollout=start, pods={1: Pods(2, 2), 2: Pods(1, 1)}, s=paused))
+    assert d.rollout["state"] == "Starting" and d.weights == {1: 100, 2: 0}
+    # resumed: the same observation advances as usual
+    d = decide(inp(rollout=stepping(), pods=PODS, now=later, metrics={1: traffic(), 2: traffic()}))
+    assert d.rollout["step"] == 1 and d.analysis["verdict"] == "Pass"
+
+
+def test_paused_canary_that_is_promoting_finishes() -> None:
+    promoting = {**stepping(step=1), "state": "Promoting"}
+    d = decide(inp(rollout=promoting, pods={1: Pods(2, 2), 2: Pods(2, 2)},
+                   s=spec(canary={"steps": STEPS, "paused": True})))
+    assert d.stable == 2 and d.rollout is None

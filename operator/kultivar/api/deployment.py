@@ -85,6 +85,11 @@ class CanaryStrategy(KModel):
         json_schema_extra={"maxItems": 20},
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Canary analysis.")
+    paused: bool = Field(
+        default=False,
+        description="Hold a running canary at its current step: no analysis, no next step, no promotion until "
+                    "set back to false (kubectl kultivar pause/resume). A canary already promoting finishes.",
+    )
 
     # steps may be absent (the default applies; list defaults are not written into the schema): a canary block
     # with only analysis settings, as an ABTest's metrics source, must not fail with "no such key: steps".

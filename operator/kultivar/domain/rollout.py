@@ -6,6 +6,7 @@ States (status.rollout.state) of a canary of version C while version S is stable
   Stepping  -> C takes steps[i].weight; after steps[i].pause an analysis of C's requests in this step decides:
                Pass -> next step (or Promoting after the last), Fail -> rolled back, Inconclusive -> wait.
   Promoting -> C scales to the full replica count; once Ready, C becomes stable and S is removed.
+spec.strategy.canary.paused holds Starting and Stepping where they are (the user's pause); Promoting finishes.
 A rolled-back version is remembered (status.rolledBack) and never rolled out again by itself.
 The prediction-shift check is reported but not enforced when stable's predictions are no reference for the
 canary's (see stale_reference()): a canary retrained on new data after its stable drifted must predict otherwise.
@@ -213,9 +214,21 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
     step = int(rollout.get("step", 0))
     weight = steps[step].weight if steps else 100
 
-    def decision(replicas: dict[int, int], weights: dict[int, int], message: str, **kw: Any) -> RolloutDecision:
+    def decision(replicas: dict[int, int], weights: dict[int, int], message: str, reason: str | None = None,
+                 **kw: Any) -> RolloutDecision:
         return RolloutDecision(replicas, weights, stable, target, rollout, inp.rolled_back,
-                               progressing=(True, f"Canary{rollout['state']}", message), events=events, **kw)
+                               progressing=(True, reason or f"Canary{rollout['state']}", message), events=events, **kw)
+
+    if canary.paused and state in ("Starting", "Stepping"):
+        # The user holds the canary (spec.strategy.canary.paused): traffic stays where it is, nothing is analysed
+        # or advanced; resuming is a spec change, which reconciles again, so no requeue is needed.
+        c = canary_replicas(n, weight, router)
+        live = state == "Stepping"
+        where = f"step {step + 1}/{len(steps)} (v{target} at {weight}%)" if live else f"before step 1 (v{target} at 0%)"
+        return decision({stable: n, target: c}, {stable: 100 - weight, target: weight} if live else
+                        {stable: 100, target: 0},
+                        f"paused by spec.strategy.canary.paused at {where}; set it to false "
+                        f"(kubectl kultivar resume deployment) to continue", reason="CanaryPausedByUser")
 
     if state == "Starting":
         c = canary_replicas(n, weight, router)

@@ -1,0 +1,435 @@
+"""Trees and tables from object dicts (pure: no I/O; `now` is passed in). fancy=False is the piped form:
+words instead of symbols, so that grep and diff see what a terminal user sees in colour."""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from kultivar.api.common import parse_duration
+from kultivar.domain.conditions import parse_time
+from kultivar.plugin.facts import condition, served, short_digest, versions
+
+# key -> (symbol on a terminal, word when piped, style)
+MARKS = {
+    "ok": ("✔", "ok", "green"),
+    "fail": ("✖", "FAIL", "bold red"),
+    "wait": ("…", "inconclusive", "yellow"),
+    "production": ("★ production", "[production]", "bold yellow"),
+    "served": ("●", "[served]", "cyan"),
+    "canary": ("◐", "[canary]", "magenta"),
+    "paused": ("⏸ paused", "[paused]", "yellow"),
+    "drifted": ("⚠ drifted", "[drifted]", "bold red"),
+    "rolledback": ("↩ rolled back", "[rolled back]", "red"),
+    "current": ("▶", ">", "bold"),
+    "done": ("✔", "done", "green"),
+    "pending": ("·", "-", "dim"),
+    "info": ("•", "-", "cyan"),
+}
+
+
+def mark(key: str, fancy: bool) -> Text:
+    symbol, word, style = MARKS[key]
+    return Text(symbol if fancy else word, style=style)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def ago(stamp: str | None, now: datetime) -> str:
+    when = parse_time(stamp)
+    if when is None:
+        return "-"
+    seconds = int((now - when).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{max(seconds, 0)}s ago"
+
+
+def _digest(digest: str | None, wide: bool) -> str:
+    return (digest or "-") if wide else short_digest(digest)
+
+
+def _cond(obj: dict[str, Any], type_: str, fancy: bool) -> Text:
+    c = condition(obj, type_)
+    if c is None:
+        return Text(f"{type_}: unknown", style="dim")
+    good = (c.get("status") == "True") != (type_ == "Degraded")
+    symbol = mark("info", fancy) if type_ == "Progressing" else mark("ok" if good else "fail", fancy)
+    text = Text.assemble(symbol, f" {type_}={c.get('status')} {c.get('reason', '')}")
+    if c.get("message"):
+        text.append(f": {c['message']}", style="dim" if good else "")
+    return text
+
+
+def to_text(renderable: RenderableType, width: int = 120) -> str:
+    """The renderable as plain text (what a pipe gets)."""
+    console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False,
+                      legacy_windows=False, soft_wrap=False)
+    console.print(renderable)
+    out = console.file
+    assert isinstance(out, io.StringIO)
+    return out.getvalue()
+
+
+# --- Model ------------------------------------------------------------------------------------------------
+
+
+def _gate(gate: dict[str, Any] | None, fancy: bool) -> Text:
+    if not gate:
+        return Text("gate -", style="dim")
+    return Text.assemble("gate ", mark("ok" if gate.get("passed") else "fail", fancy), f" {gate.get('reason', '')}")
+
+
+def _headline(record: dict[str, Any]) -> str:
+    metric = record.get("metric")
+    value = (record.get("metrics") or {}).get(metric) if metric else None
+    return f"{metric}={fmt(value)}" if metric else "no metric"
+
+
+def deployment_line(dep: dict[str, Any], fancy: bool, now: datetime) -> Text:
+    """One line per Deployment: stable, canary (weight, step), analysis, drift."""
+    status, spec = dep.get("status") or {}, dep.get("spec") or {}
+    ab = (spec.get("strategy") or {}).get("type") == "ABTest"
+    text = Text.assemble((dep["metadata"]["name"], "bold"),
+                         "  A/B test" if ab else f"  stable v{fmt(status.get('stableVersion'))}")
+    if status.get("canaryVersion"):
+        steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+        text.append("  ")
+        text.append_text(mark("canary", fancy))
+        text.append(f" canary v{status['canaryVersion']} {fmt(status.get('canaryWeight'))}% "
+                    f"step {fmt(status.get('canaryStep'))}/{len(steps) or '?'}")
+        if ((spec.get("strategy") or {}).get("canary") or {}).get("paused"):
+            text.append(" ")
+            text.append_text(mark("paused", fancy))
+    for variant in status.get("variants") or []:
+        if variant.get("role") == "variant":
+            text.append(f"  v{variant['version']}={variant.get('weight', 0)}%")
+    analysis = status.get("lastAnalysis")
+    if analysis:
+        verdict = analysis.get("verdict")
+        key = {"Pass": "ok", "Fail": "fail"}.get(verdict or "", "wait")
+        text.append("  analysis ")
+        text.append_text(mark(key, fancy))
+        text.append(f" {verdict} {ago(analysis.get('time'), now)}")
+    drift = status.get("drift")
+    if drift:
+        top = max((f.get("psi", 0.0) for f in drift.get("topFeatures") or []), default=None)
+        text.append("  drift ")
+        text.append_text(mark("drifted", fancy) if drift.get("drifted") else mark("ok", fancy))
+        text.append(f" max PSI {fmt(top, 3)} ({drift.get('samples', 0)} requests)")
+    stable = next((v for v in status.get("variants") or [] if v.get("role") == "stable"), None)
+    if stable and stable.get("requests") is not None:
+        text.append(f"  live: {stable['requests']} req, errors {fmt(stable.get('errorRate'), 3)}, "
+                    f"p95 {fmt(stable.get('latencyP95Seconds'), 3)}s")
+    return text
+
+
+def model_tree(model: dict[str, Any], deployments: list[dict[str, Any]], *, fancy: bool, now: datetime,
+               wide: bool = False) -> Tree:
+    meta, spec, status = model["metadata"], model.get("spec") or {}, model.get("status") or {}
+    promotion = spec.get("promotion") or {}
+    label = Text.assemble(("Model ", "bold"), (meta["name"], "bold cyan"), f"  (namespace {meta.get('namespace')})  ",
+                          _cond(model, "Ready", fancy))
+    tree = Tree(label)
+    gate = f"policy {promotion.get('policy', 'Automatic')}"
+    if promotion.get("metric"):
+        gate += f", gate on {promotion['metric']}"
+    if promotion.get("minimum") is not None:
+        gate += f" >= {fmt(promotion['minimum'])}"
+    if promotion.get("minImprovement"):
+        gate += f", must beat production by {fmt(promotion['minImprovement'])}"
+    if spec.get("production"):
+        gate += f", pinned to v{spec['production']}"
+    tree.add(Text(gate, style="dim"))
+    where = served(deployments)
+    records = versions(model)
+    branch = tree.add(Text(f"versions ({len(records)})", style="bold"))
+    if not records:
+        branch.add(Text("none registered yet: a Succeeded TrainingRun with modelRef naming this Model registers one",
+                        style="dim"))
+    for record in records:
+        number = record["version"]
+        line = Text.assemble((f"v{number}", "bold"), "  ")
+        if status.get("productionVersion") == number:
+            line.append_text(mark("production", fancy))
+            line.append("  ")
+        for dep_name, role, weight in where.get(number, []):
+            line.append_text(mark("canary" if role == "canary" else "served", fancy))
+            line.append(f" {dep_name} {role} {weight}%  ")
+        if record.get("rolledBack"):
+            line.append_text(mark("rolledback", fancy))
+            line.append("  ")
+        line.append(f"{_headline(record)}  ")
+        line.append_text(_gate(record.get("gate"), fancy))
+        line.append(f"  data {_digest(record.get('datasetDigest'), wide)}  run {record.get('trainingRun', '-')}  "
+                    f"{ago(record.get('createdAt'), now)}")
+        node = branch.add(line)
+        if wide:
+            if (record.get("gate") or {}).get("message"):
+                node.add(Text(f"gate: {record['gate']['message']}", style="dim"))
+            node.add(Text(f"artifact {(record.get('artifact') or {}).get('uri', '-')}", style="dim"))
+    deps = tree.add(Text(f"deployments ({len(deployments)})", style="bold"))
+    if not deployments:
+        deps.add(Text("none: create a kultivar.io Deployment with modelRef.name: " + meta["name"], style="dim"))
+    for dep in deployments:
+        deps.add(deployment_line(dep, fancy, now))
+    return tree
+
+
+def models_table(models: list[dict[str, Any]], fancy: bool, now: datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False, pad_edge=False)
+    for col in ("NAME", "PRODUCTION", "LATEST", "VERSIONS", "READY", "AGE"):
+        table.add_column(col)
+    for m in models:
+        st = m.get("status") or {}
+        ready = condition(m, "Ready")
+        table.add_row(m["metadata"]["name"], f"v{st['productionVersion']}" if st.get("productionVersion") else "-",
+                      f"v{st['latestVersion']}" if st.get("latestVersion") else "-", str(len(st.get("versions") or [])),
+                      (ready or {}).get("status", "Unknown"), ago(m["metadata"].get("creationTimestamp"), now))
+    return table
+
+
+def deployments_table(deps: list[dict[str, Any]], fancy: bool, now: datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False, pad_edge=False)
+    for col in ("NAME", "MODEL", "STABLE", "CANARY", "WEIGHT", "READY", "AGE"):
+        table.add_column(col)
+    for d in deps:
+        st = d.get("status") or {}
+        table.add_row(d["metadata"]["name"], ((d.get("spec") or {}).get("modelRef") or {}).get("name", "-"),
+                      f"v{st['stableVersion']}" if st.get("stableVersion") else "-",
+                      f"v{st['canaryVersion']}" if st.get("canaryVersion") else "-",
+                      f"{st['canaryWeight']}%" if st.get("canaryWeight") else "-",
+                      (condition(d, "Ready") or {}).get("status", "Unknown"),
+                      ago(d["metadata"].get("creationTimestamp"), now))
+    return table
+
+
+# --- Deployment ------------------------------------------------------------------------------------------
+
+
+def steps_table(dep: dict[str, Any], fancy: bool, now: datetime) -> Table:
+    spec, status = dep.get("spec") or {}, dep.get("status") or {}
+    canary = (spec.get("strategy") or {}).get("canary") or {}
+    steps = canary.get("steps") or [{"weight": 10, "pause": "1m"}, {"weight": 50, "pause": "1m"}]
+    rollout = status.get("rollout") or {}
+    title = f"canary v{rollout['version']} ({rollout.get('state')})" if rollout else "canary steps (no canary running)"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("STEP", "WEIGHT", "PAUSE", "PROGRESS"):
+        table.add_column(col)
+    current = int(rollout.get("step", -1)) if rollout else -1
+    promoting = rollout.get("state") == "Promoting"
+    for i, step in enumerate(steps):
+        pause = step.get("pause", "1m")
+        if rollout and (i < current or promoting):
+            progress = mark("done", fancy)
+        elif i == current and rollout.get("state") == "Stepping":
+            started = parse_time(rollout.get("stepStartedAt"))
+            total = parse_duration(pause).total_seconds()
+            elapsed = (now - started).total_seconds() if started else 0.0
+            share = min(1.0, elapsed / total) if total else 1.0
+            filled = round(share * 20)
+            bar = ("█" * filled + "░" * (20 - filled)) if fancy else ("#" * filled + "." * (20 - filled))
+            progress = Text.assemble(mark("current", fancy), f" {bar} {int(elapsed)}s/{int(total)}s")
+            if canary.get("paused"):
+                progress.append(" ")
+                progress.append_text(mark("paused", fancy))
+        elif i == current:
+            progress = Text.assemble(mark("current", fancy), " waiting for the canary's pods")
+        else:
+            progress = mark("pending", fancy)
+        table.add_row(str(i + 1), f"{step['weight']}%", pause, progress)
+    if promoting:
+        table.add_row("-", "100%", "-", Text.assemble(mark("current", fancy), " promoting: scaling to full size"))
+    return table
+
+
+CHECKS = (  # status.lastAnalysis field, spec analysis field, label, how the value must compare
+    ("requests", "minRequests", "requests", ">="),
+    ("errorRate", "maxErrorRate", "error rate", "<="),
+    ("latencyP95Seconds", "maxLatencyP95Seconds", "p95 latency (s)", "<="),
+    ("predictionShift", "maxPredictionShift", "prediction shift (PSI)", "<="),
+)
+ANALYSIS_DEFAULTS = {"minRequests": 20, "maxErrorRate": 0.05, "maxLatencyP95Seconds": 0.5, "maxPredictionShift": 0.25}
+
+
+def analysis_table(dep: dict[str, Any], fancy: bool, now: datetime) -> Table | Text:
+    analysis = (dep.get("status") or {}).get("lastAnalysis")
+    if not analysis:
+        return Text("no canary analysis yet", style="dim")
+    spec = ((((dep.get("spec") or {}).get("strategy") or {}).get("canary") or {}).get("analysis") or {})
+    title = (f"last analysis: {analysis.get('verdict')} {ago(analysis.get('time'), now)} "
+             f"({analysis.get('metricsSource') or 'pods'})")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("CHECK", "VALUE", "THRESHOLD", "RESULT"):
+        table.add_column(col)
+    for field, limit_field, label, op in CHECKS:
+        value, limit = analysis.get(field), spec.get(limit_field, ANALYSIS_DEFAULTS[limit_field])
+        if value is None:
+            result = Text("not measured", style="dim")
+        else:
+            ok = value >= limit if op == ">=" else value <= limit
+            result = mark("ok" if ok else "fail", fancy)
+        table.add_row(label, fmt(value), f"{op} {fmt(limit)}", result)
+    if analysis.get("message"):
+        table.caption = analysis["message"]
+        table.caption_justify = "left"
+    return table
+
+
+def drift_table(dep: dict[str, Any], fancy: bool, now: datetime, top: int = 10) -> Table | Text:
+    drift = (dep.get("status") or {}).get("drift")
+    if not drift:
+        return Text("no drift check yet", style="dim")
+    monitoring = (dep.get("spec") or {}).get("monitoring") or {}
+    threshold = monitoring.get("threshold", 0.2)
+    state = "DRIFTED" if drift.get("drifted") else "no drift"
+    title = (f"drift of v{fmt(drift.get('version'))}: {state}, {fmt(drift.get('driftedShare'), 3)} of features past "
+             f"PSI {fmt(threshold)} ({drift.get('samples', 0)} requests, checked {ago(drift.get('checkedAt'), now)})")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("FEATURE", "PSI", "", "DRIFTED"):
+        table.add_column(col)
+    features = sorted(drift.get("topFeatures") or [], key=lambda f: -f.get("psi", 0.0))[:top]
+    scale = max([threshold * 2] + [f.get("psi", 0.0) for f in features])
+    for f in features:
+        psi = f.get("psi", 0.0)
+        width = round(20 * psi / scale) if scale else 0
+        bar = ("█" if fancy else "#") * width
+        table.add_row(f["feature"], f"{psi:.3f}", Text(bar, style="red" if psi > threshold else "green"),
+                      mark("drifted", fancy) if psi > threshold else Text("-" if not fancy else "", style="dim"))
+    return table
+
+
+def variants_table(dep: dict[str, Any], fancy: bool) -> Table:
+    status = dep.get("status") or {}
+    ab = status.get("abTest")
+    title = f"versions (A/B test since {ab.get('startedAt')})" if ab else "versions"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("VERSION", "ROLE", "WEIGHT", "READY", "REQUESTS", "ERROR RATE", "P95 (s)"):
+        table.add_column(col)
+    for v in status.get("variants") or []:
+        table.add_row(f"v{v['version']}", v.get("role", "-"), f"{v.get('weight', 0)}%",
+                      f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}", fmt(v.get("requests")),
+                      fmt(v.get("errorRate"), 3), fmt(v.get("latencyP95Seconds"), 3))
+    return table
+
+
+def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bool = False) -> Group:
+    meta, spec, status = dep["metadata"], dep.get("spec") or {}, dep.get("status") or {}
+    strategy = (spec.get("strategy") or {}).get("type", "Canary")
+    ref = spec.get("modelRef") or {}
+    follows = f"pinned to v{ref['version']}" if ref.get("version") else "follows production"
+    header = Text.assemble(("Deployment ", "bold"), (meta["name"], "bold cyan"),
+                           f"  (namespace {meta.get('namespace')})  Model {ref.get('name')} ({follows}), "
+                           f"strategy {strategy}, router {(spec.get('traffic') or {}).get('router', 'replicas')}")
+    parts: list[RenderableType] = [header]
+    if status.get("url"):
+        parts.append(Text(f"url {status['url']}", style="dim"))
+    parts += [_cond(dep, t, fancy) for t in ("Ready", "Progressing", "Degraded")]
+    if status.get("rolledBack"):
+        parts.append(Text.assemble(mark("rolledback", fancy),
+                                   f": {', '.join(f'v{v}' for v in status['rolledBack'])} (not rolled out again)"))
+    parts.append(Text(""))
+    parts.append(variants_table(dep, fancy))
+    if strategy == "Canary":
+        parts += [steps_table(dep, fancy, now), analysis_table(dep, fancy, now)]
+    parts.append(drift_table(dep, fancy, now, top=50 if wide else 10))
+    retrain = status.get("lastRetrain")
+    if retrain:
+        parts.append(Text(f"last drift retraining: TrainingRun {retrain.get('trainingRun')} "
+                          f"{ago(retrain.get('time'), now)}: {retrain.get('reason', '')}"))
+    return Group(*parts)
+
+
+# --- lineage, compare --------------------------------------------------------------------------------------
+
+
+def lineage_tree(facts: dict[str, Any], *, fancy: bool, wide: bool = False) -> Tree:
+    data, validation, run, reg = facts["data"], facts["validation"], facts["trainingRun"], facts["registered"]
+    label = Text.assemble(("data ", "bold"), f"Dataset {data.get('dataset') or '-'}",
+                          f"  source {data.get('source') or '(Dataset gone)'}",
+                          f"  digest {_digest(data.get('digest'), wide)}")
+    if data.get("rows") is not None:
+        label.append(f"  {data['rows']} rows")
+    tree = Tree(label)
+    if validation["validated"]:
+        node = tree.add(Text.assemble(mark("ok", fancy), f" validated {validation.get('validatedAt') or ''}"
+                                      + (f"  snapshot {data['snapshotUri']}" if wide and data.get("snapshotUri")
+                                         else "")))
+    else:
+        node = tree.add(Text("validation record no longer kept by the Dataset (retention) or Dataset deleted",
+                             style="dim"))
+    params = {**(run.get("params") or {}), **(run.get("bestParams") or {})}
+    run_label = Text.assemble(("TrainingRun ", "bold"), run.get("name") or "-",
+                              f"  {run.get('estimator') or '(run deleted)'}",
+                              f"  params {params}" if params else "",
+                              f"  image {run.get('image')}" if run.get("image") else "",
+                              f"  trigger {run.get('trigger')}" if run.get("trigger") else "")
+    node = node.add(run_label)
+    if run.get("search"):
+        node.add(Text(f"search {run['search']}", style="dim"))
+    version = Text.assemble((f"v{facts['version']}", "bold"), "  ")
+    if reg.get("production"):
+        version.append_text(mark("production", fancy))
+        version.append("  ")
+    if reg.get("rolledBack"):
+        version.append_text(mark("rolledback", fancy))
+        version.append(f" ({reg.get('rollbackReason')})  ")
+    metrics = ", ".join(f"{k}={fmt(v)}" for k, v in sorted((reg.get("metrics") or {}).items()))
+    version.append(f"{metrics}  ")
+    version.append_text(_gate(reg.get("gate"), fancy))
+    version.append(f"  registered {reg.get('createdAt') or '-'}")
+    node = node.add(version)
+    if wide and reg.get("artifact"):
+        node.add(Text(f"artifact {reg['artifact'].get('uri')} {reg['artifact'].get('digest')}", style="dim"))
+    if not facts["servedBy"]:
+        node.add(Text("not served by any Deployment", style="dim"))
+    for s in facts["servedBy"]:
+        node.add(Text.assemble(mark("canary" if s["role"] == "canary" else "served", fancy),
+                               f" Deployment {s['deployment']} ({s['role']}, {s['weight']}%)"))
+    return tree
+
+
+def compare_table(facts: dict[str, Any], *, fancy: bool, wide: bool = False) -> Group:
+    a, b = facts["versions"]
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("", f"v{a}", f"v{b}", "DIFFERENCE"):
+        table.add_column(col, justify="right" if col not in ("", "DIFFERENCE") else "left")
+    table.add_row(Text("metrics (held-out evaluation)", style="bold"), "", "", "")
+    for m in facts["metrics"]:
+        delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
+        better = m["better"]
+        verdict = Text(f"{delta}  v{(a, b)[better - 1]} better" if better else delta,
+                       style="green" if better == 2 else ("red" if better == 1 else ""))
+        table.add_row(m["name"] + (" (lower is better)" if m["lowerIsBetter"] else ""), fmt(m["a"]), fmt(m["b"]),
+                      verdict)
+    table.add_row(Text("parameters", style="bold"), "", "", "")
+    for p in facts["params"]:
+        a_value, b_value = fmt(p["a"]), fmt(p["b"])
+        if p["name"] == "estimator" and not wide:  # the class name; the module path is in -o wide
+            a_value, b_value = a_value.rsplit(".", 1)[-1], b_value.rsplit(".", 1)[-1]
+        table.add_row(p["name"], a_value, b_value, "" if p["same"] else Text("differs", style="yellow"))
+    table.add_row(Text("data", style="bold"), "", "", "")
+    data = facts["data"]
+    table.add_row("dataset digest", _digest(data["a"], wide), _digest(data["b"], wide),
+                  "same" if data["same"] else Text("differs", style="yellow"))
+    gates = facts["gate"]
+    table.add_row("gate", (gates["a"] or {}).get("reason", "-"), (gates["b"] or {}).get("reason", "-"), "")
+    note = ("both evaluated on the same held-out rows (same data version, test fraction and seed)"
+            if facts["sameEvaluation"] else
+            "evaluated on different held-out rows (other data version or split): compare the metrics with care")
+    return Group(Text.assemble(("Model ", "bold"), (facts["model"], "bold cyan"), f": v{a} vs v{b}"), table,
+                 Text(note, style="dim"))

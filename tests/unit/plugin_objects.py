@@ -1,0 +1,137 @@
+"""Objects as the API server returns them, for the plugin's rendering tests (checked against the API models in
+test_plugin_render.py, so they cannot drift from the schema)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+NOW = datetime(2026, 5, 1, 12, 10, tzinfo=UTC)
+D1 = "sha256:" + "1" * 64
+D2 = "sha256:" + "2" * 64
+A = "sha256:" + "a" * 64
+
+
+def _version(n: int, accuracy: float, digest: str, gate: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"version": n, "trainingRun": f"iris-run-{n}", "trainingRunUid": f"uid-{n}", "datasetDigest": digest,
+            "dataset": "iris-data", "artifact": {"uri": f"file:///store/ml/iris/v{n}/model.skops", "digest": A},
+            "metric": "accuracy", "metrics": {"accuracy": accuracy, "f1": accuracy - 0.01},
+            "image": "kultivar-runtime:0.1.0", "createdAt": f"2026-05-01T1{n}:00:00Z".replace("T13", "T11"),
+            "gate": gate, **extra}
+
+
+MODEL: dict[str, Any] = {
+    "apiVersion": "kultivar.io/v1alpha1", "kind": "Model",
+    "metadata": {"name": "iris", "namespace": "ml", "generation": 1, "resourceVersion": "100",
+                 "creationTimestamp": "2026-05-01T10:00:00Z"},
+    "spec": {"promotion": {"policy": "Automatic", "metric": "accuracy", "minimum": 0.8}},
+    "status": {
+        "observedGeneration": 1, "latestVersion": 3, "productionVersion": 3, "productionMetric": 0.96,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "ProductionSet", "message": "v3 is production",
+                        "lastTransitionTime": "2026-05-01T12:00:00Z", "observedGeneration": 1}],
+        "versions": [
+            _version(1, 0.9, D1, {"passed": True, "reason": "Passed", "message": "accuracy=0.9 passes the gate"}),
+            _version(2, 0.7, D1, {"passed": False, "reason": "BelowMinimum",
+                                  "message": "accuracy=0.7 misses the minimum 0.8"}),
+            _version(3, 0.96, D2, {"passed": True, "reason": "Improved",
+                                   "message": "accuracy=0.96 beats production v1 (0.9)"}),
+        ],
+    },
+}
+
+CANARY: dict[str, Any] = {
+    "apiVersion": "kultivar.io/v1alpha1", "kind": "Deployment",
+    "metadata": {"name": "iris", "namespace": "ml", "generation": 2, "resourceVersion": "200",
+                 "creationTimestamp": "2026-05-01T10:30:00Z"},
+    "spec": {"modelRef": {"name": "iris"}, "replicas": 2,
+             "strategy": {"type": "Canary", "canary": {
+                 "steps": [{"weight": 10, "pause": "2m"}, {"weight": 50, "pause": "2m"}],
+                 "analysis": {"minRequests": 20, "maxErrorRate": 0.05, "maxLatencyP95Seconds": 0.5}}},
+             "monitoring": {"threshold": 0.2}},
+    "status": {
+        "observedGeneration": 2, "url": "http://iris.ml.svc/v2/models/iris",
+        "stableVersion": 1, "canaryVersion": 3, "canaryWeight": 50, "canaryStep": 2,
+        "rollout": {"version": 3, "step": 1, "stepStartedAt": "2026-05-01T12:09:00Z", "state": "Stepping"},
+        "variants": [
+            {"version": 1, "role": "stable", "weight": 50, "replicas": 2, "readyReplicas": 2, "requests": 120,
+             "errorRate": 0.0, "latencyP95Seconds": 0.01},
+            {"version": 3, "role": "canary", "weight": 50, "replicas": 2, "readyReplicas": 2, "requests": 118,
+             "errorRate": 0.01, "latencyP95Seconds": 0.02},
+        ],
+        "lastAnalysis": {"time": "2026-05-01T12:09:00Z", "verdict": "Pass", "message": "118 requests, 1% errors",
+                         "requests": 118, "errorRate": 0.01, "latencyP95Seconds": 0.02, "predictionShift": 0.31,
+                         "metricsSource": "pods"},
+        "drift": {"checkedAt": "2026-05-01T12:05:00Z", "version": 1, "samples": 400, "window": "10m",
+                  "driftedShare": 0.25, "drifted": False,
+                  "topFeatures": [{"feature": "petal_length", "psi": 0.41}, {"feature": "sepal_width", "psi": 0.05}]},
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Serving", "message": "v1 serves",
+             "lastTransitionTime": "2026-05-01T11:00:00Z"},
+            {"type": "Progressing", "status": "True", "reason": "CanaryStepping", "message": "step 2/2",
+             "lastTransitionTime": "2026-05-01T12:09:00Z"},
+            {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "",
+             "lastTransitionTime": "2026-05-01T11:00:00Z"},
+        ],
+    },
+}
+
+
+def settled(dep: dict[str, Any], version: int = 3) -> dict[str, Any]:
+    """The same Deployment after its canary was promoted."""
+    out = copy.deepcopy(dep)
+    st = out["status"]
+    for key in ("canaryVersion", "canaryWeight", "canaryStep", "rollout"):
+        st.pop(key, None)
+    st["stableVersion"] = version
+    st["variants"] = [{"version": version, "role": "stable", "weight": 100, "replicas": 2, "readyReplicas": 2}]
+    st["conditions"][1] = {"type": "Progressing", "status": "False", "reason": "Stable", "message": "",
+                           "lastTransitionTime": "2026-05-01T12:11:00Z"}
+    return out
+
+
+AB: dict[str, Any] = {
+    "apiVersion": "kultivar.io/v1alpha1", "kind": "Deployment",
+    "metadata": {"name": "iris-ab", "namespace": "ml", "generation": 1, "resourceVersion": "300"},
+    "spec": {"modelRef": {"name": "iris"}, "strategy": {"type": "ABTest", "abTest": {
+        "variants": [{"version": 1, "weight": 70}, {"version": 3, "weight": 30}]}}},
+    "status": {
+        "observedGeneration": 1, "stableVersion": 1,
+        "abTest": {"versions": [1, 3], "startedAt": "2026-05-01T12:00:00Z", "measuredAt": "2026-05-01T12:09:30Z"},
+        "variants": [
+            {"version": 1, "role": "variant", "weight": 70, "replicas": 1, "readyReplicas": 1, "requests": 700,
+             "errorRate": 0.002, "latencyP95Seconds": 0.012},
+            {"version": 3, "role": "variant", "weight": 30, "replicas": 1, "readyReplicas": 1, "requests": 300,
+             "errorRate": 0.0, "latencyP95Seconds": 0.011},
+        ],
+        "conditions": [{"type": "Progressing", "status": "False", "reason": "ABTestRunning",
+                        "message": "v1=70%, v3=30%", "lastTransitionTime": "2026-05-01T12:00:00Z"}],
+    },
+}
+
+
+def run(n: int, params: dict[str, Any], digest: str, best: dict[str, Any] | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"datasetDigest": digest, "metric": "accuracy", "modelVersion": n,
+                              "completionTime": "2026-05-01T11:00:00Z"}
+    if best:
+        status["bestParams"] = best
+    return {"apiVersion": "kultivar.io/v1alpha1", "kind": "TrainingRun",
+            "metadata": {"name": f"iris-run-{n}", "namespace": "ml", "uid": f"uid-{n}"},
+            "spec": {"datasetRef": {"name": "iris-data", "digest": digest}, "modelRef": {"name": "iris"},
+                     "estimator": {"className": "sklearn.linear_model.LogisticRegression", "params": params},
+                     "evaluation": {"testFraction": 0.2, "seed": 42}},
+            "status": status}
+
+
+DATASET: dict[str, Any] = {
+    "apiVersion": "kultivar.io/v1alpha1", "kind": "Dataset",
+    "metadata": {"name": "iris-data", "namespace": "ml"},
+    "spec": {"source": {"uri": "s3://bucket/iris.csv"},
+             "schema": {"target": "species", "task": "classification", "features": []}},
+    "status": {"digest": D2, "versions": [
+        {"digest": D1, "rows": 150, "snapshotUri": "file:///store/ml/iris-data/1.parquet",
+         "profileUri": "file:///store/ml/iris-data/1.profile.json", "validatedAt": "2026-05-01T10:05:00Z"},
+        {"digest": D2, "rows": 180, "snapshotUri": "file:///store/ml/iris-data/2.parquet",
+         "profileUri": "file:///store/ml/iris-data/2.profile.json", "validatedAt": "2026-05-01T11:05:00Z"},
+    ]},
+}
