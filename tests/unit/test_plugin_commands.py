@@ -1,0 +1,61 @@
+"""The plugin's command line: kubectl's flags anywhere, help with examples, errors that say what to do next."""
+
+from __future__ import annotations
+
+import pytest
+
+from kultivar.cli import build_parser as kultivar_parser
+from kultivar.plugin.commands import build_parser, main
+
+
+def test_connection_flags_work_before_and_after_the_command() -> None:
+    before = build_parser().parse_args(["-n", "ml", "--context", "dev", "get", "model", "iris"])
+    after = build_parser().parse_args(["get", "model", "iris", "-n", "ml", "--context", "dev"])
+    for args in (before, after):
+        assert (args.namespace, args.context, args.kind, args.name) == ("ml", "dev", "Model", "iris")
+    assert build_parser().parse_args(["get", "deployments"]).namespace is None
+
+
+def test_the_kultivar_command_has_the_same_subcommands() -> None:
+    args = kultivar_parser().parse_args(["compare", "model", "iris", "v2", "3", "-o", "json"])
+    assert (args.kind, args.first, args.second, args.output) == ("Model", 2, 3, "json")
+
+
+@pytest.mark.parametrize("argv", [["promote", "deployment", "x", "1"], ["get", "dataset", "x"],
+                                  ["lineage", "model", "x", "latest"], ["get", "model", "x", "-o", "xml"]])
+def test_bad_arguments_exit_2_with_the_accepted_forms(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_help_has_examples(capsys) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["get", "--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "kubectl kultivar get model iris --watch" in out
+
+
+def test_no_kubeconfig_says_how_to_point_at_a_cluster(tmp_path, capsys) -> None:
+    code = main(["--kubeconfig", str(tmp_path / "missing"), "get", "model", "iris"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: no usable kubeconfig at")
+    assert "--kubeconfig" in err and "--context" in err and "make cluster-up" in err
+
+
+def test_unknown_context_lists_the_contexts(tmp_path, capsys) -> None:
+    config = tmp_path / "config"
+    config.write_text("""apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: dev, context: {cluster: c, user: u}}, {name: prod, context: {cluster: c, user: u}}]
+current-context: dev
+""")
+    assert main(["--kubeconfig", str(config), "--context", "stage", "get", "models"]) == 1
+    assert "context 'stage' is not in" in (err := capsys.readouterr().err) and "dev, prod" in err
+    # a server that is not there: one line naming it, not a traceback
+    assert main(["--kubeconfig", str(config), "get", "models"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot reach https://127.0.0.1:1 (context dev)") and "cluster-info" in err

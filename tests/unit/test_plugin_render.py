@@ -1,0 +1,129 @@
+"""The plugin's trees and tables from recorded objects: what a terminal shows and what a pipe gets."""
+
+from __future__ import annotations
+
+import pytest
+from plugin_objects import AB, CANARY, D2, DATASET, MODEL, NOW, run, settled
+
+from kultivar.api.deployment import DeploymentSpec, DeploymentStatus
+from kultivar.api.model import ModelSpec, ModelStatus
+from kultivar.plugin import facts, render
+from kultivar.plugin.render import to_text
+
+
+@pytest.mark.parametrize("obj", [MODEL, CANARY, AB], ids=["model", "canary", "abtest"])
+def test_recorded_objects_match_the_api(obj) -> None:
+    spec, status = (ModelSpec, ModelStatus) if obj["kind"] == "Model" else (DeploymentSpec, DeploymentStatus)
+    spec.model_validate(obj["spec"])
+    status.model_validate(obj["status"])
+
+
+def lines(text: str) -> list[str]:
+    return [line.rstrip() for line in text.splitlines()]
+
+
+def line_with(text: str, needle: str) -> str:
+    found = [line for line in lines(text) if needle in line]
+    assert found, f"no line with {needle!r} in:\n{text}"
+    return found[0]
+
+
+def test_model_tree_piped_marks_production_served_canary_and_gate_in_words() -> None:
+    text = to_text(render.model_tree(MODEL, [CANARY, AB], fancy=False, now=NOW), width=200)
+    assert lines(text)[0].startswith("Model iris  (namespace ml)  ok Ready=True ProductionSet: v3 is production")
+    assert "policy Automatic, gate on accuracy >= 0.8" in text
+    v1, v2, v3 = line_with(text, "v1  "), line_with(text, "v2  "), line_with(text, "v3  ")
+    assert "[served] iris stable 50%" in v1 and "[served] iris-ab variant 70%" in v1 and "gate ok Passed" in v1
+    assert "gate FAIL BelowMinimum" in v2 and "[served]" not in v2 and "data 111111111111" in v2
+    assert "[production]" in v3 and "[canary] iris canary 50%" in v3 and "accuracy=0.96" in v3
+    assert "data 222222222222" in v3 and "run iris-run-3" in v3
+    dep = line_with(text, "iris  stable v1")
+    assert "[canary] canary v3 50% step 2/2" in dep and "analysis ok Pass 1m ago" in dep
+    assert "drift ok max PSI 0.41 (400 requests)" in dep and "live: 120 req" in dep
+    assert "iris-ab  A/B test  v1=70%  v3=30%" in text
+    assert not any(ch in text for ch in "✔✖★●◐")  # no symbols when piped
+
+
+def test_model_tree_on_a_terminal_uses_symbols() -> None:
+    text = to_text(render.model_tree(MODEL, [CANARY], fancy=True, now=NOW), width=200)
+    assert "★ production" in line_with(text, "v3  ") and "gate ✖ BelowMinimum" in text
+    assert "◐ canary v3 50% step 2/2" in text
+
+
+def test_model_tree_says_what_to_do_when_empty_and_wide_shows_full_digests() -> None:
+    empty = {**MODEL, "status": {}}
+    text = to_text(render.model_tree(empty, [], fancy=False, now=NOW), width=200)
+    assert "none registered yet" in text and "create a kultivar.io Deployment with modelRef.name: iris" in text
+    wide = to_text(render.model_tree(MODEL, [], fancy=False, now=NOW, wide=True), width=250)
+    assert D2 in wide and "gate: accuracy=0.96 beats production v1 (0.9)" in wide
+    assert "artifact file:///store/ml/iris/v3/model.skops" in wide
+
+
+def test_deployment_view_steps_analysis_drift_and_variants() -> None:
+    text = to_text(render.deployment_view(CANARY, fancy=False, now=NOW), width=200)
+    assert "Model iris (follows production), strategy Canary" in text
+    assert "- Progressing=True CanaryStepping: step 2/2" in text
+    assert "v3       canary  50%     2/2    118       0.01        0.02" in text
+    assert "canary v3 (Stepping)" in text
+    assert line_with(text, " 1     10%").split()[-1] == "done"
+    # step 2 started 60 s before NOW and lasts 2m: half the bar
+    assert "##########.......... 60s/120s" in line_with(text, " 2     50%")
+    assert line_with(text, "error rate").split()[-4:] == ["0.01", "<=", "0.05", "ok"]
+    assert line_with(text, "prediction shift").split()[-4:] == ["0.31", "<=", "0.25", "FAIL"]
+    assert line_with(text, "requests ").split()[-4:] == ["118", ">=", "20", "ok"]
+    assert "drift of v1: no drift, 0.25 of features past PSI 0.2" in text
+    assert line_with(text, "petal_length").split()[-1] == "[drifted]"
+    assert line_with(text, "sepal_width").split()[-1] == "-"
+
+
+def test_paused_canary_is_shown_paused() -> None:
+    paused = {**CANARY, "spec": {**CANARY["spec"], "strategy": {
+        "type": "Canary", "canary": {**CANARY["spec"]["strategy"]["canary"], "paused": True}}}}
+    assert "[paused]" in line_with(to_text(render.deployment_view(paused, fancy=False, now=NOW), 200), " 2     50%")
+    assert "[paused]" in to_text(render.deployment_line(paused, False, NOW), 200)
+
+
+def test_ab_test_view_has_numbers_per_variant_and_no_canary_steps() -> None:
+    text = to_text(render.deployment_view(AB, fancy=False, now=NOW), width=200)
+    assert "versions (A/B test since 2026-05-01T12:00:00Z)" in text
+    assert line_with(text, "v1 ").split() == ["v1", "variant", "70%", "1/1", "700", "0.002", "0.012"]
+    assert "canary" not in text.lower().replace("strategy abtest", "")
+    assert "no drift check yet" in text
+
+
+def test_lineage_tree_goes_from_data_to_deployments() -> None:
+    data = facts.lineage(MODEL, 3, run(3, {"C": 1.0}, D2, best={"max_iter": 300}), DATASET, [CANARY])
+    text = to_text(render.lineage_tree(data, fancy=False), width=200)
+    order = ["data Dataset iris-data  source s3://bucket/iris.csv  digest 222222222222  180 rows",
+             "ok validated 2026-05-01T11:05:00Z",
+             "TrainingRun iris-run-3  sklearn.linear_model.LogisticRegression  params {'C': 1.0, 'max_iter': 300}",
+             "v3  [production]  accuracy=0.96, f1=0.95  gate ok Improved",
+             "[canary] Deployment iris (canary, 50%)"]
+    positions = [text.index(part) for part in order]
+    assert positions == sorted(positions)
+
+
+def test_lineage_of_a_version_whose_run_and_data_are_gone_says_so() -> None:
+    data = facts.lineage(MODEL, 2, None, None, [])
+    text = to_text(render.lineage_tree(data, fancy=False), width=200)
+    assert "(Dataset gone)" in text and "(run deleted)" in text and "not served by any Deployment" in text
+
+
+def test_compare_table() -> None:
+    data = facts.comparison(MODEL, 1, 3, run(1, {"C": 0.5}, MODEL["status"]["versions"][0]["datasetDigest"]),
+                            run(3, {"C": 1.0}, D2, best={"max_iter": 300}))
+    text = to_text(render.compare_table(data, fancy=False), width=200)
+    assert line_with(text, "accuracy").split() == ["accuracy", "0.9", "0.96", "+0.06", "v3", "better"]
+    assert line_with(text, "estimator").split() == ["estimator", "LogisticRegression", "LogisticRegression"]
+    assert line_with(text, " C ").split() == ["C", "0.5", "1", "differs"]
+    assert line_with(text, "max_iter").split() == ["max_iter", "-", "300", "differs"]
+    assert line_with(text, "dataset digest").split() == ["dataset", "digest", "111111111111", "222222222222",
+                                                         "differs"]
+    assert "evaluated on different held-out rows" in text
+
+
+def test_lists() -> None:
+    text = to_text(render.models_table([MODEL], False, NOW), width=200)
+    assert line_with(text, "iris").split() == ["iris", "v3", "v3", "3", "True", "2h", "ago"]
+    text = to_text(render.deployments_table([CANARY, settled(CANARY)], False, NOW), width=200)
+    assert line_with(text, "v1").split()[:5] == ["iris", "iris", "v1", "v3", "50%"]
