@@ -1,5 +1,6 @@
-"""Objects as the API server returns them, for the plugin's rendering tests (checked against the API models in
-test_plugin_render.py, so they cannot drift from the schema)."""
+"""Objects as the API server returns them, for the plugin's tests: rendered in tests/unit/test_plugin_render.py
+(which checks them against the API models, so they cannot drift from the schema) and created, with this status,
+on the real control plane in tests/integration/test_plugin.py."""
 
 from __future__ import annotations
 
