@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from plugin_objects import AB, CANARY, D2, DATASET, MODEL, NOW, run, settled
 
 from kultivar.api.deployment import DeploymentSpec, DeploymentStatus
 from kultivar.api.model import ModelSpec, ModelStatus
 from kultivar.plugin import facts, render
 from kultivar.plugin.render import to_text
+from plugin_objects import AB, CANARY, D2, DATASET, MODEL, NOW, run, settled
 
 
 @pytest.mark.parametrize("obj", [MODEL, CANARY, AB], ids=["model", "canary", "abtest"])
@@ -127,3 +127,19 @@ def test_lists() -> None:
     assert line_with(text, "iris").split() == ["iris", "v3", "v3", "3", "True", "2h", "ago"]
     text = to_text(render.deployments_table([CANARY, settled(CANARY)], False, NOW), width=200)
     assert line_with(text, "v1").split()[:5] == ["iris", "iris", "v1", "v3", "50%"]
+
+
+def test_history_table() -> None:
+    model = {**MODEL, "status": {**MODEL["status"], "history": [
+        {"time": "2026-05-01T11:00:00Z", "type": "Registered", "version": 3, "actor": "operator",
+         "reason": "from TrainingRun iris-run-3: accuracy=0.96 beats production v1 (0.9)"},
+        {"time": "2026-05-01T12:05:00Z", "type": "Pinned", "version": 1, "actor": "kubectl-kultivar",
+         "reason": "spec.production pins v1 (was v3)"},
+        {"time": "2026-05-01T12:06:00Z", "type": "TrainingStarted", "trainingRun": "iris-retrain-1",
+         "actor": "kubectl-kultivar", "reason": "TrainingRun iris-retrain-1 (manual)"}]}}
+    ModelStatus.model_validate(model["status"])
+    text = to_text(render.history_table(model, fancy=False, now=NOW), width=200)
+    assert line_with(text, "Pinned").split()[-8:] == ["Pinned", "v1", "kubectl-kultivar", "spec.production", "pins",
+                                                      "v1", "(was", "v3)"]
+    assert "5m ago" in line_with(text, "Pinned") and "iris-retrain-1" in line_with(text, "TrainingStarted")
+    assert "no recorded history yet" in to_text(render.history_table(MODEL, fancy=False, now=NOW))

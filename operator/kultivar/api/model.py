@@ -93,6 +93,21 @@ class RetiredVersion(KModel):
     job: str = Field(description="The cleanup Job.")
 
 
+class HistoryEntry(KModel):
+    """One thing that happened to the Model."""
+
+    time: str = Field(description="When it happened (RFC 3339).", json_schema_extra={"format": "date-time"})
+    type: Literal["Registered", "Promoted", "Pinned", "RolledBack", "TrainingStarted"] = Field(
+        description="What happened: a version registered, promoted by the gate, pinned as production, rolled back "
+                    "by a failed canary, or a TrainingRun for this Model started.")
+    version: int | None = Field(default=None, description="The version it concerns.")
+    trainingRun: str | None = Field(default=None, description="The TrainingRun it concerns.")
+    reason: str = Field(default="", max_length=1024, description="Why, in words.")
+    actor: str = Field(default="operator", max_length=256,
+                       description="Who caused it: operator, or the field manager of the user's change "
+                                   "(e.g. kubectl-kultivar, kubectl-client-side-apply, argocd-controller).")
+
+
 class ModelStatus(KModel):
     """Observed state of a Model."""
 
@@ -105,6 +120,10 @@ class ModelStatus(KModel):
         default_factory=list,
         description="Registered versions, oldest first.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["version"]},
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="What happened to the Model, oldest first; the newest 50 are kept.",
+        json_schema_extra={"maxItems": 50},
     )
     retiring: list[RetiredVersion] = Field(
         default_factory=list, description="Versions removed by retention whose artifacts are being deleted."

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from kultivar.api.contracts import RetentionInput
 from kultivar.api.model import ModelSpec, Promotion
 from kultivar.config import OperatorConfig
+from kultivar.domain import history
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
 from kultivar.domain.jobs import JobOutcome, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
@@ -176,6 +177,8 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
     latest = int(status.get("latestVersion") or 0)
     production = status.get("productionVersion")
     by_number = {v["version"]: v for v in versions}
+    happened = history.started_runs(status.get("history"), observed.runs,
+                                    {v.get("trainingRun", "") for v in versions}, now)
 
     for run in pending_registrations(observed.runs, versions):
         latest += 1
@@ -186,9 +189,12 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         by_number[latest] = record
         plan.events.append(Event("Normal", "VersionRegistered",
                                  f"v{latest} from TrainingRun {record['trainingRun']}: {decision.message}"))
+        happened.append(history.entry(now, "Registered", f"from TrainingRun {record['trainingRun']}: "
+                                      f"{decision.message}", version=latest, training_run=record["trainingRun"]))
         if spec.promotion.policy == "Automatic":
             if decision.passed:
                 plan.events.append(Event("Normal", "Promoted", f"v{latest} is now production ({decision.message})"))
+                happened.append(history.entry(now, "Promoted", decision.message, version=latest))
                 production = latest
             else:
                 plan.events.append(Event("Warning", "GateFailed",
@@ -198,7 +204,8 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         if spec.production is None:
             production = None
         elif spec.production not in by_number:
-            plan.status.update(versions=versions, latestVersion=latest or None)
+            plan.status.update(versions=versions, latestVersion=latest or None,
+                               history=history.appended(status.get("history"), happened))
             return plan.not_ready(
                 "VersionNotFound",
                 f"spec.production pins v{spec.production}, which is not registered (known: "
@@ -207,6 +214,10 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         else:
             if production != spec.production:
                 plan.events.append(Event("Normal", "Promoted", f"v{spec.production} pinned as production"))
+                happened.append(history.entry(
+                    now, "Pinned", f"spec.production pins v{spec.production}" +
+                    (f" (was v{production})" if production else ""),
+                    history.field_manager(obj, ["spec", "production"]) or "unknown", version=spec.production))
             production = spec.production
     elif production is not None and production not in by_number:
         production = None
@@ -217,6 +228,7 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
             rolled["rolledBack"] = True
             rolled["rollbackReason"] = f"its canary in Deployment {deployment} failed analysis"
             plan.events.append(Event("Warning", "VersionRolledBack", f"v{number}: {rolled['rollbackReason']}"))
+            happened.append(history.entry(now, "RolledBack", rolled["rollbackReason"], version=number))
 
     protected = set(observed.served_versions) | ({production} if production else set())
     runs_by_name = {r["metadata"]["name"]: r for r in observed.runs}
@@ -236,6 +248,8 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         productionVersion=production,
         productionMetric=(prod_record or {}).get("metrics", {}).get(metric) if metric else None,
     )
+    if happened:
+        plan.status["history"] = history.appended(status.get("history"), happened)
     if production is None:
         why = ("no version has passed the gate yet" if spec.promotion.policy == "Automatic"
                else "set spec.production to a registered version")

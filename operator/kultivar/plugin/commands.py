@@ -29,6 +29,7 @@ examples:
   kubectl kultivar get deployment iris -n ml        # canary steps, last analysis, drift, A/B numbers
   kubectl kultivar lineage model iris 3             # data -> validation -> TrainingRun -> v3 -> Deployments
   kubectl kultivar compare model iris 2 3           # metrics, parameters and data side by side
+  kubectl kultivar history model iris               # registered, promoted, pinned, rolled back: when, why, by whom
   kubectl kultivar promote model iris 2             # pin v2 as production (spec.production)
   kubectl kultivar promote model iris 2 --print     # the same change as YAML to commit (GitOps)
   kubectl kultivar pause deployment iris            # hold the canary at its step; resume continues it
@@ -125,6 +126,14 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("second", type=version_arg)
     _output(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub("history", "what happened to a Model, and who caused it",
+            "The Model's recorded history (status.history): versions registered, promoted, pinned, rolled back, "
+            "training started; with time, reason and who caused it (operator, or the field manager of your change).")
+    p.add_argument("kind", type=_kind(["Model"]), help="model")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=["json", "yaml"], help="json or yaml for scripts")
+    p.set_defaults(func=cmd_history)
 
     p = sub("promote", "make a version production (pins spec.production)",
             "Set the Model's spec.production to VERSION (with promotion.policy Manual, which a pin requires).")
@@ -388,6 +397,13 @@ def cmd_compare(args: argparse.Namespace, target: Target) -> int:
                             fetch.get_or_none(target, "TrainingRun", a.get("trainingRun")),
                             fetch.get_or_none(target, "TrainingRun", b.get("trainingRun")))
     return _structured(args, data, lambda fancy, wide: render.compare_table(data, fancy=fancy, wide=wide))
+
+
+def cmd_history(args: argparse.Namespace, target: Target) -> int:
+    model = fetch.get(target, "Model", args.name)
+    entries = (model.get("status") or {}).get("history") or []
+    return _structured(args, {"model": args.name, "history": entries},
+                       lambda fancy, wide: render.history_table(model, fancy=fancy, now=_now()))
 
 
 # --- changes ------------------------------------------------------------------------------------------------

@@ -433,3 +433,25 @@ def compare_table(facts: dict[str, Any], *, fancy: bool, wide: bool = False) -> 
             "evaluated on different held-out rows (other data version or split): compare the metrics with care")
     return Group(Text.assemble(("Model ", "bold"), (facts["model"], "bold cyan"), f": v{a} vs v{b}"), table,
                  Text(note, style="dim"))
+
+
+# --- history ------------------------------------------------------------------------------------------------
+
+HISTORY_MARKS = {"Registered": "info", "Promoted": "production", "Pinned": "production", "RolledBack": "rolledback",
+                 "TrainingStarted": "current"}
+
+
+def history_table(model: dict[str, Any], *, fancy: bool, now: datetime) -> Table | Text:
+    entries = (model.get("status") or {}).get("history") or []
+    if not entries:
+        return Text(f"Model {model['metadata']['name']} has no recorded history yet", style="dim")
+    table = Table(title=f"Model {model['metadata']['name']}: history (oldest first)", title_justify="left",
+                  box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("TIME", "", "WHAT", "VERSION", "BY", "WHY"):
+        table.add_column(col)
+    for h in entries:
+        symbol = mark(HISTORY_MARKS.get(h.get("type", ""), "info"), fancy) if fancy else Text("")
+        table.add_row(f"{h.get('time', '-')} ({ago(h.get('time'), now)})", symbol, h.get("type", "-"),
+                      f"v{h['version']}" if h.get("version") else (h.get("trainingRun") or "-"),
+                      h.get("actor", "-"), h.get("reason", ""))
+    return table
