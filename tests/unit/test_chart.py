@@ -272,6 +272,8 @@ def _reason(obj: dict[str, Any]) -> str:
     (_obj("Deployment", "Serving", "True", conditions=[
         {"type": "Progressing", "status": "True", "reason": "CanaryStepping", "message": "step 2/2"}]), "Progressing"),
     (_obj("Deployment", "Serving", "True", conditions=[
+        {"type": "Progressing", "status": "True", "reason": "CanaryPausedByUser", "message": "paused"}]), "Suspended"),
+    (_obj("Deployment", "Serving", "True", conditions=[
         {"type": "Degraded", "status": "True", "reason": "RolledBack", "message": "v2 failed"}]), "Degraded"),
     (_obj("Deployment", "ModelNotFound"), "Degraded"),
     (_obj("Deployment", "HeaderRoutingNeedsGateway"), "Degraded"),

@@ -4,6 +4,7 @@
 --   Healthy      Ready=True and the operator has observed the current generation
 --   Progressing  not reconciled yet, or Ready=False with a reason that means "working on it"
 --   Degraded     also whenever the Degraded condition is True (a canary was rolled back)
+--   Suspended    a canary the user paused (spec.strategy.canary.paused): it waits for them
 --   Degraded     Ready=False with any other reason: a failure that needs a fix (the message says which)
 local hs = {}
 
@@ -62,6 +63,11 @@ if degraded ~= nil and degraded.status == "True" then
   return hs
 end
 local rollout = condition(status.conditions, "Progressing")
+if rollout ~= nil and rollout.status == "True" and rollout.reason == "CanaryPausedByUser" then
+  hs.status = "Suspended"
+  hs.message = rollout.reason .. ": " .. (rollout.message or "")
+  return hs
+end
 if ready.status == "True" then
   if rollout ~= nil and rollout.status == "True" then
     hs.status = "Progressing"
