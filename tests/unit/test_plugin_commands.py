@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import copy
+import io
+
 import pytest
+from rich.console import Console
 
 from kultivar.cli import build_parser as kultivar_parser
-from kultivar.plugin.commands import build_parser, main
+from kultivar.plugin import commands, facts
+from kultivar.plugin.commands import Failed, build_parser, main
+from plugin_objects import CANARY, settled
 
 
 def test_connection_flags_work_before_and_after_the_command() -> None:
@@ -22,7 +29,8 @@ def test_the_kultivar_command_has_the_same_subcommands() -> None:
 
 
 @pytest.mark.parametrize("argv", [["promote", "deployment", "x", "1"], ["get", "dataset", "x"],
-                                  ["lineage", "model", "x", "latest"], ["get", "model", "x", "-o", "xml"]])
+                                  ["lineage", "model", "x", "latest"], ["get", "model", "x", "-o", "xml"],
+                                  ["get", "deployment", "x", "--watch", "--timeout", "soon"]])
 def test_bad_arguments_exit_2_with_the_accepted_forms(argv, capsys) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args(argv)
@@ -59,3 +67,38 @@ current-context: dev
     assert main(["--kubeconfig", str(config), "get", "models"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: cannot reach https://127.0.0.1:1 (context dev)") and "cluster-info" in err
+
+
+def _watch_args(**kw):
+    return argparse.Namespace(**{"timeout": None, "interval": 0.0, "output": None, **kw})
+
+
+def _fake_watch(states, args):
+    seen = iter(states)
+    console = Console(file=io.StringIO(), width=200, color_system=None, force_terminal=False)
+
+    def snapshot():
+        return next(seen), []
+
+    code = commands._watch(console, snapshot, lambda m, d: f"rv {m['metadata']['resourceVersion']}",
+                           lambda m, d: facts.rollout_state(m), args)
+    return code, console.file.getvalue()
+
+
+def test_watch_prints_each_change_once_and_ends_with_the_rollout(capsys) -> None:
+    same = copy.deepcopy(CANARY)
+    done = settled(CANARY)
+    done["metadata"]["resourceVersion"] = "201"
+    code, out = _fake_watch([CANARY, same, done], _watch_args())
+    assert code == 0 and out.count("rv 200") == 1 and "rv 201" in out
+    assert "rollout complete: iris: v3 serves all traffic" in capsys.readouterr().err
+
+
+def test_watch_of_a_rollback_or_past_its_timeout_fails() -> None:
+    rolled = settled(CANARY, version=1)
+    rolled["status"]["conditions"][2] = {"type": "Degraded", "status": "True", "reason": "RolledBack",
+                                         "message": "v3 failed ErrorRate", "lastTransitionTime": "x"}
+    with pytest.raises(Failed, match="rollout did not complete: iris: v3 failed ErrorRate"):
+        _fake_watch([CANARY, rolled], _watch_args())
+    with pytest.raises(Failed, match="timed out after 0s"):
+        _fake_watch([CANARY] * 3, _watch_args(timeout="0s"))

@@ -60,6 +60,14 @@ def version_arg(text: str) -> int:
     return number
 
 
+def duration_arg(text: str) -> str:
+    try:
+        parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _kind(allowed: Sequence[str]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         kind = KINDS.get(text.lower())
@@ -106,7 +114,8 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("-w", "--watch", action="store_true",
                    help="refresh until the rollout ends: exit 0 when it completed, 1 when it rolled back")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
-    p.add_argument("--timeout", default=None, help="give up watching after this long (e.g. 10m); exit 1")
+    p.add_argument("--timeout", type=duration_arg, default=None,
+                   help="give up watching after this long (e.g. 10m); exit 1")
     p.set_defaults(func=cmd_get)
 
     p = sub("lineage", "where a model version came from and where it is served",
