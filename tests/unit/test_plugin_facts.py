@@ -79,7 +79,11 @@ def test_rollback_model_goes_to_the_newest_earlier_version_that_passed_its_gate(
 
 def test_canary_commands() -> None:
     assert changes.pause(CANARY, True).patch == {"spec": {"strategy": {"canary": {"paused": True}}}}
-    assert changes.pause(CANARY, False).patch == {"spec": {"strategy": {"canary": {"paused": None}}}}
+    paused = copy.deepcopy(CANARY)
+    paused["spec"]["strategy"]["canary"]["paused"] = True
+    assert changes.pause(paused, False).patch == {"spec": {"strategy": {"canary": {"paused": False}}}}
+    with pytest.raises(Refused, match="canary is not paused"):
+        changes.pause(CANARY, False)
     abort = changes.abort(CANARY)
     assert abort.patch == {"spec": {"modelRef": {"version": 1}}} and "v3 canary stops" in abort.summary
     # rollback during a canary is an abort

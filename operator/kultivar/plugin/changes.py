@@ -111,7 +111,9 @@ def pause(dep: dict[str, Any], paused: bool) -> Change:
         return Change("Deployment", name, ns, {"spec": {"strategy": {"canary": {"paused": True}}}},
                       f"Deployment {name}: the v{canary} canary holds its current step",
                       f"kubectl kultivar resume deployment {name} continues it")
-    return Change("Deployment", name, ns, {"spec": {"strategy": {"canary": {"paused": None}}}},
+    if not (((dep.get("spec") or {}).get("strategy") or {}).get("canary") or {}).get("paused"):
+        raise Refused(f"Deployment {name}'s canary is not paused")
+    return Change("Deployment", name, ns, {"spec": {"strategy": {"canary": {"paused": False}}}},
                   f"Deployment {name}: the canary continues its steps")
 
 

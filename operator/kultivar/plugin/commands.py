@@ -175,7 +175,7 @@ def add_commands(subparsers: Any) -> None:
     for name, help_, description in (
         ("pause", "hold a Deployment's canary at its step", "Set spec.strategy.canary.paused: no analysis, no next "
          "step until resume."),
-        ("resume", "continue a paused canary", "Remove spec.strategy.canary.paused."),
+        ("resume", "continue a paused canary", "Set spec.strategy.canary.paused back to false."),
         ("abort", "stop a Deployment's canary and keep its stable version",
          "Pin spec.modelRef.version to the stable version; pin --unpin later retries the canary."),
     ):
