@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-from plugin_objects import CANARY, D1, D2, MODEL, run, settled
 
 from kultivar.plugin import changes, facts
 from kultivar.plugin.facts import Refused
+from plugin_objects import CANARY, D1, D2, MODEL, run, settled
 
 
 def test_better_follows_the_metric_direction() -> None:
