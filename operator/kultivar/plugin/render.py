@@ -407,7 +407,8 @@ def compare_table(facts: dict[str, Any], *, fancy: bool, wide: bool = False) -> 
     a, b = facts["versions"]
     table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
     for col in ("", f"v{a}", f"v{b}", "DIFFERENCE"):
-        table.add_column(col, justify="right" if col not in ("", "DIFFERENCE") else "left")
+        # fold, not truncate: a long parameter value on a narrow terminal is still all there
+        table.add_column(col, justify="right" if col not in ("", "DIFFERENCE") else "left", overflow="fold")
     table.add_row(Text("metrics (held-out evaluation)", style="bold"), "", "", "")
     for m in facts["metrics"]:
         delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
