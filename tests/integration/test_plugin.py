@@ -1,10 +1,10 @@
 """`kubectl kultivar` against real objects on the real control plane: every view, every mutating command making
 exactly the change it says (and --print making none), and --watch ending with the rollout.
 
-States are set up through the status subresource, as the operator would write them; the operator itself is not
-needed to show or change them (the plugin only reads status and writes the user's spec). The namespace has no
-artifact store, so an operator that other test files started in this session leaves these objects' status alone
-(it only reports ArtifactStoreUnavailable in Ready).
+States are set up through the status subresource, as the operator would write them: the plugin only reads status
+and writes the user's spec, so the operator is not needed (only the history test, last, runs it). The namespace
+has no artifact store, so a running operator (the history test's, or another file's) leaves these objects' status
+alone (it only reports ArtifactStoreUnavailable in Ready).
 """
 
 from __future__ import annotations
@@ -245,3 +245,18 @@ def test_watch_of_a_rolled_back_canary_exits_1(kube, objects) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 1 and "rollout did not complete" in stderr and "v3 failed ErrorRate" in stderr
+
+
+def test_history_names_who_pinned_production(kube, objects, operator) -> None:
+    """Item 2 end to end: the operator records the user's pin with the plugin as its author (managedFields)."""
+    ns = objects
+    assert kk(kube, ns, "promote", "model", "iris", "1").returncode == 0
+    pinned = wait_for(lambda: next((h for h in get(kube, ns, "Model", "iris")["status"].get("history") or []
+                                    if h["type"] == "Pinned"), None),
+                      timeout=60, message="the pin in the Model's history")
+    assert pinned["version"] == 1 and pinned["actor"] == "kubectl-kultivar"
+    assert pinned["reason"] == "spec.production pins v1 (was v3)"
+    out = kk(kube, ns, "history", "model", "iris")
+    assert out.returncode == 0 and "Pinned" in out.stdout and "kubectl-kultivar" in out.stdout
+    as_json = json.loads(kk(kube, ns, "history", "model", "iris", "-o", "json").stdout)
+    assert [h["type"] for h in as_json["history"]] == ["Pinned"]
