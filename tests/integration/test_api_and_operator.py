@@ -43,6 +43,50 @@ INVALID = [
      "spec.traffic.gateway.hostnames[0]"),
     ("prometheus source needs its URL", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(
         analysis={"metricsSource": "prometheus"})), "spec.strategy.canary.analysis.prometheusUrl"),
+    # What the schema's types allow but can never work (#18).
+    ("memory that is not a quantity", _with("TrainingRun", lambda b: b["spec"]["resources"]["requests"].update(
+        memory="lots")), "spec.resources.requests[memory]"),
+    ("cpu that is not a quantity", _with("Deployment", lambda b: b["spec"].update(resources={"limits": {
+        "cpu": "two cores"}})), "spec.resources.limits[cpu]"),
+    ("request above its limit", _with("TrainingRun", lambda b: b["spec"]["resources"].update(
+        requests={"cpu": "2", "memory": "256Mi"})), "spec.resources.requests"),
+    ("refresh every 0s", _with("Dataset", lambda b: b["spec"].update(refresh={"interval": "0s"})),
+     "spec.refresh.interval"),
+    ("refresh every 30s", _with("Dataset", lambda b: b["spec"].update(refresh={"interval": "30s"})),
+     "spec.refresh.interval"),
+    ("analysis every 0s", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"]["analysis"].update(
+        interval="0s")), "spec.strategy.canary.analysis.interval"),
+    ("drift window of 0s", _with("Deployment", lambda b: b["spec"]["monitoring"].update(window="0s")),
+     "spec.monitoring.window"),
+    ("canary without steps", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(steps=[])),
+     "spec.strategy.canary.steps"),
+    ("retraining that may never run", _with("Deployment", lambda b: b["spec"]["monitoring"]["retrain"].update(
+        maxRunsPerDay=0)), "spec.monitoring.retrain.maxRunsPerDay"),
+    ("accuracy minimum above 1", _with("Model", lambda b: b["spec"]["promotion"].update(minimum=1.01)),
+     "spec.promotion.minimum"),
+    ("rmse maximum below 0", _with("Model", lambda b: b["spec"]["promotion"].update(metric="rmse", minimum=-1)),
+     "spec.promotion.minimum"),
+    ("unknown bundled set", _with("Dataset", lambda b: b["spec"]["source"].update(uri="sklearn://titanic")),
+     "spec.source.uri"),
+    ("target listed as a feature", _with("Dataset", lambda b: b["spec"]["schema"]["features"].append(
+        {"name": "species", "type": "categorical"})), "spec.schema.target"),
+    ("search values that are not lists", _with("TrainingRun", lambda b: b["spec"].update(search={"space": {
+        "C": 1.0}})), "spec.search.space"),
+    ("minimum on a categorical feature", _with("Dataset", lambda b: b["spec"]["schema"]["features"][0].update(
+        type="categorical")), "spec.schema.features[0].minimum"),
+]
+
+VALID_EDGES = [
+    ("quantities as numbers and strings", _with("TrainingRun", lambda b: b["spec"].update(resources={
+        "requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1.5Gi"}}))),
+    ("refresh of a day", _with("Dataset", lambda b: b["spec"].update(refresh={"interval": "1d"}))),
+    ("refresh of a minute", _with("Dataset", lambda b: b["spec"].update(refresh={"interval": "0.5m30s"}))),
+    ("retraining off with no runs", _with("Deployment", lambda b: b["spec"]["monitoring"]["retrain"].update(
+        enabled=False, maxRunsPerDay=0))),
+    ("minimum above 1 on the headline metric", _with("Model", lambda b: b["spec"]["promotion"].update(
+        metric=None, minimum=1.01))),
+    ("search values as lists", _with("TrainingRun", lambda b: b["spec"].update(search={"space": {
+        "C": [0.1, 1], "penalty": ["l2"], "l1_ratio": [None, 0.5], "class_weight": [{"0": 1}]}}))),
 ]
 
 
@@ -59,6 +103,14 @@ def test_invalid_manifests_are_rejected_naming_the_field(kube, namespace, case, 
     status, out = kube.raw("POST", path(body["kind"], namespace), body)
     assert status == 422, f"{case}: expected 422, got {status}: {out}"
     assert field in out["message"], f"{case}: {out['message']}"
+
+
+@pytest.mark.parametrize(("case", "body"), VALID_EDGES, ids=[c[0] for c in VALID_EDGES])
+def test_edges_of_the_new_rules_are_accepted(kube, namespace, case, body) -> None:
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    if body["kind"] == "Model":
+        body["spec"]["promotion"] = {k: v for k, v in body["spec"]["promotion"].items() if v is not None}
+    create(kube, namespace, body)
 
 
 def test_immutable_fields_cannot_change(kube, namespace) -> None:

@@ -244,7 +244,6 @@ def test_estimator_for_the_wrong_task(store: ArtifactStore, datasets: dict[str, 
     ({"Cc": 1.0}, {}, "did you mean 'C'"),
     ({"C": -1.0}, {}, "'C' parameter"),
     ({"solver": "magic"}, {}, "'solver' parameter"),
-    ({}, {"search": {"space": {"C": 1.0}}}, "must be a non-empty list"),
     ({}, {"search": {"space": {"C": [1.0, -5.0]}}}, "candidate -5.0"),
     ({}, {"search": {"space": {"gamma": [1.0]}}}, "does not have: 'gamma'"),
     ({}, {"evaluation": {"metric": "rmse"}}, "does not apply to classification"),
@@ -256,6 +255,16 @@ def test_invalid_parameters(store: ArtifactStore, datasets: dict[str, Any], para
     result = train(store, datasets["iris"], spec(class_name, params, **extra))
     assert result["ok"] is False and result["reason"] == "InvalidParameters", result
     assert (needle or "probability: true") in result["message"]
+
+
+def test_search_values_that_are_not_lists_fail_in_the_job_too(store: ArtifactStore,
+                                                              datasets: dict[str, Any]) -> None:
+    """The API refuses them at apply time; a spec stored before that rule still fails with a clear reason."""
+    run_spec = spec("sklearn.linear_model.LogisticRegression", search={"space": {"C": [1.0]}})
+    assert run_spec.search is not None
+    run_spec.search.space = {"C": 1.0}  # as an older stored object would have it (assignment is not validated)
+    result = train(store, datasets["iris"], run_spec)
+    assert result["reason"] == "InvalidParameters" and "must be a non-empty list" in result["message"]
 
 
 def test_incompatible_parameter_combination_fails_permanently(store: ArtifactStore,

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
     Condition,
     Duration,
+    DurationFloor,
     KModel,
     SecretReference,
+    cel_list,
 )
 
 SOURCE_URI_PATTERN = r"^(/|file://|pvc://|s3://|gs://|https://|http://|sklearn://)\S+$"
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "diabetes", "digits")
+SKLEARN_URIS = tuple(f"sklearn://{n}" for n in SKLEARN_DATASETS)
+UNKNOWN_SKLEARN = f"sklearn:// names a scikit-learn bundled set: one of {', '.join(SKLEARN_URIS)}"
 
 
 class DatasetSource(KModel):
@@ -43,12 +47,20 @@ class DatasetSource(KModel):
         ),
     )
 
+    # The Dataset planner refuses the same with its own reason (domain/dataset.spec_problem).
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": f"!self.uri.startsWith('sklearn://') || self.uri in {cel_list(SKLEARN_URIS)}",
+         "message": UNKNOWN_SKLEARN, "fieldPath": ".uri"},
+    ]})
+
 
 FEATURE_RULES: list[Any] = [
     {"rule": "!has(self.allowed) || self.type == 'categorical'",
      "message": "allowed values apply only to categorical features", "fieldPath": ".allowed"},
-    {"rule": "(!has(self.minimum) && !has(self.maximum)) || self.type == 'numeric'",
-     "message": "minimum and maximum apply only to numeric features"},
+    {"rule": "!has(self.minimum) || self.type == 'numeric'",
+     "message": "minimum applies only to numeric features", "fieldPath": ".minimum"},
+    {"rule": "!has(self.maximum) || self.type == 'numeric'",
+     "message": "maximum applies only to numeric features", "fieldPath": ".maximum"},
     {"rule": "!has(self.minimum) || !has(self.maximum) || self.minimum <= self.maximum",
      "message": "minimum must not exceed maximum", "fieldPath": ".minimum"},
 ]
@@ -69,6 +81,17 @@ class Feature(KModel):
     )
     minimum: float | None = Field(default=None, description="For numeric columns: smallest allowed value.")
     maximum: float | None = Field(default=None, description="For numeric columns: largest allowed value.")
+
+    @model_validator(mode="after")
+    def _bounds_fit_the_type(self) -> Feature:
+        if self.allowed is not None and self.type != "categorical":
+            raise ValueError(f"feature {self.name}: allowed values apply only to categorical features")
+        for bound in ("minimum", "maximum"):
+            if getattr(self, bound) is not None and self.type != "numeric":
+                raise ValueError(f"feature {self.name}: {bound} applies only to numeric features")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError(f"feature {self.name}: minimum must not exceed maximum")
+        return self
 
 
 class DatasetSchema(KModel):
@@ -91,6 +114,12 @@ class DatasetSchema(KModel):
         },
     )
 
+    # The Dataset planner refuses the same with its own reason (domain/dataset.spec_problem).
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.features) || !self.features.exists(f, f.name == self.target)",
+         "message": "the target must not also be listed in features", "fieldPath": ".target"},
+    ]})
+
 
 class DatasetChecks(KModel):
     """Data quality checks; a failing check rejects that version of the data."""
@@ -108,10 +137,17 @@ class DatasetChecks(KModel):
     )
 
 
+REFRESH_FLOOR = DurationFloor("1m", "each refresh runs a validation Job")
+
+
 class DatasetRefresh(KModel):
     """Re-reading the source on a schedule picks up new data as a new version."""
 
-    interval: Duration = Field(description="How often to re-validate the source, e.g. 1h or 1d.")
+    interval: Annotated[Duration, REFRESH_FLOOR.validator] = Field(
+        description="How often to re-validate the source, e.g. 1h or 1d; at least 1m, since each refresh runs a "
+                    "validation Job.",
+        json_schema_extra=REFRESH_FLOOR.schema,
+    )
 
 
 class DatasetSpec(KModel):

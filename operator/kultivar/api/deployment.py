@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
@@ -12,6 +12,7 @@ from kultivar.api.common import (
     DNS_SUBDOMAIN,
     Condition,
     Duration,
+    DurationFloor,
     KModel,
     ObjectName,
     ResourceRequirements,
@@ -38,11 +39,19 @@ class CanaryStep(KModel):
     pause: Duration = Field(default="1m", description="How long the step lasts before the next analysis decides.")
 
 
+ANALYSIS_FLOOR = DurationFloor("1s", "the canary is analysed at most once a second")
+WINDOW_FLOOR = DurationFloor("1s", "drift is judged on the inputs of a window of at least a second")
+
+
 class Analysis(KModel):
     """Checks run on the canary's own metrics before each step advances."""
 
-    interval: Duration = Field(default="30s", description="How often the canary is analysed (and, for an ABTest, "
-                                                          "how often the per-version numbers in status are refreshed).")
+    interval: Annotated[Duration, ANALYSIS_FLOOR.validator] = Field(
+        default="30s",
+        description="How often the canary is analysed (and, for an ABTest, how often the per-version numbers in "
+                    "status are refreshed); at least 1s.",
+        json_schema_extra=ANALYSIS_FLOOR.schema,
+    )
     minRequests: int = Field(
         default=20, ge=0,
         description="Requests the canary must have served in a step to be judged; fewer is inconclusive (paused).",
@@ -81,7 +90,8 @@ class CanaryStrategy(KModel):
 
     steps: list[CanaryStep] = Field(
         default_factory=lambda: [CanaryStep(weight=10), CanaryStep(weight=50)],
-        description="Traffic steps in increasing weight; after the last one the canary is promoted.",
+        description="Traffic steps in increasing weight (at least one); after the last one the canary is promoted.",
+        min_length=1,
         json_schema_extra={"maxItems": 20},
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Canary analysis.")
@@ -185,12 +195,30 @@ class Traffic(KModel):
     ]})
 
 
+RETRAIN_NEEDS_RUNS = "must be at least 1 when retrain is enabled; set enabled: false to turn retraining off"
+
+
 class Retrain(KModel):
     """Retraining when drift persists."""
 
     enabled: bool = Field(default=True, description="Create a TrainingRun when drift stays past the threshold.")
     cooldown: Duration = Field(default="1h", description="Minimum time between two drift-triggered runs.")
-    maxRunsPerDay: int = Field(default=3, ge=0, le=100, description="At most this many drift runs per 24 hours.")
+    maxRunsPerDay: int = Field(
+        default=3, ge=0, le=100,
+        description="At most this many drift runs per 24 hours; at least 1 while enabled (0 would never retrain: "
+                    "set enabled: false instead).",
+    )
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "(has(self.enabled) && !self.enabled) || !has(self.maxRunsPerDay) || self.maxRunsPerDay >= 1",
+         "message": RETRAIN_NEEDS_RUNS, "fieldPath": ".maxRunsPerDay"},
+    ]})
+
+    @model_validator(mode="after")
+    def _enabled_can_run(self) -> Retrain:
+        if self.enabled and self.maxRunsPerDay < 1:
+            raise ValueError(f"maxRunsPerDay: {RETRAIN_NEEDS_RUNS}")
+        return self
 
 
 class Monitoring(KModel):
@@ -202,7 +230,10 @@ class Monitoring(KModel):
         default=0.3, gt=0.0, le=1.0, description="Share of drifted features that makes the model drifted."
     )
     minSamples: int = Field(default=200, ge=1, description="Requests needed in the window before judging drift.")
-    window: Duration = Field(default="10m", description="Window over which live inputs are compared.")
+    window: Annotated[Duration, WINDOW_FLOOR.validator] = Field(
+        default="10m", description="Window over which live inputs are compared; at least 1s.",
+        json_schema_extra=WINDOW_FLOOR.schema,
+    )
     retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift.")
 
 

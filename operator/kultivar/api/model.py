@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
-from kultivar.api.common import CONDITIONS_FIELD, ArtifactRef, Condition, KModel, Metrics
-from kultivar.api.trainingrun import Metric
+from kultivar.api.common import CONDITIONS_FIELD, ArtifactRef, Condition, KModel, Metrics, cel_list
+from kultivar.api.trainingrun import BOUNDED_METRICS, LOWER_IS_BETTER, Metric
+
+MINIMUM_IN_RANGE = "must be between 0 and 1 for accuracy, f1, precision, recall and roc_auc"
 
 
 class Promotion(KModel):
@@ -22,12 +24,46 @@ class Promotion(KModel):
     )
     minimum: float | None = Field(
         default=None,
-        description="Absolute bar on the metric (a maximum for error metrics such as rmse and mae).",
+        description="Absolute bar on the metric (a maximum for error metrics such as rmse and mae). With an explicit "
+                    "metric it must be reachable: within [0, 1] for accuracy, f1, precision, recall and roc_auc, at "
+                    "most 1 for r2, at least 0 for rmse and mae.",
     )
     minImprovement: float = Field(
         default=0.0, ge=0.0,
-        description="How much a version must beat the current production version on the metric to replace it.",
+        description="How much a version must beat the current production version on the metric to replace it. "
+                    "A version that only ties production never replaces it.",
     )
+
+    # Only with an explicit metric: unset, the bar applies to each run's headline metric, unknown at apply time.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": f"!has(self.minimum) || !has(self.metric) || !(self.metric in {cel_list(BOUNDED_METRICS)}) "
+                 "|| (self.minimum >= 0.0 && self.minimum <= 1.0)",
+         "message": MINIMUM_IN_RANGE, "fieldPath": ".minimum"},
+        {"rule": "!has(self.minimum) || !has(self.metric) || self.metric != 'r2' || self.minimum <= 1.0",
+         "message": "must be at most 1 for r2", "fieldPath": ".minimum"},
+        {"rule": f"!has(self.minimum) || !has(self.metric) || !(self.metric in {cel_list(sorted(LOWER_IS_BETTER))}) "
+                 "|| self.minimum >= 0.0",
+         "message": "must be at least 0 for rmse and mae (it is their maximum)", "fieldPath": ".minimum"},
+    ]})
+
+    @model_validator(mode="after")
+    def _minimum_reachable(self) -> Promotion:
+        low, high = metric_range(self.metric)
+        if self.minimum is not None and not low <= self.minimum <= high:
+            raise ValueError(f"minimum {self.minimum:g} can never be met by {self.metric}: it must lie in "
+                             f"[{low:g}, {high:g}]")
+        return self
+
+
+def metric_range(metric: str | None) -> tuple[float, float]:
+    """The values a metric can take (unbounded for an unknown metric)."""
+    if metric in BOUNDED_METRICS:
+        return 0.0, 1.0
+    if metric == "r2":
+        return float("-inf"), 1.0
+    if metric in LOWER_IS_BETTER:
+        return 0.0, float("inf")
+    return float("-inf"), float("inf")
 
 
 class Retention(KModel):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema, field_validator
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
@@ -22,6 +22,9 @@ CLASSIFICATION_METRICS = ("accuracy", "f1", "roc_auc", "precision", "recall")
 REGRESSION_METRICS = ("r2", "rmse", "mae")
 METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
 Metric = Literal["accuracy", "f1", "roc_auc", "precision", "recall", "r2", "rmse", "mae"]
+BOUNDED_METRICS = CLASSIFICATION_METRICS  # scores in [0, 1]
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
+SPACE_VALUES_ARE_LISTS = "each value must be a non-empty list of candidate values, e.g. {C: [0.1, 1, 10]}"
 
 
 class DatasetReference(KModel):
@@ -49,17 +52,36 @@ class Estimator(KModel):
     )
 
 
+# Parameter name -> candidate values: the schema itself refuses a value that is not a non-empty list. The
+# candidates stay free-form (numbers, strings, null, objects), which CEL could not see, so no CEL rule here.
+SearchSpace = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "additionalProperties": {
+        "type": "array", "minItems": 1,
+        "items": {"nullable": True, "x-kubernetes-preserve-unknown-fields": True}}}),
+]
+
+
 class Search(KModel):
     """Hyperparameter search with cross-validation on the training split."""
 
     method: Literal["grid", "random"] = Field(default="grid", description="grid tries every combination; "
                                               "random samples `iterations` of them.")
-    space: FreeForm = Field(
-        description="Candidate values per estimator parameter, e.g. {C: [0.1, 1, 10]}. Each value must be a list.",
-        json_schema_extra={"minProperties": 1},
+    space: SearchSpace = Field(
+        description="Candidate values per estimator parameter, e.g. {C: [0.1, 1, 10]}. Each value must be a "
+                    "non-empty list.",
+        json_schema_extra={"minProperties": 1, "maxProperties": 64},
     )
     cv: int = Field(default=3, ge=2, le=20, description="Number of cross-validation folds.")
     iterations: int = Field(default=10, ge=1, le=1000, description="Candidates sampled by the random method.")
+
+    @field_validator("space")
+    @classmethod
+    def _values_are_lists(cls, space: dict[str, Any]) -> dict[str, Any]:
+        bad = [k for k, v in space.items() if not isinstance(v, list) or not v]
+        if bad:
+            raise ValueError(f"search.space {', '.join(bad)}: {SPACE_VALUES_ARE_LISTS}")
+        return space
 
 
 
