@@ -173,6 +173,21 @@ def test_bad_canary_is_rolled_back(kube, namespace, trained) -> None:
     assert ready(kube, namespace, "Deployment", "iris")["status"] == "True"  # still serving v1
     wait_for(lambda: any(v.get("rolledBack") for v in get(kube, namespace, "Model", "iris")["status"]["versions"]),
              timeout=30, message="Model records the rollback")
+    # Manual: the pin stands, and both objects say that v2 is not what is served.
+    model_ready = wait_reason(kube, namespace, "Model", "iris", "ProductionRolledBack", timeout=30)
+    assert model_ready["status"] == "False" and "spec.production pins v2" in model_ready["message"]
+    assert "v2" in cond["message"] and ready(kube, namespace, "Deployment", "iris")["status"] == "True"
+    # Automatic: production returns to the last good version, and says why.
+    patch_spec(kube, namespace, "Model", "iris", {"promotion": {"policy": "Automatic"}, "production": None})
+    model_ready = wait_for(lambda: (c := ready(kube, namespace, "Model", "iris")) and c["status"] == "True" and c,
+                           timeout=30, message="Model production back to v1")
+    assert model_ready["message"] == ("v1 is production (v2 was rolled back: its canary in Deployment iris failed "
+                                      "analysis)")
+    model = get(kube, namespace, "Model", "iris")["status"]
+    assert model["productionVersion"] == 1 and model["versions"][1]["rolledBack"] is True
+    assert any(e["reason"] == "ProductionRolledBack" and "production is v1 again" in e["message"]
+               for e in events_for(kube, namespace, "iris"))
+    assert get(kube, namespace, "Deployment", "iris")["status"]["stableVersion"] == 1
 
 
 def _condition(kube, namespace: str, type_: str) -> dict | None:

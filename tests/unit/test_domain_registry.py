@@ -106,3 +106,108 @@ def test_retired_versions_get_a_cleanup_job_until_it_succeeds() -> None:
     done = plan_model(ModelObserved(model(status=status, retention={"keepVersions": 2}), runs, frozenset(),
                                     {"iris-retire-v1": JobOutcome("Succeeded")}), NOW)[0]
     assert done.status["retiring"] == [] and any(e.reason == "ArtifactsDeleted" for e in done.events)
+
+
+# ------------------------------------------------------------------------------------------------ ties (#14)
+
+def test_an_exact_tie_is_no_improvement_for_either_direction() -> None:
+    prod = {"version": 1, "metrics": {"accuracy": 0.9737, "rmse": 5.0}}
+    tie = gate(Promotion(), {"metric": "accuracy", "metrics": {"accuracy": 0.9737}}, prod)
+    assert (tie.passed, tie.reason) == (False, "NoImprovement")
+    assert tie.message == "accuracy=0.9737 does not beat production v1 (0.9737)"
+    assert gate(Promotion(), {"metric": "accuracy", "metrics": {"accuracy": 0.9738}}, prod).passed
+    assert gate(Promotion(metric="rmse"), {"metrics": {"rmse": 5.0}}, prod).reason == "NoImprovement"
+    assert gate(Promotion(metric="rmse"), {"metrics": {"rmse": 4.999}}, prod).passed
+    # a margin is still "at least": exactly the margin passes, a hair less does not
+    assert gate(Promotion(minImprovement=0.25), {"metric": "accuracy", "metrics": {"accuracy": 1.0}},
+                {"version": 1, "metrics": {"accuracy": 0.75}}).passed
+    assert not gate(Promotion(metric="rmse", minImprovement=1.0), {"metrics": {"rmse": 4.5}}, prod).passed
+
+
+def test_retraining_an_identical_model_keeps_production() -> None:
+    a = succeeded_run("a", 0.9737, completed="2026-05-01T10:00:00Z")
+    b = succeeded_run("b", 0.9737, completed="2026-05-01T10:00:01Z")
+    p, _ = plan(model(), [a, b])
+    assert p.status["productionVersion"] == 1
+    assert p.status["versions"][1]["gate"]["reason"] == "NoImprovement"
+
+
+# ------------------------------------------------------------------------- why nothing is production (#18)
+
+def test_a_gate_that_refused_every_version_says_why_in_ready() -> None:
+    runs = [succeeded_run("a", 0.9737, completed="2026-05-01T10:00:00Z")]
+    p, _ = plan(model(promotion={"minimum": 1.01}), runs)  # headline metric: not refused at apply time
+    assert p.status["productionVersion"] is None
+    assert (p.ready.status, p.ready.reason) == (False, "NoProductionVersion")
+    assert "v1: accuracy=0.9737 misses the minimum 1.01" in p.ready.message
+
+
+def test_the_ready_message_names_only_the_newest_refusals() -> None:
+    runs = [succeeded_run(f"r{i}", 0.5 + i / 100, completed=f"2026-05-01T10:00:0{i}Z") for i in range(5)]
+    p, _ = plan(model(promotion={"minimum": 0.99}), runs)
+    assert "v5: accuracy=0.54 misses the minimum 0.99" in p.ready.message
+    assert "v2:" not in p.ready.message and "and 2 older" in p.ready.message
+    assert len(p.ready.message) < 400
+
+
+# ------------------------------------------------------------------------------- rollback (#18 item 4)
+
+def _two_versions(policy: str = "Automatic", production: int | None = None):
+    runs = [succeeded_run("a", 0.90, completed="2026-05-01T10:00:00Z"),
+            succeeded_run("b", 0.95, completed="2026-05-01T10:00:01Z")]
+    promotion = {"policy": policy}
+    first, _ = plan(model(promotion=promotion, production=production), runs)
+    return runs, promotion, first.status
+
+
+def test_automatic_production_returns_to_the_last_good_version_after_a_rollback() -> None:
+    runs, promotion, status = _two_versions()
+    assert status["productionVersion"] == 2
+    observed = ModelObserved(model(promotion=promotion, status=status), runs, frozenset({1, 2}),
+                             rolled_back={2: "iris"})
+    p, _ = plan_model(observed, NOW)
+    assert p.status["productionVersion"] == 1
+    assert p.status["productionMetric"] == 0.90
+    v2 = p.status["versions"][1]
+    assert v2["rolledBack"] is True and "Deployment iris failed analysis" in v2["rollbackReason"]
+    (event,) = [e for e in p.events if e.reason == "ProductionRolledBack"]
+    assert event.type == "Warning" and "production is v1 again" in event.message
+    assert p.ready.status is True
+    assert p.ready.message == "v1 is production (v2 was rolled back: its canary in Deployment iris failed analysis)"
+    # level-based: the next reconcile keeps v1 and the explanation without a second event
+    again, _ = plan_model(ModelObserved(model(promotion=promotion, status={**status, **p.status}), runs,
+                                        frozenset({1}), rolled_back={2: "iris"}), NOW)
+    assert again.status["productionVersion"] == 1 and "v2 was rolled back" in again.ready.message
+    assert not [e for e in again.events if e.reason in ("ProductionRolledBack", "VersionRolledBack")]
+
+
+def test_a_new_version_is_judged_against_the_restored_production() -> None:
+    runs, promotion, status = _two_versions()
+    rolled, _ = plan_model(ModelObserved(model(promotion=promotion, status=status), runs, frozenset(),
+                                         rolled_back={2: "iris"}), NOW)
+    c = succeeded_run("c", 0.93, completed="2026-05-01T10:00:02Z")
+    p, _ = plan_model(ModelObserved(model(promotion=promotion, status={**status, **rolled.status}), [*runs, c],
+                                    frozenset(), rolled_back={2: "iris"}), NOW)
+    assert p.status["versions"][2]["gate"]["message"] == "accuracy=0.93 beats production v1 (0.9)"
+    assert p.status["productionVersion"] == 3 and p.ready.message == "v3 is production"
+
+
+def test_rollback_of_the_only_good_version_leaves_no_production_and_says_why() -> None:
+    runs = [succeeded_run("a", 0.95)]
+    first, _ = plan(model(), runs)
+    p, _ = plan_model(ModelObserved(model(status=first.status), runs, frozenset(), rolled_back={1: "iris"}), NOW)
+    assert p.status["productionVersion"] is None
+    assert (p.ready.status, p.ready.reason) == (False, "NoProductionVersion")
+    assert "v1: rolled back, its canary in Deployment iris failed analysis" in p.ready.message
+    assert any(e.reason == "ProductionRolledBack" and "production is unset" in e.message for e in p.events)
+
+
+def test_manual_pin_of_a_rolled_back_version_is_explicit() -> None:
+    runs, promotion, status = _two_versions("Manual", production=2)
+    assert status["productionVersion"] == 2
+    p, _ = plan_model(ModelObserved(model(promotion=promotion, production=2, status=status), runs, frozenset({1, 2}),
+                                    rolled_back={2: "iris"}), NOW)
+    assert p.status["productionVersion"] == 2  # the pin is the user's word; the state says it is not served
+    assert (p.ready.status, p.ready.reason) == (False, "ProductionRolledBack")
+    assert "spec.production pins v2" in p.ready.message and "Deployment iris failed analysis" in p.ready.message
+    assert p.status["versions"][1]["rolledBack"] is True

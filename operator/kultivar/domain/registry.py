@@ -10,13 +10,12 @@ from pydantic import ValidationError
 
 from kultivar.api.contracts import RetentionInput
 from kultivar.api.model import ModelSpec, Promotion
+from kultivar.api.trainingrun import LOWER_IS_BETTER
 from kultivar.config import OperatorConfig
 from kultivar.domain import history
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
 from kultivar.domain.jobs import JobOutcome, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
-
-LOWER_IS_BETTER = {"rmse", "mae"}
 
 
 @dataclass(frozen=True)
@@ -75,10 +74,9 @@ class GateDecision:
 
 
 def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
-    """Whether a beats b by at least margin on metric."""
-    if metric in LOWER_IS_BETTER:
-        return a <= b - margin
-    return a >= b + margin
+    """Whether a strictly beats b, by at least margin on metric: an exact tie is no improvement."""
+    gain = b - a if metric in LOWER_IS_BETTER else a - b
+    return gain > 0 and gain >= margin
 
 
 def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, Any] | None) -> GateDecision:
@@ -97,8 +95,8 @@ def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, 
         if current is not None and not better(metric, value, current, promotion.minImprovement):
             return GateDecision(
                 False, "NoImprovement",
-                f"{metric}={value:.4g} does not beat production v{production['version']} ({current:.4g}) "
-                f"by {promotion.minImprovement:g}",
+                f"{metric}={value:.4g} does not beat production v{production['version']} ({current:.4g})"
+                + (f" by {promotion.minImprovement:g}" if promotion.minImprovement else ""),
             )
         if current is not None:
             return GateDecision(True, "Improved", f"{metric}={value:.4g} beats production v{production['version']} "
@@ -230,6 +228,15 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
             plan.events.append(Event("Warning", "VersionRolledBack", f"v{number}: {rolled['rollbackReason']}"))
             happened.append(history.entry(now, "RolledBack", rolled["rollbackReason"], version=number))
 
+    # A rolled-back production version is not what is served: under Automatic, production returns to the
+    # newest version that passed the gate and was not rolled back itself.
+    if spec.promotion.policy == "Automatic" and production is not None and by_number[production].get("rolledBack"):
+        fallback = last_good_version(versions, production)
+        why = f"v{production} was rolled back: {by_number[production].get('rollbackReason')}"
+        plan.events.append(Event("Warning", "ProductionRolledBack",
+                                 f"{why}; production is {f'v{fallback} again' if fallback else 'unset'}"))
+        production = fallback
+
     protected = set(observed.served_versions) | ({production} if production else set())
     runs_by_name = {r["metadata"]["name"]: r for r in observed.runs}
     versions, dropped = _retention(versions, spec.retention.keepVersions, protected, runs_by_name)
@@ -251,8 +258,46 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
     if happened:
         plan.status["history"] = history.appended(status.get("history"), happened)
     if production is None:
-        why = ("no version has passed the gate yet" if spec.promotion.policy == "Automatic"
-               else "set spec.production to a registered version")
+        if spec.promotion.policy == "Manual":
+            why = "set spec.production to a registered version"
+        else:
+            why = _why_none_passed(versions)
         return plan.not_ready("NoProductionVersion", f"{len(versions)} version(s) registered; {why}"), dropped
-    plan.conditions.append(Cond(READY, True, "ProductionSet", f"v{production} is production"))
+    prod = by_number[production]
+    if prod.get("rolledBack"):  # Manual: the pin stands, but nothing serves it; say so where users look
+        return plan.not_ready(
+            "ProductionRolledBack",
+            f"spec.production pins v{production}, but {prod.get('rollbackReason')} and it was rolled back, so the "
+            "Deployment keeps serving its stable version; pin another version",
+        ), dropped
+    newer_rolled_back = [v for v in sorted(by_number) if v > production and by_number[v].get("rolledBack")]
+    message = f"v{production} is production"
+    if newer_rolled_back:
+        last = by_number[newer_rolled_back[-1]]
+        message += f" (v{last['version']} was rolled back: {last.get('rollbackReason')})"
+    plan.conditions.append(Cond(READY, True, "ProductionSet", message))
     return plan, dropped
+
+
+def last_good_version(versions: list[dict[str, Any]], instead_of: int) -> int | None:
+    """The newest version other than instead_of that passed the gate and was never rolled back."""
+    good = [v["version"] for v in versions
+            if v["version"] != instead_of and (v.get("gate") or {}).get("passed") and not v.get("rolledBack")]
+    return max(good, default=None)
+
+
+def _why_none_passed(versions: list[dict[str, Any]], shown: int = 3) -> str:
+    """Why no version is production under Automatic, from the newest versions' own records."""
+    if not versions:
+        return "no version has passed the gate yet"
+    newest = sorted(versions, key=lambda v: v["version"])[-shown:]
+    details = "; ".join(f"v{v['version']}: {_why_not_production(v)}" for v in newest)
+    older = len(versions) - len(newest)
+    return f"none can be production ({details}{f'; and {older} older' if older else ''})"
+
+
+def _why_not_production(version: dict[str, Any]) -> str:
+    gate_result = version.get("gate") or {}
+    if version.get("rolledBack"):
+        return f"rolled back, {version.get('rollbackReason')}"
+    return str(gate_result.get("message") or "not judged by the gate")
