@@ -110,7 +110,9 @@ def _check_quantity(value: int | str) -> int | str:
 
 Quantity = Annotated[
     int | str,
+    # maxLength bounds the CEL cost estimate of the rule (it applies to the string form only).
     WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+                    "maxLength": 64,
                     "x-kubernetes-validations": [{"rule": "isQuantity(string(self))", "message": QUANTITY_MESSAGE}]}),
     AfterValidator(_check_quantity),
 ]
