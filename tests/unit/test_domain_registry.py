@@ -172,6 +172,8 @@ def test_automatic_production_returns_to_the_last_good_version_after_a_rollback(
     assert v2["rolledBack"] is True and "Deployment iris failed analysis" in v2["rollbackReason"]
     (event,) = [e for e in p.events if e.reason == "ProductionRolledBack"]
     assert event.type == "Warning" and "production is v1 again" in event.message
+    assert p.status["history"][-1]["type"] == "Promoted" and p.status["history"][-1]["version"] == 1
+    assert "v2 was rolled back" in p.status["history"][-1]["reason"]
     assert p.ready.status is True
     assert p.ready.message == "v1 is production (v2 was rolled back: its canary in Deployment iris failed analysis)"
     # level-based: the next reconcile keeps v1 and the explanation without a second event

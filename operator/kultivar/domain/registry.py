@@ -235,6 +235,8 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         why = f"v{production} was rolled back: {by_number[production].get('rollbackReason')}"
         plan.events.append(Event("Warning", "ProductionRolledBack",
                                  f"{why}; production is {f'v{fallback} again' if fallback else 'unset'}"))
+        if fallback is not None:
+            happened.append(history.entry(now, "Promoted", f"production again: {why}", version=fallback))
         production = fallback
 
     protected = set(observed.served_versions) | ({production} if production else set())
