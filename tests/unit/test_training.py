@@ -180,6 +180,9 @@ def test_manifest_and_seed(store: ArtifactStore, datasets: dict[str, Any]) -> No
     assert manifest["metrics"] == result["metrics"]
     assert manifest["params"] == {"n_estimators": 5}
     assert [f["name"] for f in manifest["features"]] == [f["name"] for f in datasets["iris"]["features"]]
+    compiled = manifest["compiled"]  # the ONNX twin, proved on the held-out rows (tests/unit/test_compile.py)
+    assert compiled["compiled"] is True and compiled["parity"]["labelsDiffering"] == 0
+    assert compiled["artifact"]["digest"] == digest_of(store.read_bytes(compiled["artifact"]["uri"]))
     model = load_model(result["artifact"]["uri"], result["artifact"]["digest"], store)
     assert model.get_params()["model__random_state"] == SEED  # injected because the user did not set it
 

@@ -398,6 +398,30 @@ class ManifestFeature(FeatureRef):
     dtype: Literal["float64", "string"] | None = None
 
 
+class CompiledInput(Contract):
+    feature: str = Field(description="The feature this graph input carries.")
+    name: str = Field(description="The graph input's name (skl2onnx sanitises names, e.g. spaces to '_').")
+
+
+class CompiledModel(Contract):
+    """The model's ONNX twin (``model.onnx``, see kultivar.workloads.compile), or why there is none."""
+
+    compiled: bool = Field(description="True when model.onnx exists and passed the parity check.")
+    reason: str | None = Field(default=None, description="Why the model was not compiled.")
+    format: Literal["onnx"] | None = None
+    artifact: ArtifactRef | None = Field(default=None, description="model.onnx and its sha256; the server runs "
+                                                                   "it only when the digest matches.")
+    tolerances: dict[str, float] = Field(default_factory=dict,
+                                         description="probabilityAbsolute and regressionRelative parity bounds.")
+    parity: dict[str, float] = Field(default_factory=dict,
+                                     description="What the check measured on the held-out rows (rows, "
+                                                 "labelsDiffering, maxProbabilityError or maxRelativeError).")
+    inputs: list[CompiledInput] = Field(default_factory=list, description="Graph inputs in feature order.")
+    probabilities: bool | None = Field(default=None, description="The 'probabilities' output holds the "
+                                                                 "classifier's predict_proba.")
+    versions: dict[str, str] = Field(default_factory=dict, description="skl2onnx, onnx and onnxruntime versions.")
+
+
 class ModelManifest(Contract):
     """``manifest.json``, written last beside ``model.skops``: what the model takes, what it scored, its lineage.
 
@@ -433,6 +457,7 @@ class ModelManifest(Contract):
         default_factory=list,
         description="Types outside skops' defaults the model file holds, each from an allowed package; loading "
                     "trusts exactly these.")
+    compiled: CompiledModel | None = Field(default=None, description="The ONNX twin of the model, or why none.")
 
     def to_json(self) -> bytes:
         # Every field, unset ones as null: the file is read by people as well as by the server.

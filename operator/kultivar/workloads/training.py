@@ -43,6 +43,7 @@ from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.artifact import MANIFEST_NAME, MODEL_NAME, dump_model, read_manifest, write_manifest
 from kultivar.workloads.canonical import as_features, canonical_frame_digest, coerce_frame
+from kultivar.workloads.compile import compile_model
 from kultivar.workloads.estimator import build_estimator, build_search
 from kultivar.workloads.evaluate import evaluate, headline_metric, scorer
 from kultivar.workloads.failure import TrainingFailure
@@ -110,6 +111,7 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
     manifest = _manifest(spec, task, target, features, prepared, metric, metrics, best_params, artifact,
                          trusted_types, dataset_digest, snapshot_uri, profile_uri)
     t = time.perf_counter()
+    manifest.compiled = compile_model(model, features, task, prepared.x_test, store, prefix)  # model.onnx or why not
     write_manifest(store, prefix + MANIFEST_NAME, manifest)
     timings["save"] += time.perf_counter() - t
     log.info("saved %s (%s, %d bytes) and %s", artifact["uri"], artifact["digest"], artifact["sizeBytes"],

@@ -1,0 +1,136 @@
+"""Compiling fitted pipelines to ONNX: parity with scikit-learn on held-out rows, or a recorded reason why not."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kultivar.api.contracts import ArtifactRef, CompiledModel, ManifestFeature, ModelManifest
+from kultivar.api.dataset import Feature
+from kultivar.workloads import compile as onnx_compile
+from kultivar.workloads.compile import compile_model, compiled_artifact, input_names, onnx_feed, session
+from kultivar.workloads.storage import ArtifactStore, digest_of
+from kultivar.workloads.training import build_pipeline
+
+MIXED = [Feature(name="age", type="numeric"), Feature(name="plan", type="categorical"),
+         Feature(name="member", type="boolean")]
+
+
+def mixed(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, rows)
+    age[rng.random(rows) < 0.1] = np.nan
+    plan = rng.choice(np.array(["basic", "plus", "pro"], dtype=object), rows)
+    plan[rng.random(rows) < 0.05] = np.nan
+    member = (rng.random(rows) < 0.5).astype(np.float64)
+    member[rng.random(rows) < 0.05] = np.nan
+    signal = np.nan_to_num(age, nan=40) / 10 + (plan == "pro") * 2 + np.nan_to_num(member) * 1.5
+    y = np.where(signal + rng.normal(0, 0.5, rows) > 5.5, "yes", "no").astype(object)
+    return pd.DataFrame({"age": age, "plan": plan, "member": member}), y
+
+
+def fitted(estimator: Any, features: list[Feature], x: pd.DataFrame, y: np.ndarray) -> Any:
+    return build_pipeline(features, estimator).fit(x, y)
+
+
+def manifest(entry: CompiledModel) -> ModelManifest:
+    return ModelManifest(artifact=ArtifactRef(uri="m", digest="sha256:x", sizeBytes=1), task="classification",
+                         features=[ManifestFeature(name="x", type="numeric")], compiled=entry)
+
+
+@pytest.fixture
+def store() -> ArtifactStore:
+    return ArtifactStore(f"memory://compile-{uuid.uuid4().hex[:8]}")
+
+
+def run_graph(store: ArtifactStore, entry: CompiledModel, x: pd.DataFrame, features: list[Feature]) -> list[Any]:
+    assert entry.artifact is not None
+    data = store.read_bytes(entry.artifact.uri)
+    assert digest_of(data) == entry.artifact.digest
+    feed = onnx_feed([x[f.name].to_numpy() for f in features], features)
+    assert feed is not None
+    sess = session(data)
+    return list(sess.run(None, dict(zip(input_names(sess), feed, strict=True))))
+
+
+@pytest.mark.parametrize("estimator", ["logistic", "forest"])
+def test_mixed_classifier_compiles_with_identical_labels(store: ArtifactStore, estimator: str) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = mixed(300, 1)
+    est = LogisticRegression() if estimator == "logistic" else RandomForestClassifier(n_estimators=10, random_state=0)
+    pipeline = fitted(est, MIXED, x, y)
+    x_test, _ = mixed(200, 2)
+    entry = compile_model(pipeline, MIXED, "classification", x_test, store, "run/")
+    assert entry.compiled is True, entry
+    assert entry.parity["labelsDiffering"] == 0 and entry.probabilities is True
+    assert entry.parity["maxProbabilityError"] <= onnx_compile.PROBABILITY_ATOL
+    assert [i.feature for i in entry.inputs] == ["age", "plan", "member"]
+    assert compiled_artifact(manifest(entry)) == entry.artifact
+    # Unseen rows too, with an unknown category: same labels, probabilities within the stated tolerance.
+    fresh, _ = mixed(100, 3)
+    fresh.loc[0, "plan"] = "enterprise"
+    labels, proba = run_graph(store, entry, fresh, MIXED)
+    assert labels.tolist() == pipeline.predict(fresh).tolist()
+    assert np.abs(proba - pipeline.predict_proba(fresh)).max() <= onnx_compile.PROBABILITY_ATOL
+
+
+def test_integer_classes_keep_their_type(store: ArtifactStore) -> None:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris(as_frame=True)
+    features = [Feature(name=c, type="numeric") for c in data.data.columns]
+    pipeline = fitted(LogisticRegression(max_iter=500), features, data.data, data.target.to_numpy())
+    entry = compile_model(pipeline, features, "classification", data.data.iloc[::3], store, "iris/")
+    assert entry.compiled is True, entry
+    labels, _ = run_graph(store, entry, data.data, features)
+    assert labels.dtype == np.int64 and labels.tolist() == pipeline.predict(data.data).tolist()
+
+
+def test_regressor_within_relative_tolerance(store: ArtifactStore) -> None:
+    from sklearn.linear_model import Ridge
+
+    x, _ = mixed(300, 4)
+    y = np.nan_to_num(x["age"].to_numpy(), nan=40) * 3 + (x["plan"] == "pro") * 10
+    pipeline = fitted(Ridge(), MIXED, x, y)
+    entry = compile_model(pipeline, MIXED, "regression", x.iloc[:100], store, "reg/")
+    assert entry.compiled is True, entry
+    assert entry.parity["maxRelativeError"] <= onnx_compile.REGRESSION_RTOL
+    (values,) = run_graph(store, entry, x, MIXED)
+    expected = pipeline.predict(x)
+    assert np.abs(values.ravel() - expected).max() <= onnx_compile.REGRESSION_RTOL * np.abs(expected).max()
+
+
+def test_parity_failure_is_recorded_not_stored(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = mixed(300, 5)
+    pipeline = fitted(LogisticRegression(), MIXED, x, y)
+    monkeypatch.setattr(onnx_compile, "PROBABILITY_ATOL", 0.0)  # float32 arithmetic can never meet this
+    entry = compile_model(pipeline, MIXED, "classification", x, store, "strict/")
+    assert entry.compiled is False and entry.reason is not None
+    assert "probabilities differ from scikit-learn's" in entry.reason and "tolerance 0" in entry.reason
+    assert not store.exists(store.uri_for("strict/model.onnx"))
+    assert compiled_artifact(manifest(entry)) is None
+
+
+def test_unconvertible_estimator_is_recorded(store: ArtifactStore) -> None:
+    from sklearn.semi_supervised import LabelSpreading
+
+    x, y = mixed(200, 6)
+    pipeline = fitted(LabelSpreading(), MIXED, x, y)
+    entry = compile_model(pipeline, MIXED, "classification", x, store, "semi/")
+    assert entry.compiled is False and "skl2onnx cannot convert LabelSpreading" in str(entry.reason)
+
+
+def test_empty_text_is_left_to_scikit_learn() -> None:
+    column = np.array(["a", np.nan], dtype=object)
+    feed = onnx_feed([column], [Feature(name="c", type="categorical")])
+    assert feed is not None and feed[0].ravel().tolist() == ["a", onnx_compile.MISSING_TEXT]
+    assert onnx_feed([np.array(["a", ""], dtype=object)], [Feature(name="c", type="categorical")]) is None
