@@ -149,13 +149,13 @@ def _env(trained: Trained, port: int, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def serving(trained: Trained, log_dir: Path, model: str = MODEL) -> Iterator[Server]:
+def serving(trained: Trained, log_dir: Path, model: str = MODEL, **env: str) -> Iterator[Server]:
     """A started ``kultivar serve`` process, ready (test inference passed), stopped on exit."""
     port = free_port()
     log = log_dir / "server.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen(serve_command(), env=_env(trained, port, KULTIVAR_MODEL_NAME=model), stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(serve_command(), env=_env(trained, port, KULTIVAR_MODEL_NAME=model, **env),
+                                   stdout=out, stderr=subprocess.STDOUT)
     srv = Server(f"http://127.0.0.1:{port}", process, log, [])
 
     def ready() -> bool:
@@ -217,8 +217,10 @@ def test_metadata(server: Server, trained: Trained) -> None:
     assert meta["name"] == MODEL and meta["versions"] == ["3"] and meta["platform"] == "sklearn"
     assert [i["name"] for i in meta["inputs"]] == trained.names
     assert all(i["datatype"] == "FP64" for i in meta["inputs"])
-    assert meta["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]}]
+    assert meta["outputs"] == [{"name": "predict", "datatype": "INT64", "shape": [-1]},
+                               {"name": "predict_proba", "datatype": "FP64", "shape": [-1, 3]}]
     assert meta["parameters"]["classes"] == [0, 1, 2] and meta["parameters"]["digest"] == trained.digest
+    assert meta["parameters"]["backend"] == "onnx"  # the version has a compiled model that passed parity
     status, server_meta = server.call("GET", "/v2")
     assert status == 200 and server_meta["name"] == "kultivar"
     status, other = server.call("GET", "/v2/models/roses")
@@ -251,6 +253,32 @@ def test_v2_one_input_per_feature(server: Server, trained: Trained) -> None:
     status, body = server.call("POST", f"/v2/models/{MODEL}/versions/3/infer", {"inputs": inputs[::-1]})
     assert status == 200, body
     assert body["outputs"][0]["data"] == local_predictions(trained, rows)
+
+
+def local_probabilities(trained: Trained, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(trained.model.predict_proba(pd.DataFrame(np.atleast_2d(rows), columns=trained.names)))
+
+
+def test_probabilities_on_request(server: Server, trained: Trained) -> None:
+    """Labels in their own type plus per-class probabilities, asked for by outputs list, parameter or V1."""
+    from kultivar.workloads.compile import PROBABILITY_ATOL
+
+    rows = iris_rows(5, seed=4)
+    expected = local_probabilities(trained, rows)
+    status, body = server.infer(rows, outputs=[{"name": "predict"}, {"name": "predict_proba"}])
+    assert status == 200, body
+    labels, proba = body["outputs"]
+    assert labels["data"] == local_predictions(trained, rows)
+    assert proba["name"] == "predict_proba" and proba["shape"] == [5, 3] and proba["datatype"] == "FP64"
+    assert np.abs(np.reshape(proba["data"], (5, 3)) - expected).max() <= PROBABILITY_ATOL
+    status, body = server.infer(rows, parameters={"probabilities": True})
+    assert status == 200 and [o["name"] for o in body["outputs"]] == ["predict", "predict_proba"]
+    status, body = server.infer(rows, outputs=[{"name": "predict_proba"}])
+    assert status == 200 and [o["name"] for o in body["outputs"]] == ["predict_proba"]
+    status, body = server.call("POST", f"/v1/models/{MODEL}:predict",
+                               {"instances": rows.tolist(), "parameters": {"probabilities": True}})
+    assert status == 200 and body["predictions"] == local_predictions(trained, rows)
+    assert np.abs(np.asarray(body["probabilities"]) - expected).max() <= PROBABILITY_ATOL
 
 
 def test_v1_predict(server: Server, trained: Trained) -> None:
@@ -413,6 +441,7 @@ def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
         ]})
         assert status == 200, body
         assert body["outputs"][0]["datatype"] == "BYTES" and body["outputs"][0]["data"] == local
+        assert meta["parameters"]["backend"] == "onnx"
         instances = [{"age": a, "plan": p, "member": "yes" if m else "no"}
                      for a, p, m in zip(ages, plans, members, strict=True)]
         status, body = srv.call("POST", "/v1/models/churn:predict", {"instances": instances})
@@ -421,6 +450,15 @@ def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
             {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
         assert status == 400 and "categorical features (plan)" in body["error"]
         after = srv.metrics()
+        # A category that is empty text is no missing value to scikit-learn: such a batch goes to scikit-learn.
+        status, body = srv.call("POST", "/v1/models/churn:predict",
+                                {"instances": [{"age": 30, "plan": "", "member": True}]})
+        empty = trained.model.predict(pd.DataFrame({"age": [30.0], "plan": np.array([""], dtype=object),
+                                                    "member": [1.0]})).tolist()
+        assert status == 200 and body == {"predictions": empty}
+        batches = {dict(k[1])["backend"]: v for k, v in srv.metrics().items()
+                   if k[0] == "kultivar_inference_batches_total"}
+        assert batches["sklearn"] == 1 and batches["onnx"] == 2  # the two requests above
 
     def delta(feature: str, bucket: str) -> float:
         key = ("kultivar_feature_bucket_total",
@@ -450,12 +488,53 @@ def test_regression_model(tmp_path: Path) -> None:
         output = body["outputs"][0]
         assert output["datatype"] == "FP64"
         expected = trained.model.predict(pd.DataFrame(rows, columns=trained.names))
-        assert np.allclose(output["data"], expected)
+        assert np.allclose(output["data"], expected, rtol=1e-4)
+        status, body = srv.call("POST", "/v2/models/diabetes/infer", {"inputs": [
+            {"name": "x", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
+            "outputs": [{"name": "predict_proba"}]})
+        assert status == 400 and "is a regressor" in body["error"] and "no 'predict_proba' output" in body["error"]
+        status, body = srv.call("POST", "/v1/models/diabetes:predict",
+                                {"instances": rows.tolist(), "parameters": {"probabilities": True}})
+        assert status == 400 and "is a regressor" in body["error"]
         metrics = srv.metrics()
     labels = (("model", "diabetes"), ("version", "3"))
     assert metrics[("kultivar_prediction_value_count", labels)] == 8
-    assert math.isclose(metrics[("kultivar_prediction_value_sum", labels)], float(expected.sum()), rel_tol=1e-9)
+    assert math.isclose(metrics[("kultivar_prediction_value_sum", labels)], float(expected.sum()), rel_tol=1e-4)
     target = trained.profile.target
     assert isinstance(target, NumericProfile)
     bounds = {dict(k[1]).get("le") for k in metrics if k[0] == "kultivar_prediction_value_bucket"}
     assert bounds == {repr(float(e)) for e in target.edges[1:-1]} | {"+Inf"}
+
+
+def test_backends_and_a_tampered_compiled_model(trained: Trained, tmp_path: Path) -> None:
+    """KULTIVAR_BACKEND=sklearn serves the pipeline; an altered model.onnx is never run: the verified skops file
+    answers, and the metadata and metrics say so."""
+    rows = iris_rows(6, seed=8)
+
+    def backend_of(srv: Server) -> tuple[str, dict[str, float]]:
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        gauges = {dict(k[1])["backend"]: v for k, v in srv.metrics().items() if k[0] == "kultivar_model_backend"}
+        return meta["parameters"]["backend"], gauges
+
+    with serving(trained, tmp_path, KULTIVAR_BACKEND="sklearn") as srv:
+        assert backend_of(srv) == ("sklearn", {"onnx": 0.0, "sklearn": 1.0})
+        status, body = srv.infer(rows)
+        assert status == 200 and body["outputs"][0]["data"] == local_predictions(trained, rows)
+
+    compiled = trained.manifest["compiled"]["artifact"]
+    store = ArtifactStore(str(tmp_path / "copy"))
+    copy_prefix = "ns/copy/"
+    uri = store.write_once(copy_prefix + "model.skops", trained.store.read_bytes(trained.uri))["uri"]
+    store.write_once(copy_prefix + "model.onnx", trained.store.read_bytes(compiled["uri"]) + b"tampered")
+    manifest = {**trained.manifest, "compiled": {**trained.manifest["compiled"], "artifact": {
+        **compiled, "uri": store.uri_for(copy_prefix + "model.onnx")}}}
+    store.write_once(copy_prefix + "manifest.json", json.dumps(manifest).encode())
+    tampered = Trained(store, uri, trained.digest, manifest, trained.profile, trained.model)
+    with serving(tampered, tmp_path) as srv:
+        backend, gauges = backend_of(srv)
+        assert backend == "sklearn" and gauges == {"onnx": 0.0, "sklearn": 1.0}
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        assert "not the " + compiled["digest"] in meta["parameters"]["compiledNote"]
+        status, body = srv.infer(rows)
+        assert status == 200 and body["outputs"][0]["data"] == local_predictions(trained, rows)
+        assert "serving with scikit-learn" in srv.output() and "changed after training" in srv.output()

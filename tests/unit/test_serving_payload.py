@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,8 @@ def test_v2_asking_for_the_predict_output_is_fine() -> None:
     (v2(tensor([1, 2.5, 3, 4], [1, 4], "INT64")), "data[1] is 2.5, not an integer"),
     (v2(tensor([1, -2, 3, 4], [1, 4], "UINT8")), "UINT8 cannot be negative"),
     (v2(tensor(["a", "b", "c", "d"], [1, 4], "BYTES")), "datatype BYTES cannot carry numeric features"),
-    (v2(tensor([1, 2, 3, 4], [1, 4]), outputs=[{"name": "predict_proba"}]), "provides only the output 'predict'"),
+    (v2(tensor([1, 2, 3, 4], [1, 4]), outputs=[{"name": "proba"}]), "outputs are 'predict' and 'predict_proba'"),
+    (v2(tensor([1, 2, 3, 4], [1, 4]), outputs=[{"name": "predict"}, {"name": "predict"}]), "'predict' twice"),
     (v2(tensor([1, 2, 3, 4], [1, 4]), id=5), "'id' must be a string"),
 ])
 def test_v2_bad_requests_say_what_is_wrong(raw: bytes, message: str) -> None:
@@ -170,11 +172,12 @@ def test_v2_boolean_column_of_a_numeric_matrix_must_be_zero_or_one() -> None:
 
 
 def test_v1_lists_and_objects() -> None:
-    rows = parse_v1(body({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}), IRIS, "iris")
-    assert columns(rows) == [[1.0, 5.0], [2.0, 6.0], [3.0, 7.0], [4.0, 8.0]]
+    request = parse_v1(body({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]}), IRIS, "iris")
+    assert not request.probabilities
+    assert columns(request.rows) == [[1.0, 5.0], [2.0, 6.0], [3.0, 7.0], [4.0, 8.0]]
     mixed = parse_v1(body({"instances": [{"age": 30, "member": "yes", "plan": "pro"},
                                          {"age": None, "member": 0, "plan": None},
-                                         [41.0, True, 2]]}), MIXED, "churn")
+                                         [41.0, True, 2]]}), MIXED, "churn").rows
     age, member, plan = mixed.columns
     assert age[0] == 30.0 and math.isnan(age[1]) and age[2] == 41.0
     assert member.tolist() == [1.0, 0.0, 1.0]
@@ -253,3 +256,69 @@ def test_serving_accepts_exactly_the_boolean_words_training_accepts(word: str) -
         assert trained is None and set(served.values()) == {None}
         return
     assert served == {"v2": trained, "v1": trained}, f"{word!r}: training read {trained}, serving read {served}"
+
+
+# ---------------------------------------------------------------------------------- outputs and binary data
+
+
+def test_requested_outputs() -> None:
+    one = tensor([1, 2, 3, 4], [1, 4])
+    assert [o.name for o in parse_v2(v2(one), IRIS, "m").outputs] == ["predict"]
+    both = parse_v2(v2(one, parameters={"probabilities": True}), IRIS, "m")
+    assert [o.name for o in both.outputs] == ["predict", "predict_proba"] and both.probabilities
+    only = parse_v2(v2(one, outputs=[{"name": "predict_proba", "parameters": {"binary_data": True}}]), IRIS, "m")
+    assert [(o.name, o.binary) for o in only.outputs] == [("predict_proba", True)]
+    default_binary = parse_v2(v2(one, parameters={"binary_data_output": True}), IRIS, "m")
+    assert [(o.name, o.binary) for o in default_binary.outputs] == [("predict", True)]
+    v1 = parse_v1(body({"instances": [[1, 2, 3, 4]], "parameters": {"probabilities": True}}), IRIS, "m")
+    assert v1.probabilities
+
+
+def binary_body(header: dict[str, Any], *chunks: bytes) -> tuple[bytes, int]:
+    text = json.dumps(header).encode()
+    return text + b"".join(chunks), len(text)
+
+
+def test_binary_inputs_as_tritonclient_lays_them_out() -> None:
+    ages = np.array([30.5, np.nan], dtype="<f4")
+    members = np.array([True, False])
+    plans = [b"pro", "b\u00e4sic".encode()]
+    plan_bytes = b"".join(len(p).to_bytes(4, "little") + p for p in plans)
+    raw, length = binary_body({"inputs": [
+        {"name": "age", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+        {"name": "plan", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(plan_bytes)}},
+        {"name": "member", "shape": [2], "datatype": "BOOL", "parameters": {"binary_data_size": 2}},
+    ]}, ages.tobytes(), plan_bytes, members.tobytes())
+    parsed = parse_v2(raw, MIXED, "churn", header_length=length)
+    age, member, plan = parsed.rows.columns
+    assert age[0] == 30.5 and math.isnan(age[1])  # NaN in an FP tensor is a missing value
+    assert member.tolist() == [1.0, 0.0] and plan.tolist() == ["pro", "b\u00e4sic"]
+    matrix = np.arange(8, dtype="<f8").reshape(2, 4)
+    raw, length = binary_body({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64",
+                                           "parameters": {"binary_data_size": 64}}]}, matrix.tobytes())
+    assert columns(parse_v2(raw, IRIS, "iris", header_length=length).rows) == matrix.T.tolist()
+
+
+@pytest.mark.parametrize(("size", "extra", "header", "message"), [
+    (31, b"", None, "binary_data_size is 31 bytes but shape [2, 4] of FP32 needs 32"),
+    (32, b"x", None, "1 bytes follow the JSON header and the inputs' binary data"),
+    (64, b"", None, "binary_data_size is 64 but only 32 bytes"),
+    (32, b"", 10_000, "Inference-Header-Content-Length is 10000"),
+])
+def test_bad_binary_requests_say_what_is_wrong(size: int, extra: bytes, header: int | None, message: str) -> None:
+    raw, length = binary_body({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                           "parameters": {"binary_data_size": size}}]},
+                              np.zeros(8, dtype="<f4").tobytes() + extra)
+    with pytest.raises(PayloadError, match=re.escape(message)):
+        parse_v2(raw, IRIS, "iris", header_length=header or length)
+
+
+def test_binary_outputs_round_trip() -> None:
+    from kultivar.serving.payload import encode_binary
+
+    labels = np.array(["yes", "n\u00f6"], dtype=object)
+    raw = encode_binary(labels, "BYTES")
+    assert raw == b"\x03\x00\x00\x00yes" + b"\x03\x00\x00\x00n\xc3\xb6"
+    proba = np.array([[0.25, 0.75], [1.0, 0.0]])
+    assert np.frombuffer(encode_binary(proba, "FP64"), dtype="<f8").tolist() == [0.25, 0.75, 1.0, 0.0]
+    assert np.frombuffer(encode_binary(np.array([3, 1]), "INT64"), dtype="<i8").tolist() == [3, 1]

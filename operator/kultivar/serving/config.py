@@ -18,6 +18,11 @@ KULTIVAR_BATCH_WAIT_MS       2         longest a request waits for others to joi
 KULTIVAR_DRIFT_ACCOUNTING    on        count inputs per profile bucket for drift (on/off)
 KULTIVAR_MAX_REQUEST_BYTES   10485760  larger request bodies get 413
 KULTIVAR_ESTIMATOR_PACKAGES  sklearn   packages whose types the model file may hold (besides numpy and scipy)
+KULTIVAR_BACKEND             auto      auto: the compiled model (model.onnx, digest-checked) when the version has
+                                       one, else scikit-learn; sklearn: always scikit-learn; onnx: refuse to
+                                       start without a usable compiled model
+KULTIVAR_ONNX_THREADS        1         onnxruntime intra-op threads per server process (micro-batches of a few
+                                       rows gain nothing from more; a pod with more cores runs more processes)
 KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
 KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
 ===========================  ========  ==============================================================
@@ -34,6 +39,7 @@ from typing import Any
 from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
 
 MANIFEST_NAME = "manifest.json"
+BACKENDS = ("auto", "sklearn", "onnx")
 _ON = frozenset({"1", "true", "yes", "on"})
 _OFF = frozenset({"0", "false", "no", "off"})
 
@@ -59,6 +65,8 @@ class ServingConfig:
     max_request_bytes: int = 10 * 1024 * 1024
     deployment: tuple[str, str] | None = None  # (namespace, name) of the Kultivar Deployment serving this
     estimator_packages: tuple[str, ...] = DEFAULT_ESTIMATOR_PACKAGES
+    backend: str = "auto"
+    onnx_threads: int = 1
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -111,6 +119,8 @@ class ServingConfig:
             deployment=_deployment(env),
             estimator_packages=tuple(p.strip() for p in env.get("KULTIVAR_ESTIMATOR_PACKAGES", "").split(",")
                                      if p.strip()) or DEFAULT_ESTIMATOR_PACKAGES,
+            backend=_choice(given.get("backend"), env, "KULTIVAR_BACKEND", "auto", BACKENDS),
+            onnx_threads=_integer(given.get("onnx_threads"), env, "KULTIVAR_ONNX_THREADS", 1, 1, 256),
         )
 
 
@@ -155,6 +165,15 @@ def _number(given: Any, env: Mapping[str, str], var: str, default: float, low: f
     if not low <= value <= high:  # also rejects NaN
         raise ConfigError(f"{var} must be between {low:g} and {high:g}, got {raw!r}")
     return value
+
+
+def _choice(given: Any, env: Mapping[str, str], var: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = str(given if given is not None else env.get(var, "")).strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{var} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _switch(given: Any, env: Mapping[str, str], var: str, default: bool) -> bool:

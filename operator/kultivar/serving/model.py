@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,12 +25,53 @@ from kultivar.serving.payload import FeatureSpec, Rows
 
 log = logging.getLogger("kultivar.serving")
 
+
 class ModelLoadError(Exception):
     """The server cannot serve this model. ``permanent``: retrying the same settings cannot help."""
 
     def __init__(self, reason: str, message: str, permanent: bool = True) -> None:
         super().__init__(message)
         self.reason, self.message, self.permanent = reason, message, permanent
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A batch's answers: one label (or value) per row and, when asked for, per-class probabilities."""
+
+    labels: np.ndarray
+    probabilities: np.ndarray | None = None
+    backend: str = "sklearn"
+
+    def __getitem__(self, rows: slice) -> Prediction:
+        proba = self.probabilities[rows] if self.probabilities is not None else None
+        return Prediction(self.labels[rows], proba, self.backend)
+
+
+class OnnxRunner:
+    """The ONNX graph of the pipeline (see :mod:`kultivar.workloads.compile`), run by onnxruntime."""
+
+    def __init__(self, model_bytes: bytes, features: Sequence[FeatureSpec], threads: int) -> None:
+        from kultivar.workloads.compile import input_names, session
+
+        self.features = tuple(features)
+        self.session = session(model_bytes, threads)
+        self.inputs = input_names(self.session)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def run(self, rows: Rows, probabilities: bool) -> Prediction | None:
+        """The graph's answers, or None for rows it cannot take (empty-text categories: scikit-learn's)."""
+        from kultivar.workloads.compile import onnx_feed
+
+        feed = onnx_feed(rows.columns, self.features)
+        if feed is None:
+            return None
+        wanted = self.outputs if probabilities else self.outputs[:1]
+        out = self.session.run(wanted, dict(zip(self.inputs, feed, strict=True)))
+        labels = np.asarray(out[0]).reshape(rows.count)
+        if labels.dtype == np.float32:
+            labels = labels.astype(np.float64)
+        proba = np.asarray(out[1], dtype=np.float64) if probabilities else None
+        return Prediction(labels, proba, "onnx")
 
 
 @dataclass
@@ -40,13 +82,30 @@ class ServedModel:
     classes: list[Any] | None
     profile: Profile | None
     manifest: ModelManifest
+    compiled: OnnxRunner | None = None
+    compiled_note: str | None = None  # why a compiled model exists but is not used, when that is so
 
     @property
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def predict(self, rows: Rows) -> np.ndarray:
-        """Predictions for ``rows`` (one per row), from one call of the pipeline."""
+    @property
+    def backend(self) -> str:
+        return "onnx" if self.compiled is not None else "sklearn"
+
+    @property
+    def has_probabilities(self) -> bool:
+        return self.task == "classification" and hasattr(self.estimator, "predict_proba")
+
+    def predict(self, rows: Rows, probabilities: bool = False) -> Prediction:
+        """Answers for ``rows`` from one call of the compiled model, else of the scikit-learn pipeline."""
+        if self.compiled is not None:
+            answer = self.compiled.run(rows, probabilities)
+            if answer is not None:
+                return answer
+        return self.predict_sklearn(rows, probabilities)
+
+    def predict_sklearn(self, rows: Rows, probabilities: bool = False) -> Prediction:
         import pandas as pd
 
         if all(c.dtype == np.float64 for c in rows.columns):
@@ -57,7 +116,9 @@ class ServedModel:
         out = np.asarray(self.estimator.predict(frame))
         if out.shape[:1] != (rows.count,):
             raise RuntimeError(f"the model returned {out.shape[:1]} predictions for {rows.count} rows")
-        return out.reshape(rows.count) if out.ndim > 1 and out.size == rows.count else out
+        labels = out.reshape(rows.count) if out.ndim > 1 and out.size == rows.count else out
+        proba = np.asarray(self.estimator.predict_proba(frame), dtype=np.float64) if probabilities else None
+        return Prediction(labels, proba, "sklearn")
 
     def sample_rows(self) -> Rows:
         """One typical row for the readiness test inference: profile centres and top categories, else missing."""
@@ -159,4 +220,53 @@ def load_served_model(config: ServingConfig) -> ServedModel:
     else:
         log.warning("no reference profile (neither KULTIVAR_PROFILE_URI nor the manifest's profileUri): serving "
                     "without input drift buckets")
-    return ServedModel(estimator, features, task, list(classes) if classes is not None else None, profile, manifest)
+    compiled, note = _load_compiled(store, manifest, features, config)
+    return ServedModel(estimator, features, task, list(classes) if classes is not None else None, profile, manifest,
+                       compiled, note)
+
+
+def _load_compiled(store: Any, manifest: ModelManifest, features: Sequence[FeatureSpec], config: ServingConfig
+                   ) -> tuple[OnnxRunner | None, str | None]:
+    """The version's ONNX model when it has a verified one (and the backend setting allows it), else why not.
+
+    A missing or altered ONNX file is not fatal: the verified skops file serves instead, and the reason is
+    logged, shown in the model metadata and exported as the ``backend`` label. Only ``KULTIVAR_BACKEND=onnx``
+    (which insists on the compiled model) turns it into a refusal.
+    """
+    from kultivar.workloads.compile import compiled_artifact
+    from kultivar.workloads.storage import digest_of
+
+    if config.backend == "sklearn":
+        return None, "KULTIVAR_BACKEND=sklearn"
+    artifact = compiled_artifact(manifest)
+    note: str | None = None
+    if artifact is None:
+        why = manifest.compiled.reason if manifest.compiled is not None else None
+        note = f"the version has no compiled model ({why or 'trained before models were compiled'})"
+    else:
+        uri, expected = artifact.uri, artifact.digest
+        try:
+            data = store.read_bytes(uri)
+        except FileNotFoundError:
+            note = f"the compiled model {uri} does not exist"
+        except OSError as e:
+            note = f"cannot read the compiled model {uri}: {e}"
+        else:
+            actual = digest_of(data)
+            if actual != expected:
+                note = (f"the compiled model {uri} has digest {actual}, not the {expected} its manifest records: "
+                        "it changed after training")
+            else:
+                try:
+                    return OnnxRunner(data, features, config.onnx_threads), None
+                except ImportError as e:
+                    note = f"onnxruntime is not installed ({e})"
+                except Exception as e:  # onnxruntime refuses the graph
+                    note = f"onnxruntime cannot load the compiled model {uri}: {type(e).__name__}: {e}"
+    if config.backend == "onnx":
+        raise ModelLoadError("CompiledModelUnavailable", f"KULTIVAR_BACKEND=onnx but {note}")
+    if artifact is not None:  # a compiled model was recorded but cannot be used: worth a warning
+        log.warning("serving with scikit-learn: %s; the verified skops file answers instead", note)
+    else:
+        log.info("serving with scikit-learn: %s", note)
+    return None, note

@@ -14,6 +14,11 @@ metric                                                         meaning
 ``kultivar_feature_reference_ratio{model,version,feature,bucket}``  the training profile's share of each bucket
 ``kultivar_model_ready{model,version}``                        1 once the test inference passed
 ``kultivar_model_info{model,version,digest}``                  always 1; the digest being served
+``kultivar_model_backend{model,version,backend}``              1 for the backend running the model: ``onnx``
+                                                               (the compiled model) or ``sklearn``
+``kultivar_inference_batches_total{model,version,backend}``    predict calls by the backend that answered them
+                                                               (rows the compiled model cannot take, such as
+                                                               empty-text categories, go to ``sklearn``)
 =============================================================  =================================================
 
 When the operator runs the server, every metric also carries ``kultivar_namespace`` and ``kultivar_deployment``
@@ -48,6 +53,7 @@ from kultivar.serving.payload import FeatureSpec, Rows
 OUTCOMES = ("success", "bad_request", "unavailable", "error")
 MISSING = "__missing__"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BACKENDS = ("onnx", "sklearn")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384)
 DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
 
@@ -219,6 +225,12 @@ class ServingMetrics:
                             registry=self.registry).labels(*values)
         Gauge("kultivar_model_info", "The model being served.", [*labels, "digest"],
               registry=self.registry).labels(*values, digest).set(1)
+        backend = Gauge("kultivar_model_backend", "1 for the backend running the model (onnx or sklearn).",
+                        [*labels, "backend"], registry=self.registry)
+        self._backend = {b: backend.labels(*values, b) for b in BACKENDS}
+        batches = Counter("kultivar_inference_batches", "Predict calls by the backend that answered them.",
+                          [*labels, "backend"], registry=self.registry)
+        self._batches = {b: batches.labels(*values, b) for b in BACKENDS}
         ProcessCollector(registry=self.registry)
         self._features: _FeatureBuckets | None = None
         self._classes: _ClassCounts | None = None
@@ -244,8 +256,13 @@ class ServingMetrics:
         self._outcome[outcome].inc()
         self._latency.observe(seconds)
 
-    def batch(self, rows: Rows, predictions: np.ndarray) -> None:
+    def set_backend(self, backend: str) -> None:
+        for name, gauge in self._backend.items():
+            gauge.set(1 if name == backend else 0)
+
+    def batch(self, rows: Rows, predictions: np.ndarray, backend: str = "sklearn") -> None:
         self._batch.observe(rows.count)
+        self._batches[backend].inc()
         if self._classes is not None:
             self._classes.add(predictions)
         elif self._values is not None:

@@ -13,7 +13,19 @@ Accepted V2 layouts (``POST /v2/models/<name>/infer``):
 * one tensor per feature, named after it, of shape ``[rows]`` or ``[rows, 1]``: numeric datatypes for numeric
   features, BOOL (or 0/1 numbers, or BYTES such as "true"/"no") for boolean ones, BYTES for categorical ones.
 
-``data`` may be flat (row-major) or nested. ``null`` marks a missing value. The only output is ``predict``.
+``data`` may be flat (row-major) or nested. ``null`` marks a missing value (NaN too, in binary FP tensors).
+
+Outputs: ``predict`` (the label, in the classes' own type: INT64, or BYTES for text) and, for classifiers with
+probabilities, ``predict_proba`` (FP64, ``[rows, classes]`` in the metadata's class order). A request gets
+``predict`` unless its ``outputs`` list names what it wants, or ``parameters: {"probabilities": true}`` adds
+``predict_proba``.
+
+The V2 binary tensor extension (what tritonclient sends by default): with the header
+``Inference-Header-Content-Length: N`` the body's first N bytes are the JSON request and the rest holds the raw
+tensors, in input order, of every input whose ``parameters.binary_data_size`` gives its byte length: little-endian
+values of its datatype, BOOL one byte each, BYTES each a 4-byte little-endian length then the bytes. An output
+is answered the same way when its request entry has ``parameters.binary_data: true`` (or, without an
+``outputs`` list, when the request has ``parameters.binary_data_output: true``).
 
 V1 (``POST /v1/models/<name>:predict``): ``{"instances": [row, ...]}`` where a row is a list of values in the
 model's feature order or an object keyed by feature name.
@@ -38,6 +50,10 @@ INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UI
 NUMERIC_TYPES = FLOAT_TYPES | INT_TYPES
 DATATYPES = NUMERIC_TYPES | {"BOOL", "BYTES"}
 OUTPUT = "predict"
+PROBA_OUTPUT = "predict_proba"
+OUTPUTS = (OUTPUT, PROBA_OUTPUT)
+BINARY_DTYPES = {"FP16": "<f2", "FP32": "<f4", "FP64": "<f8", "INT8": "<i1", "INT16": "<i2", "INT32": "<i4",
+                 "INT64": "<i8", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8", "BOOL": "|b1"}
 _REPR_LIMIT = 60
 
 
@@ -60,9 +76,26 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class RequestedOutput:
+    name: str
+    binary: bool = False
+
+
+@dataclass(frozen=True)
 class V2Request:
     rows: Rows
     id: str | None = None
+    outputs: tuple[RequestedOutput, ...] = (RequestedOutput(OUTPUT),)
+
+    @property
+    def probabilities(self) -> bool:
+        return any(o.name == PROBA_OUTPUT for o in self.outputs)
+
+
+@dataclass(frozen=True)
+class V1Request:
+    rows: Rows
+    probabilities: bool = False
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -97,7 +130,9 @@ def _object(doc: Any, what: str) -> dict[str, Any]:
 
 
 def _flat(data: Any, where: str) -> np.ndarray:
-    """``data`` (flat or nested lists) as a 1-D array, numeric when it can be."""
+    """``data`` (flat or nested lists, or an array decoded from binary data) as a 1-D array."""
+    if isinstance(data, np.ndarray):
+        return data.ravel()
     if not isinstance(data, list):
         raise PayloadError(f"{where}.data must be a list of values, got {type(data).__name__}")
     try:
@@ -315,29 +350,117 @@ def _per_feature(tensors: list[tuple[str, list[int], str, Any]], features: Seque
     return Rows(tuple(columns), rows)
 
 
-def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str) -> V2Request:
-    """Validate a V2 inference request body for a model taking ``features``."""
+def _binary_tensor(chunk: bytes, shape: list[int], datatype: str, where: str) -> np.ndarray:
+    """One input's raw bytes (binary data extension) as values."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(chunk):
+            if offset + 4 > len(chunk):
+                raise PayloadError(f"{where}: binary BYTES data ends inside a 4-byte length prefix")
+            size = int.from_bytes(chunk[offset:offset + 4], "little")
+            offset += 4
+            if offset + size > len(chunk):
+                raise PayloadError(f"{where}: binary BYTES element {len(values)} claims {size} bytes but only "
+                                   f"{len(chunk) - offset} remain")
+            try:
+                values.append(chunk[offset:offset + size].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise PayloadError(f"{where}: binary BYTES element {len(values)} is not UTF-8 text") from None
+            offset += size
+        if len(values) != count:
+            raise PayloadError(f"{where}.shape {shape} needs {count} values but the binary data holds {len(values)}")
+        return np.asarray(values, dtype=object)
+    dtype = np.dtype(BINARY_DTYPES[datatype])
+    if len(chunk) != count * dtype.itemsize:
+        raise PayloadError(f"{where}: binary_data_size is {len(chunk)} bytes but shape {shape} of {datatype} needs "
+                           f"{count * dtype.itemsize}")
+    return np.frombuffer(chunk, dtype=dtype)
+
+
+def _attach_binary(inputs: list[Any], rest: bytes) -> None:
+    """Put each binary input's decoded values in its ``data`` (in input order, as the extension lays them out)."""
+    offset = 0
+    for i, raw in enumerate(inputs):
+        params = raw.get("parameters") if isinstance(raw, dict) else None
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is None:
+            continue
+        where = f"inputs[{i}]"
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise PayloadError(f"{where}.parameters.binary_data_size must be a byte count, got {_show(size)}")
+        if "data" in raw:
+            raise PayloadError(f"{where} has both data and binary_data_size; send its values one way")
+        if offset + size > len(rest):
+            raise PayloadError(f"{where}.parameters.binary_data_size is {size} but only {len(rest) - offset} bytes of "
+                               "binary data follow the JSON header")
+        shape, datatype = raw.get("shape"), raw.get("datatype")
+        if datatype not in DATATYPES or not isinstance(shape, list) \
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            continue  # _tensor reports the bad shape or datatype
+        raw["data"] = _binary_tensor(rest[offset:offset + size], shape, datatype, where)
+        offset += size
+    if offset != len(rest):
+        raise PayloadError(f"{len(rest) - offset} bytes follow the JSON header and the inputs' binary data; "
+                           "Inference-Header-Content-Length or binary_data_size is wrong")
+
+
+def _requested_outputs(doc: dict[str, Any]) -> tuple[RequestedOutput, ...]:
+    params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise PayloadError("'parameters' must be an object")
+    params = params or {}
+    binary_default = params.get("binary_data_output") is True
+    outputs = doc.get("outputs")
+    if outputs is None:
+        names = [OUTPUT, PROBA_OUTPUT] if params.get("probabilities") is True else [OUTPUT]
+        return tuple(RequestedOutput(n, binary_default) for n in names)
+    if not isinstance(outputs, list) or not outputs:
+        raise PayloadError("'outputs' must be a non-empty list such as [{\"name\": \"predict\"}]")
+    wanted: list[RequestedOutput] = []
+    for i, out in enumerate(outputs):
+        if not isinstance(out, dict) or out.get("name") not in OUTPUTS:
+            raise PayloadError(f"outputs[{i}] asks for {_show(out)}; this model's outputs are "
+                               f"{' and '.join(map(repr, OUTPUTS))}")
+        out_params = out.get("parameters") or {}
+        binary = out_params.get("binary_data") is True if isinstance(out_params, dict) else False
+        if any(w.name == out["name"] for w in wanted):
+            raise PayloadError(f"outputs[{i}] asks for {out['name']!r} twice")
+        wanted.append(RequestedOutput(out["name"], binary))
+    if params.get("probabilities") is True and not any(w.name == PROBA_OUTPUT for w in wanted):
+        wanted.append(RequestedOutput(PROBA_OUTPUT, binary_default))
+    return tuple(wanted)
+
+
+def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str, header_length: int | None = None
+             ) -> V2Request:
+    """Validate a V2 inference request body for a model taking ``features``.
+
+    ``header_length``: the ``Inference-Header-Content-Length`` header (binary data extension), else None.
+    """
+    rest = b""
+    if header_length is not None:
+        if not 0 < header_length <= len(body):
+            raise PayloadError(f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} "
+                               "bytes")
+        body, rest = body[:header_length], body[header_length:]
     doc = _object(load_json(body), "an 'inputs' list (Open Inference Protocol V2)")
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise PayloadError(f"'id' must be a string, got {type(request_id).__name__}")
-    outputs = doc.get("outputs")
-    if outputs is not None:
-        if not isinstance(outputs, list):
-            raise PayloadError("'outputs' must be a list such as [{\"name\": \"predict\"}]")
-        for i, out in enumerate(outputs):
-            if not isinstance(out, dict) or out.get("name") != OUTPUT:
-                raise PayloadError(f"outputs[{i}] asks for {_show(out)}; this model provides only the output "
-                                   f"{OUTPUT!r}")
+    outputs = _requested_outputs(doc)
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise PayloadError("'inputs' must be a non-empty list of tensors, each {name, shape, datatype, data}")
+    if header_length is not None:
+        _attach_binary(inputs, rest)
     tensors = [_tensor(raw, i) for i, raw in enumerate(inputs)]
     # One tensor not named after a feature carries all features; otherwise each input is one feature (and a
     # missing one is reported as such rather than as a wrong matrix shape).
     if len(tensors) == 1 and tensors[0][0] not in {f.name for f in features}:
-        return V2Request(_matrix(tensors[0], features, model), request_id)
-    return V2Request(_per_feature(tensors, features, model), request_id)
+        return V2Request(_matrix(tensors[0], features, model), request_id, outputs)
+    return V2Request(_per_feature(tensors, features, model), request_id, outputs)
 
 
 # ------------------------------------------------------------------------------------------------------ V1
@@ -366,9 +489,17 @@ def _v1_value(v: Any, feature: FeatureSpec, where: str) -> Any:
     raise PayloadError(f"{where} is {_show(v)}, not a number; feature {feature.name!r} is numeric")
 
 
-def parse_v1(body: bytes, features: Sequence[FeatureSpec], model: str) -> Rows:
-    """Validate a V1 ``:predict`` body (``{"instances": [...]}``) for a model taking ``features``."""
+def parse_v1(body: bytes, features: Sequence[FeatureSpec], model: str) -> V1Request:
+    """Validate a V1 ``:predict`` body (``{"instances": [...]}``, optionally ``"parameters": {"probabilities":
+    true}``) for a model taking ``features``."""
     doc = _object(load_json(body), "an 'instances' list (V1 predict protocol)")
+    params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise PayloadError("'parameters' must be an object such as {\"probabilities\": true}")
+    return V1Request(_v1_rows(doc, features, model), bool(params and params.get("probabilities") is True))
+
+
+def _v1_rows(doc: dict[str, Any], features: Sequence[FeatureSpec], model: str) -> Rows:
     instances = doc.get("instances")
     if not isinstance(instances, list) or not instances:
         hint = "; this server takes row instances, not the columnar 'inputs' form" if "inputs" in doc else ""
@@ -414,6 +545,17 @@ def parse_v1(body: bytes, features: Sequence[FeatureSpec], model: str) -> Rows:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
+
+
+def encode_binary(values: np.ndarray, datatype: str) -> bytes:
+    """``values`` as the binary data extension lays them out (row-major)."""
+    if datatype == "BYTES":
+        parts = []
+        for v in values.ravel().tolist():
+            data = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts.append(len(data).to_bytes(4, "little") + data)
+        return b"".join(parts)
+    return np.ascontiguousarray(values, dtype=np.dtype(BINARY_DTYPES[datatype])).tobytes()
 
 
 def datatype_of(values: np.ndarray) -> str:

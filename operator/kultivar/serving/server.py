@@ -12,7 +12,8 @@ Routes (Open Inference Protocol V2 REST, plus the V1 predict route for older cli
 GET    /v2/health/live                                             200 while the process runs
 GET    /v2/health/ready                                            200 once the model passed its test inference
 GET    /v2                                                         server metadata
-GET    /v2/models/{name}[/versions/{version}]                      model metadata (features, output, classes)
+GET    /v2/models/{name}[/versions/{version}]                      model metadata (features, outputs, classes,
+                                                                   backend: onnx or sklearn)
 GET    /v2/models/{name}[/versions/{version}]/ready                model readiness
 POST   /v2/models/{name}[/versions/{version}]/infer                inference (see :mod:`.payload` for the body)
 GET    /v1/models/{name}                                           V1 model status
@@ -20,8 +21,13 @@ POST   /v1/models/{name}:predict                                   V1 inference:
 GET    /metrics                                                    Prometheus metrics (see :mod:`.monitoring`)
 =====  ==========================================================  ==============================================
 
-Errors are JSON ``{"error": "..."}``: 400 for a bad payload, 404 for another model's name, 413 for a body over
-``KULTIVAR_MAX_REQUEST_BYTES``, 503 before the model is ready, 500 if prediction itself fails.
+Errors are JSON ``{"error": "..."}``: 400 for a bad payload (or probabilities asked of a model without them),
+404 for another model's name, 413 for a body over ``KULTIVAR_MAX_REQUEST_BYTES``, 503 before the model is
+ready, 500 if prediction itself fails.
+
+The model runs as its compiled ONNX graph (onnxruntime) when the version has a verified one, else as the
+scikit-learn pipeline (see :mod:`.model`); the metadata's ``parameters.backend`` and the metric
+``kultivar_model_backend`` say which.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -44,19 +50,40 @@ from starlette.routing import Route
 
 from kultivar.serving.batching import BatcherClosed, MicroBatcher
 from kultivar.serving.config import ServingConfig
-from kultivar.serving.model import ModelLoadError, ServedModel, load_served_model
+from kultivar.serving.model import ModelLoadError, Prediction, ServedModel, load_served_model
 from kultivar.serving.monitoring import ServingMetrics
-from kultivar.serving.payload import OUTPUT, PayloadError, Rows, concat, datatype_of, parse_v1, parse_v2
+from kultivar.serving.payload import (
+    OUTPUT,
+    PROBA_OUTPUT,
+    PayloadError,
+    RequestedOutput,
+    Rows,
+    V2Request,
+    concat,
+    datatype_of,
+    encode_binary,
+    parse_v1,
+    parse_v2,
+)
 
 log = logging.getLogger("kultivar.serving")
 
 EXIT_OK, EXIT_RETRYABLE, EXIT_PERMANENT = 0, 1, 2
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INPUT_DATATYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
+HEADER_LENGTH = "inference-header-content-length"
 
 
 class RequestTooLarge(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Query:
+    """One request's rows as the batcher carries them, and whether it wants probabilities."""
+
+    rows: Rows
+    probabilities: bool = False
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -77,9 +104,9 @@ class InferenceService:
         self.model: ServedModel | None = None
         self.ready = False
         self.failure: ModelLoadError | None = None
-        self.batcher: MicroBatcher[Rows, np.ndarray] = MicroBatcher(
+        self.batcher: MicroBatcher[Query, Prediction] = MicroBatcher(
             self._predict_batch, max_batch=config.max_batch, max_wait=config.batch_wait_ms / 1000.0,
-            size=lambda rows: rows.count)
+            size=lambda query: query.rows.count)
         self.on_fatal: Callable[[], None] = lambda: None  # set by run(): stops uvicorn
         self._loader: asyncio.Task[None] | None = None
 
@@ -102,27 +129,40 @@ class InferenceService:
             return
         self.metrics.bind_model(model.features, model.task, model.classes, model.profile,
                                 self.config.drift_accounting)
+        self.metrics.set_backend(model.backend)
         self.model = model
         self.ready = True
         self.metrics.set_ready(True)
-        log.info("model %s version %s (%s) ready in %.2fs: %d features, task %s, drift accounting %s, batches of "
-                 "up to %d rows", self.config.model_name, self.config.model_version, self.config.model_digest,
-                 time.perf_counter() - started, len(model.features), model.task,
-                 "on" if self.config.drift_accounting and model.profile else "off", self.config.max_batch)
+        log.info("model %s version %s (%s) ready in %.2fs: %d features, task %s, backend %s, drift accounting %s, "
+                 "batches of up to %d rows", self.config.model_name, self.config.model_version,
+                 self.config.model_digest, time.perf_counter() - started, len(model.features), model.task,
+                 model.backend, "on" if self.config.drift_accounting and model.profile else "off",
+                 self.config.max_batch)
 
     def _load_and_test(self) -> ServedModel:
         model = load_served_model(self.config)
-        log.info("model file verified (%s) and loaded; running the test inference", self.config.model_digest)
+        log.info("model file verified (%s) and loaded (backend %s); running the test inference",
+                 self.config.model_digest, model.backend)
         try:
             sample = model.sample_rows()
-            predictions = model.predict(sample)
-            model.check_prediction(predictions)
-            self.encode_v2(predictions, None)  # the response path too: a prediction we cannot encode is a failure
+            prediction = model.predict(sample, probabilities=model.has_probabilities)
+            model.check_prediction(prediction.labels)
+            if model.compiled is not None:
+                # The compiled model passed parity at training; check it still agrees here, on this machine.
+                reference = model.predict_sklearn(sample)
+                if prediction.labels.tolist() != reference.labels.tolist() and model.task == "classification":
+                    model.compiled_note = (f"the compiled model predicted {prediction.labels.tolist()[0]!r} for the "
+                                           f"test row where scikit-learn predicts {reference.labels.tolist()[0]!r}")
+                    log.warning("serving with scikit-learn: %s", model.compiled_note)
+                    model.compiled = None
+                    prediction = model.predict(sample, probabilities=model.has_probabilities)
+            # The response path too: a prediction we cannot encode is a failure.
+            self.encode_v2(prediction, V2Request(sample, None, (RequestedOutput(OUTPUT),)))
         except Exception as e:
             raise ModelLoadError("TestInferenceFailed",
                                  f"the test inference on the loaded model failed: {type(e).__name__}: {e}; the "
                                  "model does not accept the inputs its manifest describes") from None
-        log.info("test inference passed: one row predicted %r", predictions.tolist()[0])
+        log.info("test inference passed: one row predicted %r", prediction.labels.tolist()[0])
         return model
 
     def _fail(self, error: ModelLoadError) -> None:
@@ -146,28 +186,55 @@ class InferenceService:
 
     # ---------------------------------------------------------------------------------------- prediction
 
-    def _predict_batch(self, batch: list[Rows]) -> list[np.ndarray]:
+    def check_probabilities(self) -> None:
+        """400 unless the model can give probabilities."""
+        model = self.model
+        assert model is not None
+        if model.task != "classification":
+            raise PayloadError(f"model {self.config.model_name!r} is a regressor: it predicts values, not classes, "
+                               f"so it has no {PROBA_OUTPUT!r} output (probabilities); ask for {OUTPUT!r} only")
+        if not model.has_probabilities:
+            raise PayloadError(f"model {self.config.model_name!r} has no probabilities: its estimator "
+                               f"{type(model.estimator[-1]).__name__} has no predict_proba; ask for {OUTPUT!r} only")
+
+    def _predict_batch(self, batch: list[Query]) -> list[Prediction]:
         model = self.model
         assert model is not None, "requests are only batched once the model is ready"
-        rows = concat(batch)
-        predictions = model.predict(rows)
-        self.metrics.batch(rows, predictions)
+        rows = concat([query.rows for query in batch])
+        prediction = model.predict(rows, probabilities=any(query.probabilities for query in batch))
+        self.metrics.batch(rows, prediction.labels, prediction.backend)
         out, start = [], 0
-        for item in batch:
-            out.append(predictions[start:start + item.count])
-            start += item.count
+        for query in batch:
+            out.append(prediction[start:start + query.rows.count])
+            start += query.rows.count
         return out
 
-    def encode_v2(self, predictions: np.ndarray, request_id: str | None) -> bytes:
-        body: dict[str, Any] = {
-            "model_name": self.config.model_name,
-            "model_version": self.config.model_version,
-            "outputs": [{"name": OUTPUT, "shape": [int(predictions.shape[0])], "datatype": datatype_of(predictions),
-                         "data": predictions.tolist()}],
-        }
-        if request_id is not None:
-            body["id"] = request_id
-        return orjson.dumps(body)
+    def encode_v2(self, prediction: Prediction, request: V2Request) -> tuple[bytes, int | None]:
+        """The response body and, when some outputs are binary, the JSON header's length."""
+        outputs: list[dict[str, Any]] = []
+        chunks: list[bytes] = []
+        for wanted in request.outputs:
+            if wanted.name == OUTPUT:
+                values, datatype = prediction.labels, datatype_of(prediction.labels)
+            else:
+                assert prediction.probabilities is not None
+                values, datatype = prediction.probabilities, "FP64"
+            tensor: dict[str, Any] = {"name": wanted.name, "shape": list(values.shape), "datatype": datatype}
+            if wanted.binary:
+                raw = encode_binary(values, datatype)
+                tensor["parameters"] = {"binary_data_size": len(raw)}
+                chunks.append(raw)
+            else:
+                tensor["data"] = values.ravel().tolist()
+            outputs.append(tensor)
+        body: dict[str, Any] = {"model_name": self.config.model_name, "model_version": self.config.model_version,
+                                "outputs": outputs}
+        if request.id is not None:
+            body["id"] = request.id
+        header = orjson.dumps(body)
+        if not chunks:
+            return header, None
+        return header + b"".join(chunks), len(header)
 
     def metadata(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.config.model_name, "versions": [self.config.model_version],
@@ -178,11 +245,17 @@ class InferenceService:
         body["inputs"] = [{"name": f.name, "datatype": INPUT_DATATYPES[f.type], "shape": [-1]}
                           for f in model.features]
         out_type = "FP64" if model.task == "regression" else (
-            "INT64" if model.classes and all(isinstance(c, int) for c in model.classes) else "BYTES")
+            "INT64" if model.classes and all(isinstance(c, int) and not isinstance(c, bool) for c in model.classes)
+            else "BYTES")
         body["outputs"] = [{"name": OUTPUT, "datatype": out_type, "shape": [-1]}]
+        if model.has_probabilities:
+            body["outputs"].append({"name": PROBA_OUTPUT, "datatype": "FP64",
+                                    "shape": [-1, len(model.classes or [])]})
         body["parameters"] = {"task": model.task, "digest": self.config.model_digest,
                               "features": [{"name": f.name, "type": f.type} for f in model.features],
-                              "classes": model.classes}
+                              "classes": model.classes, "backend": model.backend}
+        if model.compiled_note:
+            body["parameters"]["compiledNote"] = model.compiled_note
         return body
 
 
@@ -214,35 +287,54 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(service: InferenceService) -> Starlette:
-    config = service.config
-    name, version = config.model_name, config.model_version
-    metrics = service.metrics
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise PayloadError(f"Inference-Header-Content-Length must be a byte count, got {raw!r}")
+    return int(raw)
 
-    def other_model(request: Request) -> Response | None:
+
+Encoded = tuple[bytes, int | None]  # response body, and the JSON header's length when binary outputs follow it
+
+
+class Routes:
+    """The HTTP handlers of one :class:`InferenceService` (one method per route)."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.config = service.config
+        self.name, self.version = service.config.model_name, service.config.model_version
+        self.metrics = service.metrics
+
+    def other_model(self, request: Request) -> Response | None:
         asked = request.path_params.get("name")
-        if asked != name:
-            return _error(f"model {asked!r} is not served here; this server serves {name!r}", 404)
+        if asked != self.name:
+            return _error(f"model {asked!r} is not served here; this server serves {self.name!r}", 404)
         asked_version = request.path_params.get("version")
-        if asked_version is not None and asked_version != version:
-            return _error(f"model {name!r} has no version {asked_version!r} here; this server serves version "
-                          f"{version!r}", 404)
+        if asked_version is not None and asked_version != self.version:
+            return _error(f"model {self.name!r} has no version {asked_version!r} here; this server serves version "
+                          f"{self.version!r}", 404)
         return None
 
-    async def infer(request: Request, parse: Callable[[bytes], tuple[Rows, str | None]],
-                    encode: Callable[[np.ndarray, str | None], bytes]) -> Response:
+    async def _infer(self, request: Request,
+                     answer: Callable[[Request, bytes], Awaitable[Encoded]]) -> Response:
         started = time.perf_counter()
         outcome = "success"
+        config = self.config
         try:
-            if (wrong := other_model(request)) is not None:
+            if (wrong := self.other_model(request)) is not None:
                 outcome = "bad_request"
                 return wrong
-            if not service.ready:
+            if not self.service.ready:
                 outcome = "unavailable"
-                return _error(f"model {name!r} is not ready yet (it is still loading); retry shortly", 503)
-            rows, request_id = parse(await _body(request, config.max_request_bytes))
-            predictions = await service.batcher.submit(rows)
-            return Response(encode(predictions, request_id), media_type="application/json")
+                return _error(f"model {self.name!r} is not ready yet (it is still loading); retry shortly", 503)
+            body, header_length = await answer(request, await _body(request, config.max_request_bytes))
+            if header_length is None:
+                return Response(body, media_type="application/json")
+            return Response(body, media_type="application/octet-stream",
+                            headers={"Inference-Header-Content-Length": str(header_length)})
         except PayloadError as e:
             outcome = "bad_request"
             return _error(str(e), 400)
@@ -258,35 +350,42 @@ def create_app(service: InferenceService) -> Starlette:
             log.exception("prediction failed")
             return _error(f"prediction failed: {type(e).__name__}: {e}", 500)
         finally:
-            metrics.request(outcome, time.perf_counter() - started)
+            self.metrics.request(outcome, time.perf_counter() - started)
 
-    def features() -> Sequence[Any]:
+    async def _v2_answer(self, request: Request, body: bytes) -> Encoded:
+        service = self.service
         assert service.model is not None
-        return service.model.features
+        parsed = parse_v2(body, service.model.features, self.name, _header_length(request))
+        if parsed.probabilities:
+            service.check_probabilities()
+        prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
+        return service.encode_v2(prediction, parsed)
 
-    def parse_v2_body(body: bytes) -> tuple[Rows, str | None]:
-        parsed = parse_v2(body, features(), name)
-        return parsed.rows, parsed.id
+    async def _v1_answer(self, _: Request, body: bytes) -> Encoded:
+        service = self.service
+        assert service.model is not None
+        parsed = parse_v1(body, service.model.features, self.name)
+        if parsed.probabilities:
+            service.check_probabilities()
+        prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
+        answer: dict[str, Any] = {"predictions": prediction.labels.tolist()}
+        if prediction.probabilities is not None and parsed.probabilities:
+            answer["probabilities"] = prediction.probabilities.tolist()
+        return orjson.dumps(answer), None
 
-    def parse_v1_body(body: bytes) -> tuple[Rows, str | None]:
-        return parse_v1(body, features(), name), None
+    async def v2_infer(self, request: Request) -> Response:
+        return await self._infer(request, self._v2_answer)
 
-    def encode_v1(predictions: np.ndarray, _id: str | None) -> bytes:
-        return orjson.dumps({"predictions": predictions.tolist()})
+    async def v1_predict(self, request: Request) -> Response:
+        return await self._infer(request, self._v1_answer)
 
-    async def v2_infer(request: Request) -> Response:
-        return await infer(request, parse_v2_body, service.encode_v2)
-
-    async def v1_predict(request: Request) -> Response:
-        return await infer(request, parse_v1_body, encode_v1)
-
-    async def live(_: Request) -> Response:
+    async def live(self, _: Request) -> Response:
         return _json({"live": True})
 
-    async def ready(_: Request) -> Response:
-        return _json({"ready": service.ready}, 200 if service.ready else 503)
+    async def ready(self, _: Request) -> Response:
+        return _json({"ready": self.service.ready}, 200 if self.service.ready else 503)
 
-    async def server_metadata(_: Request) -> Response:
+    async def server_metadata(self, _: Request) -> Response:
         from importlib.metadata import PackageNotFoundError
         from importlib.metadata import version as dist_version
 
@@ -294,26 +393,49 @@ def create_app(service: InferenceService) -> Starlette:
             server_version = dist_version("kultivar")
         except PackageNotFoundError:
             server_version = "unknown"
-        return _json({"name": "kultivar", "version": server_version, "extensions": []})
+        return _json({"name": "kultivar", "version": server_version, "extensions": ["binary_tensor_data"]})
 
-    async def model_metadata(request: Request) -> Response:
-        return other_model(request) or _json(service.metadata())
+    async def model_metadata(self, request: Request) -> Response:
+        return self.other_model(request) or _json(self.service.metadata())
 
-    async def model_ready(request: Request) -> Response:
-        return other_model(request) or _json({"name": name, "ready": service.ready}, 200 if service.ready else 503)
+    async def model_ready(self, request: Request) -> Response:
+        ready = self.service.ready
+        return self.other_model(request) or _json({"name": self.name, "ready": ready}, 200 if ready else 503)
 
-    async def v1_status(request: Request) -> Response:
-        return other_model(request) or _json({"name": name, "ready": service.ready}, 200 if service.ready else 503)
+    async def v1_status(self, request: Request) -> Response:
+        return await self.model_ready(request)
 
-    async def prometheus(_: Request) -> Response:
+    async def prometheus(self, _: Request) -> Response:
         # Rendered on the event loop on purpose: the counters are updated there too, so no lock is needed.
-        return Response(metrics.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
+        return Response(self.metrics.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def not_found(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         if status == 405:
             return _error(f"{request.method} is not allowed on {request.url.path}", 405)
-        return _error(f"no route {request.url.path}; see /v2/models/{name} for this server's model", status)
+        return _error(f"no route {request.url.path}; see /v2/models/{self.name} for this server's model", status)
+
+    def table(self) -> list[Route]:
+        # Inference routes first: the router tries routes in order.
+        return [
+            Route("/v2/models/{name}/infer", self.v2_infer, methods=["POST"]),
+            Route("/v1/models/{name}:predict", self.v1_predict, methods=["POST"]),
+            Route("/v2/models/{name}/versions/{version}/infer", self.v2_infer, methods=["POST"]),
+            Route("/v2/health/live", self.live, methods=["GET"]),
+            Route("/v2/health/ready", self.ready, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
+            Route("/v2", self.server_metadata, methods=["GET"]),
+            Route("/v2/models/{name}", self.model_metadata, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}", self.model_metadata, methods=["GET"]),
+            Route("/v2/models/{name}/ready", self.model_ready, methods=["GET"]),
+            Route("/v2/models/{name}/versions/{version}/ready", self.model_ready, methods=["GET"]),
+            Route("/v1/models/{name}", self.v1_status, methods=["GET"]),
+        ]
+
+
+def create_app(service: InferenceService, extra_routes: list[Route] | None = None) -> Starlette:
+    """The Starlette app serving ``service``; ``extra_routes`` (e.g. the benchmark's no-op endpoint) go first."""
+    routes = Routes(service)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -321,23 +443,10 @@ def create_app(service: InferenceService) -> Starlette:
         yield
         await service.stop()
 
-    # Inference routes first: the router tries routes in order.
-    routes = [
-        Route("/v2/models/{name}/infer", v2_infer, methods=["POST"]),
-        Route("/v1/models/{name}:predict", v1_predict, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", v2_infer, methods=["POST"]),
-        Route("/v2/health/live", live, methods=["GET"]),
-        Route("/v2/health/ready", ready, methods=["GET"]),
-        Route("/metrics", prometheus, methods=["GET"]),
-        Route("/v2", server_metadata, methods=["GET"]),
-        Route("/v2/models/{name}", model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}", model_metadata, methods=["GET"]),
-        Route("/v2/models/{name}/ready", model_ready, methods=["GET"]),
-        Route("/v2/models/{name}/versions/{version}/ready", model_ready, methods=["GET"]),
-        Route("/v1/models/{name}", v1_status, methods=["GET"]),
-    ]
-    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {404: not_found, 405: not_found}
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {404: routes.not_found,
+                                                                               405: routes.not_found}
+    return Starlette(routes=[*(extra_routes or []), *routes.table()], lifespan=lifespan,
+                     exception_handlers=handlers)
 
 
 def run(config: ServingConfig, log_level: str = "info") -> int:
