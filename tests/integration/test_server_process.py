@@ -538,3 +538,68 @@ def test_backends_and_a_tampered_compiled_model(trained: Trained, tmp_path: Path
         status, body = srv.infer(rows)
         assert status == 200 and body["outputs"][0]["data"] == local_predictions(trained, rows)
         assert "serving with scikit-learn" in srv.output() and "changed after training" in srv.output()
+
+
+def test_tritonclient_speaks_to_the_server(server: Server, trained: Trained) -> None:
+    """Triton's own HTTP client, with its defaults (binary tensors both ways), and with JSON."""
+    import tritonclient.http as httpclient
+
+    from kultivar.workloads.compile import PROBABILITY_ATOL
+
+    client = httpclient.InferenceServerClient(server.base.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+        meta = client.get_model_metadata(MODEL)
+        assert [o["name"] for o in meta["outputs"]] == ["predict", "predict_proba"]
+        rows = iris_rows(7, seed=9)
+        for binary in (True, False):
+            x = httpclient.InferInput("x", list(rows.shape), "FP64")
+            x.set_data_from_numpy(rows, binary_data=binary)
+            result = client.infer(MODEL, [x])  # no outputs listed: tritonclient asks for all of them as binary
+            assert result.as_numpy("predict").tolist() == local_predictions(trained, rows)
+            outputs = [httpclient.InferRequestedOutput("predict", binary_data=binary),
+                       httpclient.InferRequestedOutput("predict_proba", binary_data=binary)]
+            result = client.infer(MODEL, [x], outputs=outputs, model_version="3", request_id="t-1")
+            assert result.get_response()["id"] == "t-1"
+            assert result.as_numpy("predict").tolist() == local_predictions(trained, rows)
+            proba = result.as_numpy("predict_proba")
+            assert proba.shape == (7, 3)
+            assert np.abs(proba - local_probabilities(trained, rows)).max() <= PROBABILITY_ATOL
+        # Missing values as the client sends them: NaN in an FP tensor (the pipeline imputes it).
+        gappy = rows.copy()
+        gappy[0, 1] = np.nan
+        x = httpclient.InferInput("x", list(gappy.shape), "FP32")
+        x.set_data_from_numpy(gappy.astype(np.float32))
+        expected = local_predictions(trained, gappy.astype(np.float32).astype(np.float64))
+        assert client.infer(MODEL, [x]).as_numpy("predict").tolist() == expected
+    finally:
+        client.close()
+
+
+def test_tritonclient_with_text_inputs_and_labels(tmp_path: Path) -> None:
+    """BYTES in (categorical features) and out (string labels) through tritonclient's binary encoding."""
+    import tritonclient.http as httpclient
+
+    path = tmp_path / "churn.parquet"
+    churn_frame().to_parquet(path, index=False)
+    trained = train(ArtifactStore(str(tmp_path / "store")), "churn", str(path), "churn", features=[
+        {"name": "age", "type": "numeric", "nullable": True},
+        {"name": "plan", "type": "categorical", "nullable": True},
+        {"name": "member", "type": "boolean"},
+    ])
+    ages = np.array([35.0, np.nan, 61.5])
+    plans = np.array(["pro", "basic", "enterprise"], dtype=object)
+    members = np.array([True, False, True])
+    local = trained.model.predict(pd.DataFrame({"age": ages, "plan": plans,
+                                                "member": members.astype(np.float64)})).tolist()
+    with serving(trained, tmp_path, model="churn") as srv:
+        client = httpclient.InferenceServerClient(srv.base.removeprefix("http://"))
+        try:
+            inputs = [httpclient.InferInput("age", [3], "FP64"), httpclient.InferInput("plan", [3], "BYTES"),
+                      httpclient.InferInput("member", [3], "BOOL")]
+            for tensor, values in zip(inputs, (ages, plans, members), strict=True):
+                tensor.set_data_from_numpy(values)
+            labels = client.infer("churn", inputs).as_numpy("predict")
+            assert [v.decode() for v in labels.tolist()] == local
+        finally:
+            client.close()
