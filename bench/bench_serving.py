@@ -1,10 +1,14 @@
-"""Benchmark: the Kultivar inference server against a plain FastAPI + scikit-learn server, 1-row V2 requests.
+"""Benchmark: the Kultivar inference server, compiled and not, against its own floor and a plain FastAPI server.
 
-Trains the iris LogisticRegression pipeline through the real training workload into a temporary store, then
-starts, each pinned to one core with ``taskset`` (core 0):
+Trains the iris LogisticRegression pipeline through the real training workload (which also compiles it to ONNX
+and proves parity) into a temporary store, then starts, each pinned to one core with ``taskset`` (core 0):
 
-* ``kultivar serve`` (micro-batching, validation, metrics, drift accounting on);
-* bench/baseline_server.py (FastAPI, one predict per request);
+* ``kultivar serve`` running the compiled model (onnxruntime; micro-batching, validation, metrics, drift
+  accounting on) - "kultivar-onnx";
+* ``kultivar serve`` with KULTIVAR_BACKEND=sklearn (the same, predicting with scikit-learn) - "kultivar-sklearn";
+* bench/floor_server.py: the same server stack with a no-op V2 endpoint (the floor no server on this stack can
+  beat) - "floor";
+* bench/baseline_server.py (plain FastAPI + scikit-learn, one predict per request) - "fastapi-baseline";
 * ``kultivar serve`` with KULTIVAR_DRIFT_ACCOUNTING=off (for the accounting cost);
 * optionally MLServer with adaptive batching (``--mlserver-python`` naming a virtualenv's python that has
   mlserver and skops; MLServer's pins clash with the project's, so it cannot live in the project venv).
@@ -12,10 +16,13 @@ starts, each pinned to one core with ``taskset`` (core 0):
 The load generator is a small closed-loop asyncio HTTP/1.1 client on the other core (keep-alive connections,
 one request in flight per connection, bounded by time and by a request cap). Each point is measured in short
 slices interleaved across the servers, so drifting background load on a shared machine hits all of them alike.
-For concurrency 1, 8 and 32 it prints requests per second and p50/p99 latency per server, then the goal ratios:
+For concurrency 1, 8 and 32, with 1-row and with 100-row V2 requests, it prints requests per second and p50/p99
+latency per server, then the goal ratios (1-row requests):
 
-* at concurrency 32: Kultivar throughput / baseline throughput (goal >= 2) at a p99 no worse than the
-  baseline's (Kultivar p99 / baseline p99 <= 1);
+* compiled Kultivar >= 0.7 x the floor's requests per second at concurrency 1, 8 and 32;
+* compiled Kultivar >= 5 x the plain FastAPI + scikit-learn server at concurrency 1;
+* compiled Kultivar's p99 at concurrency 32 <= 2 x the floor's p99;
+* (kept from before) scikit-learn Kultivar at concurrency 32 >= 2 x the baseline's throughput at a p99 no worse;
 * the server's CPU time per request with drift accounting on / off (goal <= 1.05): both servers are loaded at
   the same time on the shared core (so both meet the same background load), CPU from the scheduler's
   per-thread accounting, median over slices. Judged at concurrency 1, where every request is its own batch:
@@ -23,7 +30,7 @@ For concurrency 1, 8 and 32 it prints requests per second and p50/p99 latency pe
   batch sizes each server happens to form move the CPU per request more than the accounting, so that line is
   informational); plus the in-process cost of the accounting per 32-row batch.
 
-Everything binds 127.0.0.1. ``--quick`` takes about a minute; the full run about four.
+Everything binds 127.0.0.1. ``--quick`` takes about two minutes; the full run about eight.
 
     python bench/bench_serving.py [--quick] [--mlserver-python /tmp/mlserver-venv/bin/python]
 """
@@ -55,8 +62,12 @@ import numpy as np
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 CONCURRENCIES = (1, 8, 32)
-GOAL_THROUGHPUT_RATIO = 2.0
+GOAL_THROUGHPUT_RATIO = 2.0  # scikit-learn Kultivar / baseline at c=32
 GOAL_CPU_RATIO = 1.05
+GOAL_FLOOR_RATIO = 0.7  # compiled Kultivar / floor, requests per second, at every concurrency
+GOAL_BASELINE_C1 = 5.0  # compiled Kultivar / baseline at c=1
+GOAL_P99_FLOOR = 2.0  # compiled Kultivar p99 / floor p99 at c=32
+BIG_ROWS = 100
 SERVER_CORE = 0
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
@@ -341,14 +352,18 @@ def train_model(store_dir: Path) -> dict[str, Any]:
             "manifest": json.loads(store.read_bytes(result["manifestUri"]))}
 
 
-def request_bodies(n_features: int, count: int = 64) -> list[bytes]:
+def request_bodies(n_features: int, count: int = 64, rows_per_request: int = 1) -> list[bytes]:
     from sklearn.datasets import load_iris
 
     x = load_iris().data
-    rows = x[np.random.default_rng(0).choice(len(x), count)]
-    assert rows.shape[1] == n_features
-    return [json.dumps({"inputs": [{"name": "input-0", "shape": [1, n_features], "datatype": "FP64",
-                                    "data": [float(v) for v in row]}]}).encode() for row in rows]
+    rng = np.random.default_rng(0)
+    bodies = []
+    for _ in range(count):
+        rows = x[rng.choice(len(x), rows_per_request)]
+        assert rows.shape[1] == n_features
+        bodies.append(json.dumps({"inputs": [{"name": "input-0", "shape": [rows_per_request, n_features],
+                                              "datatype": "FP64", "data": rows.ravel().tolist()}]}).encode())
+    return bodies
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -473,45 +488,45 @@ def _bench(args: argparse.Namespace, workdir: Path, plan: Plan) -> int:
                  "PYTHONPATH": str(REPO_ROOT / "operator")}
     serve = [py, "-m", "kultivar.serving.cli", "serve", "--log-level", "warning"]
     infer = "/v2/models/iris/infer"
+    compiled = manifest.get("compiled") or {}
+    if compiled.get("compiled") is not True:
+        print(f"warning: the model was not compiled ({compiled.get('reason')}); kultivar-onnx will refuse to start",
+              file=sys.stderr)
     servers: list[Server] = []
     with running(servers):
-        kport, bport, oport = free_port(), free_port(), free_port()
+        kport, sport, fport, bport, oport = (free_port() for _ in range(5))
         servers.append(start("fastapi-baseline", [py, str(BENCH_DIR / "baseline_server.py"), "--model-uri",
                                                   model["uri"], "--digest", model["digest"], "--port", str(bport)],
                              {"PYTHONPATH": str(REPO_ROOT / "operator")}, bport, infer, workdir))
-        servers.append(start("kultivar", serve, {**serve_env, "KULTIVAR_HTTP_PORT": str(kport)}, kport, infer,
+        servers.append(start("kultivar-onnx", serve, {**serve_env, "KULTIVAR_HTTP_PORT": str(kport),
+                                                      "KULTIVAR_BACKEND": "onnx"}, kport, infer, workdir))
+        servers.append(start("kultivar-sklearn", serve, {**serve_env, "KULTIVAR_HTTP_PORT": str(sport),
+                                                         "KULTIVAR_BACKEND": "sklearn"}, sport, infer, workdir))
+        servers.append(start("floor", [py, str(BENCH_DIR / "floor_server.py")],
+                             {**serve_env, "KULTIVAR_HTTP_PORT": str(fport)}, fport, "/v2/models/noop/infer",
                              workdir))
         if args.mlserver_python:
             servers.append(start_mlserver(args.mlserver_python, model, workdir))
         drift_off = start("kultivar-drift-off", serve, {**serve_env, "KULTIVAR_HTTP_PORT": str(oport),
-                                                        "KULTIVAR_DRIFT_ACCOUNTING": "off"}, oport, infer, workdir)
+                                                        "KULTIVAR_DRIFT_ACCOUNTING": "off",
+                                                        "KULTIVAR_BACKEND": "onnx"}, oport, infer, workdir)
         servers.append(drift_off)
         compared = servers[:-1]
 
-        print("\nthroughput and latency, 1-row V2 requests (closed loop)")
         results: dict[tuple[str, int], Point] = {}
-        for c in CONCURRENCIES:
-            for server, points in zip(compared, measure(compared, bodies, c, plan), strict=True):
-                results[(server.name, c)] = merge(points)
-                print(fmt_row(results[(server.name, c)]), flush=True)
-
-        print("\nratios at concurrency 32 (Kultivar / baseline)")
-        k32, b32 = results[("kultivar", 32)], results[("fastapi-baseline", 32)]
-        tput = k32.rps / b32.rps
-        p99 = k32.pct(99) / b32.pct(99)
-        print(f"  throughput ratio {tput:.2f}x  (goal >= {GOAL_THROUGHPUT_RATIO:g}x: "
-              f"{'met' if tput >= GOAL_THROUGHPUT_RATIO else 'NOT met'})")
-        print(f"  p99 ratio        {p99:.3f}   (goal <= 1: {'met' if p99 <= 1 else 'NOT met'})")
-        for c in CONCURRENCIES[:-1]:
-            kc, bc = results[("kultivar", c)], results[("fastapi-baseline", c)]
-            print(f"  (c={c}: throughput {kc.rps / bc.rps:.2f}x, p50 {kc.pct(50) / bc.pct(50):.2f}, "
-                  f"p99 {kc.pct(99) / bc.pct(99):.2f})")
-        if args.mlserver_python:
+        big: dict[tuple[str, int], Point] = {}
+        for rows, table, label in ((1, results, "1-row"), (BIG_ROWS, big, f"{BIG_ROWS}-row")):
+            print(f"\nthroughput and latency, {label} V2 requests (closed loop)"
+                  + (" - the floor answers without reading the rows" if rows > 1 else ""))
+            bodies_here = bodies if rows == 1 else request_bodies(len(names), 16, rows)
             for c in CONCURRENCIES:
-                mc, bc, kc = results[("mlserver", c)], results[("fastapi-baseline", c)], results[("kultivar", c)]
-                print(f"  MLServer c={c}: vs baseline throughput {mc.rps / bc.rps:.2f}x, p99 "
-                      f"{mc.pct(99) / bc.pct(99):.3f}; Kultivar vs MLServer throughput {kc.rps / mc.rps:.2f}x, p99 "
-                      f"{kc.pct(99) / mc.pct(99):.3f}")
+                for server, points in zip(compared, measure(compared, bodies_here, c, plan), strict=True):
+                    table[(server.name, c)] = merge(points)
+                    line = fmt_row(table[(server.name, c)])
+                    if rows > 1:
+                        line += f"   {table[(server.name, c)].rps * rows:>9.0f} rows/s"
+                    print(line, flush=True)
+        print_goals(results, args.mlserver_python is not None)
 
         kultivar = servers[1]
         print(f"\nserver CPU per request, drift accounting on vs off (both servers loaded at once on the shared "
@@ -552,6 +567,43 @@ def _bench(args: argparse.Namespace, workdir: Path, plan: Plan) -> int:
               f"accounting (+{extra:.1f} us per batch): {extra / 32 / off_per_request[32] * 100:.2f}% of the CPU per "
               f"request at c=32 (32-row batches), {extra / off_per_request[1] * 100:.2f}% at c=1 (1-row batches)")
     return 0
+
+
+def print_goals(results: dict[tuple[str, int], Point], mlserver: bool) -> None:
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else math.nan
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print(f"\ngoals, 1-row requests (load average now {loadavg()})")
+    for c in CONCURRENCIES:
+        k, f = results[("kultivar-onnx", c)], results[("floor", c)]
+        r = ratio(k.rps, f.rps)
+        print(f"  c={c:<2} compiled / floor requests per second {r:.2f}x  (goal >= {GOAL_FLOOR_RATIO:g}: "
+              f"{verdict(r >= GOAL_FLOOR_RATIO)})")
+    k1, b1 = results[("kultivar-onnx", 1)], results[("fastapi-baseline", 1)]
+    r = ratio(k1.rps, b1.rps)
+    print(f"  c=1  compiled / plain FastAPI + scikit-learn {r:.2f}x  (goal >= {GOAL_BASELINE_C1:g}: "
+          f"{verdict(r >= GOAL_BASELINE_C1)})")
+    k32, f32 = results[("kultivar-onnx", 32)], results[("floor", 32)]
+    r = ratio(k32.pct(99), f32.pct(99))
+    print(f"  c=32 compiled p99 / floor p99 {r:.2f}  (goal <= {GOAL_P99_FLOOR:g}: {verdict(r <= GOAL_P99_FLOOR)})")
+    for c in CONCURRENCIES:
+        k, s, b = results[("kultivar-onnx", c)], results[("kultivar-sklearn", c)], results[("fastapi-baseline", c)]
+        print(f"  (c={c}: compiled / scikit-learn Kultivar {ratio(k.rps, s.rps):.2f}x; scikit-learn Kultivar / "
+              f"baseline throughput {ratio(s.rps, b.rps):.2f}x, p99 {ratio(s.pct(99), b.pct(99)):.2f})")
+    s32, b32 = results[("kultivar-sklearn", 32)], results[("fastapi-baseline", 32)]
+    tput = ratio(s32.rps, b32.rps)
+    print(f"  c=32 scikit-learn Kultivar / baseline throughput {tput:.2f}x (goal >= {GOAL_THROUGHPUT_RATIO:g}: "
+          f"{verdict(tput >= GOAL_THROUGHPUT_RATIO)}) at p99 ratio {ratio(s32.pct(99), b32.pct(99)):.3f} (goal <= 1: "
+          f"{verdict(s32.pct(99) <= b32.pct(99))})")
+    if mlserver:
+        for c in CONCURRENCIES:
+            mc, bc, kc = results[("mlserver", c)], results[("fastapi-baseline", c)], results[("kultivar-onnx", c)]
+            print(f"  MLServer c={c}: vs baseline throughput {mc.rps / bc.rps:.2f}x, p99 "
+                  f"{mc.pct(99) / bc.pct(99):.3f}; Kultivar vs MLServer throughput {kc.rps / mc.rps:.2f}x, p99 "
+                  f"{kc.pct(99) / mc.pct(99):.3f}")
 
 
 def start_mlserver(python: str, model: dict[str, Any], workdir: Path) -> Server:

@@ -449,14 +449,16 @@ def create_app(service: InferenceService, extra_routes: list[Route] | None = Non
                      exception_handlers=handlers)
 
 
-def run(config: ServingConfig, log_level: str = "info") -> int:
-    """Serve until SIGTERM/SIGINT or until the model cannot be served (then return 1 or 2, see ``.cli``)."""
+def run(config: ServingConfig, log_level: str = "info", extra_routes: list[Route] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT or until the model cannot be served (then return 1 or 2, see ``.cli``).
+
+    ``extra_routes``: for bench/floor_server.py, which measures this stack with a no-op endpoint."""
     import uvicorn
     from prometheus_client import disable_created_metrics
 
     disable_created_metrics()  # the *_created series double the exposition and nothing here reads them
     service = InferenceService(config)
-    app = create_app(service)
+    app = create_app(service, extra_routes)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_config=None, log_level=log_level, access_log=False,
         server_header=False, lifespan="on", timeout_graceful_shutdown=10,
