@@ -1,15 +1,62 @@
-"""The micro-batcher: pure asyncio, no server."""
+"""The micro-batcher: pure asyncio, no server, and no wall-clock time (a manual clock drives the waits)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from kultivar.serving.batching import BatcherClosed, MicroBatcher
+from kultivar.serving.batching import MAX_WAITS, BatcherClosed, MicroBatcher
+
+
+@dataclass
+class _Timer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """A clock that only moves when the test says so; due timers fire in order as it moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[_Timer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, callback)
+        self.timers.append(timer)
+        return timer
+
+    async def advance(self, seconds: float) -> None:
+        await settle()  # tasks created just before run at the current time, not after it moved
+        target = self.now + seconds
+        while True:
+            due = [t for t in self.timers if not t.cancelled and t.when <= target]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.callback()
+            await settle()
+        self.now = target
+        await settle()
+
+
+async def settle() -> None:
+    """Let every task that can run without time passing run (the end-of-iteration flushes included)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
 
 
 class Recorder:
@@ -44,14 +91,15 @@ def test_concurrent_submissions_share_one_process_call() -> None:
 def test_a_lone_request_does_not_wait_for_company() -> None:
     rec = Recorder()
 
-    async def main() -> float:
-        batcher = MicroBatcher(rec, max_batch=32, max_wait=5.0)
-        started = time.perf_counter()
-        assert await batcher.submit(1) == 10
-        return time.perf_counter() - started
+    async def main() -> None:
+        clock = ManualClock()
+        batcher = MicroBatcher(rec, max_batch=32, max_wait=5.0, clock=clock)
+        lone = asyncio.create_task(batcher.submit(1))
+        await settle()
+        # Nothing suggested concurrency, so the long max_wait does not apply: answered with no time passing.
+        assert lone.done() and lone.result() == 10 and not clock.timers
 
-    # Nothing suggested concurrency, so the long max_wait must not apply.
-    assert run(main()) < 1.0
+    run(main())
 
 
 def test_batches_never_exceed_max_batch() -> None:
@@ -82,58 +130,65 @@ def test_rows_count_towards_max_batch_and_oversized_items_go_alone() -> None:
 def test_waits_for_company_once_concurrency_was_seen() -> None:
     rec = Recorder()
 
-    async def main() -> tuple[float, list[list[Any]]]:
-        batcher = MicroBatcher(rec, max_batch=32, max_wait=0.2)
+    async def main() -> None:
+        clock = ManualClock()
+        batcher = MicroBatcher(rec, max_batch=32, max_wait=0.2, clock=clock)
         await asyncio.gather(*(batcher.submit(i) for i in range(3)))  # concurrency 3 seen
         rec.batches.clear()
-        started = time.perf_counter()
         first = asyncio.create_task(batcher.submit(100))
-        await asyncio.sleep(0.02)  # a second request arrives within the wait window and joins
+        await clock.advance(0.02)  # a second request arrives within the wait window and joins
         second = asyncio.create_task(batcher.submit(200))
-        await asyncio.gather(first, second)
-        return time.perf_counter() - started, rec.batches
+        await clock.advance(0.199)
+        # Two of the three expected requests came: the batch waits max_wait after the latest arrival ...
+        assert not first.done() and not second.done() and rec.batches == []
+        await clock.advance(0.002)
+        # ... and not longer.
+        assert first.result() == 1000 and second.result() == 2000 and rec.batches == [[100, 200]]
 
-    elapsed, batches = run(main())
-    assert batches == [[100, 200]]
-    assert elapsed >= 0.15  # two of the three expected requests came: the batch waited out max_wait
+    run(main())
 
 
 def test_each_arrival_restarts_the_wait_up_to_the_overall_bound() -> None:
     rec = Recorder()
 
+    clock = ManualClock()
+
     async def trickle(batcher: MicroBatcher[int, int], count: int, gap: float) -> None:
         tasks = []
         for i in range(count):
             tasks.append(asyncio.create_task(batcher.submit(i)))
-            await asyncio.sleep(gap)
-        await asyncio.gather(*tasks)
+            await clock.advance(gap)
+        await clock.advance(1.0)  # quiet: whatever is pending is flushed
+        assert all(t.done() for t in tasks)
 
     async def main() -> list[int]:
-        batcher = MicroBatcher(rec, max_batch=64, max_wait=0.1)
+        batcher = MicroBatcher(rec, max_batch=64, max_wait=0.1, clock=clock)
         await asyncio.gather(*(batcher.submit(i) for i in range(50)))  # concurrency 50 seen
         rec.batches.clear()
         # Gaps shorter than max_wait keep the batch open past max_wait (4 x 0.04 s > 0.1 s) ...
         await trickle(batcher, 4, 0.04)
-        # ... but never past MAX_WAITS x max_wait (0.5 s) for its first request.
+        # ... but never past MAX_WAITS x max_wait (0.5 s) for its first request: arrivals at 0, 0.06, ... 0.48
+        # make the first batch, the rest (0.54, 0.60, 0.66) the next.
         await trickle(batcher, 12, 0.06)
         return [len(b) for b in rec.batches]
 
-    sizes = run(main())
-    assert sizes[0] == 4
-    assert len(sizes) >= 3 and sum(sizes[1:]) == 12 and max(sizes[1:]) < 12
+    assert MAX_WAITS == 5
+    assert run(main()) == [4, 9, 3]
 
 
 def test_stops_waiting_when_as_many_requests_as_last_time_arrived() -> None:
     rec = Recorder()
 
-    async def main() -> float:
-        batcher = MicroBatcher(rec, max_batch=32, max_wait=5.0)
+    async def main() -> None:
+        clock = ManualClock()
+        batcher = MicroBatcher(rec, max_batch=32, max_wait=5.0, clock=clock)
         await asyncio.gather(*(batcher.submit(i) for i in range(4)))
-        started = time.perf_counter()
-        await asyncio.gather(*(batcher.submit(i) for i in range(4)))
-        return time.perf_counter() - started
+        group = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+        await settle()
+        # The full group of four flushed at once, with no time passing, instead of after max_wait.
+        assert all(t.done() for t in group) and clock.now == 0.0
 
-    assert run(main()) < 1.0  # the full group of four flushed at once instead of after max_wait
+    run(main())
     assert [len(b) for b in rec.batches] == [4, 4]
 
 

@@ -19,6 +19,9 @@ When the last batch had a single request there is no sign of concurrency, so nob
 processed at the end of the loop iteration. A lone client therefore pays no batching latency, and under load the
 requests that arrive while a batch is being predicted form the next batch by themselves.
 
+Time comes from a :class:`Clock` (default: the event loop's clock and timers), so tests drive the waits with a
+manual clock instead of sleeping.
+
 ``process`` runs inline on the event loop: on the single core a serving pod usually gets, a worker thread would
 not run in parallel anyway and would add GIL hand-offs to every batch. When a batch fails its requests are
 retried one by one, so a request that breaks the model (despite validation) fails alone instead of taking its
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,6 +46,28 @@ class BatcherClosed(RuntimeError):
     """The batcher was closed (the server is shutting down)."""
 
 
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where the batcher reads the time and sets its wait timers."""
+
+    def time(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer: ...
+
+
+class LoopClock:
+    """The running event loop's monotonic clock and timers."""
+
+    def time(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Timer:
+        return asyncio.get_running_loop().call_at(when, callback)
+
+
 class MicroBatcher(Generic[T, R]):
     """Collects items submitted concurrently and hands them to ``process`` in batches.
 
@@ -51,7 +76,7 @@ class MicroBatcher(Generic[T, R]):
     """
 
     def __init__(self, process: Callable[[list[T]], Sequence[R]], *, max_batch: int = 32, max_wait: float = 0.002,
-                 size: Callable[[T], int] | None = None) -> None:
+                 size: Callable[[T], int] | None = None, clock: Clock | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait < 0:
@@ -60,9 +85,10 @@ class MicroBatcher(Generic[T, R]):
         self.max_wait = max_wait
         self._process = process
         self._size = size or (lambda _item: 1)
+        self._clock: Clock = clock or LoopClock()
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._pending_rows = 0
-        self._handle: asyncio.Handle | None = None
+        self._handle: Timer | None = None
         self._timed = False  # _handle is the wait timer (not an end-of-iteration flush)
         self._first = 0.0  # loop time of the pending batch's first and latest arrival
         self._latest = 0.0
@@ -90,13 +116,14 @@ class MicroBatcher(Generic[T, R]):
         future: asyncio.Future[R] = loop.create_future()
         self._pending.append((item, future))
         self._pending_rows += rows
-        self._latest = loop.time()
+        self._latest = self._clock.time()
         if self._pending_rows >= self.max_batch:
             self._flush()
         elif self._handle is None:
             self._first = self._latest
             if self._target() > 1 and self.max_wait > 0:
-                self._handle, self._timed = loop.call_later(self.max_wait, self._on_timer), True
+                self._handle = self._clock.call_at(self._latest + self.max_wait, self._on_timer)
+                self._timed = True
             else:
                 self._handle, self._timed = loop.call_soon(self._flush), False
         elif self._timed and len(self._pending) >= self._target():
@@ -106,11 +133,10 @@ class MicroBatcher(Generic[T, R]):
         return await future
 
     def _on_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._clock.time()
         deadline = min(self._latest + self.max_wait, self._first + MAX_WAITS * self.max_wait)
         if now < deadline:  # requests kept arriving: wait for the quiet gap (or the overall bound)
-            self._handle = loop.call_at(deadline, self._on_timer)
+            self._handle = self._clock.call_at(deadline, self._on_timer)
             return
         self._flush()
 
