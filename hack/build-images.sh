@@ -682,7 +682,7 @@ smoke() {
   local name=$1 m=$top/work/smoke-$1/merged imports
   shift
   case "$name" in
-    runtime) imports="kultivar.cli, kultivar.workloads.cli, kultivar.serving.cli, numpy, scipy, sklearn, skops.io, \
+    runtime) imports="kultivar.cli, kultivar.workloads.cli, kultivar.serving.cli, numpy, scipy, sklearn, skops.io, skl2onnx, onnx, onnxruntime, \
 pandas, pyarrow, starlette, uvicorn, uvloop, httptools, orjson, s3fs" ;;
     operator) imports="kultivar.cli, kultivar.controllers.handlers, kopf, kubernetes, pydantic, prometheus_client" ;;
   esac
