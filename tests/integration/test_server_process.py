@@ -538,6 +538,11 @@ def test_backends_and_a_tampered_compiled_model(trained: Trained, tmp_path: Path
         status, body = srv.infer(rows)
         assert status == 200 and body["outputs"][0]["data"] == local_predictions(trained, rows)
         assert "serving with scikit-learn" in srv.output() and "changed after training" in srv.output()
+    store.delete(copy_prefix + "model.onnx")
+    with serving(tampered, tmp_path) as srv:
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        assert meta["parameters"]["backend"] == "sklearn" and "does not exist" in meta["parameters"]["compiledNote"]
+        assert srv.infer(rows)[1]["outputs"][0]["data"] == local_predictions(trained, rows)
 
 
 def test_tritonclient_speaks_to_the_server(server: Server, trained: Trained) -> None:
