@@ -39,6 +39,7 @@ loop thread, so the counters need no lock.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,6 +65,7 @@ class _NumericCounter:
 
     def __init__(self, profile: NumericProfile) -> None:
         self.inner = np.asarray(profile.edges, dtype=np.float64)[1:-1]
+        self.inner_list = self.inner.tolist()
         self.labels = [str(i) for i in range(profile.bins)] + [MISSING]
         self.counts = np.zeros(len(self.labels), dtype=np.int64)
         kept = 1.0 - profile.missingFraction
@@ -71,6 +73,13 @@ class _NumericCounter:
 
     def add(self, values: np.ndarray) -> None:
         # Same rule as kultivar.domain.profile.bin_indices: only inner edges decide, so the outer bins are open.
+        if len(values) <= SMALL_BATCH // 8:
+            # A few rows (a lone client's batch): per-value bisection beats four numpy calls' fixed overhead, which
+            # would otherwise cost as much as the compiled model's prediction.
+            counts, inner, missing = self.counts, self.inner_list, len(self.labels) - 1
+            for v in values.tolist():
+                counts[missing if v != v else bisect_right(inner, v)] += 1
+            return
         index = np.searchsorted(self.inner, values, side="right")
         index[np.isnan(values)] = len(self.labels) - 1
         self.counts += np.bincount(index, minlength=len(self.labels))
@@ -94,6 +103,11 @@ class _CategoryCounter:
             self.false = self.position.get("false", self.other)
 
     def add(self, values: np.ndarray) -> None:
+        if len(values) <= SMALL_BATCH // 8:  # a few rows: no numpy calls (see _NumericCounter.add)
+            counts = self.counts
+            for v in values.tolist():
+                counts[self._small_key(v)] += 1
+            return
         if self.boolean_column:
             index = np.where(values == 1.0, self.true, self.false)
             index[np.isnan(values)] = self.missing
@@ -104,6 +118,11 @@ class _CategoryCounter:
                 (get(v, other) if type(v) is str else self._key(v, boolean) for v in values),
                 dtype=np.int64, count=len(values))
         self.counts += np.bincount(index, minlength=len(self.labels))
+
+    def _small_key(self, v: Any) -> int:
+        if self.boolean_column:
+            return self.missing if v != v else self.true if v == 1.0 else self.false
+        return self.position.get(v, self.other) if type(v) is str else self._key(v, self.profile.boolean)
 
     def _key(self, value: Any, boolean: bool) -> int:
         key = normalize_category(value, boolean)

@@ -1,0 +1,53 @@
+"""Input accounting: a micro-batch of a few rows (counted per value) lands in the same buckets as a large one
+(counted with numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kultivar.domain.profile import Profile, categorical_profile, numeric_profile
+from kultivar.serving.monitoring import ServingMetrics
+from kultivar.serving.payload import FeatureSpec, Rows
+
+FEATURES = [FeatureSpec("x", "numeric"), FeatureSpec("plan", "categorical"), FeatureSpec("member", "boolean")]
+
+
+def profile() -> Profile:
+    rng = np.random.default_rng(3)
+    return Profile(rows=500, features={
+        "x": numeric_profile(rng.normal(0, 1, 500)),
+        "plan": categorical_profile(rng.choice(["basic", "pro", "plus"], 500).tolist()),
+        "member": categorical_profile(rng.choice([True, False], 500).tolist(), boolean=True),
+    })
+
+
+def rows(n: int) -> Rows:
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1.5, n)
+    x[::7] = np.nan
+    x[1] = np.inf
+    x[2] = -np.inf
+    plan = rng.choice(np.array(["basic", "pro", "enterprise", "2"], dtype=object), n)
+    plan[::5] = np.nan
+    member = rng.choice(np.array([0.0, 1.0, np.nan]), n)
+    return Rows((x, plan, member), n)
+
+
+def test_small_batches_count_like_large_ones() -> None:
+    whole, singles = (ServingMetrics("m", "1", "sha256:x") for _ in range(2))
+    for metrics in (whole, singles):
+        metrics.bind_model(FEATURES, "classification", ["no", "yes"], profile(), drift_accounting=True)
+    data = rows(400)
+    labels = np.array(["yes", "no"] * 200, dtype=object)
+    whole.batch(data, labels)
+    for i in range(data.count):
+        singles.batch(Rows(tuple(c[i:i + 1] for c in data.columns), 1), labels[i:i + 1])
+
+    def buckets(metrics: ServingMetrics) -> dict[tuple[str, ...], float]:
+        text = metrics.exposition().decode()
+        return {tuple(line.split(" ")[:-1]): float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(("kultivar_feature_bucket_total", "kultivar_predictions_total"))}
+
+    counted = buckets(whole)
+    assert counted == buckets(singles)
+    assert sum(v for k, v in counted.items() if k[0].startswith("kultivar_predictions_total")) == 400
