@@ -25,6 +25,7 @@ from typing import Any
 
 from kultivar.devcluster.children import ProcessGroups, ShuttingDown
 from kultivar.devcluster.kubelet import FINISH_EXTERNAL, FINISH_LABEL, finished_status
+from kultivar.domain.dataset import PVC_ROOT
 from kultivar.k8s.client import Api, ApiError
 
 SELECTOR = f"{FINISH_LABEL}={FINISH_EXTERNAL}"
@@ -32,8 +33,12 @@ log = logging.getLogger(__name__)
 
 
 def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 1800,
-                  children: ProcessGroups | None = None) -> tuple[int, str]:
-    """Run the container's command locally; return its exit code and termination message."""
+                  children: ProcessGroups | None = None, claims: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the container's command locally; return its exit code and termination message.
+
+    ``claims`` maps each claim a pvc:// source names to the host directory behind it (see
+    :func:`source_claims`): the workload finds ``pvc://<claim>/<path>`` at ``$KULTIVAR_PVC_ROOT/<claim>/<path>``.
+    """
     command = list(container.get("command") or []) + list(container.get("args") or [])
     if not command or command[0] != "kultivar":
         return 127, f"the local kubelet only runs kultivar workloads, not {command}"
@@ -46,6 +51,11 @@ def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 180
             "HOME": tmp,
             "KULTIVAR_TERMINATION_LOG": str(termination),
         }
+        if claims:  # the mounts a kubelet would make, as links in the pod's own directory
+            (Path(tmp) / "pvc").mkdir()
+            for claim, host_path in claims.items():
+                (Path(tmp) / "pvc" / claim).symlink_to(host_path, target_is_directory=True)
+            env["KULTIVAR_PVC_ROOT"] = str(Path(tmp) / "pvc")
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{command[1]}-{time.time_ns()}.log"
         with log_path.open("ab") as out:
@@ -61,6 +71,34 @@ def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 180
         if not message and returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             message = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
         return returncode, message[-4096:]
+
+
+def source_claims(api: Api, pod: dict[str, Any]) -> dict[str, str]:
+    """The claims mounted at PVC_ROOT/<claim> (a pvc:// Dataset source) whose volume is a hostPath on this machine.
+
+    The local cluster's claims are bound to hostPath PersistentVolumes (see dev.provision_store), so the file a
+    user puts in the store directory is the file a real pod would read from the claim.
+    """
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    found: dict[str, str] = {}
+    for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+        parent, _, claim = mount["mountPath"].rstrip("/").rpartition("/")
+        ref = (volumes.get(mount["name"]) or {}).get("persistentVolumeClaim") or {}
+        if parent != PVC_ROOT or not ref.get("claimName"):
+            continue
+        try:
+            pvc = api.request("GET", f"/api/v1/namespaces/{pod['metadata']['namespace']}/persistentvolumeclaims/"
+                                     f"{ref['claimName']}")
+            pv_name = (pvc.get("spec") or {}).get("volumeName")
+            pv = api.request("GET", f"/api/v1/persistentvolumes/{pv_name}") if pv_name else {}
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            continue  # no such claim: the workload reports the missing file, as with an empty volume
+        host_path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path")
+        if host_path:
+            found[claim] = host_path
+    return found
 
 
 def _owner_kind(pod: dict[str, Any]) -> str:
@@ -247,7 +285,8 @@ class LocalKubelet:
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             self.ran.append(f"{ns}/{name}")
             log.info("running pod %s/%s locally", ns, name)
-            code, message = run_container(pod["spec"]["containers"][0], self.log_dir, children=self.children)
+            code, message = run_container(pod["spec"]["containers"][0], self.log_dir, children=self.children,
+                                          claims=source_claims(self.api, pod))
             if self._stop.is_set():  # stopped by us, not failed: a later kubelet runs the pod again
                 log.info("pod %s/%s interrupted; left Running", ns, name)
                 return count
