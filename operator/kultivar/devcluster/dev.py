@@ -13,6 +13,7 @@ and whatever a killed one left.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -95,9 +96,11 @@ class DevError(RuntimeError):
 def _stop_on_signals(stop: threading.Event) -> None:
     """SIGINT, SIGTERM and SIGHUP all mean "stop": set even if SIGINT came in ignored (`make dev &`)."""
     def handler(signum: int, _frame: FrameType | None) -> None:
+        # os.write: print() could be re-entered if the signal arrived inside one; OSError: the terminal is gone.
         if not stop.is_set():
-            print(f"\n[dev] {signal.Signals(signum).name}: stopping the local kubelet, its processes and the "
-                  "operator", flush=True)
+            with contextlib.suppress(OSError):
+                os.write(sys.stdout.fileno(), f"\n[dev] {signal.Signals(signum).name}: stopping the local kubelet, "
+                         "its processes and the operator\n".encode())
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
