@@ -1,5 +1,5 @@
 """examples/churn/ stays true: valid resources, a data file its generator reproduces and its Dataset accepts, and
-the README's request body accepted by the server's parser. (tests/integration/test_example_churn.py trains it.)"""
+the README's request body accepted by the server's parser. (tests/integration/test_churn_example.py trains it.)"""
 
 from __future__ import annotations
 
