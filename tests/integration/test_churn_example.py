@@ -38,10 +38,22 @@ def test_churn_example_validates_trains_and_serves_mixed_types(kube, namespace, 
     data = store_dir / "data"
     data.mkdir(exist_ok=True)
     shutil.copyfile(EXAMPLE / "churn.csv", data / "churn.csv")
-    for kind in ("Dataset", "Model", "TrainingRun", "Deployment"):
+    # The claim is bound before a pod needs it (a pod that finds it unbound waits for the scheduler's next retry).
+    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim("kultivar-artifacts", namespace).status.phase
+             == "Bound", timeout=60, message="the claim kultivar-artifacts Bound")
+    for kind in ("Dataset", "Model", "TrainingRun"):
         create(kube, namespace, _example(kind))
+    deployment = _example("Deployment")
+    # Drift judged over seconds instead of minutes, without retraining (not what this test is about).
+    deployment["spec"]["monitoring"].update(window="10s", minSamples=40, retrain={"enabled": False})
+    create(kube, namespace, deployment)
 
-    wait_reason(kube, namespace, "Dataset", "churn", "Validated", timeout=TIMEOUT)
+    try:
+        wait_reason(kube, namespace, "Dataset", "churn", "Validated", timeout=TIMEOUT)
+    except AssertionError as exc:  # say why: e.g. the scheduler's FailedScheduling message
+        _, events = kube.raw("GET", f"/api/v1/namespaces/{namespace}/events")
+        lines = [f"{e['involvedObject']['name']}: {e['reason']}: {e.get('message', '')}" for e in events["items"]]
+        raise AssertionError(f"{exc}\nevents:\n" + "\n".join(lines)) from exc
     dataset = get(kube, namespace, "Dataset", "churn")["status"]
     assert dataset["rows"] == 2000
     missing = {f["name"]: f["missingFraction"] for f in dataset["features"]}
@@ -63,3 +75,23 @@ def test_churn_example_validates_trains_and_serves_mixed_types(kube, namespace, 
     (output,) = answer["outputs"]
     assert output["name"] == "predict" and output["datatype"] == "BYTES" and output["shape"] == [2]
     assert set(output["data"]) <= {"churned", "stayed"}
+
+    # A category the training data never had is answered (all-zero indicators) and counted: reported with drift.
+    body = json.loads((EXAMPLE / "request.json").read_text())
+    for tensor in body["inputs"]:
+        if tensor["name"] == "internet_service":
+            tensor["data"] = ["satellite", "dsl"]
+
+    def unseen_reported() -> dict | None:
+        request = urllib.request.Request(f"{url}/v2/models/churn/infer", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        for _ in range(10):
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        drift = get(kube, namespace, "Deployment", "churn")["status"].get("drift") or {}
+        return drift if drift.get("unseenCategories") else None
+
+    drift = wait_for(unseen_reported, timeout=120, interval=1, message="unseen categories in status.drift")
+    shares = {u["feature"]: u["share"] for u in drift["unseenCategories"]}
+    assert set(shares) == {"internet_service"} and shares["internet_service"] >= 0.4, drift
+    assert drift["drifted"] is True  # half the values unseen: drift, whatever the PSI of the other features
