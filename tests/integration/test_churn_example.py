@@ -38,9 +38,6 @@ def test_churn_example_validates_trains_and_serves_mixed_types(kube, namespace, 
     data = store_dir / "data"
     data.mkdir(exist_ok=True)
     shutil.copyfile(EXAMPLE / "churn.csv", data / "churn.csv")
-    # The claim is bound before a pod needs it (a pod that finds it unbound waits for the scheduler's next retry).
-    wait_for(lambda: kube.core.read_namespaced_persistent_volume_claim("kultivar-artifacts", namespace).status.phase
-             == "Bound", timeout=60, message="the claim kultivar-artifacts Bound")
     for kind in ("Dataset", "Model", "TrainingRun"):
         create(kube, namespace, _example(kind))
     deployment = _example("Deployment")

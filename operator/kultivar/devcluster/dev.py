@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,7 +48,7 @@ def apply_crds(api: Api) -> None:
             api.request("PUT", f"{CRD_PATH}/{name}", crd)
 
 
-def provision_store(api: Api, namespace: str, store: Path) -> None:
+def provision_store(api: Api, namespace: str, store: Path, timeout: float = 60.0) -> None:
     """A PVC named kultivar-artifacts in the namespace, bound to a hostPath PV on the store directory."""
     pv_name = f"{STORE_CLAIM}-{namespace}"
     pv: dict[str, Any] = {
@@ -72,6 +73,15 @@ def provision_store(api: Api, namespace: str, store: Path) -> None:
         except ApiError as e:
             if e.status != 409:
                 raise
+    # Return only once the controller-manager has bound the claim: the scheduler finds a pod that needs an unbound
+    # claim unschedulable, and may take minutes to try it again after the claim is bound.
+    claim = f"/api/v1/namespaces/{namespace}/persistentvolumeclaims/{STORE_CLAIM}"
+    deadline = time.monotonic() + timeout
+    while (api.request("GET", claim).get("status") or {}).get("phase") != "Bound":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the claim {STORE_CLAIM} in namespace {namespace} was not bound to {pv_name} "
+                               f"within {timeout:.0f}s; is kube-controller-manager running?")
+        time.sleep(0.1)
 
 
 def operator_env(kubeconfig: str, store: Path) -> dict[str, str]:
