@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from kultivar.api.deployment import Monitoring
-from kultivar.domain.drift import check_drift, feature_psi, retraining_run, should_retrain
+from kultivar.domain.drift import check_drift, feature_psi, retraining_run, should_retrain, unseen_shares
 from kultivar.domain.profile import bin_counts, expected_proportions, numeric_profile
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -95,3 +95,30 @@ def test_drift_due_in_counts_down_the_open_window() -> None:
     assert drift_due_in(MON, opened, 1, T0 + timedelta(minutes=11)) == 0
     assert drift_due_in(MON, opened, 2, T0) is None and drift_due_in(MON, None, 1, T0) is None
     assert drift_due_in(Monitoring(enabled=False), opened, 1, T0) is None
+
+
+COLOURS = {"colour": {"red": 0.5, "blue": 0.5, "__other__": 0.0, "__missing__": 0.0}}
+
+
+def test_unseen_share_counts_present_values_outside_the_training_categories() -> None:
+    live = {"colour": {"red": 45.0, "blue": 45.0, "__other__": 10.0, "__missing__": 100.0}}
+    assert unseen_shares(live, COLOURS) == {"colour": 0.1}  # 10 of the 100 present values
+    # Training folded rare categories into __other__ (10 % of its present values): only the excess is unseen.
+    folded = {"colour": {"red": 0.45, "blue": 0.45, "__other__": 0.1, "__missing__": 0.0}}
+    assert unseen_shares(live, folded)["colour"] == 0.0
+    assert abs(unseen_shares({"colour": {"red": 40.0, "__other__": 60.0}}, folded)["colour"] - 0.5) < 1e-12
+    assert unseen_shares(counts(RNG.normal(0, 1, 100)), REFERENCE) == {}  # numeric features have no categories
+
+
+def test_unseen_categories_are_drift_whatever_the_psi() -> None:
+    monitoring = Monitoring(threshold=0.2, driftedShare=0.6, minSamples=100, window="10m", maxUnseenShare=0.05)
+    reference = {**REFERENCE, **COLOURS}
+    x = counts(RNG.normal(0, 1, 1000))["x"]  # the numeric feature does not move
+    for other, drifted in ((40.0, False), (80.0, True)):  # 4 % and 8 % of the values unseen
+        live = {"x": x, "colour": {"red": 500.0 - other / 2, "blue": 500.0 - other / 2, "__other__": other}}
+        start = check_drift(monitoring, None, 1, {"x": {k: 0.0 for k in x}, "colour": {}}, reference, T0, False)
+        judged = check_drift(monitoring, start.status, 1, live, reference, T0 + timedelta(minutes=10))
+        assert judged.evaluated and judged.drifted is drifted, judged.message
+        assert judged.status["unseenCategories"] == [{"feature": "colour", "share": other / 1000}]
+        assert judged.status["driftedShare"] < 0.6  # at most one feature of two: PSI alone would not call it drift
+    assert "colour=8%" in judged.message and "unseen in training" in judged.message

@@ -234,6 +234,11 @@ class Monitoring(KModel):
         default="10m", description="Window over which live inputs are compared; at least 1s.",
         json_schema_extra=WINDOW_FLOOR.schema,
     )
+    maxUnseenShare: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Share of a categorical or boolean feature's live values outside the training data's categories "
+                    "above which the model is drifted, whatever the PSI (reported in status.drift.unseenCategories).",
+    )
     retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift.")
 
 
@@ -321,6 +326,14 @@ class FeatureDrift(KModel):
     psi: float = Field(description="Population stability index against the training profile.")
 
 
+class UnseenCategories(KModel):
+    """How many of one feature's live values had a category the training data did not have."""
+
+    feature: str = Field(description="Feature name.")
+    share: float = Field(description="Share of the feature's non-missing values in the window with an unseen "
+                                     "category (beyond the training data's own share of folded rare categories).")
+
+
 class DriftStatus(KModel):
     """The last drift check."""
 
@@ -333,6 +346,8 @@ class DriftStatus(KModel):
     since: str | None = Field(default=None, description="When drift was first seen (continuous).",
                               json_schema_extra={"format": "date-time"})
     topFeatures: list[FeatureDrift] = Field(default_factory=list, description="Most drifted features (top 10).")
+    unseenCategories: list[UnseenCategories] = Field(
+        default_factory=list, description="Features whose live values had categories unseen in training (top 10).")
     windowStart: str | None = Field(default=None, description="When the current window began.",
                                     json_schema_extra={"format": "date-time"})
     baseline: str | None = Field(default=None, description="Input counts at the window's start (JSON; metrics "

@@ -2,7 +2,9 @@
 
 ``up`` starts the control plane detached (it outlives the command) and prints ``KUBECONFIG=<path>`` as
 its last line -- the only line on stdout, so ``export $(python -m kultivar.devcluster up)`` works;
-progress goes to stderr. ``down`` stops it from the PID files; ``status`` reports each component.
+progress goes to stderr. ``down`` stops it from the PID files (and a `dev` running against it, with
+everything that `dev` started); ``status`` reports each component. ``dev`` runs the operator and a local
+kubelet against it until Ctrl-C (see dev.py).
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", default="default", help="dev: namespace whose workload pods run locally")
     parser.add_argument("--node", choices=("kwok", "real"), default=os.environ.get("KULTIVAR_NODE", "kwok"),
                         help="up: kwok (a fake node, default) or real (containerd + kubelet + kube-proxy; root)")
-    parser.add_argument("--store", type=Path, default=Path.home() / ".cache" / "kultivar" / "store",
-                        help="dev: directory holding the artifact store (default ~/.cache/kultivar/store)")
+    parser.add_argument("--store", type=Path, default=None,
+                        help="dev: directory holding the artifact store (default: store/ in the state directory)")
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -96,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"up": lambda d: cmd_up(d, args.node), "down": cmd_down, "status": cmd_status}
     try:
         if args.command == "dev":
-            from .dev import run_dev
+            from .dev import DevError, run_dev
 
-            return run_dev(state_dir / "kubeconfig", args.namespace, args.store.expanduser().resolve(),
-                           state_dir / "logs" / "dev")
+            try:
+                return run_dev(state_dir, args.namespace, args.store.expanduser().resolve() if args.store else None)
+            except DevError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
         return commands[args.command](state_dir)
     except (ClusterError, BinaryNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import http.client
 import json
 import os
@@ -36,8 +35,8 @@ from typing import Any
 
 import yaml
 
+from . import children, paths, pki
 from . import node as real_node
-from . import paths, pki
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
@@ -109,25 +108,7 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:])
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> Callable[[], None]:
-    """A preexec_fn that has the kernel SIGTERM the child when the process that started it dies.
-
-    This is what keeps a killed pytest (SIGKILL, no teardown) from leaving a control plane running.
-    libc is loaded here, in the parent: dlopen() in a forked child of a threaded process can deadlock.
-    The kernel tracks the *thread* that forked, so start the cluster from a long-lived thread.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def preexec() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
+_die_with_parent = children.die_with_parent
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,6 +355,9 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
     """
     state_dir = Path(state_dir)
     say = progress or (lambda _msg: None)
+    # A `dev` first (operator, local kubelet, model servers): its operator shuts down cleanly while the API
+    # server still answers, and nothing it started outlives the cluster.
+    children.stop_dev(state_dir / "dev", progress=say)
     pids = _read_pids(state_dir)
     try:
         real = ClusterState.load(state_dir).node == "real"

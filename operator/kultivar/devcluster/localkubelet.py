@@ -23,18 +23,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kultivar.devcluster.children import ProcessGroups, ShuttingDown
 from kultivar.devcluster.kubelet import FINISH_EXTERNAL, FINISH_LABEL, finished_status
+from kultivar.domain.dataset import PVC_ROOT
 from kultivar.k8s.client import Api, ApiError
 
 SELECTOR = f"{FINISH_LABEL}={FINISH_EXTERNAL}"
 log = logging.getLogger(__name__)
 
 
-def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 1800) -> tuple[int, str]:
-    """Run the container's command locally; return its exit code and termination message."""
+def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 1800,
+                  children: ProcessGroups | None = None, claims: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run the container's command locally; return its exit code and termination message.
+
+    ``claims`` maps each claim a pvc:// source names to the host directory behind it (see
+    :func:`source_claims`): the workload finds ``pvc://<claim>/<path>`` at ``$KULTIVAR_PVC_ROOT/<claim>/<path>``.
+    """
     command = list(container.get("command") or []) + list(container.get("args") or [])
     if not command or command[0] != "kultivar":
         return 127, f"the local kubelet only runs kultivar workloads, not {command}"
+    children = children or ProcessGroups()
     with tempfile.TemporaryDirectory() as tmp:
         termination = Path(tmp) / "termination-log"
         env = {
@@ -43,15 +51,54 @@ def run_container(container: dict[str, Any], log_dir: Path, timeout: float = 180
             "HOME": tmp,
             "KULTIVAR_TERMINATION_LOG": str(termination),
         }
+        if claims:  # the mounts a kubelet would make, as links in the pod's own directory
+            (Path(tmp) / "pvc").mkdir()
+            for claim, host_path in claims.items():
+                (Path(tmp) / "pvc" / claim).symlink_to(host_path, target_is_directory=True)
+            env["KULTIVAR_PVC_ROOT"] = str(Path(tmp) / "pvc")
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{command[1]}-{time.time_ns()}.log"
         with log_path.open("ab") as out:
-            proc = subprocess.run([sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
-                                  stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            proc = children.start(command[1], [sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            returncode = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            children.stop(proc)
+            return 137, f"the local kubelet stopped it after {timeout:.0f}s"
+        children.stop(proc)  # whatever it started and left behind (its process group)
         message = termination.read_text() if termination.exists() else ""
-        if not message and proc.returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
+        if not message and returncode != 0:  # terminationMessagePolicy: FallbackToLogsOnError
             message = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-        return proc.returncode, message[-4096:]
+        return returncode, message[-4096:]
+
+
+def source_claims(api: Api, pod: dict[str, Any]) -> dict[str, str]:
+    """The claims mounted at PVC_ROOT/<claim> (a pvc:// Dataset source) whose volume is a hostPath on this machine.
+
+    The local cluster's claims are bound to hostPath PersistentVolumes (see dev.provision_store), so the file a
+    user puts in the store directory is the file a real pod would read from the claim.
+    """
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    found: dict[str, str] = {}
+    for mount in pod["spec"]["containers"][0].get("volumeMounts") or []:
+        parent, _, claim = mount["mountPath"].rstrip("/").rpartition("/")
+        ref = (volumes.get(mount["name"]) or {}).get("persistentVolumeClaim") or {}
+        if parent != PVC_ROOT or not ref.get("claimName"):
+            continue
+        try:
+            pvc = api.request("GET", f"/api/v1/namespaces/{pod['metadata']['namespace']}/persistentvolumeclaims/"
+                                     f"{ref['claimName']}")
+            pv_name = (pvc.get("spec") or {}).get("volumeName")
+            pv = api.request("GET", f"/api/v1/persistentvolumes/{pv_name}") if pv_name else {}
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            continue  # no such claim: the workload reports the missing file, as with an empty volume
+        host_path = ((pv.get("spec") or {}).get("hostPath") or {}).get("path")
+        if host_path:
+            found[claim] = host_path
+    return found
 
 
 def _owner_kind(pod: dict[str, Any]) -> str:
@@ -126,7 +173,8 @@ def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | N
 class Server:
     """A long-running pod (an inference server) as a local process on its own loopback address."""
 
-    def __init__(self, container: dict[str, Any], log_dir: Path) -> None:
+    def __init__(self, container: dict[str, Any], log_dir: Path, children: ProcessGroups) -> None:
+        self.children = children
         command = list(container.get("command") or []) + list(container.get("args") or [])
         port = next((p["containerPort"] for p in container.get("ports") or []), 8080)
         self.ip = loopback_address(port)
@@ -136,10 +184,16 @@ class Server:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"serve-{self.ip}-{time.time_ns()}.log"
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self.proc = children.start("serve", [sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
+                                       stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        except BaseException:
+            self._log.close()
+            self.tmp.cleanup()
+            raise
+        self.url = f"http://{self.ip}:{port}"
         probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
-        self.probe_url = f"http://{self.ip}:{port}{probe.get('path', '/')}" if probe else None
+        self.probe_url = f"{self.url}{probe.get('path', '/')}" if probe else None
         self.ready = False
 
     def probe(self) -> bool:
@@ -153,22 +207,23 @@ class Server:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        self.children.stop(self.proc)
         self._log.close()
         self.tmp.cleanup()
 
 
 class LocalKubelet:
-    """Runs the workload pods of one namespace (or all) that kwok left Running, until stopped."""
+    """Runs the workload pods of one namespace (or all) that kwok left Running, until stopped.
 
-    def __init__(self, api: Api, namespace: str | None, log_dir: Path, interval: float = 0.3) -> None:
+    Every process it starts is one of ``children``'s process groups (see children.py): leaving the context
+    stops them all together, a workload half-way included (its pod is then left Running, not failed: the
+    pod did not fail, this stand-in kubelet went away).
+    """
+
+    def __init__(self, api: Api, namespace: str | None, log_dir: Path, interval: float = 0.3,
+                 children: ProcessGroups | None = None) -> None:
         self.api = api
+        self.children = children or ProcessGroups()
         self.namespace = namespace
         self.log_dir = log_dir
         self.interval = interval
@@ -184,9 +239,10 @@ class LocalKubelet:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        self.children.stop_all()  # servers and a running workload alike, in parallel
         self._thread.join(30)
         for server in self.servers.values():
-            server.stop()
+            server.stop()  # already stopped: closes its log and removes its HOME
         self.servers.clear()
 
     def pending(self) -> list[dict[str, Any]]:
@@ -206,10 +262,11 @@ class LocalKubelet:
         for key, pod in live.items():
             if key in self.servers or (pod.get("status") or {}).get("phase") != "Running":
                 continue
-            server = Server(pod["spec"]["containers"][0], self.log_dir)
+            server = Server(pod["spec"]["containers"][0], self.log_dir, self.children)
             self.servers[key] = server
             set_pod_status(self.api, pod["metadata"]["namespace"], pod["metadata"]["name"], False, server.ip)
-            log.info("serving pod %s at %s", key, server.ip)
+            # The pod's IP is a loopback address on this machine: unlike the Service, the host can reach it.
+            log.info("serving pod %s at %s", key, server.url)
         for key, server in self.servers.items():
             ready = server.probe()
             if ready != server.ready:
@@ -228,7 +285,11 @@ class LocalKubelet:
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             self.ran.append(f"{ns}/{name}")
             log.info("running pod %s/%s locally", ns, name)
-            code, message = run_container(pod["spec"]["containers"][0], self.log_dir)
+            code, message = run_container(pod["spec"]["containers"][0], self.log_dir, children=self.children,
+                                          claims=source_claims(self.api, pod))
+            if self._stop.is_set():  # stopped by us, not failed: a later kubelet runs the pod again
+                log.info("pod %s/%s interrupted; left Running", ns, name)
+                return count
             finish(self.api, ns, name, code, message)
             log.info("pod %s/%s exited %d", ns, name, code)
             count += 1
@@ -240,13 +301,7 @@ class LocalKubelet:
                 continue
             try:
                 self.run_once()
+            except ShuttingDown:
+                return
             except Exception:  # keep playing the kubelet through API hiccups
                 log.exception("local kubelet sweep failed")
-
-    def run_forever(self) -> None:
-        self._thread.start()
-        try:
-            while self._thread.is_alive():
-                self._thread.join(1)
-        except KeyboardInterrupt:
-            self._stop.set()

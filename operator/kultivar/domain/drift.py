@@ -18,7 +18,7 @@ from kultivar.api.common import parse_duration
 from kultivar.api.deployment import Monitoring
 from kultivar.domain.conditions import now_rfc3339, parse_time
 from kultivar.domain.metrics import Snapshot
-from kultivar.domain.profile import psi
+from kultivar.domain.profile import OTHER, psi
 
 TOP_FEATURES = 10
 DRIFTED = "Drifted"
@@ -35,6 +35,32 @@ def feature_psi(window: dict[str, dict[str, float]], reference: dict[str, dict[s
             continue
         scores[feature] = float(psi([expected[k] for k in keys], actual))
     return scores
+
+
+MISSING_BUCKET = "__missing__"  # the server's bucket of missing values (serving.monitoring.MISSING)
+
+
+def unseen_shares(window: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per categorical (or boolean) feature: the share of the window's present values outside the training data's
+    categories.
+
+    The server counts a category it has no bucket for into __other__. When training folded no rare categories into
+    __other__ (its training share is 0, as whenever the training data had at most the profile's maximum number of
+    categories) that count is exactly the unseen values; otherwise only the excess over the training share can be
+    told apart from rare known categories, and the excess is what is reported.
+    """
+    shares = {}
+    for feature, expected in reference.items():
+        if OTHER not in expected:
+            continue  # a numeric feature: its buckets are bins, every value has one
+        counts = window.get(feature) or {}
+        present = sum(v for k, v in counts.items() if k != MISSING_BUCKET)
+        if present <= 0:
+            continue
+        trained_present = sum(v for k, v in expected.items() if k != MISSING_BUCKET)
+        trained = expected[OTHER] / trained_present if trained_present > 0 else 0.0
+        shares[feature] = max(0.0, counts.get(OTHER, 0.0) / present - trained)
+    return shares
 
 
 def window_samples(window: dict[str, dict[str, float]]) -> int:
@@ -98,6 +124,7 @@ def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version
     samples = window_samples(delta)
     status = {**{k: v for k, v in prev.items() if k != "baseline"}, "checkedAt": stamp, "version": version,
               "samples": samples, "window": monitoring.window, "windowStart": stamp, **baseline}
+    status["unseenCategories"] = []  # filled in below when the window is judged
     if samples < monitoring.minSamples:
         status.update(drifted=False, since=None, driftedShare=None, topFeatures=[])
         return DriftDecision(status, True, False, f"{samples} requests in the window, {monitoring.minSamples} "
@@ -106,6 +133,13 @@ def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version
     over = sorted((f for f, s in scores.items() if s > monitoring.threshold), key=lambda f: -scores[f])
     share = len(over) / len(scores) if scores else 0.0
     drifted = bool(scores) and share >= monitoring.driftedShare
+    # Values the model has never seen are drift whatever the PSI says: a new category in one feature moves the
+    # PSI of that feature only, which driftedShare alone would outvote.
+    unseen = unseen_shares(delta, reference)
+    unseen_over = sorted((f for f, s in unseen.items() if s > monitoring.maxUnseenShare), key=lambda f: -unseen[f])
+    status["unseenCategories"] = [{"feature": f, "share": round(s, 4)}
+                                  for f, s in sorted(unseen.items(), key=lambda kv: -kv[1])[:TOP_FEATURES] if s > 0]
+    drifted = drifted or bool(unseen_over)
     top = sorted(scores.items(), key=lambda kv: -kv[1])[:TOP_FEATURES]
     status.update(drifted=drifted, driftedShare=round(share, 4),
                   topFeatures=[{"feature": f, "psi": round(s, 4)} for f, s in top],
@@ -113,6 +147,9 @@ def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version
     if drifted:
         message = (f"{len(over)}/{len(scores)} features drifted (PSI > {monitoring.threshold}): "
                    f"{', '.join(f'{f}={scores[f]:.2f}' for f in over[:5])}")
+        if unseen_over:
+            message += (f"; categories unseen in training (share > {monitoring.maxUnseenShare}): "
+                        f"{', '.join(f'{f}={unseen[f]:.0%}' for f in unseen_over[:5])}")
         events = [] if prev.get("drifted") else [("Warning", "DriftDetected", message)]
     else:
         message = f"no drift: {len(over)}/{len(scores)} features over PSI {monitoring.threshold}"
