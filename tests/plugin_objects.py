@@ -136,3 +136,26 @@ DATASET: dict[str, Any] = {
          "profileUri": "file:///store/ml/iris-data/2.profile.json", "validatedAt": "2026-05-01T11:05:00Z"},
     ]},
 }
+
+
+def evaluated(model: dict[str, Any]) -> dict[str, Any]:
+    """The Model with v3's held-out evaluation recorded: candidate, production and baseline on the same rows (the
+    shape of status.versions[].evaluation being added to the API) and its confusion matrix, for the report."""
+    out = copy.deepcopy(model)
+    v3 = out["status"]["versions"][2]
+    v3["evaluation"] = {
+        "source": "split", "dataDigest": D2, "rows": 36, "splitSeed": 42, "metric": "accuracy",
+        "candidate": {"accuracy": 0.96, "f1": 0.95}, "baseline": {"accuracy": 0.33, "f1": 0.17},
+        "baselineStrategy": "most_frequent",
+        "production": {"version": 1, "digest": A, "metrics": {"accuracy": 0.9, "f1": 0.89}},
+        "difference": 0.06,
+        "interval": {"against": "production", "metric": "accuracy", "estimate": 0.06, "low": 0.01, "high": 0.11,
+                     "confidence": 0.95, "resamples": 2000, "seed": 7, "method": "paired bootstrap (percentile)"},
+        "segments": [{"feature": "site", "value": "north", "rows": 20, "candidate": 0.95, "production": 0.9}],
+        "confusionMatrix": {"labels": ["setosa", "versicolor", "virginica"],
+                            "counts": [[12, 0, 0], [0, 11, 1], [0, 0, 12]]},
+    }
+    v3["cardUri"] = "file:///store/ml/iris/v3/card.md"
+    for n, minute in ((1, "00"), (2, "20"), (3, "40")):  # distinct registration times: a line over time
+        out["status"]["versions"][n - 1]["createdAt"] = f"2026-05-01T11:{minute}:00Z"
+    return out

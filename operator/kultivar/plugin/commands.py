@@ -19,7 +19,7 @@ from rich.console import Console, RenderableType
 
 from kultivar.api.common import parse_duration
 from kultivar.k8s.client import ApiError
-from kultivar.plugin import changes, facts, fetch, render
+from kultivar.plugin import changes, facts, fetch, render, report
 from kultivar.plugin.cluster import HOW_TO_POINT, ClusterUnavailable, Target, connect
 
 EXAMPLES = """\
@@ -30,6 +30,7 @@ examples:
   kubectl kultivar lineage model iris 3             # data -> validation -> TrainingRun -> v3 -> Deployments
   kubectl kultivar compare model iris 2 3           # metrics, parameters and data side by side
   kubectl kultivar history model iris               # registered, promoted, pinned, rolled back: when, why, by whom
+  kubectl kultivar report model iris -o iris.html   # one HTML page: card, metrics, evaluation, drift, canary
   kubectl kultivar promote model iris 2             # pin v2 as production (spec.production)
   kubectl kultivar promote model iris 2 --print     # the same change as YAML to commit (GitOps)
   kubectl kultivar pause deployment iris            # hold the canary at its step; resume continues it
@@ -143,6 +144,18 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="json or yaml for scripts")
     p.set_defaults(func=cmd_history)
+
+    p = sub("report", "write one self-contained HTML page about a Model",
+            "One HTML page that opens offline in any browser: the model card of VERSION (default: production, "
+            "else the newest), metrics per version over time, the held-out evaluation, and per Deployment the "
+            "canary analysis, rollbacks and drift per feature. Charts are inline SVG (needs "
+            f"{report.INSTALL_HINT}).")
+    p.add_argument("kind", type=_kind(["Model"]), help="model")
+    p.add_argument("name")
+    p.add_argument("version", type=version_arg, nargs="?", help="the version of the model card")
+    p.add_argument("-o", "--output", metavar="FILE", default=None,
+                   help="the file to write (default: NAME-report.html; - for standard output)")
+    p.set_defaults(func=cmd_report)
 
     p = sub("promote", "make a version production (pins spec.production)",
             "Set the Model's spec.production to VERSION (with promotion.policy Manual, which a pin requires).")
@@ -413,6 +426,25 @@ def cmd_history(args: argparse.Namespace, target: Target) -> int:
     entries = (model.get("status") or {}).get("history") or []
     return _structured(args, {"model": args.name, "history": entries},
                        lambda fancy, wide: render.history_table(model, fancy=fancy, now=_now()))
+
+
+def cmd_report(args: argparse.Namespace, target: Target) -> int:
+    report.require_charts()  # before any request: a missing extra is the first thing to fix
+    model = fetch.get(target, "Model", args.name)
+    if args.version is not None:
+        facts.version_record(model, args.version)  # an unknown version names the registered ones
+    page = report.build(model, fetch.deployments_of(target, args.name), now=_now(), version=args.version)
+    path = args.output or f"{args.name}-report.html"
+    if path == "-":
+        sys.stdout.write(page)
+        return 0
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:  # not a connection error: say which file, not which server
+        raise facts.Refused(f"cannot write {path}: {e.strerror or e}; choose another file with -o") from None
+    print(f"wrote {path} ({report.chart_count(page)} charts): open it in a browser", file=sys.stderr)
+    return 0
 
 
 # --- changes ------------------------------------------------------------------------------------------------
