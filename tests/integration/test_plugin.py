@@ -117,6 +117,18 @@ def test_views(kube, objects) -> None:
     assert {p["name"]: (p["a"], p["b"]) for p in compared["params"]}["C"] == (0.5, 1.0)
 
 
+def test_report_writes_the_page_from_the_real_objects(kube, objects, tmp_path) -> None:
+    page = tmp_path / "iris.html"
+    out = kk(kube, objects, "report", "model", "iris", "-o", str(page))
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == f"wrote {page} (2 charts): open it in a browser\n"
+    html = page.read_text()
+    assert "<h1>Model iris v3</h1>" in html and 'data-chart="metrics"' in html and 'data-chart="drift-0"' in html
+    assert "Deployment iris-ab" in html and "prediction shift (PSI)" in html
+    out = kk(kube, objects, "report", "model", "iris", "9", "-o", str(page))
+    assert out.returncode == 1 and "registered: v1, v2, v3" in out.stderr
+
+
 def test_errors_say_what_to_do_next(kube, objects) -> None:
     out = kk(kube, objects, "get", "model", "irsi")
     assert out.returncode == 1 and "Model 'irsi' not found" in out.stderr and "models there: iris" in out.stderr
