@@ -47,8 +47,20 @@ class Page(HTMLParser):
         return re.sub(r" ([,.:;)])", r"\1", " ".join(" ".join(self.text).split()))
 
 
-def test_page_has_the_card_versions_canary_and_drift_with_their_charts() -> None:
-    html = report.build(MODEL, [CANARY, AB], now=NOW)
+@pytest.fixture(scope="module")
+def plain() -> str:
+    """The page of the recorded Model and its two Deployments (drawn once: charts take a while)."""
+    return report.build(MODEL, [CANARY, AB], now=NOW)
+
+
+@pytest.fixture(scope="module")
+def with_evaluation() -> str:
+    """The page when v3 records its held-out evaluation and confusion matrix."""
+    return report.build(evaluated(MODEL), [CANARY], now=NOW)
+
+
+def test_page_has_the_card_versions_canary_and_drift_with_their_charts(plain) -> None:
+    html = plain
     page = Page(html)
     text = page.all_text()
     assert page.charts() == ["metrics", "drift-0"]  # iris has a drift check; iris-ab has none yet
@@ -67,8 +79,8 @@ def test_page_has_the_card_versions_canary_and_drift_with_their_charts() -> None
     assert html.count("<svg") == 2 and report.chart_count(html) == 2
 
 
-def test_the_page_is_self_contained_and_runs_only_its_own_script() -> None:
-    html = report.build(evaluated(MODEL), [CANARY], now=NOW)
+def test_the_page_is_self_contained_and_runs_only_its_own_script(with_evaluation) -> None:
+    html = with_evaluation
     page = Page(html)
     assert [t for t, _ in page.tags if t in ("link", "img", "iframe", "object", "embed")] == []
     assert all("src" not in a and "href" not in a for t, a in page.tags if t in ("script", "a", "use"))
@@ -85,8 +97,8 @@ def test_the_page_is_self_contained_and_runs_only_its_own_script() -> None:
     assert set(re.findall(r'(?:url\(#|href="#)([^)"]*)', html)) <= set(ids)
 
 
-def test_evaluation_on_the_same_rows_and_the_confusion_matrix_when_recorded() -> None:
-    page = Page(report.build(evaluated(MODEL), [CANARY], now=NOW))
+def test_evaluation_on_the_same_rows_and_the_confusion_matrix_when_recorded(with_evaluation) -> None:
+    page = Page(with_evaluation)
     text = page.all_text()
     assert page.charts() == ["evaluation", "confusion", "metrics", "drift-0"]
     assert "36 rows of the run's held-out split" in text and "split seed 42" in text
@@ -95,7 +107,7 @@ def test_evaluation_on_the_same_rows_and_the_confusion_matrix_when_recorded() ->
     assert "model card file file:///store/ml/iris/v3/card.md" in text
     assert "holds no confusion matrix" not in text
     # the matrix's counts and labels are drawn (as SVG text: fonttype none)
-    confusion = page_chart(report.build(evaluated(MODEL), [], now=NOW), "confusion")
+    confusion = page_chart(with_evaluation, "confusion")
     assert all(label in confusion for label in ("setosa", "versicolor", "virginica", "predicted", "actual"))
 
 
@@ -111,6 +123,16 @@ def test_residuals_are_drawn_for_a_regression_and_a_malformed_matrix_is_not() ->
     ev["residuals"] = {"edges": [-1.0, -0.5, 0.0, 0.5, 1.0], "counts": [2, 10, 11, 3]}
     charts = Page(report.build(model, [], now=NOW)).charts()
     assert "residuals" in charts and "confusion" not in charts
+
+
+def test_rollbacks_are_shown_on_the_version_and_the_deployment() -> None:
+    model, dep = copy.deepcopy(MODEL), copy.deepcopy(CANARY)
+    model["status"]["versions"][1].update(rolledBack=True, rollbackReason="ErrorRate 0.2 > 0.05")
+    dep["status"]["rolledBack"] = [2]
+    dep["status"]["lastAnalysis"].update(verdict="Fail", failedCheck="ErrorRate")
+    text = Page(report.build(model, [dep], now=NOW, version=2)).all_text()
+    assert "Model card: v2 rolled back: ErrorRate 0.2 > 0.05" in text
+    assert "of the v3 canary: Fail (ErrorRate)" in text and "Rolled back (not rolled out again): v2" in text
 
 
 def test_a_chosen_version_and_an_unknown_one() -> None:

@@ -237,8 +237,9 @@ def drift_chart(dep: dict[str, Any], index: int) -> str | None:
     psi = [float(f.get("psi", 0.0)) for f in features]
     ax.barh([str(f.get("feature")) for f in features], psi, color=[RED if p > threshold else GREEN for p in psi])
     ax.axvline(threshold, color="#444", linewidth=1, linestyle="--")
-    ax.annotate(f"threshold {fmt(threshold)}", (threshold, len(features) - 0.5), xytext=(4, 0),
-                textcoords="offset points", fontsize=8, va="top", color="#444")
+    # above the plot, where no bar can cover it (x in data units, y in axes units)
+    ax.annotate(f"threshold {fmt(threshold)}", (threshold, 1.0), xycoords=ax.get_xaxis_transform(), xytext=(0, 3),
+                textcoords="offset points", fontsize=8, ha="center", va="bottom", color="#444")
     ax.set_xlabel("PSI against the training profile")
     ax.set_xlim(0, max([*psi, threshold]) * 1.15)
     _style_axes(ax)
