@@ -109,8 +109,8 @@ def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version
     prev = dict(previous or {})
     stamp = now_rfc3339(now)
     started = drift_since(prev, version)
-    # Status is merge-patched: None removes a baseline left from before (e.g. the source was pods).
-    baseline: dict[str, Any] = {"baseline": None if windowed else json.dumps(counts, sort_keys=True)}
+    # The planned status.drift replaces the stored one whole (k8s/apply writes a patch that removes what it lacks).
+    baseline: dict[str, Any] = {} if windowed else {"baseline": json.dumps(counts, sort_keys=True)}
     if started is None:
         # A new window for a newly served version (or the first one).
         status = {"checkedAt": stamp, "version": version, "samples": 0, "window": monitoring.window,
@@ -126,7 +126,9 @@ def check_drift(monitoring: Monitoring, previous: dict[str, Any] | None, version
               "samples": samples, "window": monitoring.window, "windowStart": stamp, **baseline}
     status["unseenCategories"] = []  # filled in below when the window is judged
     if samples < monitoring.minSamples:
-        status.update(drifted=False, since=None, driftedShare=None, topFeatures=[])
+        for key in ("since", "driftedShare"):
+            status.pop(key, None)
+        status.update(drifted=False, topFeatures=[])
         return DriftDecision(status, True, False, f"{samples} requests in the window, {monitoring.minSamples} "
                              "needed to judge drift", window.total_seconds())
     scores = feature_psi(delta, reference)

@@ -16,7 +16,17 @@ log = logging.getLogger(__name__)
 PROGRESS_REASONS = {"Validating", "Training", "Pending", "Registering", "Progressing", "WaitingForDataset"}
 
 
+def _without_nulls(value: Any) -> Any:
+    """The value as the API server stores it: a null in a merge patch deletes, so a planned null means absent."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def desired_status(obj: dict[str, Any], plan: Plan, now: datetime | None = None) -> dict[str, Any]:
+    """The whole status after the plan: each planned top-level field replaces the old one (None removes it)."""
     status = dict(obj.get("status") or {})
     for key, value in plan.status.items():
         if value is None:
@@ -26,13 +36,27 @@ def desired_status(obj: dict[str, Any], plan: Plan, now: datetime | None = None)
     generation = obj["metadata"].get("generation")
     status["conditions"] = set_conditions(status.get("conditions"), plan.conditions, generation, now)
     status["observedGeneration"] = generation
-    return status
+    return _without_nulls(status)
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch from old to new status (top-level keys; null deletes)."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
-    patch.update({k: None for k in old if k not in new})
+    """The JSON merge patch (RFC 7386) that turns old into new, at every depth.
+
+    A merge patch merges nested objects, so a key the new value lacks must be sent as null wherever it sits,
+    or it survives on the server (e.g. status.drift.since of the previous version). Lists are replaced whole."""
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = status_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value is None:
+            if before is not None:
+                patch[key] = None
+        elif key not in old or before != value:
+            patch[key] = value
+    patch.update({key: None for key, value in old.items() if key not in new and value is not None})
     return patch
 
 
