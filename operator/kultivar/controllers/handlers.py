@@ -16,7 +16,7 @@ from kultivar.api.resources import KINDS
 from kultivar.config import OperatorConfig
 from kultivar.controllers import metrics
 from kultivar.controllers.runtime import Operator
-from kultivar.domain.jobs import MANAGED_BY
+from kultivar.domain.labels import MANAGED_BY, MANAGER
 from kultivar.k8s.client import Api
 
 PREFIX = "kultivar.io"
@@ -69,8 +69,8 @@ for _kind in KINDS:
     _register_kind(_kind.kind, _kind.plural)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: "kultivar"}, id="enqueue-job-owner")
-@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: "kultivar"}, id="enqueue-deployment-owner")
+@kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER}, id="enqueue-job-owner")
+@kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: MANAGER}, id="enqueue-deployment-owner")
 def child_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:

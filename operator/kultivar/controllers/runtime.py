@@ -7,25 +7,18 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
 from kultivar.controllers import metrics
 from kultivar.controllers.workqueue import WorkQueue
-from kultivar.domain.conditions import Cond
 from kultivar.domain.dataset import plan_dataset
-from kultivar.domain.drift import DRIFTED, drift_due, drift_due_in, drift_since, plan_monitoring
-from kultivar.domain.jobs import owner_reference
-from kultivar.domain.metrics import Snapshot
-from kultivar.domain.plan import Event, Plan
+from kultivar.domain.deployment import metrics_needed, plan_deployment, route_refused
+from kultivar.domain.labels import OWNER_KIND, OWNER_NAME
 from kultivar.domain.registry import plan_model
-from kultivar.domain.rollout import metrics_since, windowed
-from kultivar.domain.serving import DEGRADED, DeploymentObserved, plan_serving, version_record
 from kultivar.domain.trainingrun import plan_training_run
-from kultivar.k8s import observe, prometheus, serving
+from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
 from kultivar.k8s.client import Api, ApiError
 
@@ -94,7 +87,7 @@ class Operator:
         if body.get("kind") == "Job":
             metrics.observe_job(body, deleted)
         labels = (body.get("metadata") or {}).get("labels") or {}
-        kind, name = labels.get("kultivar.io/owner-kind"), labels.get("kultivar.io/owner-name")
+        kind, name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
         if kind in self._reconcilers and name:
             self.queue.add(Key(kind, body["metadata"]["namespace"], name))
 
@@ -185,87 +178,12 @@ class Operator:
         if observed is None:
             return None
         now = datetime.now(UTC)
-        planned = plan_serving(observed, self.config, now)
-        stable = planned.plan.status.get("stableVersion")
-        spec = DeploymentSpec.model_validate(observed.obj["spec"])
-        status = observed.obj.get("status") or {}
-        watch_drift = drift_due(spec.monitoring, status.get("drift"), stable, now) and bool(observed.pods)
-        drift_metrics: Snapshot | None = None
-        drift_error = None
-        url = spec.strategy.canary.analysis.prometheusUrl
-        if windowed(spec):  # ask Prometheus for the windows' counts
-            if planned.needs_metrics:
-                since = metrics_since(spec, status)
-                planned = plan_serving(self._from_prometheus(observed, url, since, now), self.config, now)
-            if watch_drift and stable is not None:
-                since = drift_since(status.get("drift"), stable)
-                try:
-                    drift_metrics = prometheus.snapshots(url, key.namespace, key.name, [stable],
-                                                         _seconds_since(since, now), features=True,
-                                                         at=now.timestamp()).get(stable)
-                except prometheus.PrometheusError as e:
-                    drift_error = str(e)
-        elif planned.needs_metrics or watch_drift:  # scrape the versions' pods and decide with numbers
-            scraped = serving.scrape(self.api, key.namespace, key.name, sorted(observed.pods or {}))
-            planned = plan_serving(replace(observed, metrics=scraped), self.config, now)
-            drift_metrics = scraped.get(stable) if stable is not None else None
-        if not watch_drift and (due_in := drift_due_in(spec.monitoring, status.get("drift"), stable, now)):
-            planned.plan.requeue_after = min(planned.plan.requeue_after or due_in, due_in)
-        if watch_drift and stable is not None:
-            if drift_error is not None:
-                planned.plan.conditions.append(Cond(DRIFTED, None, "MetricsUnavailable",
-                                                    f"drift not measured: Prometheus failed: {drift_error}"))
-                planned.plan.requeue_after = min(planned.plan.requeue_after or 60.0, 60.0)
-            else:
-                self._monitor(observed, spec, planned.plan, stable, drift_metrics, now)
+        request = metrics_needed(observed, self.config, now)
+        observed = observe.deployment_metrics(self.api, observed, request, now)
+        planned = plan_deployment(observed, self.config, now)
         route_problem = serving.apply_serving(self.api, observed.obj, planned)
-        if route_problem:  # pods serve, but the traffic split is not what the spec asks for
-            planned.plan.conditions.append(Cond(DEGRADED, True, *route_problem))
+        if route_problem:
+            route_refused(planned, *route_problem)
         apply_plan(self.api, observed.obj, planned.plan)
         metrics.observe_plan(observed.obj, planned.plan)
         return planned.plan.requeue_after
-
-    @staticmethod
-    def _from_prometheus(observed: DeploymentObserved, url: str | None, since: datetime | None,
-                         now: datetime) -> DeploymentObserved:
-        """The observation with the serving window's counts from Prometheus (or why they are missing)."""
-        meta = observed.obj["metadata"]
-        try:
-            counts = prometheus.snapshots(url, meta["namespace"], meta["name"], sorted(observed.pods or {}),
-                                          _seconds_since(since, now), at=now.timestamp())
-        except prometheus.PrometheusError as e:
-            log.warning("Deployment %s/%s: %s", meta["namespace"], meta["name"], e)
-            return replace(observed, metrics_error=str(e))
-        return replace(observed, metrics=counts)
-
-    def _monitor(self, observed: Any, spec: DeploymentSpec, plan: Plan, stable: int, snapshot: Any,
-                 now: datetime) -> None:
-        """Drift on the stable version; a persistent drift starts one retraining run."""
-        obj = observed.obj
-        ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-        runs = self.api.list_objects("TrainingRun", ns)
-        record = version_record(observed.model or {}, stable) or {}
-        source = next((r for r in runs if r["metadata"]["name"] == record.get("trainingRun")), None)
-        active = any(
-            (r["metadata"].get("labels") or {}).get("kultivar.io/deployment") == name
-            and not (r.get("status") or {}).get("completionTime") for r in runs
-        )
-        mon = plan_monitoring(obj, spec.monitoring, stable, snapshot, source, active, owner_reference(obj), now,
-                              windowed=windowed(spec))
-        if mon is None:
-            return
-        plan.status.update(mon.status)
-        status, reason, message = mon.drifted
-        plan.conditions.append(Cond(DRIFTED, status, reason, message))
-        plan.events.extend(Event(t, r, m) for t, r, m in mon.events)
-        if mon.requeue_after is not None:
-            plan.requeue_after = min(plan.requeue_after or mon.requeue_after, mon.requeue_after)
-        if mon.refresh_dataset:
-            self.api.request_refresh("Dataset", ns, mon.refresh_dataset, now)
-        if mon.create_run:
-            self.api.create_if_missing("TrainingRun", ns, mon.create_run)
-
-
-def _seconds_since(since: datetime | None, now: datetime) -> float | None:
-    """The length of a metrics window that began at since (None: no window is open)."""
-    return None if since is None else max(0.0, (now - since).total_seconds())

@@ -14,11 +14,10 @@ from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
+from kultivar.domain.labels import GENERATION_ANNOTATION, REFRESH_ANNOTATION, WORKLOAD
 from kultivar.domain.plan import Event, Plan, blocked
 
 VALIDATED = "Validated"
-# Set (to an RFC 3339 time) by Kultivar itself, e.g. before a drift retraining, to validate the source again now.
-REFRESH_ANNOTATION = "kultivar.io/refresh-requested"
 KEEP_VERSIONS = 10
 VALIDATION_BACKOFF_LIMIT = 2
 VALIDATION_DEADLINE_SECONDS = 3600
@@ -109,8 +108,8 @@ def plan_validation_job(obj: dict[str, Any], spec: DatasetSpec, attempt: int, co
         backoff_limit=VALIDATION_BACKOFF_LIMIT,
         active_deadline_seconds=VALIDATION_DEADLINE_SECONDS,
         secret_names=secrets,
-        annotations={"kultivar.io/generation": str(meta.get("generation", 0))},
-        extra_labels={"kultivar.io/workload": "validate-dataset"},
+        annotations={GENERATION_ANNOTATION: str(meta.get("generation", 0))},
+        extra_labels={WORKLOAD: "validate-dataset"},
         extra_volumes=source_volumes(spec.source.uri),
     )
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from kultivar.api.common import parse_duration
+from kultivar.api.common import API_VERSION, parse_duration
 from kultivar.api.deployment import Monitoring
 from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.labels import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, RETRAINED_FROM_LABEL, TRIGGER_LABEL
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.profile import OTHER, psi
 
@@ -200,13 +201,13 @@ def retraining_run(deployment: dict[str, Any], source_run: dict[str, Any], numbe
     clone["datasetRef"] = {"name": spec["datasetRef"]["name"]}  # newest version, not the old pin
     clone["trigger"] = "drift"
     return {
-        "apiVersion": "kultivar.io/v1alpha1",
+        "apiVersion": API_VERSION,
         "kind": "TrainingRun",
         "metadata": {
             "name": f"{name}-drift-{number}",
             "namespace": deployment["metadata"]["namespace"],
-            "labels": {"app.kubernetes.io/managed-by": "kultivar", "kultivar.io/trigger": "drift",
-                       "kultivar.io/deployment": name, "kultivar.io/retrained-from": source_run["metadata"]["name"]},
+            "labels": {MANAGED_BY: MANAGER, TRIGGER_LABEL: "drift", DEPLOYMENT_LABEL: name,
+                       RETRAINED_FROM_LABEL: source_run["metadata"]["name"]},
             "ownerReferences": [owner_reference],
         },
         "spec": clone,

@@ -8,10 +8,8 @@ from typing import Any
 from kultivar.api.common import API_VERSION
 from kultivar.api.contracts import decode_termination, failure
 from kultivar.config import OperatorConfig
+from kultivar.domain.labels import MANAGED_BY, MANAGER, OWNER_KIND, OWNER_NAME
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-OWNER_KIND = "kultivar.io/owner-kind"
-OWNER_NAME = "kultivar.io/owner-name"
 # Exit code of a workload that failed for a reason retrying cannot fix (bad data, bad estimator).
 PERMANENT_FAILURE_EXIT_CODE = 2
 TERMINATION_LOG = "/dev/termination-log"
@@ -56,7 +54,7 @@ def owner_reference(obj: dict[str, Any]) -> dict[str, Any]:
 
 def owner_labels(obj: dict[str, Any]) -> dict[str, str]:
     return {
-        MANAGED_BY: "kultivar",
+        MANAGED_BY: MANAGER,
         OWNER_KIND: obj["kind"],
         OWNER_NAME: obj["metadata"]["name"],
     }

@@ -27,12 +27,11 @@ from kultivar.domain.jobs import (
     owner_reference,
     store_problem,
 )
+from kultivar.domain.labels import DEPLOYMENT_LABEL, VERSION_LABEL
 from kultivar.domain.metrics import Snapshot
-from kultivar.domain.plan import Plan, blocked
+from kultivar.domain.plan import Plan, blocked, invalid_spec
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
 
-DEPLOYMENT_LABEL = "kultivar.io/deployment"
-VERSION_LABEL = "kultivar.io/model-version"
 HTTP_PORT = 8080
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
@@ -50,6 +49,17 @@ class DeploymentObserved:
     metrics: dict[int, Snapshot] | None = None  # read this reconcile (None: not read)
     store_claim_found: bool | None = None
     metrics_error: str | None = None  # the metrics source failed this reconcile (why)
+    drift: DriftObserved | None = None  # the stable version's input counts, read when drift was due
+
+
+@dataclass(frozen=True)
+class DriftObserved:
+    """What drift monitoring read this reconcile (see kultivar.domain.deployment.metrics_needed)."""
+
+    version: int  # the stable version whose inputs were read
+    snapshot: Snapshot | None  # its counters (None: not read, see error)
+    runs: list[dict[str, Any]]  # the namespace's TrainingRuns: the one behind the version, running drift runs
+    error: str | None = None  # the metrics source failed (why)
 
 
 def target_version(spec: DeploymentSpec, model: dict[str, Any]) -> tuple[int | None, str, str]:
@@ -208,6 +218,7 @@ class ServingPlan:
     routes: list[dict[str, Any]]
     remove_versions: list[int]
     needs_metrics: bool = False
+    spec: DeploymentSpec | None = None  # the parsed spec (None: the plan says why it is unusable)
 
 
 NUMBERS = ("requests", "errorRate", "latencyP95Seconds")
@@ -236,8 +247,9 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     try:
         spec = DeploymentSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:
-        empty.plan = blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+        empty.plan = invalid_spec(e)
         return empty
+    empty.spec = spec
     if observed.model is None:
         empty.plan = blocked("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
                                               f"{obj['metadata']['namespace']}; create it or fix spec.modelRef")
@@ -326,4 +338,4 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         plan.conditions.append(Cond(READY, True, "Serving", f"v{decision.stable} serves at {plan.status['url']}"))
     else:
         plan.conditions.append(Cond(READY, False, "Deploying", p_message or f"starting v{version}"))
-    return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics)
+    return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics, spec)

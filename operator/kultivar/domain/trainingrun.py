@@ -19,8 +19,8 @@ from kultivar.api.contracts import (
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
-from kultivar.domain.dataset import REFRESH_ANNOTATION
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
+from kultivar.domain.labels import REFRESH_ANNOTATION
 from kultivar.domain.plan import Event, Plan, blocked
 
 SUCCEEDED = "Succeeded"

@@ -1,4 +1,4 @@
-"""Apply a Plan: create Jobs, write status (only when it changed), post Events for transitions."""
+"""Apply a Plan: create Jobs and objects, annotate, write status (only when it changed), post Events."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kultivar.k8s.client import Api
 log = logging.getLogger(__name__)
 
 # Ready=False reasons that mean "working on it", not "something is wrong": posted as Normal events.
-PROGRESS_REASONS = {"Validating", "Training", "Pending", "Registering", "Progressing", "WaitingForDataset"}
+PROGRESS_REASONS = {"Validating", "Training", "Pending", "Registering", "Progressing", "WaitingForDataset", "Deploying"}
 
 
 def _without_nulls(value: Any) -> Any:
@@ -69,6 +69,12 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
     for job in plan.jobs:
         if api.create_job(ns, job):
             log.info("%s %s/%s: created Job %s", kind, ns, name, job["metadata"]["name"])
+    # Before the status that records them: a reconcile that fails in between plans the same names again.
+    for note in plan.annotate:
+        api.annotate(note.kind, ns, note.name, note.annotations)
+    for child in plan.create:
+        if api.create_if_missing(child["kind"], ns, child):
+            log.info("%s %s/%s: created %s %s", kind, ns, name, child["kind"], child["metadata"]["name"])
 
     old = obj.get("status") or {}
     new = desired_status(obj, plan, datetime.now(UTC))

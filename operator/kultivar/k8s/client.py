@@ -19,7 +19,6 @@ from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
-from kultivar.domain.dataset import REFRESH_ANNOTATION
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +127,9 @@ class Api:
                 return False
             raise
 
-    def request_refresh(self, kind: str, namespace: str, name: str, now: datetime) -> None:
-        """Ask our controller of an object to refresh it now (an annotation: metadata, never spec)."""
-        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {"metadata": {"annotations": {REFRESH_ANNOTATION: stamp}}}
+    def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
+        """Merge annotations into one of our objects (metadata, never spec), e.g. to ask for a refresh."""
+        body = {"metadata": {"annotations": annotations}}
         self.request("PATCH", custom_path(kind, namespace, name), body, content_type=MERGE_PATCH)
 
     def patch_status(

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from dataclasses import replace
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
 from kultivar.api.contracts import estimator_not_allowed
 from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
+from kultivar.domain.deployment import MetricsRequest
 from kultivar.domain.jobs import JobOutcome, job_outcome
 from kultivar.domain.registry import ModelObserved
-from kultivar.domain.serving import DeploymentObserved
+from kultivar.domain.serving import DeploymentObserved, DriftObserved
 from kultivar.domain.trainingrun import TrainingRunObserved
-from kultivar.k8s import serving
+from kultivar.k8s import prometheus, serving
 from kultivar.k8s.client import Api
+
+log = logging.getLogger(__name__)
 
 
 def _live(obj: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -129,3 +135,36 @@ def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> D
     return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref),
                               pods=serving.version_pods(api, namespace, name),
                               store_claim_found=store_claim(api, config, namespace))
+
+
+def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsRequest,
+                       now: datetime) -> DeploymentObserved:
+    """Read what metrics_needed asked for: the serving window's counts and the drifting version's inputs (with
+    the namespace's TrainingRuns), from the pods' own /metrics or from Prometheus. A failing Prometheus is an
+    observation too (metrics_error, drift.error): the planner decides what it means."""
+    if not request.anything:
+        return observed
+    meta = observed.obj["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    runs = api.list_objects("TrainingRun", ns) if request.drift_version is not None else []
+    if request.source == "pods":  # one scrape of every version answers both
+        scraped = serving.scrape(api, ns, name, request.serving)
+        drift = None if request.drift_version is None else \
+            DriftObserved(request.drift_version, scraped.get(request.drift_version), runs)
+        return replace(observed, metrics=scraped, drift=drift)
+    if request.serving:
+        try:
+            observed = replace(observed, metrics=prometheus.snapshots(
+                request.url, ns, name, request.serving, request.serving_window, at=now.timestamp()))
+        except prometheus.PrometheusError as e:
+            log.warning("Deployment %s/%s: %s", ns, name, e)
+            observed = replace(observed, metrics_error=str(e))
+    if request.drift_version is not None:
+        version = request.drift_version
+        try:
+            counts = prometheus.snapshots(request.url, ns, name, [version], request.drift_window, features=True,
+                                          at=now.timestamp())
+            observed = replace(observed, drift=DriftObserved(version, counts.get(version), runs))
+        except prometheus.PrometheusError as e:
+            observed = replace(observed, drift=DriftObserved(version, None, runs, error=str(e)))
+    return observed
