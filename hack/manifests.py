@@ -4,6 +4,9 @@
     python3 hack/manifests.py            write manifests/install.yaml and manifests/argocd-health.yaml
     python3 hack/manifests.py --check    exit 1 if either differs from what the chart renders now
 
+First the `progressing` table of each Argo CD health check (charts/kultivar/argocd/<Kind>.lua) is written from
+kultivar.domain.reasons, the operator's own list of work-in-progress reasons (needs no helm).
+
 Both are `helm template` output of charts/kultivar with its default values (helm built by hack/build-tools.sh):
 install.yaml for release "kultivar" in namespace "kultivar-system", preceded by that namespace (enforcing
 Pod Security "restricted"); argocd-health.yaml the argocd-cm merge patch with the Argo CD health checks.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +52,34 @@ ARGOCD_HEADER = """\
 #
 #   kubectl -n argocd patch configmap argocd-cm --type merge --patch-file manifests/argocd-health.yaml
 """
+
+
+LUA_DIR = CHART / "argocd"
+LUA_TABLE = re.compile(r"-- Ready=False reasons[^\n]*\n(?:--[^\n]*\n)*local progressing = \{[^}]*\}\n")
+
+
+def lua_table(kind: str) -> str:
+    """The progressing table of one kind's health check, from the reasons' progress flags."""
+    from kultivar.domain.reasons import progress_reasons
+
+    rows = "".join(f"  {reason} = true,\n" for reason in progress_reasons(kind))
+    return ("-- Ready=False reasons that mean work in progress; every other Ready=False reason is a failure.\n"
+            "-- Generated from kultivar.domain.reasons by `make manifests`: do not edit this table.\n"
+            f"local progressing = {{{chr(10) + rows if rows else ''}}}\n")
+
+
+def argocd_lua() -> dict[Path, str]:
+    """Each kind's health check with its progressing table generated (the rest of the script is hand-written)."""
+    from kultivar.domain.reasons import KINDS
+
+    out = {}
+    for kind in KINDS:
+        path = LUA_DIR / f"{kind}.lua"
+        text, found = LUA_TABLE.subn(lua_table(kind), path.read_text(), count=1)
+        if not found:
+            raise SystemExit(f"{path}: no `local progressing = {{...}}` table after its comment to generate")
+        out[path] = text
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -96,13 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="fail if the committed files are stale")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in rendered().items():
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(path.relative_to(ROOT))
-        if not args.check:
-            path.write_text(text)
-            print("wrote", path.relative_to(ROOT))
+    # The Lua first: the chart renders argocd-health.yaml from it.
+    for generate in (argocd_lua, rendered):
+        for path, text in generate().items():
+            if path.exists() and path.read_text() == text:
+                continue
+            stale.append(path.relative_to(ROOT))
+            if not args.check:
+                path.write_text(text)
+                print("wrote", path.relative_to(ROOT))
     if args.check and stale:
         print("stale (run `make manifests`):", *stale, sep="\n  ", file=sys.stderr)
         return 1

@@ -3,7 +3,8 @@
 #
 #   make tools        build helm and kube-score into ~/.cache/kultivar (once; cold ~6 min, then seconds)
 #   make chart-lint   helm lint --strict (default and all-options values) and kube-score on the rendered chart
-#   make manifests    render manifests/install.yaml and manifests/argocd-health.yaml from the chart
+#   make manifests    generate the Argo CD Lua progress tables from domain/reasons.py, then render
+#                     manifests/install.yaml and manifests/argocd-health.yaml from the chart
 #   make manifests-check   fail if those are stale
 
 PY ?= .venv/bin/python

@@ -54,6 +54,12 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 # --- helm --------------------------------------------------------------------------------------------------
 
 
+def test_argocd_progress_tables_are_generated_from_the_reasons() -> None:
+    """The Lua tables and k8s/apply's Normal/Warning choice both come from kultivar.domain.reasons."""
+    stale = [str(p.relative_to(ROOT)) for p, text in manifests.argocd_lua().items() if p.read_text() != text]
+    assert not stale, f"run `make manifests`: the progressing tables of {stale} differ from domain/reasons.py"
+
+
 @needs_helm
 def test_rendered_manifests_are_fresh() -> None:
     stale = [str(p.relative_to(ROOT)) for p, text in manifests.rendered().items()

@@ -169,3 +169,14 @@ def test_apply_plan_annotates_and_creates_before_writing_the_status_that_records
     order = [c[0] for c in api.calls]
     assert order.index("annotate") < order.index("create_if_missing") < order.index("patch_status")
     assert ("create_if_missing", "TrainingRun", "team-a", child) in api.calls
+
+
+def test_progress_reasons_are_per_kind_and_canary_reasons_are_explicit() -> None:
+    from kultivar.domain.reasons import Reason, is_progress
+    from kultivar.domain.rollout import CANARY_REASONS
+
+    assert is_progress("Deployment", "Deploying") and is_progress("Dataset", "Validating")
+    assert not is_progress("Dataset", "Deploying") and not is_progress("Deployment", "InvalidSpec")
+    assert not is_progress("TrainingRun", "SomePodReportedFailure")
+    assert all(is_progress("Deployment", r) for r in CANARY_REASONS.values())
+    assert str(Reason.CANARY_STEPPING) == "CanaryStepping"

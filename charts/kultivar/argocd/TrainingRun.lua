@@ -7,6 +7,7 @@
 local hs = {}
 
 -- Ready=False reasons that mean work in progress; every other Ready=False reason is a failure.
+-- Generated from kultivar.domain.reasons by `make manifests`: do not edit this table.
 local progressing = {
   Pending = true,
   Training = true,

@@ -21,6 +21,7 @@ from kultivar.domain.drift import DRIFTED, drift_due, drift_due_in, drift_since,
 from kultivar.domain.jobs import owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION
 from kultivar.domain.plan import Annotate, Event, Plan
+from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import metrics_since, windowed
 from kultivar.domain.serving import DEGRADED, DeploymentObserved, ServingPlan, plan_serving, version_record
 
@@ -87,7 +88,7 @@ def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime) 
     spec, drift, plan, obj = planned.spec, observed.drift, planned.plan, observed.obj
     assert spec is not None and drift is not None
     if drift.error is not None:
-        plan.conditions.append(Cond(DRIFTED, None, "MetricsUnavailable",
+        plan.conditions.append(Cond(DRIFTED, None, Reason.METRICS_UNAVAILABLE,
                                     f"drift not measured: Prometheus failed: {drift.error}"))
         _requeue(plan, DRIFT_RETRY_SECONDS)
         return

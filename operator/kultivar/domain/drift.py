@@ -20,6 +20,7 @@ from kultivar.domain.conditions import now_rfc3339, parse_time
 from kultivar.domain.labels import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, RETRAINED_FROM_LABEL, TRIGGER_LABEL
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.profile import OTHER, psi
+from kultivar.domain.reasons import Reason
 
 TOP_FEATURES = 10
 DRIFTED = "Drifted"
@@ -256,17 +257,18 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
     if stable is None or metrics is None or not monitoring.enabled:
         return None
     if not metrics.reference:
-        return MonitoringPlan({}, (None, "NoReferenceProfile", f"v{stable} exports no training profile; drift "
-                                                               "cannot be measured"), [], requeue_after=None)
+        why = f"v{stable} exports no training profile; drift cannot be measured"
+        return MonitoringPlan({}, (None, Reason.NO_REFERENCE_PROFILE, why), [], requeue_after=None)
     decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now,
                            windowed)
-    out = MonitoringPlan({"drift": decision.status}, (None, "Measuring", decision.message), list(decision.events),
-                         requeue_after=decision.requeue_after)
+    out = MonitoringPlan({"drift": decision.status}, (None, Reason.MEASURING, decision.message),
+                         list(decision.events), requeue_after=decision.requeue_after)
     if decision.evaluated:
-        out.drifted = (decision.drifted, "DriftDetected" if decision.drifted else "NoDrift", decision.message)
+        verdict_reason = Reason.DRIFT_DETECTED if decision.drifted else Reason.NO_DRIFT
+        out.drifted = (decision.drifted, verdict_reason, decision.message)
     elif status.get("drift"):
-        out.drifted = (bool((status.get("drift") or {}).get("drifted")),
-                       "DriftDetected" if (status.get("drift") or {}).get("drifted") else "NoDrift", decision.message)
+        was = bool((status.get("drift") or {}).get("drifted"))
+        out.drifted = (was, Reason.DRIFT_DETECTED if was else Reason.NO_DRIFT, decision.message)
     last = status.get("lastRetrain") or {}
     verdict = should_retrain(monitoring, decision, last, run_active, now)
     if not verdict.retrain:

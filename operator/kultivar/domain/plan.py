@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kultivar.domain.conditions import READY, Cond
+from kultivar.domain.reasons import Reason
 
 
 @dataclass(frozen=True)
@@ -59,5 +60,5 @@ def invalid_spec(error: ValidationError) -> Plan:
     """A stored spec the models reject (e.g. a field from a newer CRD): Ready=False naming the field."""
     first = error.errors()[0]
     where = ".".join(str(p) for p in first.get("loc") or ())
-    return blocked("InvalidSpec", f"spec{'.' + where if where else ''} is invalid: {first.get('msg')}; "
+    return blocked(Reason.INVALID_SPEC, f"spec{'.' + where if where else ''} is invalid: {first.get('msg')}; "
                                   "fix the manifest")

@@ -32,6 +32,11 @@ from kultivar.api.deployment import DeploymentSpec
 from kultivar.domain.conditions import now_rfc3339, parse_time
 from kultivar.domain.metrics import Snapshot, Verdict, analyse, summarize
 from kultivar.domain.plan import Event
+from kultivar.domain.reasons import Reason
+
+# The Progressing reason of each canary state: explicit, so a reason seen in `kubectl describe` is greppable.
+CANARY_REASONS = {"Starting": Reason.CANARY_STARTING, "Stepping": Reason.CANARY_STEPPING,
+                  "Promoting": Reason.CANARY_PROMOTING}
 
 
 @dataclass(frozen=True)
@@ -71,8 +76,8 @@ class RolloutDecision:
     canary: int | None
     rollout: dict[str, Any] | None
     rolled_back: list[int]
-    progressing: tuple[bool, str, str] = (False, "Stable", "")  # status, reason, message
-    degraded: tuple[bool, str, str] = (False, "AsExpected", "")
+    progressing: tuple[bool, str, str] = (False, Reason.STABLE, "")  # status, reason, message
+    degraded: tuple[bool, str, str] = (False, Reason.AS_EXPECTED, "")
     analysis: dict[str, Any] | None = None
     needs_metrics: bool = False  # analysis is due: scrape and decide again
     requeue_after: float | None = None
@@ -168,7 +173,7 @@ def decide(inp: RolloutInput) -> RolloutDecision:
             return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back,
                                    events=[Event("Normal", "Deployed", f"v{target} serves all traffic")])
         return RolloutDecision({target: n}, {target: 100}, None, None, None, inp.rolled_back,
-                               progressing=(True, "Deploying", f"starting v{target}"))
+                               progressing=(True, Reason.DEPLOYING, f"starting v{target}"))
 
     if target == stable:
         if inp.rollout and inp.rollout.get("version") != stable:
@@ -182,7 +187,7 @@ def decide(inp: RolloutInput) -> RolloutDecision:
         cause = f" after failing {why['failedCheck']} ({why.get('message', '')})" if why.get("failedCheck") else ""
         return RolloutDecision(
             {stable: n}, {stable: 100}, stable, None, None, inp.rolled_back,
-            degraded=(True, "RolledBack", f"v{target} was rolled back{cause} and is not retried; register a new "
+            degraded=(True, Reason.ROLLED_BACK, f"v{target} was rolled back{cause} and is not retried; register a new "
                                           f"version or pin another one (stable stays v{stable})"))
 
     if strategy.type == "Immediate":
@@ -191,7 +196,7 @@ def decide(inp: RolloutInput) -> RolloutDecision:
             return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back,
                                    events=[Event("Normal", "Promoted", f"v{target} replaced v{stable}")])
         return RolloutDecision({stable: n, target: n}, {stable: 100, target: 0}, stable, target, None,
-                               inp.rolled_back, progressing=(True, "Replacing", f"starting v{target}"))
+                               inp.rolled_back, progressing=(True, Reason.REPLACING, f"starting v{target}"))
     return _canary(inp, stable, target)
 
 
@@ -216,8 +221,9 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
 
     def decision(replicas: dict[int, int], weights: dict[int, int], message: str, reason: str | None = None,
                  **kw: Any) -> RolloutDecision:
+        why = reason or CANARY_REASONS[rollout["state"]]
         return RolloutDecision(replicas, weights, stable, target, rollout, inp.rolled_back,
-                               progressing=(True, reason or f"Canary{rollout['state']}", message), events=events, **kw)
+                               progressing=(True, why, message), events=events, **kw)
 
     if canary.paused and state in ("Starting", "Stepping"):
         # The user holds the canary (spec.strategy.canary.paused): traffic stays where it is, nothing is analysed
@@ -228,7 +234,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
         return decision({stable: n, target: c}, {stable: 100 - weight, target: weight} if live else
                         {stable: 100, target: 0},
                         f"paused by spec.strategy.canary.paused at {where}; set it to false "
-                        f"(kubectl kultivar resume deployment) to continue", reason="CanaryPausedByUser")
+                        f"(kubectl kultivar resume deployment) to continue", reason=Reason.CANARY_PAUSED_BY_USER)
 
     if state == "Starting":
         c = canary_replicas(n, weight, router)
@@ -288,11 +294,11 @@ def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any]
         events.append(Event("Warning", "RolledBack", f"v{target} rolled back: {verdict.message}"))
         return RolloutDecision(
             {stable: n}, {stable: 100}, stable, None, None, [*inp.rolled_back, target],
-            degraded=(True, "RolledBack", f"v{target} failed {verdict.failed_check}: {verdict.message}"),
+            degraded=(True, Reason.ROLLED_BACK, f"v{target} failed {verdict.failed_check}: {verdict.message}"),
             analysis=result, events=events, measured=measured)
     if verdict.verdict == "Inconclusive":
         return RolloutDecision({stable: n, target: c}, weights, stable, target, rollout, inp.rolled_back,
-                               progressing=(True, "CanaryPaused", verdict.message), analysis=result,
+                               progressing=(True, Reason.CANARY_PAUSED, verdict.message), analysis=result,
                                requeue_after=interval, events=events, measured=measured)
     if step + 1 < len(steps):
         nxt = steps[step + 1]
@@ -302,13 +308,13 @@ def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any]
                                                     f"(step {step + 2}/{len(steps)})"))
         return RolloutDecision({stable: n, target: c}, {stable: 100 - nxt.weight, target: nxt.weight}, stable,
                                target, rollout, inp.rolled_back,
-                               progressing=(True, "CanaryStepping", f"step {step + 2}/{len(steps)}"),
+                               progressing=(True, Reason.CANARY_STEPPING, f"step {step + 2}/{len(steps)}"),
                                analysis=result, requeue_after=parse_duration(nxt.pause).total_seconds(),
                                events=events, measured=measured)
     rollout.update(state="Promoting", stepStartedAt=stamp)
     events.append(Event("Normal", "CanaryPassed", f"v{target} passed all {len(steps)} steps; promoting"))
     return RolloutDecision({stable: n, target: n}, weights, stable, target, rollout, inp.rolled_back,
-                           progressing=(True, "CanaryPromoting", f"scaling v{target} to {n} replicas"),
+                           progressing=(True, Reason.CANARY_PROMOTING, f"scaling v{target} to {n} replicas"),
                            analysis=result, events=events, measured=measured)
 
 
@@ -323,8 +329,8 @@ def _ab_test(inp: RolloutInput) -> RolloutDecision:
     top = max(variants, key=lambda v: (v.weight, v.version)).version
     ab, needs, measured, requeue, note = _measure_ab(inp, sorted(replicas))
     waiting = [v for v in replicas if not (inp.pods.get(v) and inp.pods[v].is_ready)]
-    progressing = (True, "Deploying", f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
-        (False, "ABTestRunning", ", ".join(f"v{v.version}={v.weight}%" for v in variants) + note)
+    progressing = (True, Reason.DEPLOYING, f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
+        (False, Reason.AB_TEST_RUNNING, ", ".join(f"v{v.version}={v.weight}%" for v in variants) + note)
     return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing,
                            needs_metrics=needs, requeue_after=requeue, ab_test=ab, measured=measured)
 

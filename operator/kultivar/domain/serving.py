@@ -30,6 +30,7 @@ from kultivar.domain.jobs import (
 from kultivar.domain.labels import DEPLOYMENT_LABEL, VERSION_LABEL
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.plan import Plan, blocked, invalid_spec
+from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
 
 HTTP_PORT = 8080
@@ -69,13 +70,13 @@ def target_version(spec: DeploymentSpec, model: dict[str, Any]) -> tuple[int | N
     name = spec.modelRef.name
     if spec.modelRef.version is not None:
         if spec.modelRef.version not in known:
-            return None, "VersionNotFound", (
+            return None, Reason.VERSION_NOT_FOUND, (
                 f"Model {name!r} has no version {spec.modelRef.version} (registered: "
                 f"{', '.join(f'v{n}' for n in sorted(known)) or 'none'}); fix spec.modelRef.version")
         return spec.modelRef.version, "", ""
     if not status.get("productionVersion"):
-        return None, "NoProductionVersion", f"Model {name!r} has no production version yet; train one and it is " \
-                                            "served automatically"
+        return None, Reason.NO_PRODUCTION_VERSION, (f"Model {name!r} has no production version yet; train one and "
+                                                    "it is served automatically")
     return int(status["productionVersion"]), "", ""
 
 
@@ -251,7 +252,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         return empty
     empty.spec = spec
     if observed.model is None:
-        empty.plan = blocked("ModelNotFound", f"Model {spec.modelRef.name!r} does not exist in namespace "
+        empty.plan = blocked(Reason.MODEL_NOT_FOUND, f"Model {spec.modelRef.name!r} does not exist in namespace "
                                               f"{obj['metadata']['namespace']}; create it or fix spec.modelRef")
         return empty
     status = obj.get("status") or {}
@@ -267,12 +268,13 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         model = observed.model
         missing = [v.version for v in spec.strategy.abTest.variants if version_record(model, v.version) is None]
         if missing:
-            empty.plan = blocked("VersionNotFound", f"abTest names versions {missing} that Model "
+            empty.plan = blocked(Reason.VERSION_NOT_FOUND, f"abTest names versions {missing} that Model "
                                                     f"{spec.modelRef.name!r} does not have; fix spec.strategy.abTest")
             return empty
         if spec.strategy.abTest.header and spec.traffic.router != "gatewayAPI":
-            empty.plan = blocked("HeaderRoutingNeedsGateway", "abTest.header selects versions by request header, "
-                                 "which needs traffic.router: gatewayAPI; set it or remove the header")
+            empty.plan = blocked(Reason.HEADER_ROUTING_NEEDS_GATEWAY,
+                                 "abTest.header selects versions by request header, which needs traffic.router: "
+                                 "gatewayAPI; set it or remove the header")
             return empty
 
     decision = decide(RolloutInput(
@@ -335,7 +337,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         Cond(DEGRADED, degraded, d_reason, d_message),
     ]
     if serving:
-        plan.conditions.append(Cond(READY, True, "Serving", f"v{decision.stable} serves at {plan.status['url']}"))
+        plan.conditions.append(Cond(READY, True, Reason.SERVING, f"v{decision.stable} serves at {plan.status['url']}"))
     else:
-        plan.conditions.append(Cond(READY, False, "Deploying", p_message or f"starting v{version}"))
+        plan.conditions.append(Cond(READY, False, Reason.DEPLOYING, p_message or f"starting v{version}"))
     return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics, spec)

@@ -8,12 +8,11 @@ from typing import Any
 
 from kultivar.domain.conditions import READY, get_condition, set_conditions
 from kultivar.domain.plan import Plan
+from kultivar.domain.reasons import is_progress
 from kultivar.k8s.client import Api
 
 log = logging.getLogger(__name__)
 
-# Ready=False reasons that mean "working on it", not "something is wrong": posted as Normal events.
-PROGRESS_REASONS = {"Validating", "Training", "Pending", "Registering", "Progressing", "WaitingForDataset", "Deploying"}
 
 
 def _without_nulls(value: Any) -> Any:
@@ -86,6 +85,7 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
         api.post_event(obj, event.type, event.reason, event.message)
     before, after = get_condition(old.get("conditions"), READY), get_condition(new.get("conditions"), READY)
     if after and (before or {}).get("reason") != after.get("reason"):
-        ok = after["status"] == "True" or after["reason"] in PROGRESS_REASONS
+        # Ready=False that means "working on it" (domain/reasons.py) is news, not a warning.
+        ok = after["status"] == "True" or is_progress(kind, after["reason"])
         api.post_event(obj, "Normal" if ok else "Warning", after["reason"], after.get("message", ""))
     return new

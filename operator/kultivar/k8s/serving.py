@@ -9,6 +9,7 @@ from typing import Any
 
 from kultivar.domain.jobs import owner_labels
 from kultivar.domain.metrics import Snapshot, parse
+from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods
 from kultivar.domain.serving import (
     DEPLOYMENT_LABEL,
@@ -101,13 +102,13 @@ def _route_problem(route: dict[str, Any], e: ApiError) -> tuple[str, str]:
     """Why an HTTPRoute could not be written, as a condition reason and message."""
     name = route["metadata"]["name"]
     if e.status == 404:
-        return "GatewayAPIUnavailable", (f"cannot create HTTPRoute {name}: this cluster serves no Gateway API "
+        return Reason.GATEWAY_API_UNAVAILABLE, (f"cannot create HTTPRoute {name}: this cluster serves no Gateway API "
                                          "HTTPRoute (gateway.networking.k8s.io/v1); install the Gateway API CRDs, "
                                          "or set spec.traffic.router: replicas")
     if e.status == 403:
-        return "HTTPRouteForbidden", (f"the operator may not manage HTTPRoute {name}: {e.message}; grant it "
+        return Reason.HTTPROUTE_FORBIDDEN, (f"the operator may not manage HTTPRoute {name}: {e.message}; grant it "
                                       "(chart value rbac.gatewayAPI) or set spec.traffic.router: replicas")
-    return "HTTPRouteRejected", f"the API server rejected HTTPRoute {name}: {e.message}; fix spec.traffic.gateway"
+    return Reason.HTTPROUTE_REJECTED, f"the API server rejected HTTPRoute {name}: {e.message}; fix spec.traffic.gateway"
 
 
 def _delete(api: Api, path: str, ignore: tuple[int, ...] = (404,)) -> None:

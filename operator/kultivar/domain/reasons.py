@@ -1,0 +1,84 @@
+"""Condition reasons the operator decides: one vocabulary, with what each one means.
+
+A reason is CamelCase (Kubernetes API conventions). `progress` marks a Ready=False reason that means "working
+on it" rather than "something needs a fix", for the kinds listed: k8s/apply posts its transition as a Normal
+Event (every other Ready=False reason as a Warning), and hack/manifests.py writes the `progressing` table of
+each kind's Argo CD health check (charts/kultivar/argocd/<Kind>.lua) from it, so the two cannot disagree.
+
+Failure reasons a workload pod reports in its result (DataValidationFailed, TrainingFailed, ...) are relayed
+verbatim and are never progress.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+KINDS = ("Dataset", "TrainingRun", "Model", "Deployment")
+
+
+class Reason(StrEnum):
+    progress_for: tuple[str, ...]
+
+    def __new__(cls, value: str, *progress_for: str) -> Reason:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.progress_for = progress_for
+        return member
+
+    # Work in progress (Ready=False, Normal Event; Argo CD Progressing).
+    VALIDATING = "Validating", "Dataset"
+    PENDING = "Pending", "TrainingRun"
+    TRAINING = "Training", "TrainingRun"
+    REGISTERING = "Registering", "TrainingRun"
+    WAITING_FOR_DATASET = "WaitingForDataset", "TrainingRun"
+    DEPLOYING = "Deploying", "Deployment"
+    REPLACING = "Replacing", "Deployment"  # the Immediate strategy: the new version's pods are starting
+    CANARY_STARTING = "CanaryStarting", "Deployment"  # the canary's pods are coming up
+    CANARY_STEPPING = "CanaryStepping", "Deployment"  # the canary takes a step's share of traffic
+    CANARY_PAUSED = "CanaryPaused", "Deployment"  # an inconclusive analysis: measured again next interval
+    CANARY_PROMOTING = "CanaryPromoting", "Deployment"  # the canary scales to the full size
+    # Not progress: the user holds the canary (spec.strategy.canary.paused); Argo CD shows it Suspended.
+    CANARY_PAUSED_BY_USER = "CanaryPausedByUser"
+
+    # Done (Ready=True, or the state of other conditions).
+    VALIDATED = "Validated"
+    TRAINED = "Trained"
+    REGISTERED = "Registered"
+    PRODUCTION_SET = "ProductionSet"
+    SERVING = "Serving"
+    STABLE = "Stable"  # Progressing=False: no rollout
+    AS_EXPECTED = "AsExpected"  # Degraded=False
+    AB_TEST_RUNNING = "ABTestRunning"
+    MEASURING = "Measuring"  # Drifted=Unknown: a drift window is open
+    NO_DRIFT = "NoDrift"
+    DRIFT_DETECTED = "DriftDetected"
+
+    # Something needs a fix, or a dependency (Ready=False, Warning Event; Argo CD Degraded).
+    INVALID_SPEC = "InvalidSpec"
+    SECRET_NOT_FOUND = "SecretNotFound"
+    DATASET_NOT_FOUND = "DatasetNotFound"
+    DATASET_VERSION_NOT_FOUND = "DatasetVersionNotFound"
+    MODEL_NOT_FOUND = "ModelNotFound"
+    VERSION_NOT_FOUND = "VersionNotFound"
+    NO_PRODUCTION_VERSION = "NoProductionVersion"  # Argo CD: Progressing, Suspended or Degraded (Model.lua)
+    ESTIMATOR_IMPORT_FAILED = "EstimatorImportFailed"
+    ARTIFACT_STORE_UNAVAILABLE = "ArtifactStoreUnavailable"
+    HEADER_ROUTING_NEEDS_GATEWAY = "HeaderRoutingNeedsGateway"
+    ROLLED_BACK = "RolledBack"  # Degraded=True
+    GATEWAY_API_UNAVAILABLE = "GatewayAPIUnavailable"  # Degraded=True: the HTTPRoute cannot be written
+    HTTPROUTE_FORBIDDEN = "HTTPRouteForbidden"
+    HTTPROUTE_REJECTED = "HTTPRouteRejected"
+    CHILD_REJECTED = "ChildRejected"  # the API server refused an object the spec makes us create
+    METRICS_UNAVAILABLE = "MetricsUnavailable"  # Drifted=Unknown
+    NO_REFERENCE_PROFILE = "NoReferenceProfile"
+
+
+def is_progress(kind: str, reason: str) -> bool:
+    """Whether Ready=False with this reason means work in progress for this kind."""
+    member = Reason._value2member_map_.get(reason)
+    return isinstance(member, Reason) and kind in member.progress_for
+
+
+def progress_reasons(kind: str) -> list[Reason]:
+    """The kind's work-in-progress reasons, in declaration order (the Argo CD table's order)."""
+    return [r for r in Reason if kind in r.progress_for]
