@@ -126,3 +126,26 @@ def test_refresh_annotation_starts_a_new_attempt_once() -> None:
     assert [j["metadata"]["name"] for j in plan.jobs] == ["iris-validate-2"]
     obj["status"]["validation"] = {**plan.status["validation"], "completedAttempt": 2}
     assert plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW).jobs == []
+
+
+def test_refresh_never_starts_jobs_faster_than_the_floor() -> None:
+    """refresh.interval 0s once started ~20 validation Jobs a minute (issue 18)."""
+    from kultivar.domain.dataset import MIN_REFRESH_INTERVAL
+
+    status = {**valid_dataset_status(), **_running()}  # attempt 1 started 11:59:00
+    status["validation"].update(completedAttempt=1, completedAt="2026-05-01T11:59:20Z")
+    obj = dataset(status=status, refresh={"interval": "0s"})
+    soon = plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW - timedelta(seconds=30))
+    assert soon.jobs == [] and soon.requeue_after == 50  # the interval counts from the end, floored
+    floor_over = datetime(2026, 5, 1, 11, 59, 20, tzinfo=UTC) + MIN_REFRESH_INTERVAL
+    assert [j["metadata"]["name"] for j in
+            plan_dataset(DatasetObserved(obj, None, None), CONFIG, floor_over).jobs] == ["iris-validate-2"]
+    # A requested refresh waits for the floor too; a spec change does not.
+    requested = dataset(status=status)
+    requested["metadata"]["annotations"] = {"kultivar.io/refresh-requested": "2026-05-01T11:59:30Z"}
+    held = plan_dataset(DatasetObserved(requested, None, None), CONFIG, NOW - timedelta(seconds=30))
+    assert held.jobs == [] and held.requeue_after == 30
+    assert plan_dataset(DatasetObserved(requested, None, None), CONFIG, NOW).jobs
+    changed = plan_dataset(DatasetObserved(dataset(status=status, generation=2), None, None), CONFIG,
+                           NOW - timedelta(seconds=30))
+    assert [j["metadata"]["name"] for j in changed.jobs] == ["iris-validate-2"]

@@ -16,6 +16,7 @@ from kultivar.controllers.workqueue import WorkQueue
 from kultivar.domain.dataset import plan_dataset
 from kultivar.domain.deployment import metrics_needed, plan_deployment, route_refused
 from kultivar.domain.labels import OWNER_KIND, OWNER_NAME
+from kultivar.domain.refusal import refused, still_refused
 from kultivar.domain.registry import plan_model
 from kultivar.domain.trainingrun import plan_training_run
 from kultivar.k8s import observe, serving
@@ -149,7 +150,7 @@ class Operator:
         observed = observe.dataset(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
-        plan = plan_dataset(observed, self.config, datetime.now(UTC))
+        plan = still_refused(observed.obj) or plan_dataset(observed, self.config, datetime.now(UTC))
         apply_plan(self.api, observed.obj, plan)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
@@ -158,7 +159,7 @@ class Operator:
         observed = observe.training_run(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
-        plan = plan_training_run(observed, self.config, datetime.now(UTC))
+        plan = still_refused(observed.obj) or plan_training_run(observed, self.config, datetime.now(UTC))
         apply_plan(self.api, observed.obj, plan)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
@@ -167,7 +168,7 @@ class Operator:
         observed = observe.model(self.api, key.namespace, key.name)
         if observed is None:
             return None
-        plan, _dropped = plan_model(observed, datetime.now(UTC), self.config)
+        plan = still_refused(observed.obj) or plan_model(observed, datetime.now(UTC), self.config)[0]
         # Version numbers must never be handed out twice: write only if nobody wrote since we read.
         apply_plan(self.api, observed.obj, plan, optimistic=True)
         metrics.observe_plan(observed.obj, plan)
@@ -177,13 +178,19 @@ class Operator:
         observed = observe.deployment(self.api, self.config, key.namespace, key.name)
         if observed is None:
             return None
+        held = still_refused(observed.obj)
+        if held:  # the cluster refused a serving object of this generation: nothing changes until the spec does
+            apply_plan(self.api, observed.obj, held)
+            return None
         now = datetime.now(UTC)
         request = metrics_needed(observed, self.config, now)
         observed = observe.deployment_metrics(self.api, observed, request, now)
         planned = plan_deployment(observed, self.config, now)
-        route_problem = serving.apply_serving(self.api, observed.obj, planned)
-        if route_problem:
-            route_refused(planned, *route_problem)
+        outcome = serving.apply_serving(self.api, observed.obj, planned)
+        if outcome.route_problem:
+            route_refused(planned, *outcome.route_problem)
+        if outcome.refused:
+            refused(planned.plan, outcome.refused.kind, outcome.refused.name, outcome.refused.message)
         apply_plan(self.api, observed.obj, planned.plan)
         metrics.observe_plan(observed.obj, planned.plan)
         return planned.plan.requeue_after

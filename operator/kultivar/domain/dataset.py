@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -53,6 +53,17 @@ def spec_problem(spec: DatasetSpec) -> tuple[str, str] | None:
     return None
 
 
+# The most often a Dataset re-validates by itself, whatever spec.refresh.interval says (0s once started ~20 Jobs a
+# minute): refreshes, timed or requested, start at least this long after the previous attempt started.
+MIN_REFRESH_INTERVAL = timedelta(minutes=1)
+
+
+def _refresh_interval(spec: DatasetSpec) -> timedelta | None:
+    if not spec.refresh:
+        return None
+    return max(parse_duration(spec.refresh.interval), MIN_REFRESH_INTERVAL)
+
+
 def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, now: datetime,
                     refresh_requested: datetime | None = None) -> str | None:
     """Why a new validation attempt should start now, or None."""
@@ -64,23 +75,32 @@ def _validation_due(spec: DatasetSpec, status: dict[str, Any], generation: int, 
     if progress.get("completedAttempt") != progress.get("attempt"):
         return None  # the current attempt is still running
     started = parse_time(progress.get("startedAt"))
+    if started is not None and now - started < MIN_REFRESH_INTERVAL:
+        return None  # the floor: see _seconds_until_refresh
     if refresh_requested and (started is None or refresh_requested > started):
         return "a refresh was requested"
-    if spec.refresh:
+    interval = _refresh_interval(spec)
+    if interval is not None:
         done = parse_time(progress.get("completedAt"))
-        if done is None or now - done >= parse_duration(spec.refresh.interval):
+        if done is None or now - done >= interval:
             return "refresh interval elapsed"
     return None
 
 
-def _seconds_until_refresh(spec: DatasetSpec, status: dict[str, Any], now: datetime) -> float | None:
-    if not spec.refresh:
+def _seconds_until_refresh(spec: DatasetSpec, status: dict[str, Any], now: datetime,
+                           refresh_requested: datetime | None = None) -> float | None:
+    """When the next refresh is due: the interval after the last attempt ended, never sooner than the floor after
+    it started (a requested refresh held back by the floor too)."""
+    progress = status.get("validation") or {}
+    started, done = parse_time(progress.get("startedAt")), parse_time(progress.get("completedAt"))
+    floor = None if started is None else (started + MIN_REFRESH_INTERVAL - now).total_seconds()
+    interval = _refresh_interval(spec)
+    if refresh_requested is not None and started is not None and refresh_requested > started:
+        return max(1.0, floor or 0.0)
+    if interval is None or done is None:
         return None
-    done = parse_time((status.get("validation") or {}).get("completedAt"))
-    if done is None:
-        return None
-    remaining = parse_duration(spec.refresh.interval) - (now - done)
-    return max(1.0, remaining.total_seconds())
+    remaining = (interval - (now - done)).total_seconds()
+    return max(1.0, remaining, floor or 0.0)
 
 
 PVC_ROOT = "/var/lib/kultivar/pvc"  # where pvc://<claim>/<path> sources are mounted (see workloads.data)
@@ -243,5 +263,5 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
             plan.conditions.append(Cond(READY, False, "Validating", "validating the data for the first time"))
         return plan
 
-    plan.requeue_after = _seconds_until_refresh(spec, status, now)
+    plan.requeue_after = _seconds_until_refresh(spec, {**status, "validation": progress or None}, now, requested)
     return plan

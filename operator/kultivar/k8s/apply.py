@@ -9,7 +9,8 @@ from typing import Any
 from kultivar.domain.conditions import READY, get_condition, set_conditions
 from kultivar.domain.plan import Plan
 from kultivar.domain.reasons import is_progress
-from kultivar.k8s.client import Api
+from kultivar.domain.refusal import refused
+from kultivar.k8s.client import Api, ApiError, RefusedChild
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,23 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
     ns, name, kind = meta["namespace"], meta["name"], obj["kind"]
     for job_name in plan.delete_jobs:
         api.delete_job(ns, job_name)
-    for job in plan.jobs:
-        if api.create_job(ns, job):
-            log.info("%s %s/%s: created Job %s", kind, ns, name, job["metadata"]["name"])
-    # Before the status that records them: a reconcile that fails in between plans the same names again.
-    for note in plan.annotate:
-        api.annotate(note.kind, ns, note.name, note.annotations)
-    for child in plan.create:
-        if api.create_if_missing(child["kind"], ns, child):
-            log.info("%s %s/%s: created %s %s", kind, ns, name, child["kind"], child["metadata"]["name"])
+    try:
+        for job in plan.jobs:
+            if api.create_job(ns, job):
+                log.info("%s %s/%s: created Job %s", kind, ns, name, job["metadata"]["name"])
+        # Before the status that records them: a reconcile that fails in between plans the same names again.
+        for note in plan.annotate:
+            try:
+                api.annotate(note.kind, ns, note.name, note.annotations)
+            except ApiError as e:  # gone: whatever needed it reports that itself (e.g. DatasetNotFound)
+                if e.status != 404:
+                    raise
+        for child in plan.create:
+            if api.create_if_missing(child["kind"], ns, child):
+                log.info("%s %s/%s: created %s %s", kind, ns, name, child["kind"], child["metadata"]["name"])
+    except RefusedChild as e:
+        log.warning("%s %s/%s: %s %s refused: %s", kind, ns, name, e.kind, e.name, e.message)
+        refused(plan, e.kind, e.name, e.message)
 
     old = obj.get("status") or {}
     new = desired_status(obj, plan, datetime.now(UTC))

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
+from kultivar.domain.refusal import is_refusal
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,21 @@ class ApiError(Exception):
         self.reason = reason
         self.body = body
         self.message = message
+
+
+class RefusedChild(Exception):
+    """The API server will never create this object as it is (a 4xx other than 409/429): see domain/refusal.py."""
+
+    def __init__(self, kind: str, name: str, error: ApiError) -> None:
+        super().__init__(f"{kind} {name}: {error}")
+        self.kind, self.name, self.message, self.status = kind, name, error.message, error.status
+
+
+def create_refused(kind: str, body: dict[str, Any], error: ApiError) -> RefusedChild | None:
+    """The error as a refusal of this object, when it is one."""
+    if not is_refusal(error.status):
+        return None
+    return RefusedChild(kind, body["metadata"].get("name", ""), error)
 
 
 def load_config(kubeconfig: str | None = None) -> None:
@@ -125,7 +141,7 @@ class Api:
         except ApiError as e:
             if e.status == 409:
                 return False
-            raise
+            raise create_refused(kind, body, e) or e from None
 
     def annotate(self, kind: str, namespace: str, name: str, annotations: dict[str, str]) -> None:
         """Merge annotations into one of our objects (metadata, never spec), e.g. to ask for a refresh."""
@@ -160,7 +176,7 @@ class Api:
         except ApiError as e:
             if e.status == 409:
                 return False
-            raise
+            raise create_refused("Job", body, e) or e from None
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from kultivar.domain.jobs import owner_labels
@@ -19,7 +20,7 @@ from kultivar.domain.serving import (
     stale_objects,
     version_name,
 )
-from kultivar.k8s.client import Api, ApiError
+from kultivar.k8s.client import Api, ApiError, RefusedChild, create_refused
 
 log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT = 3.0
@@ -75,7 +76,10 @@ def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[s
     except ApiError as e:
         if e.status != 404:
             raise
-        api.request("POST", collection, desired)
+        try:
+            api.request("POST", collection, desired)
+        except ApiError as e:
+            raise create_refused(desired["kind"], desired, e) or e from None
         return
     patch: dict[str, Any] = {}
     for k in compare:
@@ -85,7 +89,10 @@ def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[s
         elif current["spec"].get(k) is not None:  # a field we no longer set (e.g. hostnames removed)
             patch[k] = None
     if patch:
-        api.request("PATCH", f"{collection}/{name}", {"spec": patch}, content_type="application/merge-patch+json")
+        try:
+            api.request("PATCH", f"{collection}/{name}", {"spec": patch}, content_type="application/merge-patch+json")
+        except ApiError as e:
+            raise create_refused(desired["kind"], desired, e) or e from None
 
 
 def _contains(actual: Any, wanted: Any) -> bool:
@@ -98,7 +105,7 @@ def _contains(actual: Any, wanted: Any) -> bool:
     return actual == wanted
 
 
-def _route_problem(route: dict[str, Any], e: ApiError) -> tuple[str, str]:
+def _route_problem(route: dict[str, Any], e: ApiError | RefusedChild) -> tuple[str, str]:
     """Why an HTTPRoute could not be written, as a condition reason and message."""
     name = route["metadata"]["name"]
     if e.status == 404:
@@ -132,20 +139,33 @@ def _prune(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
         _delete(api, f"/api/v1/namespaces/{ns}/services/{service_name}")
 
 
-def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> tuple[str, str] | None:
+@dataclass
+class ServingOutcome:
+    """What the cluster refused: the HTTPRoute (reason, message for Degraded), or a Deployment or Service."""
+
+    route_problem: tuple[str, str] | None = None
+    refused: RefusedChild | None = None
+
+
+def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> ServingOutcome:
     """Create or update the serving objects. An HTTPRoute the cluster refuses does not stop the rest: its reason
-    and message are returned (for the Degraded condition) instead of raised."""
+    and message are returned (for the Degraded condition) instead of raised. A Deployment or Service it refuses
+    (a 4xx other than 409/429) stops here and is returned: the owner is held until its spec changes."""
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     problem = None
-    for d in serving.deployments:
-        _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, ("replicas", "template"))
-    for s in serving.services:
-        _upsert(api, f"/api/v1/namespaces/{ns}/services", s, ("selector",))
+    try:
+        for d in serving.deployments:
+            _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, ("replicas", "template"))
+        for s in serving.services:
+            _upsert(api, f"/api/v1/namespaces/{ns}/services", s, ("selector",))
+    except RefusedChild as e:
+        log.warning("Deployment %s/%s: %s", ns, name, e)
+        return ServingOutcome(refused=e)
     for r in serving.routes:
         try:
             _upsert(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes", r,
                     ("parentRefs", "hostnames", "rules"))
-        except ApiError as e:
+        except (ApiError, RefusedChild) as e:  # a route the cluster cannot take degrades; the pods still serve
             if e.status not in (400, 403, 404, 422):
                 raise
             problem = _route_problem(r, e)
@@ -155,4 +175,4 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> tuple[
         for path in (f"/apis/apps/v1/namespaces/{ns}/deployments/{version_name(name, version)}",
                      f"/api/v1/namespaces/{ns}/services/{version_name(name, version)}"):
             _delete(api, path)
-    return problem
+    return ServingOutcome(route_problem=problem)

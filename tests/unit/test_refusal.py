@@ -1,0 +1,67 @@
+"""A child the API server refuses (issue 18): Ready=False ChildRejected with the server's message, a Warning
+Event, and nothing retried until the owner's spec changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from factories import dataset
+from statuscheck import validate_status
+
+from kultivar.domain.conditions import READY, Cond, get_condition
+from kultivar.domain.plan import Plan
+from kultivar.domain.refusal import is_refusal, still_refused
+from kultivar.k8s.apply import apply_plan
+from kultivar.k8s.client import ApiError, RefusedChild, create_refused
+
+INVALID = ApiError(422, "Unprocessable Entity", {"message": 'Job.batch "iris-validate-1" is invalid: '
+                                                            'spec.template.spec.containers[0].resources.limits: '
+                                                            'Invalid value: "lots"'})
+
+
+class RefusingApi:
+    """Refuses every Job as the API server does a malformed one; records the rest."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        self.calls.append(("create_job", body["metadata"]["name"]))
+        raise create_refused("Job", body, INVALID) or INVALID
+
+    def __getattr__(self, method: str) -> Any:
+        def call(*args: Any) -> Any:
+            self.calls.append((method, *args))
+            return True
+        return call
+
+
+def test_only_requests_that_can_never_succeed_are_refusals() -> None:
+    assert all(is_refusal(s) for s in (400, 403, 404, 422))
+    assert not any(is_refusal(s) for s in (409, 429, 500, 503))
+    assert create_refused("Job", {"metadata": {"name": "j"}}, ApiError(409, "Conflict")) is None
+    refusal = create_refused("Job", {"metadata": {"name": "j"}}, INVALID)
+    assert isinstance(refusal, RefusedChild) and "lots" in refusal.message
+
+
+def test_a_refused_job_makes_the_owner_not_ready_with_the_servers_message_once() -> None:
+    api = RefusingApi()
+    obj = dataset(status={})
+    job = {"kind": "Job", "metadata": {"name": "iris-validate-1"}}
+    plan = Plan(conditions=[Cond(READY, False, "Validating", "first")], jobs=[job], requeue_after=5)
+    obj["status"] = apply_plan(api, obj, plan)
+    ready = get_condition(obj["status"]["conditions"], READY)
+    assert ready is not None and ready["reason"] == "ChildRejected" and "Invalid value: \"lots\"" in ready["message"]
+    validate_status("Dataset", obj["status"])
+    events = [c for c in api.calls if c[0] == "post_event"]
+    assert [(e[2], e[3]) for e in events] == [("Warning", "ChildRejected")]
+    assert plan.requeue_after is None
+
+    held = still_refused(obj)
+    assert held is not None and held.jobs == []
+    api.calls.clear()
+    apply_plan(api, obj, held)
+    assert [c[0] for c in api.calls] == []  # no Job, no status write, no event: nothing changed
+
+    obj["metadata"]["generation"] = 2  # the spec was fixed
+    assert still_refused(obj) is None
