@@ -6,6 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from kultivar.domain.labels import WORKLOAD
 from kultivar.domain.plan import Plan
 
 REGISTRY = CollectorRegistry()
@@ -39,7 +40,7 @@ def observe_job(job: dict[str, Any], deleted: bool = False) -> None:
     """Keep the per-state Job gauge in step with the watch stream."""
     meta = job.get("metadata") or {}
     uid = meta.get("uid", "")
-    workload = (meta.get("labels") or {}).get("kultivar.io/workload", "unknown")
+    workload = (meta.get("labels") or {}).get(WORKLOAD, "unknown")
     status = job.get("status") or {}
     state = "active"
     for cond in status.get("conditions") or []:
