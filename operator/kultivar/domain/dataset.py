@@ -15,7 +15,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, now_rfc3339, parse_time
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
 from kultivar.domain.labels import GENERATION_ANNOTATION, REFRESH_ANNOTATION, WORKLOAD
-from kultivar.domain.plan import Event, Plan, blocked
+from kultivar.domain.plan import Event, Plan, blocked, invalid_spec
 
 VALIDATED = "Validated"
 KEEP_VERSIONS = 10
@@ -185,7 +185,7 @@ def plan_dataset(observed: DatasetObserved, config: OperatorConfig, now: datetim
     try:
         spec = DatasetSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:
-        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+        return invalid_spec(e)
     problem = spec_problem(spec)
     if problem:
         return blocked(*problem)

@@ -20,7 +20,7 @@ from kultivar.domain.conditions import Cond, now_rfc3339
 from kultivar.domain.drift import DRIFTED, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.jobs import owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION
-from kultivar.domain.plan import Annotate, Event, Plan
+from kultivar.domain.plan import Annotate, Plan
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import metrics_since, windowed
 from kultivar.domain.serving import DEGRADED, DeploymentObserved, ServingPlan, plan_serving, version_record
@@ -100,8 +100,8 @@ def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime) 
     if mon is None:
         return
     plan.status.update(mon.status)
-    plan.conditions.append(Cond(DRIFTED, *mon.drifted))
-    plan.events.extend(Event(t, r, m) for t, r, m in mon.events)
+    plan.conditions.append(mon.drifted)
+    plan.events.extend(mon.events)
     if mon.requeue_after is not None:
         _requeue(plan, mon.requeue_after)
     if mon.refresh_dataset:  # validate the newest data before the run trains on it

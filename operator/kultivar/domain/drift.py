@@ -16,9 +16,10 @@ from typing import Any
 
 from kultivar.api.common import API_VERSION, parse_duration
 from kultivar.api.deployment import Monitoring
-from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.conditions import Cond, now_rfc3339, parse_time
 from kultivar.domain.labels import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, RETRAINED_FROM_LABEL, TRIGGER_LABEL
 from kultivar.domain.metrics import Snapshot
+from kultivar.domain.plan import Event
 from kultivar.domain.profile import OTHER, psi
 from kultivar.domain.reasons import Reason
 
@@ -240,8 +241,8 @@ class MonitoringPlan:
     """What the monitoring loop does in one reconcile of a Deployment."""
 
     status: dict[str, Any]  # status fields: drift, lastRetrain
-    drifted: tuple[bool | None, str, str]  # the Drifted condition
-    events: list[tuple[str, str, str]]
+    drifted: Cond  # the Drifted condition
+    events: list[Event]
     create_run: dict[str, Any] | None = None
     refresh_dataset: str | None = None  # Dataset to validate again before the run trains
     requeue_after: float | None = None
@@ -258,26 +259,26 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
         return None
     if not metrics.reference:
         why = f"v{stable} exports no training profile; drift cannot be measured"
-        return MonitoringPlan({}, (None, Reason.NO_REFERENCE_PROFILE, why), [], requeue_after=None)
+        return MonitoringPlan({}, Cond(DRIFTED, None, Reason.NO_REFERENCE_PROFILE, why), [], requeue_after=None)
     decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now,
                            windowed)
-    out = MonitoringPlan({"drift": decision.status}, (None, Reason.MEASURING, decision.message),
-                         list(decision.events), requeue_after=decision.requeue_after)
+    out = MonitoringPlan({"drift": decision.status}, Cond(DRIFTED, None, Reason.MEASURING, decision.message),
+                         [Event(*e) for e in decision.events], requeue_after=decision.requeue_after)
     if decision.evaluated:
         verdict_reason = Reason.DRIFT_DETECTED if decision.drifted else Reason.NO_DRIFT
-        out.drifted = (decision.drifted, verdict_reason, decision.message)
+        out.drifted = Cond(DRIFTED, decision.drifted, verdict_reason, decision.message)
     elif status.get("drift"):
         was = bool((status.get("drift") or {}).get("drifted"))
-        out.drifted = (was, Reason.DRIFT_DETECTED if was else Reason.NO_DRIFT, decision.message)
+        out.drifted = Cond(DRIFTED, was, Reason.DRIFT_DETECTED if was else Reason.NO_DRIFT, decision.message)
     last = status.get("lastRetrain") or {}
     verdict = should_retrain(monitoring, decision, last, run_active, now)
     if not verdict.retrain:
         if decision.evaluated and decision.drifted and verdict.message:
-            out.events.append(("Normal", verdict.reason, verdict.message))
+            out.events.append(Event("Normal", verdict.reason, verdict.message))
         return out
     if source_run is None:
-        out.events.append(("Warning", "RetrainSourceMissing", f"drift persists but the TrainingRun behind v{stable} "
-                                                              "no longer exists; create a TrainingRun by hand"))
+        out.events.append(Event("Warning", "RetrainSourceMissing", f"drift persists but the TrainingRun behind "
+                                f"v{stable} no longer exists; create a TrainingRun by hand"))
         return out
     number = int(last.get("count") or 0) + 1
     run = retraining_run(deployment, source_run, number, owner_ref)
@@ -287,6 +288,6 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
     out.refresh_dataset = run["spec"]["datasetRef"]["name"]
     out.status["lastRetrain"] = {"trainingRun": run["metadata"]["name"], "time": stamp, "reason": verdict.message,
                                  "recent": [*recent, stamp], "count": number}
-    out.events.append(("Normal", "RetrainingStarted", f"TrainingRun {run['metadata']['name']} on the newest data "
+    out.events.append(Event("Normal", "RetrainingStarted", f"TrainingRun {run['metadata']['name']} on the newest data "
                                                       f"of Dataset {out.refresh_dataset}: {verdict.message}"))
     return out

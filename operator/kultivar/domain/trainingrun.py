@@ -21,7 +21,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
 from kultivar.domain.labels import REFRESH_ANNOTATION
-from kultivar.domain.plan import Event, Plan, blocked
+from kultivar.domain.plan import Event, Plan, invalid_spec
 
 SUCCEEDED = "Succeeded"
 # Job failure reasons that Kubernetes reports, mapped to what a user reads.
@@ -137,7 +137,7 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
     try:
         spec = TrainingRunSpec.model_validate(obj.get("spec") or {})
     except ValidationError as e:
-        return blocked("InvalidSpec", f"spec is invalid: {e.errors()[0].get('msg')}; fix the manifest")
+        return invalid_spec(e)
 
     succeeded = get_condition(status.get("conditions"), SUCCEEDED)
     if succeeded and succeeded.get("status") == "True":
