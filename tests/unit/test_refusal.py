@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from factories import dataset
-from statuscheck import validate_status
+from statuscheck import NOW, validate_status
 
 from kultivar.domain.conditions import READY, Cond, get_condition
 from kultivar.domain.plan import Plan
@@ -65,3 +65,35 @@ def test_a_refused_job_makes_the_owner_not_ready_with_the_servers_message_once()
 
     obj["metadata"]["generation"] = 2  # the spec was fixed
     assert still_refused(obj) is None
+
+
+class ServingApi:
+    """Answers GETs with 404 (nothing exists yet) and refuses apps/v1 Deployments, as for a bad resources field."""
+
+    def __init__(self) -> None:
+        self.posted: list[str] = []
+
+    def request(self, method: str, path: str, body: Any = None, **_: Any) -> Any:
+        if method == "GET" and "labelSelector" in str(_):
+            return {"items": []}
+        if method == "GET":
+            raise ApiError(404, "Not Found")
+        if method == "POST":
+            self.posted.append(path)
+            if "/deployments" in path:
+                raise INVALID
+        return {}
+
+
+def test_a_refused_serving_deployment_is_returned_not_raised() -> None:
+    from test_serving_plan import CONFIG, deployment, observe
+
+    from kultivar.domain.serving import plan_serving
+    from kultivar.k8s.serving import apply_serving
+
+    api = ServingApi()
+    dep = deployment()
+    outcome = apply_serving(api, dep, plan_serving(observe(dep, {}), CONFIG, NOW))  # type: ignore[arg-type]  # a stand-in Api
+    assert outcome.refused is not None and outcome.refused.kind == "Deployment"
+    assert outcome.refused.name == "iris-v2" and "lots" in outcome.refused.message
+    assert not any("/services" in p for p in api.posted)  # it stops at the refusal
