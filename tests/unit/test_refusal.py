@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from factories import dataset
+from factories import dataset, obj
 from statuscheck import NOW, validate_status
 
 from kultivar.domain.conditions import READY, Cond, get_condition
@@ -97,3 +97,17 @@ def test_a_refused_serving_deployment_is_returned_not_raised() -> None:
     assert outcome.refused is not None and outcome.refused.kind == "Deployment"
     assert outcome.refused.name == "iris-v2" and "lots" in outcome.refused.message
     assert not any("/services" in p for p in api.posted)  # it stops at the refusal
+
+
+def test_a_refused_drift_run_is_a_warning_that_does_not_hold_the_deployment() -> None:
+    class RefusesRuns(RefusingApi):
+        def create_if_missing(self, kind: str, namespace: str, body: dict[str, Any]) -> bool:
+            raise create_refused(kind, body, INVALID) or INVALID
+
+    api = RefusesRuns()
+    dep = obj("Deployment", "iris", {"modelRef": {"name": "iris"}}, status={})
+    run = {"kind": "TrainingRun", "metadata": {"name": "iris-drift-1"}}
+    dep["status"] = apply_plan(api, dep, Plan(conditions=[Cond(READY, True, "Serving", "v1")], create=[run]))
+    assert get_condition(dep["status"]["conditions"], READY)["reason"] == "Serving"
+    assert ("Warning", "ChildRejected") in [(c[2], c[3]) for c in api.calls if c[0] == "post_event"]
+    assert still_refused(dep) is None

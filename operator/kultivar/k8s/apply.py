@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kultivar.domain.conditions import READY, get_condition, set_conditions
-from kultivar.domain.plan import Plan
-from kultivar.domain.reasons import is_progress
+from kultivar.domain.plan import Event, Plan
+from kultivar.domain.reasons import Reason, is_progress
 from kultivar.domain.refusal import refused
 from kultivar.k8s.client import Api, ApiError, RefusedChild
 
@@ -78,8 +78,13 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
                 if e.status != 404:
                     raise
         for child in plan.create:
-            if api.create_if_missing(child["kind"], ns, child):
-                log.info("%s %s/%s: created %s %s", kind, ns, name, child["kind"], child["metadata"]["name"])
+            try:
+                if api.create_if_missing(child["kind"], ns, child):
+                    log.info("%s %s/%s: created %s %s", kind, ns, name, child["kind"], child["metadata"]["name"])
+            except RefusedChild as e:
+                # One of our objects the owner starts now and then (a drift run): say so, but do not hold the
+                # owner, whose own work (serving) is not what was refused. The status still records the attempt.
+                plan.events.append(Event("Warning", Reason.CHILD_REJECTED, str(e)))
     except RefusedChild as e:
         log.warning("%s %s/%s: %s %s refused: %s", kind, ns, name, e.kind, e.name, e.message)
         refused(plan, e.kind, e.name, e.message)
