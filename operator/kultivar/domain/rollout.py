@@ -344,8 +344,7 @@ def _measure_ab(inp: RolloutInput, versions: list[int]
     ab = dict(inp.ab_test or {})
     started = parse_time(ab.get("startedAt"))
     if ab.get("versions") != versions or started is None or ab.get("metricsSource") != analysis.metricsSource:
-        # A new test (or other variants, or another source): count from now. Status is merge-patched, so the
-        # old window's fields are set to None (removed), not left out.
+        # A new test (or other variants, or another source): count from now; the old window's fields go.
         ab = {"versions": versions, "startedAt": stamp, "metricsSource": analysis.metricsSource,
               "measuredAt": None, "baseline": None}
         if windowed(inp.spec):
