@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from kapi import API, PLURALS, create, events_for, get, path, ready, sample, wait_reason
+from kapi import API, PLURALS, create, events_for, get, patch_spec, path, ready, sample, wait_reason
 
 from helpers import wait_for
 
@@ -192,3 +192,41 @@ def test_operator_never_writes_spec(kube, namespace, operator) -> None:
         assert after["metadata"]["generation"] == 1, kind
         assert not after["metadata"].get("finalizers"), kind
         assert not [a for a in after["metadata"].get("annotations") or {} if a.startswith("kopf.zalando.org")]
+
+
+def test_a_refused_job_is_reported_and_not_retried_until_the_spec_changes(kube, namespace, operator) -> None:
+    """Issue 18: a child the API server refuses (here a quota forbids Jobs: 403) gives Ready=False ChildRejected
+    with the server's message and one Warning Event; reconciles that follow do not ask again until the spec
+    changes."""
+    quotas = f"/api/v1/namespaces/{namespace}/resourcequotas"
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+             "spec": {"hard": {"count/jobs.batch": "0"}}}
+    status, out = kube.raw("POST", quotas, quota)
+    assert status == 201, out
+    wait_for(lambda: (kube.raw("GET", f"{quotas}/no-jobs")[1].get("status") or {}).get("hard"), timeout=30,
+             message="the quota controller to compute the quota")
+    create(kube, namespace, sample("Dataset"))
+    cond = wait_reason(kube, namespace, "Dataset", "iris", "ChildRejected")
+    assert "iris-validate-1" in cond["message"] and "quota" in cond["message"], cond
+    wait_for(lambda: any(e["reason"] == "ChildRejected" and e["type"] == "Warning"
+                         for e in events_for(kube, namespace, "iris")), timeout=15, message="a Warning event")
+
+    def log_count(text: str) -> int:
+        return operator.log_path.read_text(errors="replace").count(text)
+
+    refusals = log_count(f"Dataset {namespace}/iris: Job iris-validate-1 refused")
+    reconciles = log_count(f"Dataset {namespace}/iris reconciled in")
+    assert refusals == 1
+    # A metadata change is a watch event, so a reconcile, but not a spec change: it must not try again.
+    assert kube.raw_patch(path("Dataset", namespace, "iris"), {"metadata": {"labels": {"poke": "1"}}})[0] == 200
+    wait_for(lambda: log_count(f"Dataset {namespace}/iris reconciled in") > reconciles, timeout=30,
+             message="a reconcile after the label change")
+    assert log_count(f"Dataset {namespace}/iris: Job iris-validate-1 refused") == 1
+    assert [e["reason"] for e in events_for(kube, namespace, "iris")].count("ChildRejected") == 1
+
+    # Lift the quota and change the spec: the next generation's Job is created.
+    assert kube.raw("DELETE", f"{quotas}/no-jobs")[0] == 200
+    patch_spec(kube, namespace, "Dataset", "iris", {"refresh": {"interval": "1h"}})
+    wait_for(lambda: kube.raw("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/iris-validate-2")[0] == 200,
+             timeout=30, message="the validation Job of the new generation")
+    wait_reason(kube, namespace, "Dataset", "iris", "Validating")
