@@ -111,3 +111,20 @@ def test_a_refused_drift_run_is_a_warning_that_does_not_hold_the_deployment() ->
     assert get_condition(dep["status"]["conditions"], READY)["reason"] == "Serving"
     assert ("Warning", "ChildRejected") in [(c[2], c[3]) for c in api.calls if c[0] == "post_event"]
     assert still_refused(dep) is None
+
+
+def test_a_spec_the_models_reject_leaves_the_serving_objects_alone() -> None:
+    """A field from a newer CRD during an upgrade must not prune the Services of a Deployment that serves."""
+    from test_serving_plan import CONFIG, deployment, observe
+
+    from kultivar.domain.serving import plan_serving
+    from kultivar.k8s.serving import apply_serving
+
+    class NoCalls:
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"no API call expected: {args}")
+
+    dep = deployment(futureField=True)
+    planned = plan_serving(observe(dep, {}), CONFIG, NOW)
+    assert planned.plan.ready is not None and planned.plan.ready.reason == "InvalidSpec"
+    assert apply_serving(NoCalls(), dep, planned).refused is None  # type: ignore[arg-type]  # a stand-in Api

@@ -152,6 +152,8 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> Servin
     and message are returned (for the Degraded condition) instead of raised. A Deployment or Service it refuses
     (a 4xx other than 409/429) stops here and is returned: the owner is held until its spec changes."""
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    if serving.spec is None:  # a spec the models reject (InvalidSpec): what serves now keeps serving, untouched
+        return ServingOutcome()
     problem = None
     try:
         for d in serving.deployments:
