@@ -61,6 +61,7 @@ class Reason(StrEnum):
     MODEL_NOT_FOUND = "ModelNotFound"
     VERSION_NOT_FOUND = "VersionNotFound"
     NO_PRODUCTION_VERSION = "NoProductionVersion"  # Argo CD: Progressing, Suspended or Degraded (Model.lua)
+    ESTIMATOR_NOT_ALLOWED = "EstimatorNotAllowed"
     ESTIMATOR_IMPORT_FAILED = "EstimatorImportFailed"
     ARTIFACT_STORE_UNAVAILABLE = "ArtifactStoreUnavailable"
     HEADER_ROUTING_NEEDS_GATEWAY = "HeaderRoutingNeedsGateway"
