@@ -129,12 +129,13 @@ def test_refresh_annotation_starts_a_new_attempt_once() -> None:
 
 
 def test_refresh_never_starts_jobs_faster_than_the_floor() -> None:
-    """refresh.interval 0s once started ~20 validation Jobs a minute (issue 18)."""
+    """refresh.interval 0s once started ~20 validation Jobs a minute (issue 18); the schema now says 1m at least,
+    and the planner holds to it too, for requested refreshes as well."""
     from kultivar.domain.dataset import MIN_REFRESH_INTERVAL
 
     status = {**valid_dataset_status(), **_running()}  # attempt 1 started 11:59:00
     status["validation"].update(completedAttempt=1, completedAt="2026-05-01T11:59:20Z")
-    obj = dataset(status=status, refresh={"interval": "0s"})
+    obj = dataset(status=status, refresh={"interval": "1m"})  # the minimum the schema allows
     soon = plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW - timedelta(seconds=30))
     assert soon.jobs == [] and soon.requeue_after == 50  # the interval counts from the end, floored
     floor_over = datetime(2026, 5, 1, 11, 59, 20, tzinfo=UTC) + MIN_REFRESH_INTERVAL

@@ -45,6 +45,7 @@ class Reason(StrEnum):
     TRAINED = "Trained"
     REGISTERED = "Registered"
     PRODUCTION_SET = "ProductionSet"
+    PRODUCTION_ROLLED_BACK = "ProductionRolledBack"  # Manual: the pinned version was rolled back
     SERVING = "Serving"
     STABLE = "Stable"  # Progressing=False: no rollout
     AS_EXPECTED = "AsExpected"  # Degraded=False
