@@ -274,9 +274,12 @@ EOF
 }
 
 # The files the app layer is built from: what images/*.Dockerfile copy (see .dockerignore), minus caches.
+# The local-cluster harness (kultivar.devcluster) is development tooling: it stays out of the images (import-linter
+# checks that nothing the operator or its pods run imports it).
 app_files() {
   (cd "$repo" && find pyproject.toml README.md operator -type f \
-    ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 | LC_ALL=C sort -z)
+    ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' ! -path 'operator/kultivar/devcluster/*' \
+    -print0 | LC_ALL=C sort -z)
 }
 
 pause_mod_dir() {

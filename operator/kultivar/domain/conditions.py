@@ -9,8 +9,9 @@ from typing import Any
 READY = "Ready"
 
 
-def now_rfc3339(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(now: datetime) -> str:
+    """RFC 3339 in UTC, to the second. `now` is required: the domain never reads the clock itself."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -37,7 +38,7 @@ def set_conditions(
     existing: list[dict[str, Any]] | None,
     wanted: list[Cond],
     generation: int | None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> list[dict[str, Any]]:
     """Merge wanted conditions into existing ones, keeping lastTransitionTime when the status is unchanged."""
     by_type = {c["type"]: dict(c) for c in existing or []}

@@ -25,7 +25,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-def desired_status(obj: dict[str, Any], plan: Plan, now: datetime | None = None) -> dict[str, Any]:
+def desired_status(obj: dict[str, Any], plan: Plan, now: datetime) -> dict[str, Any]:
     """The whole status after the plan: each planned top-level field replaces the old one (None removes it)."""
     status = dict(obj.get("status") or {})
     for key, value in plan.status.items():
