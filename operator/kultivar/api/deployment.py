@@ -132,10 +132,6 @@ class ABTestStrategy(KModel):
         default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$",
         description="Request header whose value names a version (e.g. x-model-version: 3) to select it explicitly.",
     )
-    stickyKey: str | None = Field(
-        default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$",
-        description="Request header hashed to keep a client on one variant.",
-    )
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self.variants.map(v, v.weight).sum() == 100",

@@ -127,9 +127,11 @@ class TrainingRunSpec(KModel):
         default=None, max_length=512,
         description="Runtime image for the training pod. Unset uses the operator's configured runtime image.",
     )
-    trigger: Literal["manual", "drift", "schedule"] = Field(
+    # Only values something sets: "schedule" was accepted and never used, so it is gone (no ignored fields).
+    trigger: Literal["manual", "drift"] = Field(
         default="manual",
-        description="Why the run exists; set by Kultivar for runs it creates. Fixed at creation.",
+        description="Why the run exists: manual (a person or pipeline created it) or drift (the Deployment's "
+                    "monitoring created it). Fixed at creation.",
         json_schema_extra=immutable("trigger"),
     )
 
