@@ -41,6 +41,16 @@ def test_operator_metrics_pass_promtool() -> None:
     promtool_check(generate_latest(operator_metrics.REGISTRY))
 
 
+def test_model_history_entries_are_counted_once_each() -> None:
+    old = {"time": "2026-01-01T00:00:00Z", "type": "Registered", "reason": "v1", "actor": "operator"}
+    new = {"time": "2026-01-01T00:01:00Z", "type": "Pinned", "reason": "v1 pinned", "actor": "kubectl-kultivar"}
+    model = {"kind": "Model", "metadata": {"namespace": "hist", "name": "m"}, "status": {"history": [old]}}
+    counter = operator_metrics.HISTORY
+    operator_metrics.observe_plan(model, Plan(status={"history": [old, new]}))
+    assert counter.labels("hist", "m", "Pinned", "kubectl-kultivar")._value.get() == 1
+    assert counter.labels("hist", "m", "Registered", "operator")._value.get() == 0  # was already there
+
+
 def test_server_metrics_pass_promtool() -> None:
     rng = np.random.default_rng(0)
     profile = Profile(rows=100, features={"x": numeric_profile(rng.normal(size=100)),

@@ -29,6 +29,10 @@ DRIFTED_SHARE = Gauge("kultivar_drift_drifted_share", "Share of features past th
 RETRAINING = Counter("kultivar_retraining_runs", "TrainingRuns Kultivar created, by trigger.", ["trigger"],
                      registry=REGISTRY)
 
+HISTORY = Counter("kultivar_model_history_entries", "Entries added to a Model's status.history, by type "
+                  "(Registered, Promoted, Pinned, RolledBack, TrainingStarted) and who caused them.",
+                  ["namespace", "model", "type", "actor"], registry=REGISTRY)
+
 _job_states: dict[str, tuple[str, str]] = {}  # Job uid -> (workload, state)
 
 
@@ -67,6 +71,11 @@ def observe_plan(obj: dict[str, Any], plan: Plan) -> None:
             ROLLBACKS.labels(ns, name).inc()
         elif event.reason == "RetrainingStarted":
             RETRAINING.labels("drift").inc()
+    if kind == "Model" and plan.status.get("history"):
+        before = (obj.get("status") or {}).get("history") or []
+        for item in plan.status["history"]:
+            if item not in before:
+                HISTORY.labels(ns, name, item.get("type", ""), item.get("actor", "")).inc()
     drift = plan.status.get("drift")
     if kind == "Deployment" and drift and drift.get("topFeatures") is not None:
         for feature in drift.get("topFeatures") or []:
