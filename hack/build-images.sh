@@ -71,8 +71,10 @@ for candidate in "$repo/.venv/bin/python" python3; do
 done
 [ -n "$py" ] || die "needs a host Python >= 3.11 (python3 or $repo/.venv/bin/python) to read pyproject.toml"
 
-version=$("$py" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-  "$repo/pyproject.toml")
+# The Python steps of this script live in one testable file (tests/unit/test_image_oci.py).
+oci_py() { "$py" "$here/images/oci.py" "$@"; }
+
+version=$(oci_py version "$repo/pyproject.toml")
 case "$version" in
   "" | latest) die "pyproject's version '$version' cannot be an image tag" ;;
 esac
@@ -160,19 +162,7 @@ oci_add_layer() {
 # oci_gc: delete the layout's blobs no tag reaches (what `umoci gc` does, without re-hashing every blob: ~0.1 s
 # instead of ~6 s here).
 oci_gc() {
-  "$py" - "$oci" <<'EOF'
-import json, os, sys
-layout = sys.argv[1]
-blob = lambda d: os.path.join(layout, "blobs", *d.split(":", 1))
-keep = set()
-for desc in json.load(open(os.path.join(layout, "index.json")))["manifests"]:  # umoci tags image manifests
-    manifest = json.load(open(blob(desc["digest"])))
-    keep |= {desc["digest"], manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])}
-for algo in os.listdir(os.path.join(layout, "blobs")):
-    for h in os.listdir(os.path.join(layout, "blobs", algo)):
-        if f"{algo}:{h}" not in keep:
-            os.unlink(os.path.join(layout, "blobs", algo, h))
-EOF
+  oci_py gc "$oci"
 }
 
 # layer_tar DIR OUT: DIR's contents as an uncompressed layer, entries sorted, owners numeric, no atime/ctime.
@@ -185,23 +175,7 @@ layer_tar() {
 
 # check_upper DIR: an overlay upper dir is a plain layer only without whiteouts, opaque dirs or redirects.
 check_upper() {
-  "$py" - "$1" <<'EOF'
-import os, stat, sys
-bad = []
-for root, dirs, files in os.walk(sys.argv[1]):
-    for name in dirs + files:
-        p = os.path.join(root, name)
-        st = os.lstat(p)
-        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
-            bad.append(f"deleted: {p}")
-        elif stat.S_ISDIR(st.st_mode):
-            for x in os.listxattr(p, follow_symlinks=False):
-                if x in ("trusted.overlay.opaque", "trusted.overlay.redirect"):
-                    bad.append(f"{x}: {p}")
-if bad:
-    sys.exit("a build step deleted or replaced files of a lower layer; layers here only add:\n  "
-             + "\n  ".join(bad[:20]))
-EOF
+  oci_py check-upper "$1"
 }
 
 # touch_new MERGED UPPER: give every file the build step created (those in UPPER) the fixed mtime, through the
@@ -247,30 +221,7 @@ EOF
 
 # requirements core|EXTRA...: pyproject's dependencies, or those of the named extras (self-references expanded).
 requirements() {
-  "$py" - "$repo/pyproject.toml" "$@" <<'EOF'
-import re, sys, tomllib
-project = tomllib.load(open(sys.argv[1], "rb"))["project"]
-optional = project.get("optional-dependencies", {})
-self_ref = re.compile(rf"^{re.escape(project['name'])}\[([^\]]+)\]\s*$")
-out, seen = [], set()
-def extra(name):
-    if name in seen:
-        return
-    seen.add(name)
-    for req in optional[name]:
-        m = self_ref.match(req)
-        if m:
-            for e in m.group(1).split(","):
-                extra(e.strip())
-        elif req not in out:
-            out.append(req)
-if sys.argv[2:] == ["core"]:
-    out = list(project["dependencies"])
-else:
-    for e in sys.argv[2:]:
-        extra(e)
-print("\n".join(out))
-EOF
+  oci_py requirements "$repo/pyproject.toml" "$@"
 }
 
 # The files the app layer is built from: what images/*.Dockerfile copy (see .dockerignore), minus caches.
@@ -548,8 +499,7 @@ build_serve() {
 # does not set up an isolated build environment from the index every time.
 build_env() {
   local requires key
-  requires=$("$py" -c 'import sys, tomllib; print("\n".join(tomllib.load(open(sys.argv[1], "rb"))["build-system"]["requires"]))' \
-    "$repo/pyproject.toml")
+  requires=$(oci_py build-requires "$repo/pyproject.toml")
   key=$(printf '%s\n' "$PIP_VERSION" "$("$py" -c 'import sys; print(sys.version)')" "$requires" | hash16)
   benv=$top/buildenv/$key
   [ -f "$benv/done" ] && return
@@ -714,39 +664,15 @@ export_archive() {
   x=$top/work/export-$name
   safe_rm "$x"
   mkdir -p "$x"
-  digest=$("$py" - "$oci" "$tag" "$(ref_of "$name")" "$version" "$x" <<'EOF'
-import json, os, sys
-layout, tag, ref, short, out = sys.argv[1:]
-index = json.load(open(os.path.join(layout, "index.json")))
-desc = next(m for m in index["manifests"]
-            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
-blob = lambda d: os.path.join(layout, "blobs", *d.split(":", 1))
-manifest = json.load(open(blob(desc["digest"])))
-for d in [desc["digest"], manifest["config"]["digest"], *(l["digest"] for l in manifest["layers"])]:
-    dst = os.path.join(out, "blobs", *d.split(":", 1))
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    if not os.path.exists(dst):
-        os.link(blob(d), dst)
-# containerd names the image after io.containerd.image.name (exactly what CRI looks up), so a plain
-# `ctr images import` needs no --base-name; ref.name is the tag, as OCI layouts usually carry it.
-desc = {"mediaType": desc["mediaType"], "digest": desc["digest"], "size": desc["size"],
-        "annotations": {"io.containerd.image.name": ref, "org.opencontainers.image.ref.name": short}}
-with open(os.path.join(out, "index.json"), "w") as f:
-    json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [desc]}, f)
-with open(os.path.join(out, "oci-layout"), "w") as f:
-    json.dump({"imageLayoutVersion": "1.0.0"}, f)
-print(desc["digest"])
-EOF
-  )
+  digest=$(oci_py export "$oci" "$tag" "$(ref_of "$name")" "$version" "$x")
   tar -C "$x" --create --file="$out.tmp" --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$epoch" \
     oci-layout index.json blobs
   mv "$out.tmp" "$out"
-  "$py" -c 'import json, sys; json.dump(dict(zip(["name", "reference", "digest", "key", "archive"], sys.argv[1:])), sys.stdout, indent=1); print()' \
-    "kultivar-$name" "$(ref_of "$name")" "$digest" "$(image_key "$name")" "$out" >"$out.json"
+  oci_py sidecar-write "kultivar-$name" "$(ref_of "$name")" "$digest" "$(image_key "$name")" "$out" >"$out.json"
   safe_rm "$x"
 }
 
-sidecar() { "$py" -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$(archive_of "$1").json" "$2"; }
+sidecar() { oci_py sidecar-read "$(archive_of "$1").json" "$2"; }
 
 # assemble NAME: build what image NAME needs, its final tag, check it and export it (skipped when current).
 assemble() {
