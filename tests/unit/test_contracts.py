@@ -64,9 +64,16 @@ def test_training_job_env_is_what_the_pod_reads() -> None:
     ds = dataset(status=valid_dataset_status())
     tr = run()
     version = ds["status"]["versions"][0]
-    job = plan_training_job(tr, TrainingRunSpec.model_validate(tr["spec"]), ds, version, CONFIG)
+    production = {"version": 3, "trainingRun": "r3", "datasetDigest": "sha256:" + "a" * 64, "createdAt": "x",
+                  "artifact": {"uri": "s3://bucket/kultivar/r3/model.skops", "digest": "sha256:" + "c" * 64,
+                               "sizeBytes": 1}}
+    mdl = model(status={"productionVersion": 3, "versions": [production]}, description="Iris species",
+                promotion={"metric": "f1", "significance": {"confidence": 0.9}})
+    job = plan_training_job(tr, TrainingRunSpec.model_validate(tr["spec"]), ds, version, CONFIG, mdl)
     env = _env(job)
     assert set(env) == {*TrainingInput.ENV.values(), "HOME"}
+    # The production version the pod compares with, and the Model's policy and description.
+    assert given_production(env) == (3, "s3://bucket/kultivar/r3/model.skops", "sha256:" + "c" * 64)
     given = TrainingInput.from_env(env)
     assert given.spec == tr["spec"] and given.uid == tr["metadata"]["uid"]
     assert given.dataset_snapshot == version["snapshotUri"] and given.dataset_digest == version["digest"]
@@ -75,7 +82,22 @@ def test_training_job_env_is_what_the_pod_reads() -> None:
     assert [(f.name, f.type) for f in given.features] == [("sepal_length", "numeric")]
     # The chart value operator.estimatorPackages reaches the pod.
     assert given.estimator_packages == ("sklearn", "lightgbm")
+    assert given.promotion == {"metric": "f1", "significance": {"confidence": 0.9}}
+    assert (given.model, given.model_description) == ("iris", "Iris species")
     assert TrainingInput.from_env(given.to_env()) == given
+
+
+def given_production(env: dict[str, str]) -> tuple[int, str, str] | None:
+    ref = TrainingInput.from_env(env).production
+    return (ref.version, ref.uri, ref.digest) if ref else None
+
+
+def test_a_first_version_is_trained_without_production() -> None:
+    ds = dataset(status=valid_dataset_status())
+    tr = run()
+    env = _env(plan_training_job(tr, TrainingRunSpec.model_validate(tr["spec"]), ds, ds["status"]["versions"][0],
+                                 CONFIG, model()))
+    assert given_production(env) is None and "KULTIVAR_PRODUCTION" not in env
 
 
 def test_training_input_without_a_profile_and_from_an_older_operator() -> None:

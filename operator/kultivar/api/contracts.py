@@ -155,6 +155,14 @@ class ValidationInput(WorkloadInput):
     """``kultivar validate-dataset``: validate a Dataset's source and snapshot it."""
 
 
+class ProductionRef(Contract):
+    """The Model's production version when the run started: the pod scores it on the candidate's held-out rows."""
+
+    version: int = Field(ge=1)
+    uri: str = Field(min_length=1, description="Its model file.")
+    digest: str = Field(min_length=1, description="The digest it was registered with; checked before loading.")
+
+
 class TrainingInput(WorkloadInput):
     """``kultivar train``: train a TrainingRun's model on one validated version of its Dataset."""
 
@@ -168,8 +176,12 @@ class TrainingInput(WorkloadInput):
         "target": "KULTIVAR_TARGET",
         "features": "KULTIVAR_FEATURES",
         "estimator_packages": "KULTIVAR_ESTIMATOR_PACKAGES",
+        "production": "KULTIVAR_PRODUCTION",
+        "promotion": "KULTIVAR_PROMOTION",
+        "model": "KULTIVAR_MODEL",
+        "model_description": "KULTIVAR_MODEL_DESCRIPTION",
     }
-    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features"})
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features", "production", "promotion"})
     CSV_FIELDS: ClassVar[frozenset[str]] = frozenset({"estimator_packages"})
 
     uid: str = Field(min_length=1, description="UID of the TrainingRun: its artifacts' directory is keyed by it.")
@@ -182,6 +194,12 @@ class TrainingInput(WorkloadInput):
     estimator_packages: tuple[str, ...] = Field(
         default=DEFAULT_ESTIMATOR_PACKAGES,
         description="Top-level packages estimators may come from (the chart value operator.estimatorPackages).")
+    production: ProductionRef | None = Field(
+        default=None, description="The Model's production version to compare with on the same rows (none: first).")
+    promotion: dict[str, Any] | None = Field(
+        default=None, description="The Model's spec.promotion: the gate metric and the confidence of the interval.")
+    model: str | None = Field(default=None, description="The Model's name (the model card's title).")
+    model_description: str | None = Field(default=None, description="The Model's spec.description (the card).")
 
 
 class RetentionInput(EnvContract):
@@ -244,6 +262,52 @@ class ArtifactRef(Contract):
     sizeBytes: int
 
 
+class ComparedProductionResult(Contract):
+    version: int
+    digest: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class DifferenceIntervalResult(Contract):
+    against: Literal["production", "baseline"]
+    metric: str
+    estimate: float
+    low: float | None = None
+    high: float | None = None
+    confidence: float
+    resamples: int
+    seed: int
+    method: str
+
+
+class SegmentScoreResult(Contract):
+    feature: str
+    value: str
+    rows: int
+    candidate: float | None = None
+    production: float | None = None
+
+
+class EvaluationResult(Contract):
+    """Candidate, production and baseline on the same rows: the Model's ``status.versions[].evaluation``
+    (:class:`kultivar.api.trainingrun.VersionEvaluation` is its schema in the CRDs)."""
+
+    source: Literal["split", "holdout"] = "split"
+    dataset: str | None = None
+    dataDigest: str
+    rows: int
+    splitSeed: int | None = None
+    metric: str
+    candidate: dict[str, float] = Field(default_factory=dict)
+    baseline: dict[str, float] = Field(default_factory=dict)
+    baselineStrategy: str | None = None
+    production: ComparedProductionResult | None = None
+    productionError: str | None = None
+    difference: float | None = None
+    interval: DifferenceIntervalResult | None = None
+    segments: list[SegmentScoreResult] | None = None
+
+
 class TrainingResult(Contract):
     ok: Literal[True] = True
     metric: str
@@ -255,6 +319,8 @@ class TrainingResult(Contract):
     bestParams: dict[str, Any] | None = None
     sklearnVersion: str | None = None
     adopted: bool | None = Field(default=None, description="A retried pod found a finished attempt and reports it.")
+    evaluation: EvaluationResult | None = None
+    cardUri: str | None = Field(default=None, description="The model card beside the artifact.")
     timings: dict[str, float] | None = None
     warnings: list[str] | None = None
 
@@ -293,7 +359,7 @@ TERMINATION_LIMIT = 4096
 # Dropped in this order until the message fits; the essential fields (ok, reason, digest, uris, score) stay.
 DROPPABLE = ("features", "bestParams", "failures", "warnings", "timings", "metrics")
 ESSENTIAL_OK = ("ok", "digest", "rows", "columns", "snapshotUri", "profileUri", "metric", "score", "artifact",
-                "manifestUri", "datasetDigest", "sklearnVersion", "adopted")
+                "manifestUri", "datasetDigest", "sklearnVersion", "adopted", "evaluation", "cardUri")
 ESSENTIAL_FAIL = ("ok", "reason", "check", "retryable")
 ELLIPSIS = "…"
 CRASH_TAIL_CHARS = 2000
@@ -453,6 +519,9 @@ class ModelManifest(Contract):
     skopsVersion: str | None = None
     numpyVersion: str | None = None
     pythonVersion: str | None = None
+    evaluation: EvaluationResult | None = Field(
+        default=None, description="Candidate, production and baseline on the same rows (see TrainingResult).")
+    cardUri: str | None = None
     trustedTypes: list[str] = Field(
         default_factory=list,
         description="Types outside skops' defaults the model file holds, each from an allowed package; loading "
@@ -480,5 +549,5 @@ class ModelManifest(Contract):
         return TrainingResult(
             metric=self.metric, score=self.score, metrics=self.metrics, artifact=self.artifact,
             manifestUri=manifest_uri, datasetDigest=self.datasetDigest, bestParams=self.bestParams,
-            sklearnVersion=self.sklearnVersion,
+            sklearnVersion=self.sklearnVersion, evaluation=self.evaluation, cardUri=self.cardUri,
         )

@@ -7,9 +7,18 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kultivar.api.common import CONDITIONS_FIELD, ArtifactRef, Condition, KModel, Metrics, cel_list
-from kultivar.api.trainingrun import BOUNDED_METRICS, LOWER_IS_BETTER, Metric
+from kultivar.api.trainingrun import BOUNDED_METRICS, LOWER_IS_BETTER, Metric, VersionEvaluation
 
 MINIMUM_IN_RANGE = "must be between 0 and 1 for accuracy, f1, precision, recall and roc_auc"
+
+
+class Significance(KModel):
+    """Require a significant improvement before promoting."""
+
+    confidence: float = Field(
+        default=0.95, ge=0.5, le=0.999,
+        description="Confidence of the paired bootstrap interval of candidate minus production, e.g. 0.95.",
+    )
 
 
 class Promotion(KModel):
@@ -30,8 +39,24 @@ class Promotion(KModel):
     )
     minImprovement: float = Field(
         default=0.0, ge=0.0,
-        description="How much a version must beat the current production version on the metric to replace it. "
-                    "A version that only ties production never replaces it.",
+        description="How much a version must beat the current production version on the metric to replace it "
+                    "(both scored on the same held-out rows). An exact tie never counts as an improvement.",
+    )
+    significance: Significance | None = Field(
+        default=None,
+        description="Also require the improvement to be significant: the paired bootstrap interval of candidate "
+                    "minus production on the same held-out rows must lie entirely on the better side of "
+                    "minImprovement. Unset: the point estimate decides.",
+    )
+    segmentMargin: float | None = Field(
+        default=None, ge=0.0,
+        description="Refuse a version that is worse than production by more than this (in the metric's units) "
+                    "in any segment (TrainingRun spec.evaluation.segments) with at least segmentMinRows held-out "
+                    "rows. Unset: segments are reported, not judged.",
+    )
+    segmentMinRows: int = Field(
+        default=30, ge=1, le=1_000_000,
+        description="Segments with fewer held-out rows than this are reported but not judged by segmentMargin.",
     )
 
     # Only with an explicit metric: unset, the bar applies to each run's headline metric, unknown at apply time.
@@ -117,6 +142,9 @@ class ModelVersion(KModel):
     image: str | None = Field(default=None, description="Runtime image that trained it.")
     createdAt: str = Field(description="When it was registered (RFC 3339).", json_schema_extra={"format": "date-time"})
     gate: GateResult | None = Field(default=None, description="The promotion gate's decision.")
+    evaluation: VersionEvaluation | None = Field(
+        default=None, description="Candidate, production and baseline on the same held-out rows.")
+    cardUri: str | None = Field(default=None, description="The model card (Markdown) beside the artifact.")
     rolledBack: bool | None = Field(default=None, description="A canary of this version was rolled back.")
     rollbackReason: str | None = Field(default=None, description="Why its canary was rolled back.")
 

@@ -96,6 +96,13 @@ class Evaluation(KModel):
     testFraction: float = Field(default=0.2, ge=0.05, le=0.9, description="Share of rows held out for evaluation.")
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed for the split and the estimator.")
     stratify: bool = Field(default=True, description="Keep class proportions in the split (classification only).")
+    segments: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=10,
+        description="Categorical features of the Dataset whose values are segments: the gate metric is reported "
+                    "per value for the candidate and production, and the Model's promotion.segmentMargin judges "
+                    "them.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
 
 
 def immutable(field: str) -> dict[str, Any]:
@@ -136,6 +143,60 @@ class TrainingRunSpec(KModel):
     )
 
 
+class ComparedProduction(KModel):
+    """The production version as scored on the candidate's held-out rows."""
+
+    version: int = Field(ge=1, description="The production version compared with.")
+    digest: str = Field(description="Digest of its model file, verified before it was loaded.")
+    metrics: Metrics = Field(default_factory=dict, description="Its metrics on the same rows as the candidate.")
+
+
+class DifferenceInterval(KModel):
+    """Paired bootstrap interval of metric(candidate) - metric(other) on the same rows."""
+
+    against: Literal["production", "baseline"] = Field(description="What the candidate is compared with.")
+    metric: str = Field(description="The gate metric.")
+    estimate: float = Field(description="The difference on all rows (negative is better for rmse and mae).")
+    low: float | None = Field(default=None, description="Lower end of the interval.")
+    high: float | None = Field(default=None, description="Upper end of the interval.")
+    confidence: float = Field(description="Confidence of the interval, e.g. 0.95.")
+    resamples: int = Field(description="Bootstrap resamples drawn.")
+    seed: int = Field(description="Seed of the resampling (reproducible).")
+    method: str = Field(description="How the interval was computed.")
+
+
+class SegmentScore(KModel):
+    """The gate metric on the held-out rows where one categorical feature has one value."""
+
+    feature: str = Field(description="The segment feature.")
+    value: str = Field(description="The feature's value (as text).")
+    rows: int = Field(description="Held-out rows in the segment.")
+    candidate: float | None = Field(default=None, description="The candidate's metric (unset: undefined here).")
+    production: float | None = Field(default=None, description="Production's metric on the same rows.")
+
+
+class VersionEvaluation(KModel):
+    """Candidate, production and a trivial baseline scored on the same held-out rows, by the training Job."""
+
+    source: Literal["split", "holdout"] = Field(
+        default="split", description="split: the run's held-out split; holdout: a fixed holdout Dataset.")
+    dataset: str | None = Field(default=None, description="The holdout Dataset, when source is holdout.")
+    dataDigest: str = Field(description="Digest of the data the rows come from.")
+    rows: int = Field(description="Rows every model was scored on.")
+    splitSeed: int | None = Field(default=None, description="Seed of the held-out split (source split).")
+    metric: str = Field(description="The gate metric the difference and interval are computed on.")
+    candidate: Metrics = Field(default_factory=dict, description="The new version's metrics.")
+    baseline: Metrics = Field(default_factory=dict, description="The baseline's metrics.")
+    baselineStrategy: str | None = Field(
+        default=None, description="The baseline: a dummy estimator fitted on the same training rows.")
+    production: ComparedProduction | None = Field(default=None, description="Production on the same rows.")
+    productionError: str | None = Field(
+        default=None, description="Why production could not be scored (then the version is not promoted).")
+    difference: float | None = Field(default=None, description="candidate - production on the gate metric.")
+    interval: DifferenceInterval | None = Field(default=None, description="Bootstrap interval of the difference.")
+    segments: list[SegmentScore] | None = Field(default=None, description="The gate metric per segment.")
+
+
 class TrainingRunStatus(KModel):
     """Observed state of a TrainingRun."""
 
@@ -155,6 +216,9 @@ class TrainingRunStatus(KModel):
     manifestUri: str | None = Field(
         default=None, description="Manifest next to the model: feature names and types, classes, versions, metrics."
     )
+    evaluation: VersionEvaluation | None = Field(
+        default=None, description="Candidate, production and baseline on the same held-out rows.")
+    cardUri: str | None = Field(default=None, description="The model card (Markdown) beside the artifact.")
     modelVersion: int | None = Field(default=None, description="The version registered in the Model.")
     attempts: int | None = Field(default=None, description="Pods the Job started (1 plus retries).")
     specAttempt: int | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,12 @@ from kultivar.domain import history
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
 from kultivar.domain.jobs import JobOutcome, workload_job
 from kultivar.domain.plan import Event, Plan, blocked
+from kultivar.domain.stats import (
+    SegmentMetric,
+    SegmentRegression,
+    improvement,
+    worst_segment_regression,
+)
 
 
 @dataclass(frozen=True)
@@ -74,15 +81,22 @@ class GateDecision:
 
 
 def better(metric: str, a: float, b: float, margin: float = 0.0) -> bool:
-    """Whether a strictly beats b, by at least margin on metric: an exact tie is no improvement."""
-    gain = b - a if metric in LOWER_IS_BETTER else a - b
+    """Whether a beats b on metric by at least margin; an exact tie is never an improvement."""
+    gain = improvement(metric, a, b)
     return gain > 0 and gain >= margin
 
 
 def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, Any] | None) -> GateDecision:
-    """Decide whether candidate may replace production."""
+    """Decide whether candidate may replace production.
+
+    With an ``evaluation`` block (the training Job scored candidate, production and a baseline on the same
+    held-out rows) the gate decides on those numbers; records without one (trained by an older Kultivar) are
+    compared by their own held-out scores.
+    """
     metric = promotion.metric or candidate.get("metric")
-    value = (candidate.get("metrics") or {}).get(metric) if metric else None
+    evaluation = candidate.get("evaluation")
+    metrics = (evaluation or {}).get("candidate") if evaluation else candidate.get("metrics")
+    value = (metrics or {}).get(metric) if metric else None
     if metric is None or value is None:
         return GateDecision(False, "MetricMissing", f"the version has no {metric or 'headline'} metric to judge")
     if promotion.minimum is not None:
@@ -90,6 +104,8 @@ def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, 
         if not ok:
             bound = "maximum" if metric in LOWER_IS_BETTER else "minimum"
             return GateDecision(False, "BelowMinimum", f"{metric}={value:.4g} misses the {bound} {promotion.minimum:g}")
+    if evaluation:
+        return _same_data_gate(promotion, metric, value, evaluation, production)
     if production is not None:
         current = (production.get("metrics") or {}).get(metric)
         if current is not None and not better(metric, value, current, promotion.minImprovement):
@@ -102,6 +118,112 @@ def gate(promotion: Promotion, candidate: dict[str, Any], production: dict[str, 
             return GateDecision(True, "Improved", f"{metric}={value:.4g} beats production v{production['version']} "
                                                   f"({current:.4g})")
     return GateDecision(True, "Passed", f"{metric}={value:.4g} passes the gate")
+
+
+def _rows_text(evaluation: dict[str, Any]) -> str:
+    digest = str(evaluation.get("dataDigest") or "")
+    short = digest[:19] + "…" if len(digest) > 19 else digest
+    where = f"holdout Dataset {evaluation['dataset']} ({short})" if evaluation.get("dataset") else short
+    return f"on the same {evaluation.get('rows')} held-out rows of {where}"
+
+
+def _interval_text(interval: dict[str, Any] | None) -> str:
+    if not interval or interval.get("low") is None or interval.get("high") is None:
+        return ""
+    return (f", {interval['confidence'] * 100:g} % interval [{interval['low']:+.3g}, {interval['high']:+.3g}] "
+            f"({interval['resamples']} bootstrap resamples)")
+
+
+def _significant(metric: str, interval: dict[str, Any], margin: float) -> bool:
+    """Whether the whole interval of candidate - other lies on the better side of ``margin``."""
+    low, high = interval.get("low"), interval.get("high")
+    if low is None or high is None:
+        return False
+    worst_gain = -high if metric in LOWER_IS_BETTER else low
+    return bool(worst_gain > margin)
+
+
+def _interval_for(evaluation: dict[str, Any], metric: str, against: str, confidence: float
+                  ) -> dict[str, Any] | None:
+    interval = evaluation.get("interval")
+    if (not interval or interval.get("against") != against or interval.get("metric") != metric
+            or not math.isclose(float(interval.get("confidence") or 0), confidence)):
+        return None
+    return dict(interval)
+
+
+def _same_data_gate(promotion: Promotion, metric: str, value: float, evaluation: dict[str, Any],
+                    production: dict[str, Any] | None) -> GateDecision:
+    rows = _rows_text(evaluation)
+    confidence = promotion.significance.confidence if promotion.significance else None
+    base = (evaluation.get("baseline") or {}).get(metric)
+    if base is not None and not better(metric, value, base):
+        return GateDecision(False, "NotBetterThanBaseline",
+                            f"{metric} {value:.4g} does not beat the baseline {evaluation.get('baselineStrategy')} "
+                            f"({base:.4g}) {rows}")
+    compared = evaluation.get("production")
+    if production is None:
+        summary = f"{metric} {value:.4g} vs baseline {base:.4g} {rows}" if base is not None else f"{metric} {value:.4g}"
+        if confidence is not None:
+            interval = _interval_for(evaluation, metric, "baseline", confidence)
+            if interval is None or not _significant(metric, interval, 0.0):
+                return GateDecision(False, "NotSignificant",
+                                    f"{summary}{_interval_text(interval)}: the gain over the baseline is not "
+                                    f"significant at {confidence * 100:g} %")
+            summary += _interval_text(interval)
+        return GateDecision(True, "Passed", f"{summary}; no production version to compare with")
+
+    number = production["version"]
+    if evaluation.get("productionError"):
+        return GateDecision(False, "ComparisonFailed",
+                            f"could not compare with production v{number}: {evaluation['productionError']}; "
+                            "not promoted")
+    if not compared or compared.get("version") != number:
+        was = f"v{compared['version']}" if compared else "no version"
+        # The numbers are for another champion: promoting on them would skip the comparison that matters.
+        return GateDecision(False, "ProductionChanged",
+                            f"the training Job compared with {was}, but production is now v{number}; not promoted "
+                            f"(retrain to compare with v{number})")
+    current = (compared.get("metrics") or {}).get(metric)
+    if current is None:
+        return GateDecision(False, "MetricMissing", f"production v{number} has no {metric} {rows}")
+    summary = f"{metric} {value:.4g} vs v{number} {current:.4g} {rows}: {value - current:+.3g}"
+    margin = promotion.minImprovement
+    if confidence is not None:
+        interval = _interval_for(evaluation, metric, "production", confidence)
+        summary += _interval_text(interval)
+        if interval is None:
+            return GateDecision(False, "NotSignificant",
+                                f"{summary}: no {confidence * 100:g} % interval on {metric} was computed; "
+                                "not promoted (retrain with this promotion policy)")
+        if not _significant(metric, interval, margin):
+            gain = f"a gain of more than {margin:g}" if margin else "a gain"
+            return GateDecision(False, "NotSignificant",
+                                f"{summary}: not significant (the interval does not show {gain}); not promoted")
+    else:
+        summary += _interval_text(evaluation.get("interval") if (evaluation.get("interval") or {}).get(
+            "against") == "production" else None)
+        if not better(metric, value, current, margin):
+            tie = " (a tie is not an improvement)" if value == current else ""
+            return GateDecision(False, "NoImprovement",
+                                f"{summary}: does not beat production by more than {margin:g}{tie}")
+    if promotion.segmentMargin is not None and evaluation.get("segments"):
+        worse = _segment_regressions(metric, evaluation["segments"], promotion.segmentMargin,
+                                     promotion.segmentMinRows)
+        if worse:
+            return GateDecision(False, "SegmentRegression",
+                                f"{summary}, but worse than production by more than {promotion.segmentMargin:g} "
+                                f"in {len(worse)} segment(s): {'; '.join(w.message for w in worse[:3])}")
+    return GateDecision(True, "Improved", summary)
+
+
+def _segment_regressions(metric: str, rows: list[dict[str, Any]], margin: float, min_rows: int
+                         ) -> list[SegmentRegression]:
+    def side(key: str) -> list[SegmentMetric]:
+        return [SegmentMetric(r["feature"], str(r["value"]), int(r["rows"]), metric, float(r[key]))
+                for r in rows if r.get(key) is not None]
+
+    return worst_segment_regression(side("candidate"), side("production"), margin, min_rows)
 
 
 def _succeeded(run: dict[str, Any]) -> bool:
@@ -134,6 +256,8 @@ def _version_record(number: int, run: dict[str, Any], now: datetime) -> dict[str
         "manifestUri": st.get("manifestUri"),
         "metric": st.get("metric"),
         "metrics": st.get("metrics") or {},
+        "evaluation": st.get("evaluation"),
+        "cardUri": st.get("cardUri"),
         "image": spec.get("image"),
         "createdAt": now_rfc3339(now),
     }

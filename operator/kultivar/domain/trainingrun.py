@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from kultivar.api.contracts import (
     FeatureRef,
+    ProductionRef,
     TrainingInput,
     TrainingResult,
     estimator_not_allowed,
@@ -67,11 +68,36 @@ def dataset_features(dataset: dict[str, Any]) -> list[FeatureRef]:
     return [FeatureRef(name=f["name"], type=f["type"]) for f in (declared or seen)]
 
 
+def production_ref(model: dict[str, Any] | None) -> ProductionRef | None:
+    """The Model's production version, which the training Job scores on the candidate's held-out rows."""
+    status = (model or {}).get("status") or {}
+    number = status.get("productionVersion")
+    record = next((v for v in status.get("versions") or [] if v.get("version") == number), None)
+    if number is None or record is None or not (record.get("artifact") or {}).get("uri"):
+        return None
+    return ProductionRef(version=int(number), uri=record["artifact"]["uri"], digest=record["artifact"]["digest"])
+
+
+def segment_problem(spec: TrainingRunSpec, dataset: dict[str, Any]) -> str | None:
+    """Why spec.evaluation.segments cannot be used with this Dataset (reason InvalidSegments), or None."""
+    types = {f.name: f.type for f in dataset_features(dataset)}
+    for name in spec.evaluation.segments:
+        if name not in types:
+            known = ", ".join(n for n, t in types.items() if t != "numeric") or "none"
+            return (f"spec.evaluation.segments names {name!r}, which is not a feature of Dataset "
+                    f"{spec.datasetRef.name!r} (its categorical features: {known})")
+        if types[name] == "numeric":
+            return (f"spec.evaluation.segments names {name!r}, a numeric feature: segments are the values of a "
+                    "categorical or boolean feature; remove it or declare it categorical in the Dataset's schema")
+    return None
+
+
 def plan_training_job(
     obj: dict[str, Any], spec: TrainingRunSpec, dataset: dict[str, Any], version: dict[str, Any],
-    config: OperatorConfig,
+    config: OperatorConfig, model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     meta = obj["metadata"]
+    model_spec = (model or {}).get("spec") or {}
     schema = (dataset.get("spec") or {}).get("schema") or {}
     secret = ((dataset.get("spec") or {}).get("source") or {}).get("secretRef") or {}
     return workload_job(
@@ -83,7 +109,9 @@ def plan_training_job(
             uid=meta["uid"], dataset_snapshot=str(version.get("snapshotUri") or ""),
             dataset_digest=str(version["digest"]), profile_uri=version.get("profileUri") or None,
             task=schema.get("task"), target=str(schema.get("target", "")), features=dataset_features(dataset),
-            estimator_packages=config.estimator_packages,
+            estimator_packages=config.estimator_packages, production=production_ref(model),
+            promotion=model_spec.get("promotion"), model=spec.modelRef.name,
+            model_description=model_spec.get("description"),
         ).to_env(),
         config=config,
         image=spec.image,
@@ -156,7 +184,8 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
             plan.status.update(
                 metric=result.metric, score=_rounded(result.score), metrics=result.metrics,
                 artifact=result.artifact.wire(), bestParams=result.bestParams or None,
-                manifestUri=result.manifestUri,
+                manifestUri=result.manifestUri, evaluation=result.evaluation.wire() if result.evaluation else None,
+                cardUri=result.cardUri,
             )
             plan.conditions.append(Cond(SUCCEEDED, True, "Trained",
                                         f"{result.metric}={result.score} on held-out data"))
@@ -227,13 +256,16 @@ def _start(
         ready = get_condition((dataset.get("status") or {}).get("conditions"), READY) or {}
         why = ready.get("message") or "it has not been validated yet"
         return plan.not_ready("WaitingForDataset", f"waiting for Dataset {spec.datasetRef.name!r}: {why}")
-    job = plan_training_job(obj, spec, dataset, version, config)
+    segments = segment_problem(spec, dataset)
+    if segments:
+        return plan.not_ready("InvalidSegments", segments)
+    job = plan_training_job(obj, spec, dataset, version, config, observed.model)
     name = job["metadata"]["name"]
     plan.jobs.append(job)
     plan.status.update(
         jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=version["digest"],
         startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None, manifestUri=None,
-        bestParams=None, attempts=0,
+        bestParams=None, attempts=0, evaluation=None, cardUri=None,
     )
     plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {version['digest'][:19]}"))
     plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"Job {name} created"))

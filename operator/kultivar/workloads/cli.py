@@ -180,7 +180,7 @@ def _validate_dataset(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace) -> dict[str, Any]:
     from kultivar.api.trainingrun import TrainingRunSpec
     from kultivar.workloads.storage import ArtifactStore
-    from kultivar.workloads.training import run_training
+    from kultivar.workloads.training import RegistryContext, run_training
 
     given = _input(TrainingInput, args)
     try:
@@ -191,7 +191,9 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
              spec.estimator.className, given.dataset_digest)
     return run_training(spec, given.dataset_snapshot, given.dataset_digest, given.profile_uri, given.task,
                         given.target, given.features, given.namespace, given.name, given.uid,
-                        ArtifactStore(given.store), estimator_packages=given.estimator_packages)
+                        ArtifactStore(given.store), estimator_packages=given.estimator_packages,
+                        registry=RegistryContext(production=given.production, promotion=given.promotion,
+                                                 model=given.model, description=given.model_description))
 
 
 def _delete_artifacts(args: argparse.Namespace) -> dict[str, Any]:

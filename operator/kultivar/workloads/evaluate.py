@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,39 +44,73 @@ def scorer(metric: str, classes: Sequence[Any]) -> Any:
     }[metric]
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """A model's predictions on the held-out rows: labels or values, and class probabilities (columns in the order
+    of ``classes``; None without predict_proba or for regression)."""
+
+    pred: np.ndarray
+    proba: np.ndarray | None = None
+    classes: tuple[Any, ...] = ()
+
+
 def evaluate(model: Any, x_test: pd.DataFrame, y_test: Any, task: str, few_values: Collection[str] = ()
              ) -> dict[str, float]:
     """Held-out metrics of a fitted pipeline; ``few_values`` names inputs with few distinct values (see
     :func:`transform_inputs`)."""
-    from sklearn import metrics as m
+    return evaluate_predictions(model, x_test, y_test, task, few_values)[0]
 
+
+def evaluate_predictions(model: Any, x_test: pd.DataFrame, y_test: Any, task: str, few_values: Collection[str] = ()
+                         ) -> tuple[dict[str, float], Predictions]:
+    """The held-out metrics of a fitted pipeline and the predictions they were computed from."""
     # Preprocess the held-out rows once and reuse them for predict and predict_proba: exactly what
     # Pipeline.predict/predict_proba do, without repeating the imputation and one-hot encoding.
     features = transform_inputs(model[:-1], x_test, few_values)
     final = model[-1]
+    if task == "regression":
+        predictions = Predictions(np.asarray(final.predict(features)))
+        return metrics_of(y_test, predictions, task), predictions
+    classes = tuple(model.classes_)
+    # predict and predict_proba are two independent chains of mostly numpy work, so they run side by side.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="proba") as pool:
+        proba = pool.submit(_proba, final, features) if hasattr(final, "predict_proba") else None
+        pred = np.asarray(final.predict(features))
+        predictions = Predictions(pred, proba.result() if proba is not None else None, classes)
+    return metrics_of(y_test, predictions, task), predictions
+
+
+def metrics_of(y_test: Any, predictions: Predictions, task: str) -> dict[str, float]:
+    """Every metric of the task for these predictions (ROC AUC only with probabilities); undefined ones left out."""
+    from sklearn import metrics as m
+
+    pred = predictions.pred
     out: dict[str, float] = {}
     if task == "regression":
-        pred = final.predict(features)
-        out["r2"] = float(m.r2_score(y_test, pred))
+        out["r2"] = float(m.r2_score(y_test, pred)) if len(y_test) > 1 else math.nan
         out["rmse"] = float(math.sqrt(m.mean_squared_error(y_test, pred)))
         out["mae"] = float(m.mean_absolute_error(y_test, pred))
         return {k: v for k, v in out.items() if math.isfinite(v)}
-    classes = list(model.classes_)
+    classes = list(predictions.classes)
     binary = len(classes) == 2
     avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
-    # ROC AUC needs predict_proba, the other metrics need predict: two independent chains of mostly numpy work
-    # (sorting, counting), so they run side by side.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="roc-auc") as pool:
-        roc_auc = pool.submit(_roc_auc, final, features, y_test, classes) if hasattr(final, "predict_proba") else None
-        pred = final.predict(features)
-        out["accuracy"] = float(m.accuracy_score(y_test, pred))
-        # One pass over the confusion matrix for all three (each *_score call would redo it).
-        precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
-        out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
-        auc = roc_auc.result() if roc_auc is not None else None
-    if auc is not None:
-        out["roc_auc"] = auc
+    out["accuracy"] = float(m.accuracy_score(y_test, pred))
+    # One pass over the confusion matrix for all three (each *_score call would redo it).
+    precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
+    out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
+    if predictions.proba is not None:
+        auc = _roc_auc(predictions.proba, y_test, classes)
+        if auc is not None:
+            out["roc_auc"] = auc
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _proba(final: Any, features: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(final.predict_proba(features))
+    except (AttributeError, ValueError) as e:  # e.g. SVC without probability=True
+        log.info("no class probabilities: %s", e)
+        return None
 
 
 def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
@@ -92,13 +127,12 @@ def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float(m.auc(fpr, tpr))
 
 
-def _roc_auc(final: Any, features: Any, y_test: Any, classes: list[Any]) -> float | None:
+def _roc_auc(proba: np.ndarray, y_test: Any, classes: list[Any]) -> float | None:
     from sklearn import metrics as m
 
     try:
-        proba = final.predict_proba(features)
         if len(classes) == 2:
-            return binary_roc_auc(y_test == classes[1], proba[:, 1])
+            return binary_roc_auc(np.asarray(y_test) == classes[1], proba[:, 1])
         return float(m.roc_auc_score(y_test, proba, multi_class="ovr", labels=classes))
     except ValueError as e:  # e.g. a class missing from the held-out split
         log.info("roc_auc not computed: %s", e)

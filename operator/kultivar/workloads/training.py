@@ -34,18 +34,22 @@ import pandas as pd
 from kultivar.api.contracts import (
     DEFAULT_ESTIMATOR_PACKAGES,
     ArtifactRef,
+    EvaluationResult,
     FailureResult,
     FeatureRef,
     ManifestFeature,
     ModelManifest,
+    ProductionRef,
 )
 from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.artifact import MANIFEST_NAME, MODEL_NAME, dump_model, read_manifest, write_manifest
 from kultivar.workloads.canonical import as_features, canonical_frame_digest, coerce_frame
+from kultivar.workloads.card import CARD_NAME, provisional_decision, render_card, write_card
+from kultivar.workloads.comparison import HeldOut, Scored, check_segments, compare, gate_settings
 from kultivar.workloads.compile import compile_model
 from kultivar.workloads.estimator import build_estimator, build_search
-from kultivar.workloads.evaluate import evaluate, headline_metric, scorer
+from kultivar.workloads.evaluate import evaluate_predictions, headline_metric, scorer
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP, build_pipeline
 from kultivar.workloads.snapshot import read_snapshot
@@ -58,18 +62,33 @@ log = logging.getLogger("kultivar.workloads")
 def run_training(spec: TrainingRunSpec, dataset_snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
                  task: str, target: str, features: Iterable[Feature | FeatureRef | Mapping[str, Any]],
                  namespace: str, run_name: str, run_uid: str, store: ArtifactStore,
-                 estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> dict[str, Any]:
+                 estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES,
+                 registry: RegistryContext | None = None) -> dict[str, Any]:
     """Train, evaluate and save one model; the result goes to the termination message.
+
+    ``registry`` is what the Model tells the run: its production version (scored on the same held-out rows), its
+    promotion policy (the gate metric and the interval's confidence) and its description (the model card).
 
     Permanent problems (bad estimator, bad parameters, data that does not match its digest) come back as
     ``{"ok": False, ...}``; storage and other unexpected errors are raised for the caller to report as transient.
     """
     try:
         return _run_training(spec, dataset_snapshot_uri, dataset_digest, profile_uri, task, target,
-                             as_features(features), namespace, run_name, run_uid, store, tuple(estimator_packages))
+                             as_features(features), namespace, run_name, run_uid, store, tuple(estimator_packages),
+                             registry or RegistryContext())
     except TrainingFailure as e:
         log.info("training failed: %s: %s", e.reason, e.message)
         return FailureResult(reason=e.reason, message=e.message, retryable=e.retryable).wire()
+
+
+@dataclass(frozen=True)
+class RegistryContext:
+    """What the Model tells a training run (from TrainingInput)."""
+
+    production: ProductionRef | None = None
+    promotion: dict[str, Any] | None = None
+    model: str | None = None
+    description: str | None = None
 
 
 @dataclass
@@ -86,7 +105,8 @@ class _Prepared:
 
 def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
                   task: str, target: str, features: list[Feature], namespace: str, run_name: str, run_uid: str,
-                  store: ArtifactStore, estimator_packages: tuple[str, ...]) -> dict[str, Any]:
+                  store: ArtifactStore, estimator_packages: tuple[str, ...], registry: RegistryContext
+                  ) -> dict[str, Any]:
     timings: dict[str, float] = {}
     prefix = run_prefix(namespace, run_name, run_uid)
     manifest_uri = store.uri_for(prefix + MANIFEST_NAME)
@@ -103,15 +123,24 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
                               f"{spec.estimator.className} with these params does not provide; pick another "
                               "metric or an estimator with predict_proba (for SVC set probability: true)")
 
+    gate_metric, confidence = gate_settings(registry.promotion, metric)
+    check_segments(spec, features)
+
     prepared = _load_verified(spec, store, snapshot_uri, dataset_digest, task, target, features, estimator, metric,
                               timings)
     model, best_params, notes = _fit(spec, prepared, timings)
-    metrics, artifact, trusted_types = _evaluate_and_save(model, prepared, metric, task, features, prefix, store,
-                                                          estimator_packages, timings)
+    comparing = _Comparing(gate_metric, confidence, registry.production, dataset_digest, spec.evaluation.seed,
+                           spec.evaluation.segments)
+    metrics, artifact, trusted_types, evaluation = _evaluate_and_save(
+        model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, timings)
     manifest = _manifest(spec, task, target, features, prepared, metric, metrics, best_params, artifact,
                          trusted_types, dataset_digest, snapshot_uri, profile_uri)
+    manifest.evaluation = evaluation
     t = time.perf_counter()
     manifest.compiled = compile_model(model, features, task, prepared.x_test, store, prefix)  # model.onnx or why not
+    manifest.cardUri = write_card(store, prefix + CARD_NAME, render_card(
+        manifest, run_name=run_name, model=registry.model, description=registry.description,
+        decision=provisional_decision(registry.promotion, manifest, registry.production)))
     write_manifest(store, prefix + MANIFEST_NAME, manifest)
     timings["save"] += time.perf_counter() - t
     log.info("saved %s (%s, %d bytes) and %s", artifact["uri"], artifact["digest"], artifact["sizeBytes"],
@@ -232,10 +261,24 @@ def _fit_failure(spec: TrainingRunSpec, e: Exception) -> TrainingFailure:
                            "parameters (some combinations are invalid) and the data")
 
 
+@dataclass(frozen=True)
+class _Comparing:
+    """What the same-data comparison needs besides the fitted model and the splits."""
+
+    metric: str
+    confidence: float
+    production: ProductionRef | None
+    data_digest: str
+    seed: int
+    segments: Sequence[str]
+
+
 def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, features: list[Feature],
-                       prefix: str, store: ArtifactStore, estimator_packages: tuple[str, ...],
-                       timings: dict[str, float]) -> tuple[dict[str, float], ArtifactRefDict, list[str]]:
-    """The held-out metrics, the stored model file, and the types beyond skops' defaults it holds."""
+                       prefix: str, store: ArtifactStore, estimator_packages: tuple[str, ...], comparing: _Comparing,
+                       timings: dict[str, float]
+                       ) -> tuple[dict[str, float], ArtifactRefDict, list[str], EvaluationResult]:
+    """The held-out metrics, the stored model file, the types beyond skops' defaults it holds, and the comparison
+    with production and the baseline on the same rows."""
     # Serialise the model while it is evaluated: both only read the fitted model, so skops' work overlaps the
     # evaluation's. Nothing is stored before the evaluation has succeeded.
     t = time.perf_counter()
@@ -243,14 +286,22 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump") as pool:
         local = os.path.join(tmp, MODEL_NAME)
         dumping = pool.submit(dump_model, model, local, estimator_packages)
-        metrics = evaluate(model, prepared.x_test, prepared.y_test, task,
-                           [f.name for f in features if f.type != "numeric"])
+        metrics, predictions = evaluate_predictions(model, prepared.x_test, prepared.y_test, task,
+                                                    [f.name for f in features if f.type != "numeric"])
         timings["evaluate"] = time.perf_counter() - t
         if metric not in metrics:
             raise TrainingFailure("EvaluationFailed",
                                   f"the headline metric {metric} could not be computed on the held-out split "
                                   f"(computed: {', '.join(metrics) or 'none'}); use more data or another metric")
         log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+        t = time.perf_counter()
+        held_out = HeldOut(prepared.x_test, prepared.y_test, prepared.y_train, prepared.classes,
+                           comparing.data_digest, comparing.seed)
+        evaluation = compare(task, comparing.metric, comparing.confidence, held_out, Scored(metrics, predictions),
+                             comparing.production, store, estimator_packages, comparing.segments)
+        timings["compare"] = time.perf_counter() - t
+        log.info("same-data comparison on %d rows: %s", evaluation.rows, evaluation.wire())
 
         t = time.perf_counter()
         trusted_types = dumping.result()
@@ -261,7 +312,7 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
             store.delete(model_rel)
         artifact = store.write_file_once(model_rel, local)
     timings["save"] = time.perf_counter() - t
-    return metrics, artifact, trusted_types
+    return metrics, artifact, trusted_types, evaluation
 
 
 def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feature], prepared: _Prepared,
