@@ -18,6 +18,7 @@ from kultivar.api.contracts import (
     DEFAULT_ESTIMATOR_PACKAGES,
     ContractError,
     FailureResult,
+    HoldoutRef,
     ModelManifest,
     RetentionInput,
     TrainingInput,
@@ -69,7 +70,9 @@ def test_training_job_env_is_what_the_pod_reads() -> None:
                                "sizeBytes": 1}}
     mdl = model(status={"productionVersion": 3, "versions": [production]}, description="Iris species",
                 promotion={"metric": "f1", "significance": {"confidence": 0.9}})
-    job = plan_training_job(tr, TrainingRunSpec.model_validate(tr["spec"]), ds, version, CONFIG, mdl)
+    holdout = HoldoutRef(name="iris-holdout", snapshot="s3://bucket/kultivar/h/data.parquet",
+                         digest="sha256:" + "f" * 64)
+    job = plan_training_job(tr, TrainingRunSpec.model_validate(tr["spec"]), ds, version, CONFIG, mdl, holdout)
     env = _env(job)
     assert set(env) == {*TrainingInput.ENV.values(), "HOME"}
     # The production version the pod compares with, and the Model's policy and description.
@@ -84,6 +87,7 @@ def test_training_job_env_is_what_the_pod_reads() -> None:
     assert given.estimator_packages == ("sklearn", "lightgbm")
     assert given.promotion == {"metric": "f1", "significance": {"confidence": 0.9}}
     assert (given.model, given.model_description) == ("iris", "Iris species")
+    assert given.holdout == holdout
     assert TrainingInput.from_env(given.to_env()) == given
 
 

@@ -202,6 +202,40 @@ def test_segments_must_be_categorical_features_of_the_dataset() -> None:
         unknown.message
 
 
+def _holdout_plan(holdout: dict[str, Any] | None) -> Any:
+    ds = dataset(status=valid_dataset_status())
+    tr = run(evaluation={"holdout": {"name": "frozen"}})
+    observed = TrainingRunObserved(obj=tr, dataset=ds, model=model(), job=None, registered_version=None,
+                                   holdout=holdout)
+    return plan_training_run(observed, OperatorConfig(), pd.Timestamp("2026-01-02T00:00:00Z").to_pydatetime())
+
+
+def _ready(plan: Any) -> Any:
+    return next(c for c in plan.conditions if c.type == "Ready")
+
+
+def test_a_holdout_with_other_columns_is_refused_precisely() -> None:
+    assert _ready(_holdout_plan(None)).reason == "HoldoutNotFound"
+    other = dataset("frozen", status=valid_dataset_status("sha256:" + "9" * 64))
+    other["spec"]["schema"]["features"] = [{"name": "petal_width", "type": "numeric"}]
+    ready = _ready(_holdout_plan(other))
+    assert ready.reason == "HoldoutMismatch"
+    assert ready.message == ("holdout Dataset 'frozen' does not have the columns of Dataset 'iris': it lacks the "
+                             "features sepal_length; it has features petal_width that Dataset 'iris' does not")
+    unvalidated = dataset("frozen")
+    assert _ready(_holdout_plan(unvalidated)).reason == "WaitingForHoldout"
+
+
+def test_a_valid_holdout_reaches_the_pod() -> None:
+    from kultivar.api.contracts import TrainingInput
+
+    frozen = dataset("frozen", status=valid_dataset_status("sha256:" + "9" * 64))
+    plan = _holdout_plan(frozen)
+    env = {e["name"]: e["value"] for e in plan.jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    given = TrainingInput.from_env(env).holdout
+    assert given is not None and given.name == "frozen" and given.digest == "sha256:" + "9" * 64
+
+
 def test_the_run_status_carries_the_evaluation_from_the_pod() -> None:
     from factories import finished_job
 
@@ -347,3 +381,39 @@ def _training_labels(store: ArtifactStore, data: dict[str, Any]) -> np.ndarray:
     spec = TrainingRunSpec.model_validate({"datasetRef": {"name": "d"}, "modelRef": {"name": "m"},
                                            "estimator": {"className": "sklearn.dummy.DummyClassifier"}})
     return prepare_inputs(frame, features, "churn", "classification", spec)[2]
+
+
+def test_every_version_is_scored_on_a_fixed_holdout(store: ArtifactStore, churn: dict[str, Any],
+                                                   tmp_path: Any) -> None:
+    from kultivar.api.contracts import HoldoutRef
+
+    path = tmp_path / "frozen.parquet"
+    frozen = mixed_frame(150)
+    frozen.to_parquet(path, index=False)
+    spec = DatasetSpec.model_validate({"source": {"uri": str(path)}, "schema": {
+        "target": "churn", "task": "classification", "features": [
+            {"name": "age", "type": "numeric", "nullable": True},
+            {"name": "plan", "type": "categorical", "nullable": True},
+            {"name": "member", "type": "boolean"}]}})
+    validated = run_validation(spec, "ns", "frozen", store)
+    assert validated["ok"], validated
+    ref = HoldoutRef(name="frozen", snapshot=validated["snapshotUri"], digest=validated["digest"])
+    weak = _train(store, churn, {"C": 0.0005, "max_iter": 500}, RegistryContext(holdout=ref))
+    production = ProductionRef(version=1, uri=weak["artifact"]["uri"], digest=weak["artifact"]["digest"])
+    strong = _train(store, churn, {"C": 10.0, "max_iter": 500}, RegistryContext(production=production, holdout=ref))
+    for result in (weak, strong):
+        block = result["evaluation"]
+        assert (block["source"], block["dataset"], block["rows"]) == ("holdout", "frozen", 150)
+        assert block["dataDigest"] == validated["digest"] and "splitSeed" not in block
+    # The same rows for both versions: v1's holdout score as a candidate is its score as production later.
+    assert strong["evaluation"]["production"]["metrics"] == pytest.approx(weak["evaluation"]["candidate"])
+    decision = gate(Promotion(), {"metric": "accuracy", "evaluation": strong["evaluation"]},
+                    {"version": 1, "metrics": {}})
+    assert "held-out rows of holdout Dataset frozen (sha256:" in decision.message
+    tampered = ref.model_copy(update={"digest": "sha256:" + "0" * 64})
+    failed = run_training(TrainingRunSpec.model_validate({
+        "datasetRef": {"name": "churn"}, "modelRef": {"name": "churn"},
+        "estimator": {"className": "sklearn.linear_model.LogisticRegression"}}), churn["snapshotUri"],
+        churn["digest"], None, "classification", "churn", churn["features"], "ns", "r", uuid.uuid4().hex, store,
+        registry=RegistryContext(holdout=tampered))
+    assert failed["ok"] is False and "re-validate holdout Dataset frozen" in failed["message"]

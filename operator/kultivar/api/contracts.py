@@ -163,6 +163,14 @@ class ProductionRef(Contract):
     digest: str = Field(min_length=1, description="The digest it was registered with; checked before loading.")
 
 
+class HoldoutRef(Contract):
+    """A fixed holdout Dataset's validated version: every model is scored on it."""
+
+    name: str = Field(min_length=1, description="The holdout Dataset.")
+    snapshot: str = Field(min_length=1, description="URI of its snapshot.")
+    digest: str = Field(min_length=1, description="Digest the snapshot must have.")
+
+
 class TrainingInput(WorkloadInput):
     """``kultivar train``: train a TrainingRun's model on one validated version of its Dataset."""
 
@@ -180,8 +188,9 @@ class TrainingInput(WorkloadInput):
         "promotion": "KULTIVAR_PROMOTION",
         "model": "KULTIVAR_MODEL",
         "model_description": "KULTIVAR_MODEL_DESCRIPTION",
+        "holdout": "KULTIVAR_HOLDOUT",
     }
-    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features", "production", "promotion"})
+    JSON_FIELDS: ClassVar[frozenset[str]] = frozenset({"spec", "features", "production", "promotion", "holdout"})
     CSV_FIELDS: ClassVar[frozenset[str]] = frozenset({"estimator_packages"})
 
     uid: str = Field(min_length=1, description="UID of the TrainingRun: its artifacts' directory is keyed by it.")
@@ -200,6 +209,7 @@ class TrainingInput(WorkloadInput):
         default=None, description="The Model's spec.promotion: the gate metric and the confidence of the interval.")
     model: str | None = Field(default=None, description="The Model's name (the model card's title).")
     model_description: str | None = Field(default=None, description="The Model's spec.description (the card).")
+    holdout: HoldoutRef | None = Field(default=None, description="spec.evaluation.holdout's validated version.")
 
 
 class RetentionInput(EnvContract):

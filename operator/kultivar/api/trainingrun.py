@@ -96,6 +96,12 @@ class Evaluation(KModel):
     testFraction: float = Field(default=0.2, ge=0.05, le=0.9, description="Share of rows held out for evaluation.")
     seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Random seed for the split and the estimator.")
     stratify: bool = Field(default=True, description="Keep class proportions in the split (classification only).")
+    holdout: LocalObjectReference | None = Field(
+        default=None,
+        description="A second Dataset (same features and target) every version of the Model is also judged on: "
+                    "the gate then compares candidate and production on this frozen set instead of the run's "
+                    "held-out split, so scores are comparable across versions and data versions.",
+    )
     segments: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=list, max_length=10,
         description="Categorical features of the Dataset whose values are segments: the gate metric is reported "

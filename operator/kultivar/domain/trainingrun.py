@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from kultivar.api.contracts import (
     FeatureRef,
+    HoldoutRef,
     ProductionRef,
     TrainingInput,
     TrainingResult,
@@ -45,6 +46,7 @@ class TrainingRunObserved:
     job: JobOutcome | None  # the Job of status.jobName
     registered_version: int | None  # the Model version that records this run, if any
     store_claim_found: bool | None = None  # None: the store needs no PVC
+    holdout: dict[str, Any] | None = None  # the Dataset named by spec.evaluation.holdout
     # Why the estimator class cannot be imported in the operator (found by observing, only for permitted packages).
     estimator_problem: str | None = None
 
@@ -92,9 +94,43 @@ def segment_problem(spec: TrainingRunSpec, dataset: dict[str, Any]) -> str | Non
     return None
 
 
+def holdout_ref(spec: TrainingRunSpec, dataset: dict[str, Any], holdout: dict[str, Any] | None
+                ) -> tuple[HoldoutRef | None, tuple[str, str] | None]:
+    """The holdout's validated version, or the (reason, message) why the run cannot use it yet."""
+    if spec.evaluation.holdout is None:
+        return None, None
+    name = spec.evaluation.holdout.name
+    if holdout is None:
+        return None, ("HoldoutNotFound", f"spec.evaluation.holdout names Dataset {name!r}, which does not exist; "
+                                         "create it or fix the name")
+    waiting = ("WaitingForHoldout", f"waiting for holdout Dataset {name!r} to have a validated version")
+    if not dataset_features(holdout):
+        return None, waiting  # neither declared nor seen yet: nothing to compare the columns with
+    mine, theirs = (((d.get("spec") or {}).get("schema") or {}) for d in (dataset, holdout))
+    problems = []
+    for key in ("target", "task"):
+        if mine.get(key) != theirs.get(key):
+            problems.append(f"its {key} is {theirs.get(key)!r}, not {mine.get(key)!r}")
+    want = {f.name: f.type for f in dataset_features(dataset)}
+    have = {f.name: f.type for f in dataset_features(holdout)}
+    if missing := sorted(set(want) - set(have)):
+        problems.append(f"it lacks the features {', '.join(missing)}")
+    if extra := sorted(set(have) - set(want)):
+        problems.append(f"it has features {', '.join(extra)} that Dataset {spec.datasetRef.name!r} does not")
+    if typed := sorted(n for n in set(want) & set(have) if want[n] != have[n]):
+        problems.append("types differ for " + ", ".join(f"{n} ({have[n]}, not {want[n]})" for n in typed))
+    if problems:
+        return None, ("HoldoutMismatch", f"holdout Dataset {name!r} does not have the columns of Dataset "
+                                         f"{spec.datasetRef.name!r}: {'; '.join(problems)}")
+    version = dataset_version(holdout, None)
+    if version is None or not version.get("snapshotUri"):
+        return None, waiting
+    return HoldoutRef(name=name, snapshot=str(version["snapshotUri"]), digest=str(version["digest"])), None
+
+
 def plan_training_job(
     obj: dict[str, Any], spec: TrainingRunSpec, dataset: dict[str, Any], version: dict[str, Any],
-    config: OperatorConfig, model: dict[str, Any] | None = None,
+    config: OperatorConfig, model: dict[str, Any] | None = None, holdout: HoldoutRef | None = None,
 ) -> dict[str, Any]:
     meta = obj["metadata"]
     model_spec = (model or {}).get("spec") or {}
@@ -111,7 +147,7 @@ def plan_training_job(
             task=schema.get("task"), target=str(schema.get("target", "")), features=dataset_features(dataset),
             estimator_packages=config.estimator_packages, production=production_ref(model),
             promotion=model_spec.get("promotion"), model=spec.modelRef.name,
-            model_description=model_spec.get("description"),
+            model_description=model_spec.get("description"), holdout=holdout,
         ).to_env(),
         config=config,
         image=spec.image,
@@ -259,7 +295,10 @@ def _start(
     segments = segment_problem(spec, dataset)
     if segments:
         return plan.not_ready("InvalidSegments", segments)
-    job = plan_training_job(obj, spec, dataset, version, config, observed.model)
+    holdout, waiting = holdout_ref(spec, dataset, observed.holdout)
+    if waiting:
+        return plan.not_ready(*waiting)
+    job = plan_training_job(obj, spec, dataset, version, config, observed.model, holdout)
     name = job["metadata"]["name"]
     plan.jobs.append(job)
     plan.status.update(

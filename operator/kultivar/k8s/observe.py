@@ -69,12 +69,14 @@ def training_run(api: Api, config: OperatorConfig, namespace: str, name: str) ->
         return None
     spec = obj.get("spec") or {}
     model = api.get("Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
+    holdout = ((spec.get("evaluation") or {}).get("holdout") or {}).get("name")
     return TrainingRunObserved(
         obj=obj,
         dataset=api.get("Dataset", namespace, (spec.get("datasetRef") or {}).get("name", "")),
         model=model,
         job=job(api, namespace, (obj.get("status") or {}).get("jobName")),
         registered_version=registered_version(model, obj),
+        holdout=api.get("Dataset", namespace, holdout) if holdout else None,
         store_claim_found=store_claim(api, config, namespace),
         estimator_problem=estimator_problem(str((spec.get("estimator") or {}).get("className") or ""),
                                             config.estimator_packages),

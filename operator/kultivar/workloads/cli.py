@@ -193,7 +193,8 @@ def _train(args: argparse.Namespace) -> dict[str, Any]:
                         given.target, given.features, given.namespace, given.name, given.uid,
                         ArtifactStore(given.store), estimator_packages=given.estimator_packages,
                         registry=RegistryContext(production=given.production, promotion=given.promotion,
-                                                 model=given.model, description=given.model_description))
+                                                 model=given.model, description=given.model_description,
+                                                 holdout=given.holdout))
 
 
 def _delete_artifacts(args: argparse.Namespace) -> dict[str, Any]:

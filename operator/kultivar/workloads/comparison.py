@@ -57,6 +57,7 @@ class HeldOut:
     classes: Sequence[Any]
     data_digest: str
     seed: int
+    holdout: str | None = None  # the holdout Dataset the rows come from (None: the run's held-out split)
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,9 @@ def compare(task: str, metric: str, confidence: float, held_out: HeldOut, candid
             log.warning("no comparison with production: %s", problem)
     other, against = (production, "production") if production is not None else (base, "baseline")
     result = EvaluationResult(
-        dataDigest=held_out.data_digest, rows=len(held_out.y_test), splitSeed=held_out.seed, metric=metric,
+        source="holdout" if held_out.holdout else "split", dataset=held_out.holdout,
+        dataDigest=held_out.data_digest, rows=len(held_out.y_test),
+        splitSeed=None if held_out.holdout else held_out.seed, metric=metric,
         candidate=candidate.metrics, baseline=base.metrics, baselineStrategy=BASELINES[task],
         productionError=problem,
     )

@@ -141,3 +141,9 @@ def _labels(values: pd.Series, task: str) -> np.ndarray:
     if values.dtype.kind in "iub":
         return values.to_numpy()
     return values.to_numpy(dtype=object)
+
+
+def all_inputs(frame: pd.DataFrame, features: Sequence[Feature], target: str, task: str
+               ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every row's inputs and labels (a fixed holdout set: nothing is split off)."""
+    return _take_inputs(_input_sources(frame, features), np.arange(len(frame))), _labels(frame[target], task)

@@ -37,6 +37,7 @@ from kultivar.api.contracts import (
     EvaluationResult,
     FailureResult,
     FeatureRef,
+    HoldoutRef,
     ManifestFeature,
     ModelManifest,
     ProductionRef,
@@ -53,7 +54,7 @@ from kultivar.workloads.evaluate import evaluate_predictions, headline_metric, s
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP, build_pipeline
 from kultivar.workloads.snapshot import read_snapshot
-from kultivar.workloads.split import prepare_inputs
+from kultivar.workloads.split import all_inputs, prepare_inputs
 from kultivar.workloads.storage import ArtifactRefDict, ArtifactStore, run_prefix
 
 log = logging.getLogger("kultivar.workloads")
@@ -89,6 +90,7 @@ class RegistryContext:
     promotion: dict[str, Any] | None = None
     model: str | None = None
     description: str | None = None
+    holdout: HoldoutRef | None = None  # spec.evaluation.holdout's validated version, resolved by the operator
 
 
 @dataclass
@@ -128,9 +130,10 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
 
     prepared = _load_verified(spec, store, snapshot_uri, dataset_digest, task, target, features, estimator, metric,
                               timings)
+    holdout = _load_holdout(store, registry.holdout, task, target, features) if registry.holdout else None
     model, best_params, notes = _fit(spec, prepared, timings)
     comparing = _Comparing(gate_metric, confidence, registry.production, dataset_digest, spec.evaluation.seed,
-                           spec.evaluation.segments)
+                           spec.evaluation.segments, holdout)
     metrics, artifact, trusted_types, evaluation = _evaluate_and_save(
         model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, timings)
     manifest = _manifest(spec, task, target, features, prepared, metric, metrics, best_params, artifact,
@@ -271,6 +274,39 @@ class _Comparing:
     data_digest: str
     seed: int
     segments: Sequence[str]
+    holdout: _Holdout | None = None
+
+
+@dataclass(frozen=True)
+class _Holdout:
+    ref: HoldoutRef
+    x: pd.DataFrame
+    y: np.ndarray
+
+
+def _load_holdout(store: ArtifactStore, ref: HoldoutRef, task: str, target: str, features: list[Feature]
+                  ) -> _Holdout:
+    """The fixed holdout set, verified against its validated digest before any model is scored on it."""
+    try:
+        raw = read_snapshot(store, ref.snapshot)
+    except FileNotFoundError as e:
+        raise TrainingFailure("DataValidationFailed",
+                              f"the snapshot {ref.snapshot} of holdout Dataset {ref.name} does not exist; "
+                              "re-validate it and create a new TrainingRun") from e
+    frame, mismatches = coerce_frame(raw, features, target, task)
+    missing = [c for c in [*(f.name for f in features), target] if c not in frame.columns]
+    if missing or mismatches:
+        problem = f"columns {missing} are missing" if missing else mismatches[0].message
+        raise TrainingFailure("DataValidationFailed",
+                              f"holdout Dataset {ref.name} does not match the training data's schema: {problem}")
+    actual = canonical_frame_digest(frame, features, target)
+    if actual != ref.digest:
+        raise TrainingFailure("DataValidationFailed",
+                              f"the holdout snapshot {ref.snapshot} has digest {actual}, not the validated "
+                              f"{ref.digest}; re-validate holdout Dataset {ref.name} and retrain")
+    x, y = all_inputs(frame, features, target, task)
+    log.info("holdout Dataset %s: %d rows (%s)", ref.name, len(y), ref.digest)
+    return _Holdout(ref, x, y)
 
 
 def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, features: list[Feature],
@@ -296,9 +332,17 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
         log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
         t = time.perf_counter()
-        held_out = HeldOut(prepared.x_test, prepared.y_test, prepared.y_train, prepared.classes,
-                           comparing.data_digest, comparing.seed)
-        evaluation = compare(task, comparing.metric, comparing.confidence, held_out, Scored(metrics, predictions),
+        few_values = [f.name for f in features if f.type != "numeric"]
+        if comparing.holdout is None:
+            held_out = HeldOut(prepared.x_test, prepared.y_test, prepared.y_train, prepared.classes,
+                               comparing.data_digest, comparing.seed)
+            candidate = Scored(metrics, predictions)
+        else:
+            hold = comparing.holdout
+            held_out = HeldOut(hold.x, hold.y, prepared.y_train, prepared.classes, hold.ref.digest, comparing.seed,
+                               holdout=hold.ref.name)
+            candidate = Scored(*evaluate_predictions(model, hold.x, hold.y, task, few_values))
+        evaluation = compare(task, comparing.metric, comparing.confidence, held_out, candidate,
                              comparing.production, store, estimator_packages, comparing.segments)
         timings["compare"] = time.perf_counter() - t
         log.info("same-data comparison on %d rows: %s", evaluation.rows, evaluation.wire())
