@@ -417,3 +417,21 @@ def test_every_version_is_scored_on_a_fixed_holdout(store: ArtifactStore, churn:
         churn["digest"], None, "classification", "churn", churn["features"], "ns", "r", uuid.uuid4().hex, store,
         registry=RegistryContext(holdout=tampered))
     assert failed["ok"] is False and "re-validate holdout Dataset frozen" in failed["message"]
+
+
+def test_the_evaluation_survives_the_termination_message_limit() -> None:
+    from kultivar.api.contracts import decode_termination, encode_termination
+
+    metrics = {m: 0.123456789 for m in ("accuracy", "f1", "precision", "recall", "roc_auc")}
+    segments = [{"feature": "region", "value": f"value-{i}-" + "x" * 50, "rows": 1000 + i, "candidate": 0.9,
+                 "production": 0.8} for i in range(24)]
+    block = {**evaluation(0.9, 0.8, interval=(0.05, 0.15), segments=segments), "candidate": metrics,
+             "baseline": metrics}
+    result = TrainingResult(metric="accuracy", score=0.9, metrics=metrics, manifestUri="file:///s/" + "m" * 200,
+                            artifact={"uri": "file:///s/" + "a" * 200, "digest": DIGEST, "sizeBytes": 1},
+                            datasetDigest=DIGEST, evaluation=block, cardUri="file:///s/card.md")
+    text = encode_termination(result)
+    assert len(text.encode()) <= 4096
+    decoded = TrainingResult.model_validate(decode_termination(text))
+    assert decoded.evaluation is not None and decoded.evaluation.interval is not None
+    assert decoded.evaluation.production is not None and decoded.evaluation.segments is None  # dropped first

@@ -408,6 +408,11 @@ def encode_termination(result: Contract | Mapping[str, Any], limit: int = TERMIN
         if key in out:
             del out[key]
             data = _dump(out)
+    evaluation = out.get("evaluation")
+    if len(data) > limit and isinstance(evaluation, dict) and evaluation.get("segments"):
+        # The gate needs the evaluation; its segment table (also in the model card) can go first.
+        out["evaluation"] = {k: v for k, v in evaluation.items() if k != "segments"}
+        data = _dump(out)
     if len(data) > limit and isinstance(out.get("message"), str):
         excess = len(data) - limit
         message_bytes = len(out["message"].encode())

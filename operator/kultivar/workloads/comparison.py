@@ -44,6 +44,7 @@ ROW_RESAMPLE_BUDGET = 40_000_000
 MIN_RESAMPLES = 200
 # Segment rows kept in the result (the largest ones): the termination message holds at most 4 KiB.
 MAX_SEGMENTS = 24
+MAX_VALUE_CHARS = 64
 BASELINES = {"classification": "DummyClassifier(strategy=most_frequent)", "regression": "DummyRegressor(strategy=mean)"}
 
 
@@ -228,7 +229,8 @@ def _segments(metric: str, held_out: HeldOut, features: Sequence[str], candidate
     if b is not None:
         prod = {(s.feature, s.value): s.score for s in segment_metrics(held_out.y_test, b, columns, metric, **args)}
     largest = sorted(cand, key=lambda s: -s.rows)[:MAX_SEGMENTS]
-    rows = [SegmentScoreResult(feature=s.feature, value=s.value, rows=s.rows, candidate=_finite(s.score),
+    rows = [SegmentScoreResult(feature=s.feature, value=s.value[:MAX_VALUE_CHARS], rows=s.rows,
+                               candidate=_finite(s.score),
                                production=_finite(prod[(s.feature, s.value)]) if (s.feature, s.value) in prod
                                else None)
             for s in largest]
