@@ -45,6 +45,7 @@ MIN_RESAMPLES = 200
 # Segment rows kept in the result (the largest ones): the termination message holds at most 4 KiB.
 MAX_SEGMENTS = 24
 MAX_VALUE_CHARS = 64
+MISSING = "(missing)"
 BASELINES = {"classification": "DummyClassifier(strategy=most_frequent)", "regression": "DummyRegressor(strategy=mean)"}
 
 
@@ -216,6 +217,11 @@ def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _shown(value: str) -> str:
+    # Missing categorical values are NaN in the inputs; the table names them instead of printing "nan".
+    return MISSING if value == "nan" else value[:MAX_VALUE_CHARS]
+
+
 def _segments(metric: str, held_out: HeldOut, features: Sequence[str], candidate: Scored, production: Scored | None
               ) -> list[SegmentScoreResult] | None:
     a = _metric_inputs(metric, candidate.predictions)
@@ -229,7 +235,7 @@ def _segments(metric: str, held_out: HeldOut, features: Sequence[str], candidate
     if b is not None:
         prod = {(s.feature, s.value): s.score for s in segment_metrics(held_out.y_test, b, columns, metric, **args)}
     largest = sorted(cand, key=lambda s: -s.rows)[:MAX_SEGMENTS]
-    rows = [SegmentScoreResult(feature=s.feature, value=s.value[:MAX_VALUE_CHARS], rows=s.rows,
+    rows = [SegmentScoreResult(feature=s.feature, value=_shown(s.value), rows=s.rows,
                                candidate=_finite(s.score),
                                production=_finite(prod[(s.feature, s.value)]) if (s.feature, s.value) in prod
                                else None)
