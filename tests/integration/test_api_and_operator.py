@@ -74,6 +74,13 @@ INVALID = [
         "C": 1.0}})), "spec.search.space"),
     ("minimum on a categorical feature", _with("Dataset", lambda b: b["spec"]["schema"]["features"][0].update(
         type="categorical")), "spec.schema.features[0].minimum"),
+    # The same-data comparison (#14).
+    ("holdout that is the training data", _with("TrainingRun", lambda b: b["spec"]["evaluation"].update(
+        holdout={"name": b["spec"]["datasetRef"]["name"]})), "spec.evaluation.holdout"),
+    ("a segment named twice", _with("TrainingRun", lambda b: b["spec"]["evaluation"].update(
+        segments=["region", "region"])), "spec.evaluation.segments"),
+    ("significance at 100 %", _with("Model", lambda b: b["spec"]["promotion"].update(
+        significance={"confidence": 1.0})), "spec.promotion.significance.confidence"),
 ]
 
 VALID_EDGES = [

@@ -236,6 +236,15 @@ def test_a_valid_holdout_reaches_the_pod() -> None:
     assert given is not None and given.name == "frozen" and given.digest == "sha256:" + "9" * 64
 
 
+def test_a_holdout_that_is_the_training_data_is_refused() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"evaluation\.holdout must be another Dataset than datasetRef"):
+        TrainingRunSpec.model_validate({"datasetRef": {"name": "iris"}, "modelRef": {"name": "m"},
+                                        "estimator": {"className": "sklearn.dummy.DummyClassifier"},
+                                        "evaluation": {"holdout": {"name": "iris"}}})
+
+
 def test_the_run_status_carries_the_evaluation_from_the_pod() -> None:
     from factories import finished_job
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, WithJsonSchema, field_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from kultivar.api.common import (
     CONDITIONS_FIELD,
@@ -117,8 +117,18 @@ def immutable(field: str) -> dict[str, Any]:
     return {"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": message}]}
 
 
+HOLDOUT_IS_TRAINING_DATA = "evaluation.holdout must be another Dataset than datasetRef: rows the model trained on " \
+                           "would be in the holdout"
+
+
 class TrainingRunSpec(KModel):
     """Desired state of a TrainingRun."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.evaluation) || !has(self.evaluation.holdout) "
+                 "|| self.evaluation.holdout.name != self.datasetRef.name",
+         "message": HOLDOUT_IS_TRAINING_DATA, "fieldPath": ".evaluation.holdout"},
+    ]})
 
     datasetRef: DatasetReference = Field(
         description="The Dataset to train on.",
@@ -147,6 +157,12 @@ class TrainingRunSpec(KModel):
                     "monitoring created it). Fixed at creation.",
         json_schema_extra=immutable("trigger"),
     )
+
+    @model_validator(mode="after")
+    def _holdout_is_other_data(self) -> TrainingRunSpec:
+        if self.evaluation.holdout is not None and self.evaluation.holdout.name == self.datasetRef.name:
+            raise ValueError(HOLDOUT_IS_TRAINING_DATA)
+        return self
 
 
 class ComparedProduction(KModel):
