@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,7 +30,7 @@ from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.domain.stats import paired_bootstrap_difference, segment_metrics
 from kultivar.workloads.artifact import ModelIntegrityError, UntrustedModelError, load_model
-from kultivar.workloads.evaluate import Predictions, metrics_of
+from kultivar.workloads.evaluate import Predictions, metrics_of, predict_held_out
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.storage import ArtifactStore
 
@@ -60,6 +60,7 @@ class HeldOut:
     data_digest: str
     seed: int
     holdout: str | None = None  # the holdout Dataset the rows come from (None: the run's held-out split)
+    few_values: Sequence[str] = ()  # inputs with few distinct values (see pipeline.transform_inputs)
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,13 @@ def score_production(ref: ProductionRef, task: str, held_out: HeldOut, store: Ar
     except (ModelIntegrityError, UntrustedModelError) as e:
         raise ComparisonImpossible(f"production v{ref.version}: {e}") from e
     try:
-        pred = np.asarray(model.predict(held_out.x_test))
-        if task == "regression":
-            predictions = Predictions(pred)
-        else:
-            proba = None
-            if hasattr(model, "predict_proba"):
-                proba = _aligned(np.asarray(model.predict_proba(held_out.x_test)), model.classes_, held_out.classes)
-            predictions = Predictions(pred, proba, tuple(held_out.classes))
+        # The fast path the candidate is scored with: preprocess once for predict and predict_proba.
+        scored = predict_held_out(model, held_out.x_test, task, held_out.few_values)
+        predictions = scored
+        if task != "regression":
+            proba = (_aligned(scored.proba, scored.classes, held_out.classes) if scored.proba is not None
+                     else None)
+            predictions = Predictions(scored.pred, proba, tuple(held_out.classes))
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise ComparisonImpossible(f"production v{ref.version} could not score the held-out rows (its inputs "
                                    f"differ from this run's?): {type(e).__name__}: {e}") from e
@@ -227,13 +227,20 @@ def _segments(metric: str, held_out: HeldOut, features: Sequence[str], candidate
     a = _metric_inputs(metric, candidate.predictions)
     if a is None:
         return None
-    columns = {f: held_out.x_test[f].to_numpy() for f in features}
+    # Small integer codes instead of the values: grouping sorts them, and sorting 200k strings takes a second.
+    columns, names = {}, {}
+    for f in features:
+        codes, uniques = pd.factorize(held_out.x_test[f], use_na_sentinel=True)
+        columns[f] = codes
+        names[f] = {str(i): str(v) for i, v in enumerate(uniques)} | {"-1": "nan"}
     args = _label_args(metric, held_out.classes)
-    cand = segment_metrics(held_out.y_test, a, columns, metric, **args)
+    cand = [replace(s, value=names[s.feature][s.value])
+            for s in segment_metrics(held_out.y_test, a, columns, metric, **args)]
     prod: dict[tuple[str, str], float] = {}
     b = _metric_inputs(metric, production.predictions) if production is not None else None
     if b is not None:
-        prod = {(s.feature, s.value): s.score for s in segment_metrics(held_out.y_test, b, columns, metric, **args)}
+        prod = {(s.feature, names[s.feature][s.value]): s.score
+                for s in segment_metrics(held_out.y_test, b, columns, metric, **args)}
     largest = sorted(cand, key=lambda s: -s.rows)[:MAX_SEGMENTS]
     rows = [SegmentScoreResult(feature=s.feature, value=_shown(s.value), rows=s.rows,
                                candidate=_finite(s.score),

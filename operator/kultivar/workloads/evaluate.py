@@ -64,20 +64,24 @@ def evaluate(model: Any, x_test: pd.DataFrame, y_test: Any, task: str, few_value
 def evaluate_predictions(model: Any, x_test: pd.DataFrame, y_test: Any, task: str, few_values: Collection[str] = ()
                          ) -> tuple[dict[str, float], Predictions]:
     """The held-out metrics of a fitted pipeline and the predictions they were computed from."""
+    predictions = predict_held_out(model, x_test, task, few_values)
+    return metrics_of(y_test, predictions, task), predictions
+
+
+def predict_held_out(model: Any, x_test: pd.DataFrame, task: str, few_values: Collection[str] = ()) -> Predictions:
+    """A fitted pipeline's predictions (and class probabilities) on the held-out rows."""
     # Preprocess the held-out rows once and reuse them for predict and predict_proba: exactly what
     # Pipeline.predict/predict_proba do, without repeating the imputation and one-hot encoding.
     features = transform_inputs(model[:-1], x_test, few_values)
     final = model[-1]
     if task == "regression":
-        predictions = Predictions(np.asarray(final.predict(features)))
-        return metrics_of(y_test, predictions, task), predictions
+        return Predictions(np.asarray(final.predict(features)))
     classes = tuple(model.classes_)
     # predict and predict_proba are two independent chains of mostly numpy work, so they run side by side.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="proba") as pool:
         proba = pool.submit(_proba, final, features) if hasattr(final, "predict_proba") else None
         pred = np.asarray(final.predict(features))
-        predictions = Predictions(pred, proba.result() if proba is not None else None, classes)
-    return metrics_of(y_test, predictions, task), predictions
+        return Predictions(pred, proba.result() if proba is not None else None, classes)
 
 
 def metrics_of(y_test: Any, predictions: Predictions, task: str) -> dict[str, float]:

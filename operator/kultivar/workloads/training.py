@@ -335,12 +335,12 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
         few_values = [f.name for f in features if f.type != "numeric"]
         if comparing.holdout is None:
             held_out = HeldOut(prepared.x_test, prepared.y_test, prepared.y_train, prepared.classes,
-                               comparing.data_digest, comparing.seed)
+                               comparing.data_digest, comparing.seed, few_values=few_values)
             candidate = Scored(metrics, predictions)
         else:
             hold = comparing.holdout
             held_out = HeldOut(hold.x, hold.y, prepared.y_train, prepared.classes, hold.ref.digest, comparing.seed,
-                               holdout=hold.ref.name)
+                               holdout=hold.ref.name, few_values=few_values)
             candidate = Scored(*evaluate_predictions(model, hold.x, hold.y, task, few_values))
         evaluation = compare(task, comparing.metric, comparing.confidence, held_out, candidate,
                              comparing.production, store, estimator_packages, comparing.segments)
