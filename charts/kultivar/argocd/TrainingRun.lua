@@ -13,6 +13,7 @@ local progressing = {
   Training = true,
   Registering = true,
   WaitingForDataset = true,
+  WaitingForHoldout = true,
 }
 
 local function condition(conditions, type)

@@ -31,6 +31,7 @@ class Reason(StrEnum):
     TRAINING = "Training", "TrainingRun"
     REGISTERING = "Registering", "TrainingRun"
     WAITING_FOR_DATASET = "WaitingForDataset", "TrainingRun"
+    WAITING_FOR_HOLDOUT = "WaitingForHoldout", "TrainingRun"  # spec.evaluation.holdout is not validated yet
     DEPLOYING = "Deploying", "Deployment"
     REPLACING = "Replacing", "Deployment"  # the Immediate strategy: the new version's pods are starting
     CANARY_STARTING = "CanaryStarting", "Deployment"  # the canary's pods are coming up
@@ -60,6 +61,9 @@ class Reason(StrEnum):
     DATASET_NOT_FOUND = "DatasetNotFound"
     DATASET_VERSION_NOT_FOUND = "DatasetVersionNotFound"
     MODEL_NOT_FOUND = "ModelNotFound"
+    INVALID_SEGMENTS = "InvalidSegments"  # spec.evaluation.segments names no categorical feature of the Dataset
+    HOLDOUT_NOT_FOUND = "HoldoutNotFound"
+    HOLDOUT_MISMATCH = "HoldoutMismatch"  # the holdout Dataset has other columns
     VERSION_NOT_FOUND = "VersionNotFound"
     NO_PRODUCTION_VERSION = "NoProductionVersion"  # Argo CD: Progressing, Suspended or Degraded (Model.lua)
     ESTIMATOR_NOT_ALLOWED = "EstimatorNotAllowed"
