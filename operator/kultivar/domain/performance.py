@@ -1,0 +1,214 @@
+"""Live performance of the served versions from feedback labels, and when it is below its floor. Pure.
+
+The inference servers count ground truth sent to ``POST /v2/models/{name}/feedback`` per version that answered
+(kultivar.serving.feedback): (predicted, actual) pairs for classifiers, error sums for regressors. Any pod counts
+feedback about any version, so a version's counts are the sum over every pod of the Deployment. Over each
+``spec.monitoring.performance.window`` the operator computes the live metric per served version: with
+metricsSource pods from the difference of two scrapes (the first kept in status.performance.baseline, a counter
+that went down read as a restarted server, as Prometheus' ``increase()`` reads it), with metricsSource prometheus
+from ``increase()`` over the window (exact across pods that came and went). The stable version is judged
+against the floor once it has ``minLabels`` labelled predictions in the window; fewer is reported, not judged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kultivar.api.common import parse_duration
+from kultivar.api.deployment import Performance
+from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.domain.metrics import Snapshot
+from kultivar.domain.stats.live import RegressionSums, classification_performance, delta, regression_performance
+
+UNDERPERFORMING = "Underperforming"
+
+Labelled = dict[tuple[int, str, str], float]  # (version, predicted, actual) -> count
+Errors = dict[tuple[int, str], float]  # (version, "n" | "over" | "under" | "squared") -> sum
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback counts of a Deployment (cumulative, or a window's), per answering version."""
+
+    labelled: Labelled = field(default_factory=dict)
+    errors: Errors = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, snapshots: Iterable[Snapshot]) -> Feedback:
+        """The sum over every pod's (or version's) snapshot: feedback about a version may be counted anywhere."""
+        labelled: Labelled = {}
+        errors: Errors = {}
+        for snap in snapshots:
+            for pair, count in snap.labelled.items():
+                labelled[pair] = labelled.get(pair, 0.0) + count
+            for key, value in snap.errors.items():
+                errors[key] = errors.get(key, 0.0) + value
+        return cls(labelled, errors)
+
+    def since(self, start: Feedback | None) -> Feedback:
+        """This cumulative reading minus an earlier one, per series (a series that fell was reset)."""
+        if start is None:
+            return self
+        return Feedback(delta(self.labelled, start.labelled), delta(self.errors, start.errors))
+
+    def wire(self) -> str:
+        return json.dumps({"labelled": sorted([v, p, a, c] for (v, p, a), c in self.labelled.items()),
+                           "errors": sorted([v, k, x] for (v, k), x in self.errors.items())})
+
+    @classmethod
+    def from_wire(cls, text: str | None) -> Feedback | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls({(int(v), str(p), str(a)): float(c) for v, p, a, c in data.get("labelled") or []},
+                       {(int(v), str(k)): float(x) for v, k, x in data.get("errors") or []})
+        except (ValueError, TypeError, AttributeError):
+            return None  # a baseline this code cannot read: the window starts again
+
+
+@dataclass(frozen=True)
+class LiveMetric:
+    """One version's live metric over a window and its sample size; ``problem`` when it cannot be computed."""
+
+    version: int
+    value: float | None
+    labels: int
+    problem: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"version": self.version, "labels": self.labels}
+        if self.value is not None:
+            out["value"] = round(self.value, 6)
+        return out
+
+
+def live_metric(metric: str, version: int, window: Feedback) -> LiveMetric:
+    """The live ``metric`` of ``version`` from a window's feedback counts."""
+    pairs: dict[tuple[Hashable, Hashable], float] = {
+        (p, a): c for (v, p, a), c in window.labelled.items() if v == version and c > 0}
+    n = window.errors.get((version, "n"), 0.0)
+    if metric in ("mae", "rmse"):
+        if n <= 0:
+            problem = (f"v{version}'s feedback is classes (predicted, actual), not numbers: {metric} needs a "
+                       "regressor; use accuracy, precision, recall or f1") if pairs else None
+            return LiveMetric(version, None, 0, problem)
+        over, under = window.errors.get((version, "over"), 0.0), window.errors.get((version, "under"), 0.0)
+        errors = regression_performance(RegressionSums(n, over + under, window.errors.get((version, "squared"), 0.0),
+                                                       over - under))
+        return LiveMetric(version, errors.value(metric), round(n))
+    if not pairs:
+        problem = (f"v{version}'s feedback is numbers (a regressor): {metric} needs a classifier; use mae or "
+                   "rmse") if n > 0 else None
+        return LiveMetric(version, None, 0, problem)
+    perf = classification_performance(pairs)
+    return LiveMetric(version, perf.value(metric), round(perf.n))
+
+
+def gap(performance: Performance, value: float) -> float:
+    """How far ``value`` is on the wrong side of the floor (positive: below it), in the metric's units."""
+    return performance.floor - value if performance.higher_is_better else value - performance.floor
+
+
+@dataclass
+class PerformanceDecision:
+    status: dict[str, Any]  # the new status.performance
+    evaluated: bool  # a window closed and was judged now
+    below: bool | None  # the Underperforming condition: None is Unknown (not judged)
+    reason: str
+    message: str
+    requeue_after: float
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def performance_since(performance: Performance | None, previous: Mapping[str, Any] | None,
+                      version: int | None) -> datetime | None:
+    """Where the open performance window began (None: a new window starts now: first check, another stable
+    version, another metric or window length)."""
+    prev = previous or {}
+    if performance is None or version is None or prev.get("version") != version \
+            or prev.get("metric") != performance.metric or prev.get("window") != performance.window:
+        return None
+    return parse_time(prev.get("windowStart"))
+
+
+def performance_due(performance: Performance | None, previous: Mapping[str, Any] | None, version: int | None,
+                    now: datetime) -> bool:
+    """Whether this reconcile must read the feedback counters: a window to open, or one that has closed."""
+    if performance is None or version is None:
+        return False
+    started = performance_since(performance, previous, version)
+    return started is None or now >= started + parse_duration(performance.window)
+
+
+def performance_due_in(performance: Performance | None, previous: Mapping[str, Any] | None, version: int | None,
+                       now: datetime) -> float | None:
+    """Seconds until the open window closes (None: none is open)."""
+    started = performance_since(performance, previous, version)
+    if performance is None or started is None:
+        return None
+    return max(0.0, (started + parse_duration(performance.window) - now).total_seconds())
+
+
+def check_performance(performance: Performance, previous: Mapping[str, Any] | None, stable: int,
+                      versions: Iterable[int], counts: Feedback, now: datetime, windowed: bool = False
+                      ) -> PerformanceDecision:
+    """Advance the performance window; when it has closed, compute the live metric of every served version and
+    judge the stable one against the floor.
+
+    counts: cumulative (a scrape: the window is their difference from the baseline kept at its start) or, when
+    windowed, already the window's counts (Prometheus increase() since performance_since(); no baseline kept).
+    """
+    window = parse_duration(performance.window)
+    prev = dict(previous or {})
+    stamp = now_rfc3339(now)
+    started = performance_since(performance, prev, stable)
+    # Status is merge-patched: None removes a baseline left from before (e.g. the source was pods).
+    head = {"checkedAt": stamp, "metric": performance.metric, "floor": performance.floor,
+            "window": performance.window, "version": stable, "windowStart": stamp,
+            "baseline": None if windowed else counts.wire()}
+    if started is None:
+        status = {**head, "versions": [], "belowFloor": False, "since": None}
+        return PerformanceDecision(status, False, None, "Measuring",
+                                   f"performance window of {performance.window} started for v{stable}; waiting for "
+                                   "feedback labels", window.total_seconds())
+    remaining = (started + window - now).total_seconds()
+    if remaining > 0:
+        below = bool(prev.get("belowFloor")) if prev.get("versions") else None
+        return PerformanceDecision(prev, False, below, "WindowOpen", "performance window open", remaining)
+
+    window_counts = counts if windowed else counts.since(Feedback.from_wire(prev.get("baseline")))
+    served = sorted({stable, *versions})
+    metrics = {v: live_metric(performance.metric, v, window_counts) for v in served}
+    judged = metrics[stable]
+    status = {**head, "versions": [m.wire() for m in metrics.values()]}
+    was_below = bool(prev.get("belowFloor"))
+    metric = performance.metric
+    if judged.problem is not None:
+        status.update(belowFloor=False, since=None)
+        return PerformanceDecision(status, True, None, "MetricMismatch", judged.problem, window.total_seconds())
+    if judged.value is None or judged.labels < performance.minLabels:
+        status.update(belowFloor=False, since=None)
+        shown = "" if judged.value is None else f" ({metric} {judged.value:.4f})"
+        return PerformanceDecision(status, True, None, "TooFewLabels",
+                                   f"{judged.labels} labelled predictions of v{stable} in the last "
+                                   f"{performance.window}{shown}, {performance.minLabels} needed to judge {metric}",
+                                   window.total_seconds())
+    distance = gap(performance, judged.value)
+    below = distance > 0
+    side = "below" if performance.higher_is_better else "above"
+    numbers = (f"live {metric} of v{stable} is {judged.value:.4f} on {judged.labels} labelled predictions in the "
+               f"last {performance.window}")
+    if below:
+        message = f"{numbers}: {distance:.4f} {side} the floor {performance.floor:g}"
+        events = [] if was_below else [("Warning", "PerformanceBelowFloor", message)]
+        status.update(belowFloor=True, since=(prev.get("since") or stamp) if was_below else stamp)
+        return PerformanceDecision(status, True, True, "BelowFloor", message, window.total_seconds(), events)
+    message = f"{numbers}, within the floor {performance.floor:g} by {-distance:.4f}"
+    events = [("Normal", "PerformanceRecovered", message)] if was_below else []
+    status.update(belowFloor=False, since=None)
+    return PerformanceDecision(status, True, False, "AtOrAboveFloor", message, window.total_seconds(), events)

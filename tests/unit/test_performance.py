@@ -1,0 +1,170 @@
+"""Live performance: feedback counted by real server metrics, read from pod scrapes or Prometheus, the live metric
+against scikit-learn, and the window/floor decision."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import orjson
+import pytest
+from pydantic import ValidationError
+from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
+from test_promql import NAME, NS, evaluate, promql
+
+from kultivar.api.deployment import Performance
+from kultivar.domain.metrics import parse
+from kultivar.domain.performance import Feedback, check_performance, live_metric, performance_due
+from kultivar.serving.feedback import FeedbackParser
+from kultivar.serving.monitoring import ServingMetrics
+from kultivar.serving.payload import FeatureSpec
+
+T0 = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+
+
+class Pod:
+    """A serving pod of one version; its feedback endpoint counts feedback about any version."""
+
+    def __init__(self, version: int, task: str = "classification") -> None:
+        self.task = task
+        classes = [0, 1, 2] if task == "classification" else None
+        self.metrics = ServingMetrics("m", str(version), "sha256:" + "0" * 64, deployment=(NS, NAME))
+        self.metrics.bind_model([FeatureSpec("x", "numeric")], task, classes, None, drift_accounting=False)
+        self.parser = FeedbackParser("m", task, classes)
+
+    def feedback(self, version: int, predicted: list[float], actual: list[float]) -> None:
+        items = [{"version": version, "prediction": p, "actual": a} for p, a in zip(predicted, actual, strict=True)]
+        self.metrics.count_feedback(self.parser.parse(orjson.dumps({"items": items})))
+
+    def scrape(self) -> str:
+        return self.metrics.exposition().decode()
+
+
+def from_pods(texts: list[str]) -> Feedback:
+    return Feedback.of(parse(t) for t in texts)
+
+
+def from_prometheus(before: list[str], after: list[str], versions: list[int]) -> Feedback:
+    queries = promql.queries(NS, NAME, versions, 60, feedback=True)
+    assert {promql.LABELLED, "errors:n", "errors:over", "errors:under", "errors:squared"} <= set(queries)
+    answers = {k: evaluate(q, before, after) for k, q in queries.items() if k not in (promql.REQUESTS,)}
+    return Feedback.of(promql.snapshots(answers, versions).values())
+
+
+def test_classification_live_metric_from_any_pod_equals_sklearn_on_the_labels() -> None:
+    rng = np.random.default_rng(1)
+    pods = [Pod(1), Pod(1), Pod(2)]
+    before = [p.scrape() for p in pods]
+    truth: dict[int, tuple[list[int], list[int]]] = {1: ([], []), 2: ([], [])}
+    for i, pod in enumerate(pods * 4):
+        version = 1 + i % 2  # feedback about either version lands on any pod
+        predicted = rng.integers(0, 3, 50).tolist()
+        actual = [p if rng.random() < (0.9 if version == 1 else 0.6) else int(rng.integers(0, 3)) for p in predicted]
+        pod.feedback(version, predicted, actual)
+        truth[version][0].extend(predicted)
+        truth[version][1].extend(actual)
+    after = [p.scrape() for p in pods]
+    window_pods = from_pods(after).since(from_pods(before))
+    window_prometheus = from_prometheus(before, after, [1, 2])
+    assert window_prometheus == window_pods
+    for version, (predicted, actual) in truth.items():
+        acc = live_metric("accuracy", version, window_pods)
+        assert acc.labels == len(actual) == 300
+        assert acc.value == pytest.approx(accuracy_score(actual, predicted))
+        f1 = live_metric("f1", version, window_pods)
+        assert f1.value == pytest.approx(f1_score(actual, predicted, average="macro", zero_division=0))
+    assert live_metric("accuracy", 3, window_pods) == live_metric("accuracy", 3, Feedback())
+    assert live_metric("mae", 1, window_pods).problem is not None
+
+
+def test_regression_live_metric_equals_sklearn() -> None:
+    rng = np.random.default_rng(2)
+    pods = [Pod(4, "regression"), Pod(5, "regression")]
+    predicted, actual = rng.normal(10, 3, 200), rng.normal(10, 3, 200)
+    pods[0].feedback(4, predicted[:120].tolist(), actual[:120].tolist())
+    pods[1].feedback(4, predicted[120:].tolist(), actual[120:].tolist())
+    window = from_pods([p.scrape() for p in pods])
+    assert from_prometheus(["", ""], [p.scrape() for p in pods], [4, 5]) == window
+    mae, rmse = live_metric("mae", 4, window), live_metric("rmse", 4, window)
+    assert mae.labels == rmse.labels == 200
+    assert mae.value == pytest.approx(mean_absolute_error(actual, predicted))
+    assert rmse.value == pytest.approx(math.sqrt(mean_squared_error(actual, predicted)))
+    assert live_metric("accuracy", 4, window).problem == ("v4's feedback is numbers (a regressor): accuracy needs "
+                                                          "a classifier; use mae or rmse")
+
+
+def test_a_restarted_pod_counts_from_zero() -> None:
+    first = Feedback({(1, "0", "0"): 50.0}, {})
+    assert Feedback({(1, "0", "0"): 7.0}, {}).since(first).labelled == {(1, "0", "0"): 7.0}
+    assert Feedback.from_wire(first.wire()) == first
+    assert Feedback.from_wire("not json") is None
+
+
+def _pairs(version: int, right: int, wrong: int) -> Feedback:
+    return Feedback({(version, "1", "1"): float(right), (version, "1", "0"): float(wrong)}, {})
+
+
+ACCURACY = Performance(metric="accuracy", floor=0.8, minLabels=100, window="10m")
+
+
+def test_window_opens_then_judges_the_stable_version_and_says_by_how_much() -> None:
+    opened = check_performance(ACCURACY, None, 3, [3, 4], _pairs(3, 10, 0), T0)
+    assert not opened.evaluated and opened.below is None and opened.status["windowStart"]
+    assert performance_due(ACCURACY, opened.status, 3, T0 + timedelta(minutes=5)) is False
+    early = check_performance(ACCURACY, opened.status, 3, [3], _pairs(3, 500, 500), T0 + timedelta(minutes=5))
+    assert not early.evaluated and early.status == opened.status and early.requeue_after == 300
+    assert performance_due(ACCURACY, opened.status, 3, T0 + timedelta(minutes=10))
+
+    # 10 right before the window; in it: v3 150 right and 50 wrong (0.75), the canary v4 90 of 100 right.
+    cumulative = Feedback({**_pairs(3, 160, 50).labelled, **_pairs(4, 90, 10).labelled}, {})
+    closed = check_performance(ACCURACY, opened.status, 3, [3, 4], cumulative, T0 + timedelta(minutes=10))
+    assert closed.evaluated and closed.below is True and closed.reason == "BelowFloor"
+    assert closed.message == ("live accuracy of v3 is 0.7500 on 200 labelled predictions in the last 10m: 0.0500 "
+                              "below the floor 0.8")
+    assert closed.events == [("Warning", "PerformanceBelowFloor", closed.message)]
+    assert closed.status["versions"] == [{"version": 3, "labels": 200, "value": 0.75},
+                                         {"version": 4, "labels": 100, "value": 0.9}]
+    assert closed.status["belowFloor"] and closed.status["since"] == closed.status["checkedAt"]
+
+    # The next window: still below (no new event, since kept), then recovered.
+    again = check_performance(ACCURACY, closed.status, 3, [3], Feedback({**_pairs(3, 310, 100).labelled}, {}),
+                              T0 + timedelta(minutes=20))
+    assert again.below is True and not again.events and again.status["since"] == closed.status["since"]
+    better = check_performance(ACCURACY, again.status, 3, [3], Feedback({**_pairs(3, 500, 110).labelled}, {}),
+                               T0 + timedelta(minutes=30))
+    assert better.below is False and better.reason == "AtOrAboveFloor"
+    assert better.events[0][:2] == ("Normal", "PerformanceRecovered") and better.status["since"] is None
+
+
+def test_too_few_labels_and_the_wrong_metric_are_not_judged() -> None:
+    opened = check_performance(ACCURACY, None, 3, [3], Feedback(), T0).status
+    few = check_performance(ACCURACY, opened, 3, [3], _pairs(3, 0, 40), T0 + timedelta(minutes=10))
+    assert few.evaluated and few.below is None and few.reason == "TooFewLabels"
+    assert few.message == ("40 labelled predictions of v3 in the last 10m (accuracy 0.0000), 100 needed to judge "
+                           "accuracy")
+    regression = Feedback({}, {(3, "n"): 500.0, (3, "over"): 10.0, (3, "under"): 10.0, (3, "squared"): 4.0})
+    mismatch = check_performance(ACCURACY, opened, 3, [3], regression, T0 + timedelta(minutes=10))
+    assert mismatch.below is None and mismatch.reason == "MetricMismatch" and "use mae or rmse" in mismatch.message
+
+
+def test_error_metrics_are_judged_against_the_floor_from_above() -> None:
+    mae = Performance(metric="mae", floor=0.5, minLabels=10, window="1m")
+    opened = check_performance(mae, None, 1, [1], Feedback(), T0, windowed=True)
+    assert opened.status["baseline"] is None
+    window = Feedback({}, {(1, "n"): 20.0, (1, "over"): 8.0, (1, "under"): 4.0, (1, "squared"): 9.0})
+    closed = check_performance(mae, opened.status, 1, [1], window, T0 + timedelta(minutes=1), windowed=True)
+    assert closed.below is True and closed.message.endswith("0.1000 above the floor 0.5")
+
+
+def test_a_new_stable_version_or_metric_restarts_the_window() -> None:
+    opened = check_performance(ACCURACY, None, 3, [3], Feedback(), T0).status
+    assert check_performance(ACCURACY, opened, 4, [4], Feedback(), T0 + timedelta(minutes=10)).reason == "Measuring"
+    f1 = ACCURACY.model_copy(update={"metric": "f1"})
+    assert check_performance(f1, opened, 3, [3], Feedback(), T0 + timedelta(minutes=10)).reason == "Measuring"
+
+
+def test_the_floor_of_an_accuracy_like_metric_is_a_share() -> None:
+    with pytest.raises(ValidationError, match="floor must be between 0 and 1"):
+        Performance(metric="f1", floor=1.5)
+    assert Performance(metric="rmse", floor=1.5).higher_is_better is False
