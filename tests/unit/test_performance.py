@@ -9,13 +9,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import orjson
 import pytest
+from factories import model as model_object
+from factories import obj, run
 from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from test_promql import NAME, NS, evaluate, promql
 
 from kultivar.api.deployment import Performance
+from kultivar.config import OperatorConfig
+from kultivar.domain.deployment import metrics_needed, plan_deployment
+from kultivar.domain.labels import DEPLOYMENT_LABEL
 from kultivar.domain.metrics import parse
-from kultivar.domain.performance import Feedback, check_performance, live_metric, performance_due
+from kultivar.domain.performance import UNDERPERFORMING, Feedback, check_performance, live_metric, performance_due
+from kultivar.domain.rollout import Pods
+from kultivar.domain.serving import DeploymentObserved, PerformanceObserved
 from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import FeatureSpec
@@ -151,7 +158,7 @@ def test_too_few_labels_and_the_wrong_metric_are_not_judged() -> None:
 def test_error_metrics_are_judged_against_the_floor_from_above() -> None:
     mae = Performance(metric="mae", floor=0.5, minLabels=10, window="1m")
     opened = check_performance(mae, None, 1, [1], Feedback(), T0, windowed=True)
-    assert opened.status["baseline"] is None
+    assert "baseline" not in opened.status
     window = Feedback({}, {(1, "n"): 20.0, (1, "over"): 8.0, (1, "under"): 4.0, (1, "squared"): 9.0})
     closed = check_performance(mae, opened.status, 1, [1], window, T0 + timedelta(minutes=1), windowed=True)
     assert closed.below is True and closed.message.endswith("0.1000 above the floor 0.5")
@@ -168,3 +175,80 @@ def test_the_floor_of_an_accuracy_like_metric_is_a_share() -> None:
     with pytest.raises(ValidationError, match="floor must be between 0 and 1"):
         Performance(metric="f1", floor=1.5)
     assert Performance(metric="rmse", floor=1.5).higher_is_better is False
+
+
+# --- the Deployment planner -------------------------------------------------------------------------------------
+
+CONFIG = OperatorConfig(store_url="file:///store", store_pvc="")
+WATCHED = {"enabled": False, "performance": {"metric": "accuracy", "floor": 0.8, "minLabels": 100, "window": "10m"},
+           "retrain": {"cooldown": "1h", "maxRunsPerDay": 2}}
+
+
+def _registry() -> dict:
+    return model_object(status={"productionVersion": 1, "versions": [
+        {"version": 1, "trainingRun": "iris-run-1",
+         "artifact": {"uri": "file:///store/v1/model.skops", "digest": "sha256:" + "b" * 64}}]})
+
+
+def _deployment(minutes_ago: int | None, last_retrain: dict | None = None) -> dict:
+    status: dict = {"stableVersion": 1}
+    if minutes_ago is not None:
+        start = (T0 - timedelta(minutes=minutes_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status["performance"] = {"checkedAt": start, "metric": "accuracy", "floor": 0.8, "window": "10m",
+                                 "windowStart": start, "version": 1, "versions": [], "belowFloor": False,
+                                 "baseline": _pairs(1, 0, 0).wire()}
+    if last_retrain:
+        status["lastRetrain"] = last_retrain
+    return obj("Deployment", "iris", {"modelRef": {"name": "iris"}, "monitoring": WATCHED}, status)
+
+
+def _seen(dep: dict, feedback: Feedback | None = None, runs: list | None = None) -> DeploymentObserved:
+    runs = [run("iris-run-1")] if runs is None else runs
+    perf = None if feedback is None else PerformanceObserved(feedback, runs)
+    return DeploymentObserved(obj=dep, model=_registry(), pods={1: Pods(1, 1)}, performance=perf)
+
+
+def test_feedback_is_read_when_the_window_closes_from_every_pod() -> None:
+    assert metrics_needed(_seen(_deployment(None)), CONFIG, T0).performance == [1]
+    assert not metrics_needed(_seen(_deployment(5)), CONFIG, T0).anything
+    assert metrics_needed(_seen(_deployment(10)), CONFIG, T0).performance == [1]
+
+
+def test_below_the_floor_sets_the_condition_and_starts_a_performance_run() -> None:
+    plan = plan_deployment(_seen(_deployment(11), _pairs(1, 120, 80)), CONFIG, T0).plan
+    cond = next(c for c in plan.conditions if c.type == UNDERPERFORMING)
+    assert (cond.status, cond.reason) == (True, "BelowFloor") and "0.2000 below the floor 0.8" in cond.message
+    assert [r["metadata"]["name"] for r in plan.create] == ["iris-performance-1"]
+    assert plan.create[0]["spec"]["trigger"] == "performance"
+    assert plan.create[0]["metadata"]["labels"][DEPLOYMENT_LABEL] == "iris"
+    assert plan.status["lastRetrain"]["trigger"] == "performance"
+    assert plan.status["performance"]["versions"] == [{"version": 1, "labels": 200, "value": 0.6}]
+    assert {e.reason for e in plan.events} >= {"PerformanceBelowFloor", "RetrainingStarted"}
+
+
+def test_performance_runs_share_the_cooldown_and_daily_cap_with_drift() -> None:
+    recent = (T0 - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cooling = {"trainingRun": "iris-drift-1", "time": recent, "trigger": "drift", "recent": [recent], "count": 1}
+    plan = plan_deployment(_seen(_deployment(11, cooling), _pairs(1, 120, 80)), CONFIG, T0).plan
+    assert plan.create == [] and "RetrainCooldown" in {e.reason for e in plan.events}
+    day = [(T0 - timedelta(hours=h)).strftime("%Y-%m-%dT%H:%M:%SZ") for h in (3, 5)]
+    spent = {"trainingRun": "iris-drift-2", "time": day[0], "recent": day, "count": 2}
+    plan = plan_deployment(_seen(_deployment(11, spent), _pairs(1, 120, 80)), CONFIG, T0).plan
+    assert plan.create == [] and "RetrainBudgetExhausted" in {e.reason for e in plan.events}
+    busy = run("iris-drift-2")
+    busy["metadata"]["labels"] = {DEPLOYMENT_LABEL: "iris"}
+    plan = plan_deployment(_seen(_deployment(11), _pairs(1, 120, 80), [run("iris-run-1"), busy]), CONFIG, T0).plan
+    assert plan.create == [] and "RetrainInProgress" in {e.reason for e in plan.events}
+
+
+def test_too_few_labels_is_unknown_and_an_open_window_keeps_the_verdict() -> None:
+    plan = plan_deployment(_seen(_deployment(11), _pairs(1, 10, 30)), CONFIG, T0).plan
+    cond = next(c for c in plan.conditions if c.type == UNDERPERFORMING)
+    assert (cond.status, cond.reason) == (None, "TooFewLabels") and plan.create == []
+    dep = _deployment(4)
+    dep["status"]["conditions"] = [{"type": UNDERPERFORMING, "status": "True", "reason": "BelowFloor",
+                                    "message": "live accuracy ..."}]
+    plan = plan_deployment(_seen(dep, _pairs(1, 0, 0)), CONFIG, T0).plan
+    cond = next(c for c in plan.conditions if c.type == UNDERPERFORMING)
+    assert (cond.status, cond.reason, cond.message) == (True, "BelowFloor", "live accuracy ...")
+    assert plan_deployment(_seen(_deployment(4)), CONFIG, T0).plan.requeue_after == 360

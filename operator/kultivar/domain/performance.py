@@ -19,9 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from kultivar.api.common import parse_duration
-from kultivar.api.deployment import Performance
-from kultivar.domain.conditions import now_rfc3339, parse_time
+from kultivar.api.deployment import Performance, Retrain
+from kultivar.domain.conditions import Cond, now_rfc3339, parse_time
+from kultivar.domain.drift import retrain_gate, start_retraining
 from kultivar.domain.metrics import Snapshot
+from kultivar.domain.plan import Event
+from kultivar.domain.reasons import Reason
 from kultivar.domain.stats.live import RegressionSums, classification_performance, delta, regression_performance
 
 UNDERPERFORMING = "Underperforming"
@@ -119,7 +122,7 @@ class PerformanceDecision:
     status: dict[str, Any]  # the new status.performance
     evaluated: bool  # a window closed and was judged now
     below: bool | None  # the Underperforming condition: None is Unknown (not judged)
-    reason: str
+    reason: Reason | None  # None: the window is open, the condition stays as it was
     message: str
     requeue_after: float
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
@@ -170,16 +173,16 @@ def check_performance(performance: Performance, previous: Mapping[str, Any] | No
     # Status is merge-patched: None removes a baseline left from before (e.g. the source was pods).
     head = {"checkedAt": stamp, "metric": performance.metric, "floor": performance.floor,
             "window": performance.window, "version": stable, "windowStart": stamp,
-            "baseline": None if windowed else counts.wire()}
+            **({} if windowed else {"baseline": counts.wire()})}
     if started is None:
         status = {**head, "versions": [], "belowFloor": False, "since": None}
-        return PerformanceDecision(status, False, None, "Measuring",
+        return PerformanceDecision(status, False, None, Reason.MEASURING,
                                    f"performance window of {performance.window} started for v{stable}; waiting for "
                                    "feedback labels", window.total_seconds())
     remaining = (started + window - now).total_seconds()
     if remaining > 0:
         below = bool(prev.get("belowFloor")) if prev.get("versions") else None
-        return PerformanceDecision(prev, False, below, "WindowOpen", "performance window open", remaining)
+        return PerformanceDecision(prev, False, below, None, "performance window open", remaining)
 
     window_counts = counts if windowed else counts.since(Feedback.from_wire(prev.get("baseline")))
     served = sorted({stable, *versions})
@@ -190,11 +193,12 @@ def check_performance(performance: Performance, previous: Mapping[str, Any] | No
     metric = performance.metric
     if judged.problem is not None:
         status.update(belowFloor=False, since=None)
-        return PerformanceDecision(status, True, None, "MetricMismatch", judged.problem, window.total_seconds())
+        return PerformanceDecision(status, True, None, Reason.METRIC_MISMATCH, judged.problem,
+                                   window.total_seconds())
     if judged.value is None or judged.labels < performance.minLabels:
         status.update(belowFloor=False, since=None)
         shown = "" if judged.value is None else f" ({metric} {judged.value:.4f})"
-        return PerformanceDecision(status, True, None, "TooFewLabels",
+        return PerformanceDecision(status, True, None, Reason.TOO_FEW_LABELS,
                                    f"{judged.labels} labelled predictions of v{stable} in the last "
                                    f"{performance.window}{shown}, {performance.minLabels} needed to judge {metric}",
                                    window.total_seconds())
@@ -207,8 +211,53 @@ def check_performance(performance: Performance, previous: Mapping[str, Any] | No
         message = f"{numbers}: {distance:.4f} {side} the floor {performance.floor:g}"
         events = [] if was_below else [("Warning", "PerformanceBelowFloor", message)]
         status.update(belowFloor=True, since=(prev.get("since") or stamp) if was_below else stamp)
-        return PerformanceDecision(status, True, True, "BelowFloor", message, window.total_seconds(), events)
+        return PerformanceDecision(status, True, True, Reason.BELOW_FLOOR, message, window.total_seconds(), events)
     message = f"{numbers}, within the floor {performance.floor:g} by {-distance:.4f}"
     events = [("Normal", "PerformanceRecovered", message)] if was_below else []
     status.update(belowFloor=False, since=None)
-    return PerformanceDecision(status, True, False, "AtOrAboveFloor", message, window.total_seconds(), events)
+    return PerformanceDecision(status, True, False, Reason.AT_OR_ABOVE_FLOOR, message, window.total_seconds(),
+                               events)
+
+
+@dataclass
+class PerformancePlan:
+    """What live performance monitoring does in one reconcile of a Deployment."""
+
+    status: dict[str, Any]  # status fields: performance, and lastRetrain when a run starts
+    condition: Cond | None  # the Underperforming condition (None: leave it as it is)
+    events: list[Event]
+    requeue_after: float
+    create_run: dict[str, Any] | None = None
+    refresh_dataset: str | None = None
+
+
+def plan_performance(deployment: dict[str, Any], performance: Performance, retrain: Retrain, stable: int,
+                     versions: Iterable[int], counts: Feedback, source_run: dict[str, Any] | None,
+                     run_active: bool, owner_ref: dict[str, Any], now: datetime, windowed: bool = False
+                     ) -> PerformancePlan:
+    """Advance the performance window and, when the stable version is judged below its floor, start one
+    retraining run (trigger performance) within the cooldown and daily cap it shares with drift.
+
+    run_active: a retraining run of this Deployment is still going (or another finding starts one now)."""
+    status = deployment.get("status") or {}
+    decision = check_performance(performance, status.get("performance"), stable, versions, counts, now, windowed)
+    condition = None if decision.reason is None else Cond(UNDERPERFORMING, decision.below, decision.reason,
+                                                         decision.message)
+    out = PerformancePlan({"performance": decision.status}, condition, [Event(*e) for e in decision.events],
+                          decision.requeue_after)
+    if not (decision.evaluated and decision.below):
+        return out
+    last = status.get("lastRetrain") or {}
+    verdict = retrain_gate(retrain, last, run_active, now, "performance", decision.message)
+    if not verdict.retrain:
+        out.events.append(Event("Normal", verdict.reason, verdict.message))
+        return out
+    if source_run is None:
+        out.events.append(Event("Warning", "RetrainSourceMissing", f"{decision.message}, but the TrainingRun behind "
+                                f"v{stable} no longer exists; create a TrainingRun by hand"))
+        return out
+    started = start_retraining(deployment, source_run, last, owner_ref, now, "performance", decision.message)
+    out.status["lastRetrain"] = started.last_retrain
+    out.events.append(started.event)
+    out.create_run, out.refresh_dataset = started.run, started.refresh_dataset
+    return out
