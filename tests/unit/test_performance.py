@@ -3,6 +3,7 @@ against scikit-learn, and the window/floor decision."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -15,13 +16,20 @@ from pydantic import ValidationError
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, mean_squared_error
 from test_promql import NAME, NS, evaluate, promql
 
-from kultivar.api.deployment import Performance
+from kultivar.api.deployment import DeploymentSpec, Performance
 from kultivar.config import OperatorConfig
 from kultivar.domain.deployment import metrics_needed, plan_deployment
 from kultivar.domain.labels import DEPLOYMENT_LABEL
-from kultivar.domain.metrics import parse
-from kultivar.domain.performance import UNDERPERFORMING, Feedback, check_performance, live_metric, performance_due
-from kultivar.domain.rollout import Pods
+from kultivar.domain.metrics import Snapshot, parse
+from kultivar.domain.performance import (
+    UNDERPERFORMING,
+    Feedback,
+    canary_outcome,
+    check_performance,
+    live_metric,
+    performance_due,
+)
+from kultivar.domain.rollout import Pods, RolloutInput, decide
 from kultivar.domain.serving import DeploymentObserved, PerformanceObserved
 from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.monitoring import ServingMetrics
@@ -252,3 +260,74 @@ def test_too_few_labels_is_unknown_and_an_open_window_keeps_the_verdict() -> Non
     cond = next(c for c in plan.conditions if c.type == UNDERPERFORMING)
     assert (cond.status, cond.reason, cond.message) == (True, "BelowFloor", "live accuracy ...")
     assert plan_deployment(_seen(_deployment(4)), CONFIG, T0).plan.requeue_after == 360
+
+
+# --- canaries judged on outcomes ----------------------------------------------------------------------------------
+
+
+
+def _canary_spec(metric: str = "accuracy", floor: float = 0.5) -> DeploymentSpec:
+    return DeploymentSpec.model_validate({
+        "modelRef": {"name": "m"}, "replicas": 2,
+        "strategy": {"type": "Canary", "canary": {"steps": [{"weight": 10, "pause": "1m"}, {"weight": 50}],
+                                                  "analysis": {"minRequests": 20}}},
+        "monitoring": {"performance": {"metric": metric, "floor": floor, "minLabels": 100}}})
+
+
+def _traffic(labelled: dict | None = None, errors: dict | None = None) -> Snapshot:
+    return Snapshot(requests={"success": 100.0}, latency={0.01: 100.0, float("inf"): 100.0},
+                    predictions={"a": 50.0, "b": 50.0}, labelled=labelled or {}, errors=errors or {})
+
+
+def _step(metrics: dict[int, Snapshot], s: DeploymentSpec | None = None, baseline: str | None = None):
+    rollout = {"version": 2, "step": 0, "stepStartedAt": "2026-12-04T12:00:00Z", "state": "Stepping",
+               "baseline": baseline}
+    return decide(RolloutInput(spec=s or _canary_spec(), target=2, stable=1, rollout=rollout, rolled_back=[],
+                               pods={1: Pods(2, 2), 2: Pods(1, 1)}, metrics=metrics, now=T0 + timedelta(minutes=2)))
+
+
+def test_a_canary_significantly_worse_on_outcomes_is_rolled_back() -> None:
+    # Feedback about either version, counted by pods of both: stable 180/200 right, canary 120/200 right.
+    stable_pod = _traffic({(1, "a", "a"): 90.0, (1, "a", "b"): 10.0, (2, "a", "a"): 60.0, (2, "b", "a"): 40.0})
+    canary_pod = _traffic({(1, "b", "b"): 90.0, (1, "b", "a"): 10.0, (2, "b", "b"): 60.0, (2, "a", "b"): 40.0})
+    d = _step({1: stable_pod, 2: canary_pod})
+    assert d.rolled_back == [2] and d.analysis["failedCheck"] == "LiveMetric"
+    assert "accuracy canary 0.6 (200 labels) vs stable 0.9 (200)" in d.analysis["message"]
+    assert "significantly worse at alpha 0.05" in d.analysis["message"]
+
+
+def test_too_few_labels_is_inconclusive_never_a_pass() -> None:
+    few = _traffic({(1, "a", "a"): 150.0, (2, "a", "a"): 30.0})
+    d = _step({1: few, 2: _traffic()})
+    assert d.analysis["verdict"] == "Inconclusive" and d.rollout["step"] == 0 and d.rolled_back == []
+    assert "too few labelled predictions to judge accuracy: canary 30, stable 150" in d.analysis["message"]
+
+
+def test_outcomes_count_from_the_step_baseline_and_a_not_worse_canary_passes() -> None:
+    # An earlier step's bad labels about the canary are in the baseline: not this step's.
+    before = {1: Snapshot(labelled={(2, "a", "b"): 500.0}), 2: Snapshot()}
+    baseline = json.dumps({str(v): s.wire(features=False) for v, s in before.items()})
+    now = {1: _traffic({(2, "a", "b"): 500.0, (1, "a", "a"): 150.0, (1, "a", "b"): 50.0}),
+           2: _traffic({(2, "a", "a"): 160.0, (2, "b", "a"): 40.0})}
+    d = _step(now, baseline=baseline)
+    assert d.analysis["verdict"] == "Pass" and d.rollout["step"] == 1
+    assert "not significantly worse" in d.analysis["message"]
+
+
+def test_regression_canaries_are_judged_on_absolute_errors() -> None:
+    s = _canary_spec("rmse", 10.0)
+    rng = np.random.default_rng(5)
+    stable_err, canary_err = rng.normal(0, 1, 300), rng.normal(1.5, 1, 300)
+
+    def sums(version: int, e: np.ndarray) -> dict:
+        return {(version, "n"): float(e.size), (version, "over"): float(e[e > 0].sum()),
+                (version, "under"): float(-e[e < 0].sum()), (version, "squared"): float((e * e).sum())}
+
+    d = _step({1: _traffic(errors=sums(1, stable_err)), 2: _traffic(errors=sums(2, canary_err))}, s)
+    assert d.analysis["failedCheck"] == "LiveMetric" and "mae canary" in d.analysis["message"]
+    from scipy import stats as sps
+
+    window = Feedback({}, {**sums(1, stable_err), **sums(2, canary_err)})
+    verdict = canary_outcome(s.monitoring.performance, window, 2, 1)  # type: ignore[arg-type]
+    reference = sps.ttest_ind(np.abs(canary_err), np.abs(stable_err), equal_var=False, alternative="greater")
+    assert verdict.result is not None and verdict.result.p_value == pytest.approx(reference.pvalue, rel=1e-6)

@@ -44,6 +44,7 @@ class MetricsRequest:
     url: str | None = None  # the Prometheus API (source prometheus)
     serving: list[int] = field(default_factory=list)  # versions whose request counts the rollout needs
     serving_window: float | None = None  # seconds the serving window covers (prometheus; None: none is open)
+    serving_feedback: bool = False  # the serving window's feedback counts too (a canary judged on outcomes)
     drift_version: int | None = None  # the stable version whose input counts drift needs (None: not due)
     drift_window: float | None = None  # seconds the drift window covers (prometheus)
     performance: list[int] = field(default_factory=list)  # versions whose feedback is due (empty: not due)
@@ -78,6 +79,7 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
             "prometheus", spec.strategy.canary.analysis.prometheusUrl,
             serving=versions if planned.needs_metrics else [],
             serving_window=_seconds_since(metrics_since(spec, status), now),
+            serving_feedback=performance is not None,
             drift_version=drift,
             drift_window=_seconds_since(drift_since(status.get("drift"), drift), now) if drift is not None else None,
             performance=labelled,

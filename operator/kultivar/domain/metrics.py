@@ -69,8 +69,12 @@ class Snapshot:
         )
 
     def wire(self, features: bool = True) -> dict[str, Any]:
-        out = {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
-               "predictions": self.predictions}
+        out: dict[str, Any] = {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
+                               "predictions": self.predictions}
+        if self.labelled:  # feedback counters, for a canary judged on outcomes
+            out["labelled"] = sorted([v, p, a, c] for (v, p, a), c in self.labelled.items())
+        if self.errors:
+            out["errors"] = sorted([v, k, x] for (v, k), x in self.errors.items())
         return {**out, "features": self.features} if features else out
 
     @classmethod
@@ -80,7 +84,9 @@ class Snapshot:
         return cls(requests=dict(data.get("requests") or {}),
                    latency={float(k): v for k, v in (data.get("latency") or {}).items()},
                    predictions=dict(data.get("predictions") or {}),
-                   features={k: dict(v) for k, v in (data.get("features") or {}).items()})
+                   features={k: dict(v) for k, v in (data.get("features") or {}).items()},
+                   labelled={(int(v), str(p), str(a)): float(c) for v, p, a, c in data.get("labelled") or []},
+                   errors={(int(v), str(k)): float(x) for v, k, x in data.get("errors") or []})
 
 
 def _merge(a: dict[Any, float], b: dict[Any, float]) -> dict[Any, float]:

@@ -25,9 +25,11 @@ from kultivar.domain.drift import retrain_gate, start_retraining
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.plan import Event
 from kultivar.domain.reasons import Reason
+from kultivar.domain.stats.canary import CanaryVerdict, canary_error_verdict, canary_proportion_verdict
 from kultivar.domain.stats.live import RegressionSums, classification_performance, delta, regression_performance
 
 UNDERPERFORMING = "Underperforming"
+CANARY_ALPHA = 0.05  # significance of "the canary is worse than stable on outcomes"
 
 Labelled = dict[tuple[int, str, str], float]  # (version, predicted, actual) -> count
 Errors = dict[tuple[int, str], float]  # (version, "n" | "over" | "under" | "squared") -> sum
@@ -261,3 +263,29 @@ def plan_performance(deployment: dict[str, Any], performance: Performance, retra
     out.events.append(started.event)
     out.create_run, out.refresh_dataset = started.run, started.refresh_dataset
     return out
+
+
+def _sums(window: Feedback, version: int) -> RegressionSums:
+    over, under = window.errors.get((version, "over"), 0.0), window.errors.get((version, "under"), 0.0)
+    return RegressionSums(window.errors.get((version, "n"), 0.0), over + under,
+                          window.errors.get((version, "squared"), 0.0), over - under)
+
+
+def _correct(window: Feedback, version: int) -> tuple[float, float]:
+    pairs = [(p, a, c) for (v, p, a), c in window.labelled.items() if v == version]
+    return sum(c for p, a, c in pairs if p == a), sum(c for _, _, c in pairs)
+
+
+def canary_outcome(performance: Performance, window: Feedback, canary: int, stable: int,
+                   alpha: float = CANARY_ALPHA) -> CanaryVerdict:
+    """Whether the canary answered significantly worse than stable in this step, from the feedback on either's
+    answers: classifiers by the one-sided two-proportion z-test on their shares of correct predictions (whatever
+    performance.metric, since precision, recall and F1 are no proportions), regressors by Welch's one-sided t-test
+    on their absolute errors (MAE). Fewer than performance.minLabels labelled predictions on either side is
+    inconclusive, never a pass."""
+    if performance.higher_is_better:
+        (c_ok, c_n), (s_ok, s_n) = _correct(window, canary), _correct(window, stable)
+        return canary_proportion_verdict(c_ok, c_n, s_ok, s_n, metric="accuracy", alpha=alpha,
+                                         min_samples=performance.minLabels)
+    return canary_error_verdict(_sums(window, canary), _sums(window, stable), alpha=alpha,
+                                min_samples=performance.minLabels)

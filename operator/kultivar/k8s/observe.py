@@ -157,7 +157,8 @@ def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsR
     if request.serving:
         try:
             observed = replace(observed, metrics=prometheus.snapshots(
-                request.url, ns, name, request.serving, request.serving_window, at=now.timestamp()))
+                request.url, ns, name, request.serving, request.serving_window, feedback=request.serving_feedback,
+                at=now.timestamp()))
         except prometheus.PrometheusError as e:
             log.warning("Deployment %s/%s: %s", ns, name, e)
             observed = replace(observed, metrics_error=str(e))
