@@ -288,7 +288,8 @@ def test_v1_predict(server: Server, trained: Trained) -> None:
                             dict(zip(trained.names, rows[3].tolist(), strict=True))]
     status, body = server.call("POST", f"/v1/models/{MODEL}:predict", {"instances": instances})
     assert status == 200, body
-    assert body == {"predictions": local_predictions(trained, rows)}
+    assert body["predictions"] == local_predictions(trained, rows)
+    assert body["model_version"] == "3" and body["id"]
 
 
 def _v2(data: Any, shape: list[int], datatype: str = "FP64") -> dict[str, Any]:
@@ -378,6 +379,68 @@ def test_metrics(server: Server, trained: Trained) -> None:
     assert delta("kultivar_feature_bucket_total", ("feature", first), ("bucket", last_bin)) >= 1
 
 
+def _post(srv: Server, path: str, body: Any) -> tuple[int, dict[str, str], Any]:
+    """Like Server.call, with the response headers (names in lower case)."""
+    request = urllib.request.Request(srv.base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, {k.lower(): v for k, v in response.headers.items()}, json.loads(response.read())
+
+
+def test_answers_carry_an_id_and_the_version_and_feedback_on_them_is_counted(server: Server,
+                                                                            trained: Trained) -> None:
+    """Every answer names itself and its version; feedback quoting them is counted per answering version, and
+    a bad batch is refused whole."""
+    rows = iris_rows(12, seed=7)
+    status, headers, v2 = _post(server, f"/v2/models/{MODEL}/infer", {"inputs": [
+        {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]})
+    assert status == 200 and v2["model_version"] == "3" and v2["id"]
+    assert headers["kultivar-model-version"] == "3" and headers["kultivar-request-id"] == v2["id"]
+    status, headers, v1 = _post(server, f"/v1/models/{MODEL}:predict", {"instances": rows[:2].tolist()})
+    assert status == 200 and v1["model_version"] == "3" and headers["kultivar-request-id"] == v1["id"]
+    assert v1["id"] != v2["id"]
+    assert server.infer(rows[:1], id="mine")[1]["id"] == "mine"
+
+    predicted = v2["outputs"][0]["data"]
+    actual = [(p + 1) % 3 if i % 4 == 0 else p for i, p in enumerate(predicted)]  # every 4th answer was wrong
+    items = [{"id": v2["id"], "version": v2["model_version"], "prediction": p, "actual": a}
+             for p, a in zip(predicted, actual, strict=True)]
+    # Feedback about another version (a canary's answers, say) is counted here too, under that version.
+    items.append({"version": 4, "prediction": 0, "actual": "not-a-class"})
+    metric = "kultivar_feedback_classifications_total"
+    before = server.metrics()
+    assert server.call("POST", f"/v2/models/{MODEL}/feedback", {"items": items}) == (
+        200, {"counted": 13, "actual_other": 1})
+    status, body = server.call("POST", f"/v2/models/{MODEL}/feedback",
+                               {"items": [*items, {"version": 3, "prediction": 1, "actual": 1.5}]})
+    assert status == 200, body  # 1.5 is no class: counted as __other__
+    status, body = server.call("POST", f"/v2/models/{MODEL}/feedback",
+                               {"items": [*items, {"version": 3, "prediction": 1}]})
+    assert status == 400 and "items[13] has no 'actual'" in body["error"]
+    status, body = server.call("POST", f"/v2/models/{MODEL}/feedback", {"items": [{}] * 10_001})
+    assert status == 400 and "send at most 10000" in body["error"]
+    assert server.call("POST", "/v2/models/other/feedback", {"items": items})[0] == 404
+    after = server.metrics()
+
+    def counted(version: str, p: Any, a: Any) -> float:
+        key = (metric, tuple(sorted((("model", MODEL), ("version", version), ("predicted", str(p)),
+                                     ("actual", str(a))))))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    expected: dict[tuple[Any, Any], int] = {}
+    for p, a in zip(predicted, actual, strict=True):
+        expected[(p, a)] = expected.get((p, a), 0) + 2  # the two accepted batches
+    expected[(1, "__other__")] = expected.get((1, "__other__"), 0) + 1
+    for (p, a), n in expected.items():
+        assert counted("3", p, a) == n, (p, a)
+    assert counted("4", 0, "__other__") == 2
+    total = sum(v - before.get(k, 0.0) for k, v in after.items() if k[0] == metric)
+    assert total == 2 * 13 + 1
+    requests = {dict(k[1])["outcome"]: v - before.get(k, 0.0) for k, v in after.items()
+                if k[0] == "kultivar_feedback_requests_total"}
+    assert requests["success"] == 2 and requests["bad_request"] == 3
+
+
 def test_refuses_to_start_when_the_digest_does_not_match(trained: Trained, tmp_path: Path) -> None:
     wrong = "sha256:" + "0" * 64
     result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_MODEL_DIGEST=wrong,
@@ -445,7 +508,7 @@ def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
         instances = [{"age": a, "plan": p, "member": "yes" if m else "no"}
                      for a, p, m in zip(ages, plans, members, strict=True)]
         status, body = srv.call("POST", "/v1/models/churn:predict", {"instances": instances})
-        assert status == 200 and body == {"predictions": local}
+        assert status == 200 and body["predictions"] == local
         status, body = srv.call("POST", "/v2/models/churn/infer", {"inputs": [
             {"name": "input-0", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]})
         assert status == 400 and "categorical features (plan)" in body["error"]
@@ -455,7 +518,7 @@ def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
                                 {"instances": [{"age": 30, "plan": "", "member": True}]})
         empty = trained.model.predict(pd.DataFrame({"age": [30.0], "plan": np.array([""], dtype=object),
                                                     "member": [1.0]})).tolist()
-        assert status == 200 and body == {"predictions": empty}
+        assert status == 200 and body["predictions"] == empty
         batches = {dict(k[1])["backend"]: v for k, v in srv.metrics().items()
                    if k[0] == "kultivar_inference_batches_total"}
         assert batches["sklearn"] == 1 and batches["onnx"] == 2  # the two requests above
@@ -496,9 +559,22 @@ def test_regression_model(tmp_path: Path) -> None:
         status, body = srv.call("POST", "/v1/models/diabetes:predict",
                                 {"instances": rows.tolist(), "parameters": {"probabilities": True}})
         assert status == 400 and "is a regressor" in body["error"]
+        actual = [float(v) + (10.0 if i % 2 else -4.0) for i, v in enumerate(output["data"])]
+        status, body = srv.call("POST", "/v2/models/diabetes/feedback", {"version": 3, "items": [
+            {"prediction": p, "actual": a} for p, a in zip(output["data"], actual, strict=True)]})
+        assert status == 200 and body == {"counted": 8}, body
+        status, body = srv.call("POST", "/v2/models/diabetes/feedback", {"version": 3, "items": [
+            {"prediction": 1.0, "actual": "high"}]})
+        assert status == 400 and "takes a number" in body["error"]
         metrics = srv.metrics()
     labels = (("model", "diabetes"), ("version", "3"))
     assert metrics[("kultivar_prediction_value_count", labels)] == 8
+    errors = np.asarray(output["data"]) - np.asarray(actual)
+    assert metrics[("kultivar_feedback_regressions_total", labels)] == 8
+    assert math.isclose(metrics[("kultivar_feedback_underprediction_total", labels)], 40.0, rel_tol=1e-9)
+    assert math.isclose(metrics[("kultivar_feedback_overprediction_total", labels)], 16.0, rel_tol=1e-9)
+    assert math.isclose(metrics[("kultivar_feedback_squared_error_total", labels)], float((errors ** 2).sum()),
+                        rel_tol=1e-9)
     assert math.isclose(metrics[("kultivar_prediction_value_sum", labels)], float(expected.sum()), rel_tol=1e-4)
     target = trained.profile.target
     assert isinstance(target, NumericProfile)

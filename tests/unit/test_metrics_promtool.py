@@ -61,3 +61,22 @@ def test_server_metrics_pass_promtool() -> None:
     m.request("success", 0.004)
     m.set_ready(True)
     promtool_check(m.exposition())
+
+
+def test_server_feedback_metrics_pass_promtool() -> None:
+    from kultivar.serving.feedback import FeedbackParser
+
+    for task, classes, items in (
+            ("classification", ["no", "yes"], [{"version": 3, "prediction": "yes", "actual": "no"},
+                                               {"version": 4, "prediction": "no", "actual": "maybe"}]),
+            ("regression", None, [{"version": 3, "prediction": 2.5, "actual": 1.0}])):
+        m = ServingMetrics("churn", "3", "sha256:" + "0" * 64, deployment=("ns", "churn"))
+        m.bind_model([FeatureSpec("x", "numeric")], task, classes, None, drift_accounting=False)
+        import orjson
+
+        m.count_feedback(FeedbackParser("churn", task, classes).parse(orjson.dumps({"items": items})))
+        m.feedback_request("success")
+        m.feedback_request("bad_request")
+        exposition = m.exposition()
+        assert b"kultivar_feedback_" in exposition
+        promtool_check(exposition)

@@ -1,4 +1,4 @@
-"""Deployment: serve a Model version, roll out new ones as canaries, A/B test, watch drift."""
+"""Deployment: serve a Model version, roll out new ones as canaries, A/B test, watch drift and live performance."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ class CanaryStep(KModel):
 
 ANALYSIS_FLOOR = DurationFloor("1s", "the canary is analysed at most once a second")
 WINDOW_FLOOR = DurationFloor("1s", "drift is judged on the inputs of a window of at least a second")
+PERFORMANCE_WINDOW_FLOOR = DurationFloor("1s", "live performance is judged on the labels of a window of at least "
+                                               "a second")
+ACCURACY_LIKE = ("accuracy", "precision", "recall", "f1")
+ERROR_METRICS = ("mae", "rmse")
 
 
 class Analysis(KModel):
@@ -195,14 +199,16 @@ RETRAIN_NEEDS_RUNS = "must be at least 1 when retrain is enabled; set enabled: f
 
 
 class Retrain(KModel):
-    """Retraining when drift persists."""
+    """Retraining when drift persists or live performance is below its floor."""
 
-    enabled: bool = Field(default=True, description="Create a TrainingRun when drift stays past the threshold.")
-    cooldown: Duration = Field(default="1h", description="Minimum time between two drift-triggered runs.")
+    enabled: bool = Field(default=True, description="Create a TrainingRun when drift stays past the threshold, or "
+                                                     "when live performance is below monitoring.performance.floor.")
+    cooldown: Duration = Field(default="1h", description="Minimum time between two retraining runs Kultivar "
+                                                          "starts (drift and performance alike).")
     maxRunsPerDay: int = Field(
         default=3, ge=0, le=100,
-        description="At most this many drift runs per 24 hours; at least 1 while enabled (0 would never retrain: "
-                    "set enabled: false instead).",
+        description="At most this many drift or performance runs per 24 hours, together; at least 1 while enabled "
+                    "(0 would never retrain: set enabled: false instead).",
     )
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -217,8 +223,52 @@ class Retrain(KModel):
         return self
 
 
+FLOOR_IN_RANGE = "floor must be between 0 and 1 for accuracy, precision, recall and f1"
+
+
+class Performance(KModel):
+    """Live performance of the served versions, from ground truth sent to the servers' feedback endpoint
+    (POST /v2/models/{name}/feedback)."""
+
+    metric: Literal["accuracy", "precision", "recall", "f1", "mae", "rmse"] = Field(
+        description="The live metric: accuracy, precision, recall or f1 (macro averages) for classifiers, from the "
+                    "(predicted, actual) pairs of the feedback; mae or rmse for regressors, from its error sums.",
+    )
+    floor: float = Field(
+        ge=0.0,
+        description="The worst acceptable value. accuracy, precision, recall, f1: the live value must stay at or "
+                    "above it (0..1). mae, rmse (errors, lower is better): at or below it. Beyond it the Deployment "
+                    "gets Underperforming=True and, with retrain enabled, a retraining run (trigger performance).",
+    )
+    minLabels: int = Field(
+        default=100, ge=1,
+        description="Labelled predictions a version needs in the window to be judged; with fewer its value is "
+                    "reported but not judged.",
+    )
+    window: Annotated[Duration, PERFORMANCE_WINDOW_FLOOR.validator] = Field(
+        default="1h", description="Window over which feedback is counted; at least 1s. Labels count in the window "
+                                  "they arrive in, whenever the prediction was made.",
+        json_schema_extra=PERFORMANCE_WINDOW_FLOOR.schema,
+    )
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!(self.metric in ['accuracy', 'precision', 'recall', 'f1']) || self.floor <= 1.0",
+         "message": FLOOR_IN_RANGE, "fieldPath": ".floor"},
+    ]})
+
+    @model_validator(mode="after")
+    def _floor_in_range(self) -> Performance:
+        if self.metric in ACCURACY_LIKE and self.floor > 1.0:
+            raise ValueError(f"floor: {FLOOR_IN_RANGE}")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in ACCURACY_LIKE
+
+
 class Monitoring(KModel):
-    """Drift of live inputs against the training profile."""
+    """Drift of live inputs against the training profile, and live performance from feedback."""
 
     enabled: bool = Field(default=True, description="Watch input drift.")
     threshold: float = Field(default=0.2, gt=0.0, description="PSI above which a feature counts as drifted.")
@@ -235,7 +285,10 @@ class Monitoring(KModel):
         description="Share of a categorical or boolean feature's live values outside the training data's categories "
                     "above which the model is drifted, whatever the PSI (reported in status.drift.unseenCategories).",
     )
-    retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift.")
+    performance: Performance | None = Field(
+        default=None, description="Live performance from feedback labels; unset: not watched. Independent of "
+                                  "enabled (which is about drift).")
+    retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift or low live performance.")
 
 
 class DeploymentSpec(KModel):
@@ -350,14 +403,44 @@ class DriftStatus(KModel):
                                                            "source pods only).")
 
 
+class VersionPerformance(KModel):
+    """One version's live metric over the last performance window."""
+
+    version: int = Field(description="Model version (the one that answered the labelled predictions).")
+    value: float | None = Field(default=None, description="The live metric; unset without labels.")
+    labels: int = Field(default=0, description="Labelled predictions in the window: the sample size.")
+
+
+class PerformanceStatus(KModel):
+    """The last live performance check (spec.monitoring.performance)."""
+
+    checkedAt: str = Field(description="When it was last computed.", json_schema_extra={"format": "date-time"})
+    metric: str = Field(description="The live metric.")
+    floor: float = Field(description="Its worst acceptable value.")
+    window: str | None = Field(default=None, description="The window the check covers.")
+    windowStart: str | None = Field(default=None, description="When the current window began.",
+                                    json_schema_extra={"format": "date-time"})
+    version: int | None = Field(default=None, description="The version judged against the floor (stable).")
+    versions: list[VersionPerformance] = Field(default_factory=list, description="Per served version: the metric "
+                                                                                 "and its sample size.",
+                                               json_schema_extra={"maxItems": 16})
+    belowFloor: bool = Field(default=False, description="Whether the judged version was below the floor.")
+    since: str | None = Field(default=None, description="When it was first seen below the floor (continuous).",
+                              json_schema_extra={"format": "date-time"})
+    baseline: str | None = Field(default=None, description="Feedback counts at the window's start (JSON; metrics "
+                                                           "source pods only).")
+
+
 class RetrainStatus(KModel):
-    """The last drift-triggered retraining."""
+    """The last retraining Kultivar started (drift or performance)."""
 
     trainingRun: str = Field(description="Name of the TrainingRun created.")
     time: str = Field(description="When it was created.", json_schema_extra={"format": "date-time"})
     reason: str = Field(default="", description="Why it was created.")
-    recent: list[str] = Field(default_factory=list, description="Creation times of recent drift runs (RFC 3339).")
-    count: int = Field(default=0, description="Drift runs created so far; numbers the next run's name.")
+    trigger: Literal["drift", "performance"] | None = Field(default=None, description="What started it.")
+    recent: list[str] = Field(default_factory=list, description="Creation times of recent drift and performance "
+                                                                "runs (RFC 3339): the daily cap counts them.")
+    count: int = Field(default=0, description="Runs created so far; numbers the next run's name.")
 
 
 class DeploymentStatus(KModel):
@@ -378,4 +461,5 @@ class DeploymentStatus(KModel):
     lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
     abTest: ABTestStatus | None = Field(default=None, description="The running A/B test (strategy ABTest).")
     drift: DriftStatus | None = Field(default=None, description="The last drift check.")
-    lastRetrain: RetrainStatus | None = Field(default=None, description="The last drift-triggered retraining.")
+    performance: PerformanceStatus | None = Field(default=None, description="The last live performance check.")
+    lastRetrain: RetrainStatus | None = Field(default=None, description="The last retraining Kultivar started.")

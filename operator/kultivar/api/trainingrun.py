@@ -151,10 +151,11 @@ class TrainingRunSpec(KModel):
         description="Runtime image for the training pod. Unset uses the operator's configured runtime image.",
     )
     # Only values something sets: "schedule" was accepted and never used, so it is gone (no ignored fields).
-    trigger: Literal["manual", "drift"] = Field(
+    trigger: Literal["manual", "drift", "performance"] = Field(
         default="manual",
-        description="Why the run exists: manual (a person or pipeline created it) or drift (the Deployment's "
-                    "monitoring created it). Fixed at creation.",
+        description="Why the run exists: manual (a person or pipeline created it), drift or performance (the "
+                    "Deployment's monitoring created it on drift or on live performance below its floor). Fixed at "
+                    "creation.",
         json_schema_extra=immutable("trigger"),
     )
 

@@ -70,7 +70,7 @@ def observe_plan(obj: dict[str, Any], plan: Plan) -> None:
         elif event.reason == "RolledBack":
             ROLLBACKS.labels(ns, name).inc()
         elif event.reason == "RetrainingStarted":
-            RETRAINING.labels("drift").inc()
+            RETRAINING.labels((plan.status.get("lastRetrain") or {}).get("trigger") or "drift").inc()
     if kind == "Model" and plan.status.get("history"):
         before = (obj.get("status") or {}).get("history") or []
         for item in plan.status["history"]:

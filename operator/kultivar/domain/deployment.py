@@ -16,10 +16,17 @@ from datetime import datetime
 from typing import Any, Literal
 
 from kultivar.config import OperatorConfig
-from kultivar.domain.conditions import Cond, now_rfc3339
+from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.jobs import owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION
+from kultivar.domain.performance import (
+    UNDERPERFORMING,
+    performance_due,
+    performance_due_in,
+    performance_since,
+    plan_performance,
+)
 from kultivar.domain.plan import Annotate, Plan
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import metrics_since, windowed
@@ -37,12 +44,15 @@ class MetricsRequest:
     url: str | None = None  # the Prometheus API (source prometheus)
     serving: list[int] = field(default_factory=list)  # versions whose request counts the rollout needs
     serving_window: float | None = None  # seconds the serving window covers (prometheus; None: none is open)
+    serving_feedback: bool = False  # the serving window's feedback counts too (a canary judged on outcomes)
     drift_version: int | None = None  # the stable version whose input counts drift needs (None: not due)
     drift_window: float | None = None  # seconds the drift window covers (prometheus)
+    performance: list[int] = field(default_factory=list)  # versions whose feedback is due (empty: not due)
+    performance_window: float | None = None  # seconds the performance window covers (prometheus)
 
     @property
     def anything(self) -> bool:
-        return bool(self.serving) or self.drift_version is not None
+        return bool(self.serving) or self.drift_version is not None or bool(self.performance)
 
 
 def _seconds_since(since: datetime | None, now: datetime) -> float | None:
@@ -61,15 +71,22 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
     stable = planned.plan.status.get("stableVersion")
     drift = stable if drift_due(spec.monitoring, status.get("drift"), stable, now) and observed.pods else None
     versions = sorted(observed.pods or {})
+    performance = spec.monitoring.performance
+    # Feedback about any version may be counted by any pod: every version's pods are read.
+    labelled = versions if performance_due(performance, status.get("performance"), stable, now) else []
     if windowed(spec):  # Prometheus answers each window's counts directly
         return MetricsRequest(
             "prometheus", spec.strategy.canary.analysis.prometheusUrl,
             serving=versions if planned.needs_metrics else [],
             serving_window=_seconds_since(metrics_since(spec, status), now),
+            serving_feedback=performance is not None,
             drift_version=drift,
-            drift_window=_seconds_since(drift_since(status.get("drift"), drift), now) if drift is not None else None)
-    if planned.needs_metrics or drift is not None:  # one scrape of every version serves both
-        return MetricsRequest("pods", serving=versions, drift_version=drift)
+            drift_window=_seconds_since(drift_since(status.get("drift"), drift), now) if drift is not None else None,
+            performance=labelled,
+            performance_window=_seconds_since(performance_since(performance, status.get("performance"), stable),
+                                              now))
+    if planned.needs_metrics or drift is not None or labelled:  # one scrape of every version serves all
+        return MetricsRequest("pods", serving=versions, drift_version=drift, performance=labelled)
     return MetricsRequest("pods")
 
 
@@ -110,6 +127,60 @@ def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime) 
         plan.create.append(mon.create_run)
 
 
+def _judge_performance(observed: DeploymentObserved, planned: ServingPlan, now: datetime) -> None:
+    """Live performance of the served versions; the stable one below its floor starts one retraining run (unless
+    drift started one in this reconcile, or one is still going)."""
+    spec, read, plan, obj = planned.spec, observed.performance, planned.plan, observed.obj
+    assert spec is not None and spec.monitoring.performance is not None and read is not None
+    stable = plan.status.get("stableVersion")
+    if stable is None:
+        return
+    if read.error is not None or read.feedback is None:
+        plan.conditions.append(Cond(UNDERPERFORMING, None, Reason.METRICS_UNAVAILABLE,
+                                    f"live performance not measured: Prometheus failed: {read.error}"))
+        _requeue(plan, DRIFT_RETRY_SECONDS)
+        return
+    record = version_record(observed.model or {}, stable) or {}
+    source = next((r for r in read.runs if r["metadata"]["name"] == record.get("trainingRun")), None)
+    starting = any(o.get("kind") == "TrainingRun" for o in plan.create)
+    out = plan_performance(obj, spec.monitoring.performance, spec.monitoring.retrain, stable,
+                           sorted(observed.pods or {}), read.feedback, source,
+                           starting or drift_runs(read.runs, obj["metadata"]["name"]), owner_reference(obj), now,
+                           windowed=windowed(spec))
+    plan.status.update(out.status)
+    if out.condition is not None:
+        plan.conditions.append(out.condition)
+    elif (previous := get_condition((obj.get("status") or {}).get("conditions"), UNDERPERFORMING)) is not None:
+        # The window is open: the last verdict stands (re-stated for this generation).
+        status = {"True": True, "False": False}.get(previous.get("status", ""))
+        plan.conditions.append(Cond(UNDERPERFORMING, status, previous.get("reason") or Reason.MEASURING,
+                                    previous.get("message") or ""))
+    plan.events.extend(out.events)
+    _requeue(plan, out.requeue_after)
+    if out.refresh_dataset:
+        plan.annotate.append(Annotate("Dataset", out.refresh_dataset, {REFRESH_ANNOTATION: now_rfc3339(now)}))
+    if out.create_run:
+        plan.create.append(out.create_run)
+
+
+def _performance(observed: DeploymentObserved, planned: ServingPlan, now: datetime) -> None:
+    spec, plan = planned.spec, planned.plan
+    assert spec is not None
+    status = observed.obj.get("status") or {}
+    performance = spec.monitoring.performance
+    if performance is None:
+        if status.get("performance") is not None:  # no longer watched: no verdict stands
+            plan.status["performance"] = None
+            plan.conditions.append(Cond(UNDERPERFORMING, None, Reason.NOT_WATCHED,
+                                        "spec.monitoring.performance is unset"))
+        return
+    if observed.performance is not None:
+        _judge_performance(observed, planned, now)
+    elif due_in := performance_due_in(performance, status.get("performance"), plan.status.get("stableVersion"),
+                                      now):
+        _requeue(plan, due_in)
+
+
 def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: datetime) -> ServingPlan:
     """Everything one reconcile of a Deployment does, from what metrics_needed asked to read."""
     planned = plan_serving(observed, config, now)
@@ -121,6 +192,7 @@ def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: d
     elif due_in := drift_due_in(planned.spec.monitoring, status.get("drift"),
                                 planned.plan.status.get("stableVersion"), now):
         _requeue(planned.plan, due_in)  # wake up when the open window closes
+    _performance(observed, planned, now)
     return planned
 
 

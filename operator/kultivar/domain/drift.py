@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kultivar.api.common import API_VERSION, parse_duration
-from kultivar.api.deployment import Monitoring
+from kultivar.api.deployment import Monitoring, Retrain
 from kultivar.domain.conditions import Cond, now_rfc3339, parse_time
 from kultivar.domain.labels import DEPLOYMENT_LABEL, MANAGED_BY, MANAGER, RETRAINED_FROM_LABEL, TRIGGER_LABEL
 from kultivar.domain.metrics import Snapshot
@@ -169,31 +169,65 @@ class RetrainDecision:
     message: str
 
 
-def should_retrain(monitoring: Monitoring, drift: DriftDecision, last: dict[str, Any] | None,
-                   run_active: bool, now: datetime) -> RetrainDecision:
-    """A drifted window starts one retraining run, within the cooldown and the daily budget."""
-    retrain = monitoring.retrain
-    if not (drift.evaluated and drift.drifted):
-        return RetrainDecision(False, "NotDrifted", "")
+def retrain_gate(retrain: Retrain, last: dict[str, Any] | None, run_active: bool, now: datetime, what: str,
+                 why: str) -> RetrainDecision:
+    """Whether a finding (``what``: "drift", "performance") may start a retraining run now: retraining enabled,
+    none of this Deployment's runs still going, and within the cooldown and the daily cap, which drift and
+    performance runs share (status.lastRetrain)."""
     if not retrain.enabled:
-        return RetrainDecision(False, "RetrainDisabled", "drift detected; retraining is disabled")
+        return RetrainDecision(False, "RetrainDisabled", f"{why}; retraining is disabled")
     if run_active:
-        return RetrainDecision(False, "RetrainInProgress", "a drift retraining run is still in progress")
+        return RetrainDecision(False, "RetrainInProgress", f"{why}; a retraining run is still in progress")
     last = last or {}
     last_time = parse_time(last.get("time"))
     if last_time and now - last_time < parse_duration(retrain.cooldown):
-        return RetrainDecision(False, "RetrainCooldown", f"drift persists; next retraining after the cooldown "
+        return RetrainDecision(False, "RetrainCooldown", f"{why}; next retraining after the cooldown "
                                                          f"{retrain.cooldown} since {last.get('time')}")
     recent = [t for t in (parse_time(x) for x in last.get("recent") or []) if t and now - t < timedelta(days=1)]
     if len(recent) >= retrain.maxRunsPerDay:
         return RetrainDecision(False, "RetrainBudgetExhausted",
-                               f"drift persists; {len(recent)} retraining runs in the last 24h (maxRunsPerDay "
+                               f"{why}; {len(recent)} retraining runs in the last 24h (maxRunsPerDay "
                                f"{retrain.maxRunsPerDay})")
-    return RetrainDecision(True, "DriftRetrain", drift.message)
+    return RetrainDecision(True, f"{what.capitalize()}Retrain", why)
+
+
+def should_retrain(monitoring: Monitoring, drift: DriftDecision, last: dict[str, Any] | None,
+                   run_active: bool, now: datetime) -> RetrainDecision:
+    """A drifted window starts one retraining run, within the cooldown and the daily budget."""
+    if not (drift.evaluated and drift.drifted):
+        return RetrainDecision(False, "NotDrifted", "")
+    verdict = retrain_gate(monitoring.retrain, last, run_active, now, "drift", "drift persists")
+    return RetrainDecision(True, verdict.reason, drift.message) if verdict.retrain else verdict
+
+
+@dataclass
+class Retraining:
+    """A retraining run to create, and what it changes in status and Events."""
+
+    run: dict[str, Any]
+    last_retrain: dict[str, Any]  # the new status.lastRetrain
+    event: Event
+    refresh_dataset: str
+
+
+def start_retraining(deployment: dict[str, Any], source_run: dict[str, Any], last: dict[str, Any] | None,
+                     owner_ref: dict[str, Any], now: datetime, trigger: str, why: str) -> Retraining:
+    """The run (numbered after every earlier drift and performance run), status.lastRetrain and the Event."""
+    last = last or {}
+    number = int(last.get("count") or 0) + 1
+    run = retraining_run(deployment, source_run, number, owner_ref, trigger)
+    stamp = now_rfc3339(now)
+    recent = [t for t in last.get("recent") or [] if (p := parse_time(t)) and now - p < timedelta(days=1)]
+    dataset = run["spec"]["datasetRef"]["name"]
+    status = {"trainingRun": run["metadata"]["name"], "time": stamp, "reason": why, "trigger": trigger,
+              "recent": [*recent, stamp], "count": number}
+    event = Event("Normal", "RetrainingStarted", f"TrainingRun {run['metadata']['name']} on the newest data of "
+                                                 f"Dataset {dataset}: {why}")
+    return Retraining(run, status, event, dataset)
 
 
 def retraining_run(deployment: dict[str, Any], source_run: dict[str, Any], number: int,
-                   owner_reference: dict[str, Any]) -> dict[str, Any]:
+                   owner_reference: dict[str, Any], trigger: str = "drift") -> dict[str, Any]:
     """A TrainingRun cloned from the run behind the production version, on the Dataset's newest version."""
     spec = dict(source_run.get("spec") or {})
     name = deployment["metadata"]["name"]
@@ -201,14 +235,14 @@ def retraining_run(deployment: dict[str, Any], source_run: dict[str, Any], numbe
         "modelRef", "estimator", "search", "evaluation", "resources", "backoffLimit", "activeDeadlineSeconds",
         "image")}
     clone["datasetRef"] = {"name": spec["datasetRef"]["name"]}  # newest version, not the old pin
-    clone["trigger"] = "drift"
+    clone["trigger"] = trigger
     return {
         "apiVersion": API_VERSION,
         "kind": "TrainingRun",
         "metadata": {
-            "name": f"{name}-drift-{number}",
+            "name": f"{name}-{trigger}-{number}",
             "namespace": deployment["metadata"]["namespace"],
-            "labels": {MANAGED_BY: MANAGER, TRIGGER_LABEL: "drift", DEPLOYMENT_LABEL: name,
+            "labels": {MANAGED_BY: MANAGER, TRIGGER_LABEL: trigger, DEPLOYMENT_LABEL: name,
                        RETRAINED_FROM_LABEL: source_run["metadata"]["name"]},
             "ownerReferences": [owner_reference],
         },
@@ -280,14 +314,9 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
         out.events.append(Event("Warning", "RetrainSourceMissing", f"drift persists but the TrainingRun behind "
                                 f"v{stable} no longer exists; create a TrainingRun by hand"))
         return out
-    number = int(last.get("count") or 0) + 1
-    run = retraining_run(deployment, source_run, number, owner_ref)
-    stamp = now_rfc3339(now)
-    recent = [t for t in last.get("recent") or [] if (p := parse_time(t)) and now - p < timedelta(days=1)]
-    out.create_run = run
-    out.refresh_dataset = run["spec"]["datasetRef"]["name"]
-    out.status["lastRetrain"] = {"trainingRun": run["metadata"]["name"], "time": stamp, "reason": verdict.message,
-                                 "recent": [*recent, stamp], "count": number}
-    out.events.append(Event("Normal", "RetrainingStarted", f"TrainingRun {run['metadata']['name']} on the newest data "
-                                                      f"of Dataset {out.refresh_dataset}: {verdict.message}"))
+    started = start_retraining(deployment, source_run, last, owner_ref, now, "drift", verdict.message)
+    out.create_run = started.run
+    out.refresh_dataset = started.refresh_dataset
+    out.status["lastRetrain"] = started.last_retrain
+    out.events.append(started.event)
     return out

@@ -69,6 +69,6 @@ def started_runs(history: list[dict[str, Any]] | None, runs: list[dict[str, Any]
         if name in known or name in registered or (run.get("status") or {}).get("completionTime"):
             continue
         trigger = (run.get("spec") or {}).get("trigger", "manual")
-        actor = OPERATOR if trigger == "drift" else (creator(run) or "unknown")
+        actor = OPERATOR if trigger in ("drift", "performance") else (creator(run) or "unknown")
         out.append(entry(now, "TrainingStarted", f"TrainingRun {name} ({trigger})", actor, training_run=name))
     return out

@@ -17,6 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from kultivar.domain.profile import psi
 
 ERROR_OUTCOMES = ("error", "unavailable")
+# The regression feedback counters (kultivar.serving.feedback) by the short name a Snapshot keys them with.
+FEEDBACK_SUMS = {"kultivar_feedback_regressions_total": "n", "kultivar_feedback_overprediction_total": "over",
+                 "kultivar_feedback_underprediction_total": "under",
+                 "kultivar_feedback_squared_error_total": "squared"}
 
 
 @dataclass
@@ -29,6 +33,10 @@ class Snapshot:
     features: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> bucket -> count
     # The training profile's proportions per feature bucket (a gauge, the same on every pod of a version).
     reference: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Feedback counters, keyed by the version that answered (any pod counts feedback about any version):
+    # (version, predicted, actual) -> count, and (version, sum) -> value with sum one of FEEDBACK_SUMS.
+    labelled: dict[tuple[int, str, str], float] = field(default_factory=dict)
+    errors: dict[tuple[int, str], float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -42,6 +50,8 @@ class Snapshot:
             features={f: _merge(self.features.get(f, {}), other.features.get(f, {}))
                       for f in set(self.features) | set(other.features)},
             reference=self.reference or other.reference,
+            labelled=_merge(self.labelled, other.labelled),
+            errors=_merge(self.errors, other.errors),
         )
 
     def minus(self, base: Snapshot | None) -> Snapshot:
@@ -54,11 +64,17 @@ class Snapshot:
             predictions=_diff(self.predictions, base.predictions),
             features={f: _diff(b, base.features.get(f, {})) for f, b in self.features.items()},
             reference=self.reference,
+            labelled=_diff(self.labelled, base.labelled),
+            errors=_diff(self.errors, base.errors),
         )
 
     def wire(self, features: bool = True) -> dict[str, Any]:
-        out = {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
-               "predictions": self.predictions}
+        out: dict[str, Any] = {"requests": self.requests, "latency": {str(k): v for k, v in self.latency.items()},
+                               "predictions": self.predictions}
+        if self.labelled:  # feedback counters, for a canary judged on outcomes
+            out["labelled"] = sorted([v, p, a, c] for (v, p, a), c in self.labelled.items())
+        if self.errors:
+            out["errors"] = sorted([v, k, x] for (v, k), x in self.errors.items())
         return {**out, "features": self.features} if features else out
 
     @classmethod
@@ -68,7 +84,9 @@ class Snapshot:
         return cls(requests=dict(data.get("requests") or {}),
                    latency={float(k): v for k, v in (data.get("latency") or {}).items()},
                    predictions=dict(data.get("predictions") or {}),
-                   features={k: dict(v) for k, v in (data.get("features") or {}).items()})
+                   features={k: dict(v) for k, v in (data.get("features") or {}).items()},
+                   labelled={(int(v), str(p), str(a)): float(c) for v, p, a, c in data.get("labelled") or []},
+                   errors={(int(v), str(k)): float(x) for v, k, x in data.get("errors") or []})
 
 
 def _merge(a: dict[Any, float], b: dict[Any, float]) -> dict[Any, float]:
@@ -102,6 +120,12 @@ def parse(text: str) -> Snapshot:
             elif s.name == "kultivar_feature_bucket_total":
                 buckets = snap.features.setdefault(s.labels["feature"], {})
                 buckets[s.labels["bucket"]] = buckets.get(s.labels["bucket"], 0.0) + s.value
+            elif s.name == "kultivar_feedback_classifications_total" and s.labels.get("version", "").isdigit():
+                pair = (int(s.labels["version"]), s.labels.get("predicted", ""), s.labels.get("actual", ""))
+                snap.labelled[pair] = snap.labelled.get(pair, 0.0) + s.value
+            elif s.name in FEEDBACK_SUMS and s.labels.get("version", "").isdigit():
+                sum_key = (int(s.labels["version"]), FEEDBACK_SUMS[s.name])
+                snap.errors[sum_key] = snap.errors.get(sum_key, 0.0) + s.value
     # Per-bucket counts (not cumulative) so predicted values compare like classes do.
     snap.predictions.update({f"le={k}": v for k, v in decumulate(value_buckets).items()})
     return snap

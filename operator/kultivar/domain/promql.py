@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from kultivar.domain.metrics import Snapshot, decumulate
+from kultivar.domain.metrics import FEEDBACK_SUMS, Snapshot, decumulate
 
 NAMESPACE_LABEL = "kultivar_namespace"
 DEPLOYMENT_LABEL = "kultivar_deployment"
@@ -26,6 +26,8 @@ PREDICTIONS = "predictions"
 VALUES = "values"
 FEATURES = "features"
 REFERENCE = "reference"
+LABELLED = "labelled"
+ERRORS = "errors"
 
 Sample = dict[str, Any]  # one element of an instant vector: {"metric": {label: value}, "value": [time, "text"]}
 
@@ -49,11 +51,13 @@ def range_selector(seconds: float) -> str:
 
 
 def queries(namespace: str, name: str, versions: Iterable[int], window_seconds: float | None,
-            features: bool = False) -> dict[str, str]:
+            features: bool = False, feedback: bool = False) -> dict[str, str]:
     """Instant queries, by purpose, for the counts of the last ``window_seconds`` per version.
 
     ``features`` adds the drift inputs: input counts per profile bucket and the training profile's proportions
-    (a gauge: its current value). Without a window only the proportions are asked for.
+    (a gauge: its current value). Without a window only the proportions are asked for. ``feedback`` adds the
+    feedback counters, whose ``version`` label is the version that answered (the servers of every version count
+    feedback about any version, so the sum runs over all of them).
     """
     sel = selector(namespace, name, versions)
     out: dict[str, str] = {}
@@ -69,6 +73,10 @@ def queries(namespace: str, name: str, versions: Iterable[int], window_seconds: 
         out[VALUES] = increase("kultivar_prediction_value_bucket", "le")
         if features:
             out[FEATURES] = increase("kultivar_feature_bucket_total", "feature, bucket")
+        if feedback:
+            out[LABELLED] = increase("kultivar_feedback_classifications_total", "predicted, actual")
+            for metric, short in FEEDBACK_SUMS.items():  # one query each: increase() drops the metric name
+                out[f"{ERRORS}:{short}"] = f"sum by (version) (increase({metric}{sel}[{window}]))"
     if features:
         out[REFERENCE] = f"max by (version, feature, bucket) (kultivar_feature_reference_ratio{sel})"
     return out
@@ -106,6 +114,12 @@ def snapshots(results: dict[str, list[Sample]], versions: Iterable[int]) -> dict
                 counts[labels["bucket"]] = counts.get(labels["bucket"], 0.0) + value
             elif purpose == REFERENCE and "feature" in labels and "bucket" in labels:
                 snap.reference.setdefault(labels["feature"], {})[labels["bucket"]] = value
+            elif purpose == LABELLED:
+                pair = (version, labels.get("predicted", ""), labels.get("actual", ""))
+                snap.labelled[pair] = snap.labelled.get(pair, 0.0) + max(0.0, value)
+            elif purpose.startswith(f"{ERRORS}:"):
+                key = (version, purpose.split(":", 1)[1])
+                snap.errors[key] = snap.errors.get(key, 0.0) + max(0.0, value)
     for version, buckets in value_buckets.items():
         # Each bucket is extrapolated on its own: never let that make a per-bucket count negative.
         out[version].predictions.update({f"le={k}": max(0.0, v) for k, v in decumulate(buckets).items()})

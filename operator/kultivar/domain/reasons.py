@@ -54,6 +54,9 @@ class Reason(StrEnum):
     MEASURING = "Measuring"  # Drifted=Unknown: a drift window is open
     NO_DRIFT = "NoDrift"
     DRIFT_DETECTED = "DriftDetected"
+    AT_OR_ABOVE_FLOOR = "AtOrAboveFloor"  # Underperforming=False: live performance within its floor
+    BELOW_FLOOR = "BelowFloor"  # Underperforming=True
+    TOO_FEW_LABELS = "TooFewLabels"  # Underperforming=Unknown: not enough feedback in the window to judge
 
     # Something needs a fix, or a dependency (Ready=False, Warning Event; Argo CD Degraded).
     INVALID_SPEC = "InvalidSpec"
@@ -77,6 +80,8 @@ class Reason(StrEnum):
     CHILD_REJECTED = "ChildRejected"  # the API server refused an object the spec makes us create
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # Drifted=Unknown
     NO_REFERENCE_PROFILE = "NoReferenceProfile"
+    METRIC_MISMATCH = "MetricMismatch"  # Underperforming=Unknown: the feedback is of the other task
+    NOT_WATCHED = "NotWatched"  # Underperforming=Unknown: spec.monitoring.performance was removed
 
 
 def is_progress(kind: str, reason: str) -> bool:

@@ -31,6 +31,7 @@ from kultivar.api.common import parse_duration
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.domain.conditions import now_rfc3339, parse_time
 from kultivar.domain.metrics import Snapshot, Verdict, analyse, summarize
+from kultivar.domain.performance import Feedback, canary_outcome
 from kultivar.domain.plan import Event
 from kultivar.domain.reasons import Reason
 
@@ -154,6 +155,32 @@ def _baseline_of(rollout: dict[str, Any], version: int) -> Snapshot | None:
     return Snapshot.from_wire(json.loads(raw).get(str(version)))
 
 
+def _feedback_window(inp: RolloutInput, state: dict[str, Any]) -> Feedback:
+    """The feedback counted in the current window about every version (any pod counts any version's)."""
+    current = Feedback.of((inp.metrics or {}).values())
+    if windowed(inp.spec):
+        return current
+    raw = state.get("baseline")
+    base = [s for s in (Snapshot.from_wire(d) for d in json.loads(raw).values()) if s] if raw else []
+    return current.since(Feedback.of(base))
+
+
+def _judge_outcomes(inp: RolloutInput, verdict: Verdict, state: dict[str, Any], stable: int, target: int
+                    ) -> Verdict:
+    """With monitoring.performance, a canary that passed the serving checks is judged on outcomes too: worse is a
+    Fail (rolled back), too few labels Inconclusive (the step waits for them)."""
+    performance = inp.spec.monitoring.performance
+    if performance is None or verdict.verdict != "Pass":
+        return verdict
+    outcome = canary_outcome(performance, _feedback_window(inp, state), target, stable)
+    if outcome.verdict == "worse":
+        return replace(verdict, verdict="Fail", failed_check="LiveMetric", message=f"{outcome.message}; "
+                                                                                   f"{verdict.message}")
+    if outcome.verdict == "inconclusive":
+        return replace(verdict, verdict="Inconclusive", message=f"{outcome.message}; {verdict.message}")
+    return replace(verdict, message=f"{verdict.message}; {outcome.message}")
+
+
 def _window(inp: RolloutInput, state: dict[str, Any], version: int) -> Snapshot:
     """The version's counts in the current window (canary step or A/B test)."""
     current = (inp.metrics or {}).get(version, Snapshot())
@@ -270,6 +297,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
         )
         if inp.stale_reference and verdict.prediction_shift is not None:
             verdict = replace(verdict, message=f"{verdict.message}; {inp.stale_reference}")
+        verdict = _judge_outcomes(inp, verdict, rollout, stable, target)
         measured = {target: summarize(canary_window).wire(), stable: summarize(stable_window).wire()}
         return _after_analysis(inp, verdict, rollout, stable, target, c, weights, events, measured)
 

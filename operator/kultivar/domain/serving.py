@@ -29,6 +29,7 @@ from kultivar.domain.jobs import (
 )
 from kultivar.domain.labels import DEPLOYMENT_LABEL, VERSION_LABEL
 from kultivar.domain.metrics import Snapshot
+from kultivar.domain.performance import Feedback
 from kultivar.domain.plan import Plan, blocked, invalid_spec
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
@@ -51,6 +52,17 @@ class DeploymentObserved:
     store_claim_found: bool | None = None
     metrics_error: str | None = None  # the metrics source failed this reconcile (why)
     drift: DriftObserved | None = None  # the stable version's input counts, read when drift was due
+    performance: PerformanceObserved | None = None  # feedback counts, read when a performance window was due
+
+
+@dataclass(frozen=True)
+class PerformanceObserved:
+    """What live performance monitoring read this reconcile: the feedback counts of every pod (any pod counts
+    feedback about any version), cumulative (pods) or the window's (Prometheus)."""
+
+    feedback: Feedback | None  # None: not read, see error
+    runs: list[dict[str, Any]]  # the namespace's TrainingRuns
+    error: str | None = None  # the metrics source failed (why)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
 from kultivar.domain.deployment import MetricsRequest
 from kultivar.domain.jobs import JobOutcome, job_outcome
+from kultivar.domain.performance import Feedback
 from kultivar.domain.registry import ModelObserved
-from kultivar.domain.serving import DeploymentObserved, DriftObserved
+from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved
 from kultivar.domain.trainingrun import TrainingRunObserved
 from kultivar.k8s import prometheus, serving
 from kultivar.k8s.client import Api
@@ -148,16 +149,18 @@ def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsR
         return observed
     meta = observed.obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    runs = api.list_objects("TrainingRun", ns) if request.drift_version is not None else []
-    if request.source == "pods":  # one scrape of every version answers both
+    runs = api.list_objects("TrainingRun", ns) if request.drift_version is not None or request.performance else []
+    if request.source == "pods":  # one scrape of every version answers all
         scraped = serving.scrape(api, ns, name, request.serving)
         drift = None if request.drift_version is None else \
             DriftObserved(request.drift_version, scraped.get(request.drift_version), runs)
-        return replace(observed, metrics=scraped, drift=drift)
+        performance = PerformanceObserved(Feedback.of(scraped.values()), runs) if request.performance else None
+        return replace(observed, metrics=scraped, drift=drift, performance=performance)
     if request.serving:
         try:
             observed = replace(observed, metrics=prometheus.snapshots(
-                request.url, ns, name, request.serving, request.serving_window, at=now.timestamp()))
+                request.url, ns, name, request.serving, request.serving_window, feedback=request.serving_feedback,
+                at=now.timestamp()))
         except prometheus.PrometheusError as e:
             log.warning("Deployment %s/%s: %s", ns, name, e)
             observed = replace(observed, metrics_error=str(e))
@@ -169,4 +172,11 @@ def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsR
             observed = replace(observed, drift=DriftObserved(version, counts.get(version), runs))
         except prometheus.PrometheusError as e:
             observed = replace(observed, drift=DriftObserved(version, None, runs, error=str(e)))
+    if request.performance:
+        try:
+            counts = prometheus.snapshots(request.url, ns, name, request.performance, request.performance_window,
+                                          feedback=True, at=now.timestamp())
+            observed = replace(observed, performance=PerformanceObserved(Feedback.of(counts.values()), runs))
+        except prometheus.PrometheusError as e:
+            observed = replace(observed, performance=PerformanceObserved(None, runs, error=str(e)))
     return observed

@@ -19,6 +19,15 @@ metric                                                         meaning
 ``kultivar_inference_batches_total{model,version,backend}``    predict calls by the backend that answered them
                                                                (rows the compiled model cannot take, such as
                                                                empty-text categories, go to ``sklearn``)
+``kultivar_feedback_requests_total{model,version,outcome}``    feedback requests by outcome (bad_request: the
+                                                               whole batch was refused, nothing counted)
+``kultivar_feedback_classifications_total``                    classifiers: labelled predictions per
+``{model,version,predicted,actual}``                           (predicted, actual) pair; ``version`` is the
+                                                               version that answered (from the feedback)
+``kultivar_feedback_regressions_total{model,version}``         regressors: labelled predictions per answering
+``kultivar_feedback_overprediction_total{model,version}``      version, and the sums of positive and negative
+``kultivar_feedback_underprediction_total{model,version}``     errors (prediction - actual) and of squared
+``kultivar_feedback_squared_error_total{model,version}``       errors (see :mod:`.feedback`)
 =============================================================  =================================================
 
 When the operator runs the server, every metric also carries ``kultivar_namespace`` and ``kultivar_deployment``
@@ -49,6 +58,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from kultivar.domain.profile import OTHER, CategoricalProfile, NumericProfile, Profile, normalize_category
+from kultivar.serving.feedback import FeedbackBatch, FeedbackCounters
 from kultivar.serving.payload import FeatureSpec, Rows
 
 OUTCOMES = ("success", "bad_request", "unavailable", "error")
@@ -257,7 +267,11 @@ class ServingMetrics:
         batches = Counter("kultivar_inference_batches", "Predict calls by the backend that answered them.",
                           [*labels, "backend"], registry=self.registry)
         self._batches = {b: batches.labels(*values, b) for b in BACKENDS}
+        feedback = Counter("kultivar_feedback_requests", "Feedback requests by outcome (a refused batch counts "
+                           "nothing).", [*labels, "outcome"], registry=self.registry)
+        self._feedback_outcome = {o: feedback.labels(*values, o) for o in OUTCOMES}
         ProcessCollector(registry=self.registry)
+        self.feedback: FeedbackCounters | None = None
         self._features: _FeatureBuckets | None = None
         self._classes: _ClassCounts | None = None
         self._values: _ValueHistogram | None = None
@@ -277,10 +291,20 @@ class ServingMetrics:
         if drift_accounting and profile is not None:
             self._features = _FeatureBuckets(self.identity, features, profile)
             self.registry.register(self._features)
+        self.feedback = FeedbackCounters(task, self.identity.names, self.identity.values)
+        self.registry.register(self.feedback)
 
     def request(self, outcome: str, seconds: float) -> None:
         self._outcome[outcome].inc()
         self._latency.observe(seconds)
+
+    def feedback_request(self, outcome: str) -> None:
+        self._feedback_outcome[outcome].inc()
+
+    def count_feedback(self, batch: FeedbackBatch) -> None:
+        """Add a validated batch (raises PayloadError, counting nothing, past the version limit)."""
+        assert self.feedback is not None, "feedback is only taken once the model is bound"
+        self.feedback.add(batch)
 
     def set_backend(self, backend: str) -> None:
         for name, gauge in self._backend.items():

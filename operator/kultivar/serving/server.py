@@ -18,8 +18,15 @@ GET    /v2/models/{name}[/versions/{version}]/ready                model readine
 POST   /v2/models/{name}[/versions/{version}]/infer                inference (see :mod:`.payload` for the body)
 GET    /v1/models/{name}                                           V1 model status
 POST   /v1/models/{name}:predict                                   V1 inference: ``{"instances": [...]}``
+POST   /v2/models/{name}/feedback                                  ground truth for served predictions (see
+                                                                   :mod:`.feedback`)
 GET    /metrics                                                    Prometheus metrics (see :mod:`.monitoring`)
 =====  ==========================================================  ==============================================
+
+Every inference response carries an id (the V2 request's ``id`` when it has one, else one the server makes up:
+a random per-process prefix and a counter, unique across replicas without coordination) and the version that
+answered: in the body (V2 ``id`` and ``model_version``; V1 ``id`` and ``model_version`` beside ``predictions``)
+and in the headers ``Kultivar-Request-Id`` and ``Kultivar-Model-Version``. Feedback quotes them back.
 
 Errors are JSON ``{"error": "..."}``: 400 for a bad payload (or probabilities asked of a model without them),
 404 for another model's name, 413 for a body over ``KULTIVAR_MAX_REQUEST_BYTES``, 503 before the model is
@@ -34,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -50,6 +59,7 @@ from starlette.routing import Route
 
 from kultivar.serving.batching import BatcherClosed, MicroBatcher
 from kultivar.serving.config import ServingConfig
+from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.model import ModelLoadError, Prediction, ServedModel, load_served_model
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import (
@@ -72,6 +82,9 @@ EXIT_OK, EXIT_RETRYABLE, EXIT_PERMANENT = 0, 1, 2
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INPUT_DATATYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
 HEADER_LENGTH = "inference-header-content-length"
+REQUEST_ID_HEADER = "Kultivar-Request-Id"
+VERSION_HEADER = "Kultivar-Model-Version"
+BIG_FEEDBACK = 64 * 1024  # bytes of feedback parsed in a worker thread rather than on the event loop
 
 
 class RequestTooLarge(Exception):
@@ -108,6 +121,10 @@ class InferenceService:
             self._predict_batch, max_batch=config.max_batch, max_wait=config.batch_wait_ms / 1000.0,
             size=lambda query: query.rows.count)
         self.on_fatal: Callable[[], None] = lambda: None  # set by run(): stops uvicorn
+        self.feedback: FeedbackParser | None = None
+        # Response ids: 48 random bits per process and a counter; no uuid4 (and no syscall) per request.
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count(1)
         self._loader: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -130,6 +147,7 @@ class InferenceService:
         self.metrics.bind_model(model.features, model.task, model.classes, model.profile,
                                 self.config.drift_accounting)
         self.metrics.set_backend(model.backend)
+        self.feedback = FeedbackParser(self.config.model_name, model.task, model.classes)
         self.model = model
         self.ready = True
         self.metrics.set_ready(True)
@@ -209,7 +227,11 @@ class InferenceService:
             start += query.rows.count
         return out
 
-    def encode_v2(self, prediction: Prediction, request: V2Request) -> tuple[bytes, int | None]:
+    def next_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def encode_v2(self, prediction: Prediction, request: V2Request, response_id: str | None = None
+                  ) -> tuple[bytes, int | None]:
         """The response body and, when some outputs are binary, the JSON header's length."""
         outputs: list[dict[str, Any]] = []
         chunks: list[bytes] = []
@@ -228,9 +250,7 @@ class InferenceService:
                 tensor["data"] = values.ravel().tolist()
             outputs.append(tensor)
         body: dict[str, Any] = {"model_name": self.config.model_name, "model_version": self.config.model_version,
-                                "outputs": outputs}
-        if request.id is not None:
-            body["id"] = request.id
+                                "id": response_id or request.id or "", "outputs": outputs}
         header = orjson.dumps(body)
         if not chunks:
             return header, None
@@ -296,7 +316,8 @@ def _header_length(request: Request) -> int | None:
     return int(raw)
 
 
-Encoded = tuple[bytes, int | None]  # response body, and the JSON header's length when binary outputs follow it
+# The response body, the JSON header's length when binary outputs follow it, and the response's id.
+Encoded = tuple[bytes, int | None, str]
 
 
 class Routes:
@@ -330,11 +351,12 @@ class Routes:
             if not self.service.ready:
                 outcome = "unavailable"
                 return _error(f"model {self.name!r} is not ready yet (it is still loading); retry shortly", 503)
-            body, header_length = await answer(request, await _body(request, config.max_request_bytes))
+            body, header_length, response_id = await answer(request, await _body(request, config.max_request_bytes))
+            headers = {REQUEST_ID_HEADER: response_id, VERSION_HEADER: self.version}
             if header_length is None:
-                return Response(body, media_type="application/json")
-            return Response(body, media_type="application/octet-stream",
-                            headers={"Inference-Header-Content-Length": str(header_length)})
+                return Response(body, media_type="application/json", headers=headers)
+            headers["Inference-Header-Content-Length"] = str(header_length)
+            return Response(body, media_type="application/octet-stream", headers=headers)
         except PayloadError as e:
             outcome = "bad_request"
             return _error(str(e), 400)
@@ -359,7 +381,8 @@ class Routes:
         if parsed.probabilities:
             service.check_probabilities()
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
-        return service.encode_v2(prediction, parsed)
+        response_id = parsed.id or service.next_id()
+        return (*service.encode_v2(prediction, parsed, response_id), response_id)
 
     async def _v1_answer(self, _: Request, body: bytes) -> Encoded:
         service = self.service
@@ -368,16 +391,48 @@ class Routes:
         if parsed.probabilities:
             service.check_probabilities()
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
-        answer: dict[str, Any] = {"predictions": prediction.labels.tolist()}
+        response_id = service.next_id()
+        answer: dict[str, Any] = {"predictions": prediction.labels.tolist(), "id": response_id,
+                                  "model_version": self.version}
         if prediction.probabilities is not None and parsed.probabilities:
             answer["probabilities"] = prediction.probabilities.tolist()
-        return orjson.dumps(answer), None
+        return orjson.dumps(answer), None, response_id
 
     async def v2_infer(self, request: Request) -> Response:
         return await self._infer(request, self._v2_answer)
 
     async def v1_predict(self, request: Request) -> Response:
         return await self._infer(request, self._v1_answer)
+
+    async def feedback(self, request: Request) -> Response:
+        """Count a batch of ground truth (all of it, or none with a 400 naming the problem)."""
+        outcome = "success"
+        try:
+            if (wrong := self.other_model(request)) is not None:
+                outcome = "bad_request"
+                return wrong
+            parser = self.service.feedback
+            if parser is None:
+                outcome = "unavailable"
+                return _error(f"model {self.name!r} is not ready yet (it is still loading); retry shortly", 503)
+            raw = await _body(request, self.config.max_request_bytes)
+            # A large batch (10,000 items: ~70 ms) is parsed off the event loop so inference keeps flowing; the
+            # counting itself stays on the loop, where scrapes read the counters (no lock needed).
+            batch = await asyncio.to_thread(parser.parse, raw) if len(raw) > BIG_FEEDBACK else parser.parse(raw)
+            self.metrics.count_feedback(batch)
+            answer: dict[str, Any] = {"counted": batch.count}
+            if parser.task == "classification":
+                answer["actual_other"] = batch.other_actual
+            return _json(answer)
+        except PayloadError as e:
+            outcome = "bad_request"
+            return _error(str(e), 400)
+        except RequestTooLarge:
+            outcome = "bad_request"
+            return _error(f"the feedback body is larger than {self.config.max_request_bytes} bytes; send fewer items "
+                          "per request", 413)
+        finally:
+            self.metrics.feedback_request(outcome)
 
     async def live(self, _: Request) -> Response:
         return _json({"live": True})
@@ -421,6 +476,7 @@ class Routes:
             Route("/v2/models/{name}/infer", self.v2_infer, methods=["POST"]),
             Route("/v1/models/{name}:predict", self.v1_predict, methods=["POST"]),
             Route("/v2/models/{name}/versions/{version}/infer", self.v2_infer, methods=["POST"]),
+            Route("/v2/models/{name}/feedback", self.feedback, methods=["POST"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
             Route("/metrics", self.prometheus, methods=["GET"]),
