@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import urllib3.exceptions
 
-from kultivar.devcluster.localkubelet import readiness_differs, reported_readiness
+from kultivar.devcluster.localkubelet import LocalKubelet, readiness_differs, reported_readiness
 from kultivar.devcluster.statuswrites import Backoff, PendingWrites, transient
 from kultivar.k8s.client import ApiError
 
@@ -106,3 +108,43 @@ def test_readiness_is_rewritten_when_the_server_holds_something_else() -> None:
     assert readiness_differs(_pod("False", ip="10.244.0.7"), False, "127.0.0.5")  # kwok's IP, not the server's
     assert not readiness_differs(_pod("True"), True, "127.0.0.5")  # nothing to write: no write each sweep
     assert not readiness_differs(_pod("False"), False, None)
+
+
+class FakePodApi:
+    """Holds one pod; answers the two requests the local kubelet's status writes make (GET, PUT .../status)."""
+
+    def __init__(self, pod: dict) -> None:
+        self.pod = pod
+        self.puts = 0
+
+    def request(self, method: str, path: str, body: dict | None = None, **_: object) -> dict:
+        if method == "PUT":
+            self.puts += 1
+            self.pod = body or {}
+        return copy.deepcopy(self.pod)
+
+
+class ProbedServer:
+    ip = "127.0.0.9"
+
+    def __init__(self, ready: bool) -> None:
+        self.ready = ready
+
+    def probe(self) -> bool:
+        return self.ready
+
+
+def test_a_pod_marked_not_ready_by_the_node_controller_is_reported_ready_again(tmp_path) -> None:
+    pod = {"metadata": {"namespace": "ns", "name": "serve-1"}, "spec": {"containers": [{"name": "c"}]},
+           **_pod("True", ip="127.0.0.9")}
+    api = FakePodApi(pod)
+    kubelet = LocalKubelet(api, "ns", tmp_path)  # type: ignore[arg-type]
+    kubelet.servers["ns/serve-1"] = ProbedServer(ready=True)  # type: ignore[assignment]
+    kubelet._sync_servers([api.pod])
+    assert api.puts == 0  # the server already holds what the probe says: no write
+    # The node was NotReady longer than the grace period: the node controller marked the pod not ready.
+    api.pod["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "NodeNotReady"}]
+    kubelet._sync_servers([api.pod])
+    assert api.puts == 1 and reported_readiness(api.pod) == (True, "127.0.0.9")
+    kubelet._sync_servers([api.pod])
+    assert api.puts == 1
