@@ -15,7 +15,7 @@ KINDS = ("Dataset", "TrainingRun", "Model")
 # Ready=False reasons after which nothing more happens until the spec changes.
 TERMINAL_REASONS = frozenset({
     "BackoffLimitExceeded", "DeadlineExceeded", "TrainingFailed", "InvalidSpec", "EstimatorNotAllowed",
-    "EstimatorImportFailed", "DataValidationFailed", "UnreadableResult",
+    "EstimatorImportFailed", "DataValidationFailed", "UnreadableResult", "ChildRejected",
 })
 TEST_MANAGER = "kultivar-chaos-test"  # the field manager of everything the test itself writes
 
