@@ -10,11 +10,13 @@ import os
 import random
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 
+import cluster_fixtures
 from cluster_fixtures import (  # noqa: F401  (pytest finds fixtures and hooks by name here)
     control_plane,
     kube,
@@ -22,7 +24,6 @@ from cluster_fixtures import (  # noqa: F401  (pytest finds fixtures and hooks b
     namespace,
     new_namespace,
     operator,
-    pytest_terminal_summary,
     store_dir,
 )
 
@@ -34,7 +35,23 @@ def pytest_report_header() -> str:
     return f"chaos seed: {SEED} (replay with KULTIVAR_CHAOS_SEED={SEED})"
 
 
+SUMMARY: list[str] = []  # what each chaos test did (kills, restarts, outcome), for the terminal summary
+
+
 @pytest.fixture
 def chaos_seed() -> int:
     print(f"chaos seed: {SEED}")
     return SEED
+
+
+@pytest.fixture
+def chaos_summary() -> list[str]:
+    return SUMMARY
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    cluster_fixtures.pytest_terminal_summary(terminalreporter)
+    terminalreporter.write_sep("-", "chaos")
+    terminalreporter.write_line(f"seed {SEED} (replay with KULTIVAR_CHAOS_SEED={SEED})")
+    for line in SUMMARY:
+        terminalreporter.write_line(line)

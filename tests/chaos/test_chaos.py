@@ -97,7 +97,7 @@ class Chaos:
 
 
 def test_lifecycles_survive_operator_kills_and_an_api_server_restart(
-        kube, namespace, operator, kubelet, control_plane, chaos_seed) -> None:
+        kube, namespace, operator, kubelet, control_plane, chaos_seed, chaos_summary) -> None:
     chaos_rng = random.Random(chaos_seed)
     chaos = Chaos(chaos_rng, chaos_seed, operator, control_plane)
     model = sample("Model")
@@ -139,8 +139,8 @@ def test_lifecycles_survive_operator_kills_and_an_api_server_restart(
     if not registered:
         problems.append("no TrainingRun was Registered: the lifecycle under test never completed")
     assert not problems, _report(kube, namespace, chaos, operator, "invariants broken:\n  " + "\n  ".join(problems))
-    print(f"chaos seed {chaos.seed}: {chaos.kills} operator kills, {chaos.crashes} crashes, one API-server restart; "
-          f"{len(registered)}/{RUNS} runs Registered")
+    chaos_summary.append(f"{chaos.kills} operator kills, {chaos.crashes} operator crashes, one API-server restart; "
+                         f"{len(registered)}/{RUNS} runs Registered; {chaos.log[-1].strip()}")
 
 
 def _all_settled(kube, namespace: str) -> bool:
