@@ -109,9 +109,12 @@ def _owner_kind(pod: dict[str, Any]) -> str:
 
 
 def _update_pod_status(api: Api, namespace: str, name: str, change: Callable[[dict[str, Any]], bool]) -> None:
-    """Read the pod, let `change` edit its status (False: nothing to do), write it; retry when kwok raced us."""
+    """Read the pod, let `change` edit its status (False: nothing to do), write it; retry when kwok raced us.
+
+    Still conflicting after that: the 409 is raised (a caller that must land the write tries again later).
+    """
     path = f"/api/v1/namespaces/{namespace}/pods/{name}"
-    for _ in range(10):
+    for attempt in range(10):
         pod = api.request("GET", path)
         if not change(pod):
             return
@@ -119,7 +122,7 @@ def _update_pod_status(api: Api, namespace: str, name: str, change: Callable[[di
             api.request("PUT", f"{path}/status", pod)
             return
         except ApiError as e:
-            if e.status != 409:
+            if e.status != 409 or attempt == 9:
                 raise
             time.sleep(0.05)
 
@@ -310,7 +313,11 @@ class LocalKubelet:
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             self.ran.append(f"{ns}/{name}")
             log.info("running pod %s/%s locally", ns, name)
-            code, message = self.run_pod(pod)
+            try:
+                code, message = self.run_pod(pod)
+            except Exception:  # e.g. the API server went away before the workload started: run it next sweep
+                self.ran.remove(f"{ns}/{name}")
+                raise
             if self._stop.is_set():  # stopped by us, not failed: a later kubelet runs the pod again
                 log.info("pod %s/%s interrupted; left Running", ns, name)
                 return count

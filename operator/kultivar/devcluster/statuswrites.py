@@ -25,10 +25,11 @@ log = logging.getLogger(__name__)
 def transient(exc: BaseException) -> bool:
     """Whether a failed request may succeed later as is: the server was unreachable, overloaded or failing.
 
-    Anything else (404: the pod is gone; 403, 422: the write can never land) is given up at once.
+    A conflict too: the next attempt reads the pod again. Anything else (404: the pod is gone; 403, 422: the
+    write can never land) is given up at once.
     """
     if isinstance(exc, ApiError):
-        return exc.status in (0, 408, 429) or exc.status >= 500
+        return exc.status in (0, 408, 409, 429) or exc.status >= 500
     return isinstance(exc, OSError | urllib3.exceptions.HTTPError)
 
 
