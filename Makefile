@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PIP ?= .venv/bin/pip
 
-.PHONY: help venv install test test-prereqs check unit integration e2e lint crds crds-check bench demo clean
+.PHONY: help venv install test test-prereqs check unit integration chaos e2e lint crds crds-check bench demo clean
 
 help:
 	@echo "make install      create .venv and install Kultivar with test and lint extras (pinned by constraints.txt)"
@@ -10,6 +10,7 @@ help:
 	@echo "                  unit tests, then integration tests on a real local control plane (builds it if needed)"
 	@echo "make unit         unit tests only (no cluster)"
 	@echo "make integration  integration tests only"
+	@echo "make chaos        the chaos tier: lifecycles while the operator is SIGKILLed and the API server restarts"
 	@echo "make lint         ruff, mypy and the import-layer contracts"
 	@echo "make crds         regenerate crds/ and the chart's CRD templates from the models"
 	@echo "make cluster-up   start the local control plane; prints KUBECONFIG=... last"
@@ -29,6 +30,7 @@ install: venv
 # installed or built first (or the run stops at once, naming it), so no test is skipped for a missing tool.
 test: install test-prereqs cluster-binaries tools check
 	$(PY) -m pytest tests/unit tests/integration
+	$(PY) -m pytest -m chaos tests/chaos
 
 # Debian's prometheus (promtool and the server; installed when root, else the command is printed) and go.
 test-prereqs:
@@ -42,6 +44,10 @@ unit:
 
 integration: cluster-binaries
 	$(PY) -m pytest tests/integration
+
+# Its own pytest run (its own cluster): seeded chaos, the seed in the report header (KULTIVAR_CHAOS_SEED replays).
+chaos: cluster-binaries
+	$(PY) -m pytest -m chaos tests/chaos
 
 lint:
 	$(PY) -m ruff check operator tests bench

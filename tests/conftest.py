@@ -15,6 +15,7 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 INTEGRATION_DIR = TESTS_DIR / "integration"
+CHAOS_DIR = TESTS_DIR / "chaos"
 
 # Let `import helpers` work from any test directory.
 if str(TESTS_DIR) not in sys.path:
@@ -26,7 +27,10 @@ if importlib.util.find_spec("kultivar") is None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Everything under tests/integration needs the cluster: mark it, so `-m "not integration"` skips it
-    even when a test module forgets its own `pytestmark`."""
+    even when a test module forgets its own `pytestmark`. Likewise tests/chaos is the chaos tier."""
     for item in items:
-        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+        parents = Path(str(item.path)).resolve().parents
+        if INTEGRATION_DIR in parents:
             item.add_marker(pytest.mark.integration)
+        if CHAOS_DIR in parents:
+            item.add_marker(pytest.mark.chaos)

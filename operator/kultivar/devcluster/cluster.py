@@ -522,6 +522,43 @@ class LocalCluster:
     def api(self) -> ApiClient:
         return api_client(self.state_dir)
 
+    def stop_apiserver(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> list[str]:
+        """Stop only the API server (an outage: every client sees connection refused); return its command line.
+
+        Works for any running cluster of this state directory (its PID file and /proc say what runs), so
+        a test on a reused cluster can take the API server away too. Start it again with :meth:`start_apiserver`.
+        """
+        pid = self.pids().get("kube-apiserver")
+        if not pid or not _pid_runs(pid, "kube-apiserver"):
+            raise ClusterError(f"no kube-apiserver runs from {self.state_dir}")
+        argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+        signalled = _signal_all({"kube-apiserver": pid}, sig)
+        if _wait_gone(signalled, timeout, _reap_if_child):
+            _signal_all(signalled, signal.SIGKILL)
+            _wait_gone(signalled, 5.0, _reap_if_child)
+        proc = self._procs.pop("kube-apiserver", None)
+        if proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)
+        self._say("stopped kube-apiserver")
+        return argv
+
+    def start_apiserver(self, argv: list[str], timeout: float = 120.0) -> None:
+        """Start the API server again with the command line :meth:`stop_apiserver` returned; wait for /readyz.
+
+        Call it from a thread that lives as long as the cluster (e.g. the main thread): unless detached, the
+        API server dies with the thread that started it (PR_SET_PDEATHSIG, see children.die_with_parent).
+        """
+        self._spawn("kube-apiserver", Path(argv[0]), argv[1:])
+        api = self.api()
+        self._poll(lambda: api.readyz()[0], time.monotonic() + timeout, "kube-apiserver /readyz after a restart")
+
+    def restart_apiserver(self, down_for: float = 0.0, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Stop the API server, leave it down ``down_for`` seconds, start it again and wait until it is ready."""
+        argv = self.stop_apiserver(sig)
+        time.sleep(down_for)
+        self.start_apiserver(argv)
+
     def user_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
         """A kubeconfig for another identity (certificate CN=user, O=groups), e.g. for RBAC tests."""
         return user_kubeconfig(self.state_dir, user, groups)
@@ -745,7 +782,9 @@ class LocalCluster:
 
     def _spawn(self, name: str, binary: Path, args: list[str]) -> subprocess.Popen[bytes]:
         log_path = self.state_dir / "logs" / f"{name}.log"
-        with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+        # Appending: a component restarted (see restart_apiserver) keeps its earlier log; every start of the
+        # cluster begins with an empty logs/ directory anyway.
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
             proc = subprocess.Popen(
                 [str(binary), *args],
                 stdin=subprocess.DEVNULL,

@@ -9,6 +9,7 @@ kubelet` for local development.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -25,6 +26,7 @@ from typing import Any
 
 from kultivar.devcluster.children import ProcessGroups, ShuttingDown
 from kultivar.devcluster.kubelet import FINISH_EXTERNAL, FINISH_LABEL, finished_status
+from kultivar.devcluster.statuswrites import PendingWrites, transient
 from kultivar.domain.dataset import PVC_ROOT
 from kultivar.k8s.client import Api, ApiError
 
@@ -107,9 +109,12 @@ def _owner_kind(pod: dict[str, Any]) -> str:
 
 
 def _update_pod_status(api: Api, namespace: str, name: str, change: Callable[[dict[str, Any]], bool]) -> None:
-    """Read the pod, let `change` edit its status (False: nothing to do), write it; retry when kwok raced us."""
+    """Read the pod, let `change` edit its status (False: nothing to do), write it; retry when kwok raced us.
+
+    Still conflicting after that: the 409 is raised (a caller that must land the write tries again later).
+    """
     path = f"/api/v1/namespaces/{namespace}/pods/{name}"
-    for _ in range(10):
+    for attempt in range(10):
         pod = api.request("GET", path)
         if not change(pod):
             return
@@ -117,7 +122,7 @@ def _update_pod_status(api: Api, namespace: str, name: str, change: Callable[[di
             api.request("PUT", f"{path}/status", pod)
             return
         except ApiError as e:
-            if e.status != 409:
+            if e.status != 409 or attempt == 9:
                 raise
             time.sleep(0.05)
 
@@ -151,11 +156,31 @@ def loopback_address(port: int) -> str:
     raise RuntimeError(f"no free loopback address for port {port}")
 
 
+def reported_readiness(pod: dict[str, Any]) -> tuple[bool, str | None]:
+    """What the API server holds for the pod: its Ready condition (missing: not ready) and its IP."""
+    status = pod.get("status") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return ready, status.get("podIP")
+
+
+def readiness_differs(pod: dict[str, Any], ready: bool, ip: str | None) -> bool:
+    """Whether the server's view of the pod differs from the probe's: then the kubelet writes it.
+
+    Level-based, as a kubelet's status sync: whoever changed the pod's condition (the node controller marks
+    every pod of a NotReady node not ready, and restores nothing when the node is back), the next sweep
+    sets it back to what the probe says.
+    """
+    held_ready, held_ip = reported_readiness(pod)
+    return held_ready != ready or (ip is not None and held_ip != ip)
+
+
 def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | None = None) -> None:
-    """Report the pod's IP and readiness, as a kubelet does from its readiness probe."""
+    """Report the pod's IP and readiness, as a kubelet does from its readiness probe (no write if it holds)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
     def change(pod: dict[str, Any]) -> bool:
+        if not readiness_differs(pod, ready, ip):
+            return False
         status = pod.setdefault("status", {})
         if ip:
             status.update(podIP=ip, podIPs=[{"ip": ip}])
@@ -194,7 +219,6 @@ class Server:
         self.url = f"http://{self.ip}:{port}"
         probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
         self.probe_url = f"{self.url}{probe.get('path', '/')}" if probe else None
-        self.ready = False
 
     def probe(self) -> bool:
         """The readiness probe: what decides whether a Service sends the pod traffic."""
@@ -228,6 +252,7 @@ class LocalKubelet:
         self.log_dir = log_dir
         self.interval = interval
         self.ran: list[str] = []
+        self.unreported = PendingWrites()  # terminal statuses not yet written (the API server was away)
         self.servers: dict[str, Server] = {}  # "<ns>/<pod>" -> its running server
         self.paused = threading.Event()
         self._stop = threading.Event()
@@ -262,20 +287,23 @@ class LocalKubelet:
         for key, pod in live.items():
             if key in self.servers or (pod.get("status") or {}).get("phase") != "Running":
                 continue
-            server = Server(pod["spec"]["containers"][0], self.log_dir, self.children)
-            self.servers[key] = server
-            set_pod_status(self.api, pod["metadata"]["namespace"], pod["metadata"]["name"], False, server.ip)
+            self.servers[key] = Server(pod["spec"]["containers"][0], self.log_dir, self.children)
             # The pod's IP is a loopback address on this machine: unlike the Service, the host can reach it.
-            log.info("serving pod %s at %s", key, server.url)
+            log.info("serving pod %s at %s", key, self.servers[key].url)
         for key, server in self.servers.items():
             ready = server.probe()
-            if ready != server.ready:
+            if readiness_differs(live[key], ready, server.ip):
                 namespace, name = key.split("/", 1)
-                set_pod_status(self.api, namespace, name, ready)
-                server.ready = ready
+                set_pod_status(self.api, namespace, name, ready, server.ip)
+
+    def run_pod(self, pod: dict[str, Any]) -> tuple[int, str]:
+        """Run the pod's container to its end: its exit code and termination message."""
+        return run_container(pod["spec"]["containers"][0], self.log_dir, children=self.children,
+                             claims=source_claims(self.api, pod))
 
     def run_once(self) -> int:
         count = 0
+        self.unreported.flush()  # first: the pods that finished while the API server was away
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
         everything = self.api.request("GET", base, query={"labelSelector": SELECTOR}).get("items") or []
         self._sync_servers([p for p in everything if _owner_kind(p) == "ReplicaSet"])
@@ -285,23 +313,31 @@ class LocalKubelet:
             ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
             self.ran.append(f"{ns}/{name}")
             log.info("running pod %s/%s locally", ns, name)
-            code, message = run_container(pod["spec"]["containers"][0], self.log_dir, children=self.children,
-                                          claims=source_claims(self.api, pod))
+            try:
+                code, message = self.run_pod(pod)
+            except Exception:  # e.g. the API server went away before the workload started: run it next sweep
+                self.ran.remove(f"{ns}/{name}")
+                raise
             if self._stop.is_set():  # stopped by us, not failed: a later kubelet runs the pod again
                 log.info("pod %s/%s interrupted; left Running", ns, name)
                 return count
-            finish(self.api, ns, name, code, message)
             log.info("pod %s/%s exited %d", ns, name, code)
+            self.unreported.add(f"{ns}/{name}", functools.partial(finish, self.api, ns, name, code, message))
+            self.unreported.flush()
             count += 1
         return count
 
     def _loop(self) -> None:
+        failing = False
         while not self._stop.wait(self.interval):
             if self.paused.is_set():
                 continue
             try:
                 self.run_once()
+                failing = False
             except ShuttingDown:
                 return
-            except Exception:  # keep playing the kubelet through API hiccups
-                log.exception("local kubelet sweep failed")
+            except Exception as exc:  # keep playing the kubelet through API hiccups (an outage: once, not per sweep)
+                if not failing or not transient(exc):
+                    log.exception("local kubelet sweep failed")
+                failing = True
