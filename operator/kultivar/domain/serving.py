@@ -104,6 +104,8 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         # Exported as metric labels: how metricsSource prometheus selects this Deployment's series.
         "KULTIVAR_NAMESPACE": ns,
         "KULTIVAR_DEPLOYMENT": name,
+        # The packages whose types the model file may hold: the same chart value that let training save it.
+        "KULTIVAR_ESTIMATOR_PACKAGES": ",".join(config.estimator_packages),
         "HOME": "/tmp",
     }
     if record.get("manifestUri"):

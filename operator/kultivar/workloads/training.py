@@ -44,7 +44,7 @@ from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.artifact import MANIFEST_NAME, MODEL_NAME, dump_model, read_manifest, write_manifest
 from kultivar.workloads.canonical import as_features, canonical_frame_digest, coerce_frame
 from kultivar.workloads.compile import compile_model
-from kultivar.workloads.estimator import build_estimator, build_search
+from kultivar.workloads.estimator import build_estimator, build_search, needs_encoded_labels
 from kultivar.workloads.evaluate import evaluate, headline_metric, scorer
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP, build_pipeline
@@ -82,6 +82,7 @@ class _Prepared:
     y_test: np.ndarray
     classes: list[Any]
     fit_target: Any
+    labels_encoded: bool = False  # y_* hold class indexes into ``classes`` (see needs_encoded_labels)
 
 
 def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
@@ -168,10 +169,15 @@ def _load_verified(spec: TrainingRunSpec, store: ArtifactStore, snapshot_uri: st
         try:
             x_train, x_test, y_train, y_test, classes = prepare_inputs(frame, features, target, task, spec)
             del frame
+            encoded = task == "classification" and needs_encoded_labels(estimator)
+            if encoded:
+                y_train, y_test = encode_labels(y_train, classes), encode_labels(y_test, classes)
             pipeline = build_pipeline(features, estimator)
             fit_target: Any = pipeline
             if spec.search is not None:
-                fit_target = build_search(spec, pipeline, estimator, scorer(metric, classes), len(y_train))
+                fit_target = build_search(spec, pipeline, estimator,
+                                          scorer(metric, list(range(len(classes))) if encoded else classes),
+                                          len(y_train))
         except TrainingFailure:
             _verify_snapshot(verifying, snapshot_uri, dataset_digest)
             raise
@@ -181,7 +187,14 @@ def _load_verified(spec: TrainingRunSpec, store: ArtifactStore, snapshot_uri: st
     # Only the part of the digest that did not overlap the preparation (as validation reports its write).
     timings["digest"] = time.perf_counter() - t
     log.info("snapshot verified: %d rows, digest %s (%.2fs)", len(y_train) + len(y_test), dataset_digest, seconds)
-    return _Prepared(x_train, x_test, y_train, y_test, classes, fit_target)
+    return _Prepared(x_train, x_test, y_train, y_test, classes, fit_target, encoded)
+
+
+def encode_labels(labels: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Each label's index in ``classes``; -1 for a held-out label the training split does not have (a class the
+    model can never predict, so it counts as a miss, as for any other estimator)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(v, -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
 
 
 def _fit(spec: TrainingRunSpec, prepared: _Prepared, timings: dict[str, float]
@@ -283,6 +296,7 @@ def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feat
         features=[ManifestFeature(name=f.name, type=f.type, dtype="float64" if f.type != "categorical" else "string")
                   for f in features],
         classes=_json_safe(list(prepared.classes)) if task == "classification" else None,
+        labelsEncoded=prepared.labels_encoded,
         metric=metric,
         score=metrics[metric],
         metrics=metrics,
