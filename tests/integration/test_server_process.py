@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -667,3 +668,49 @@ def test_boosting_models_train_and_serve(tmp_path: Path, estimator: str, data: s
     assert result.returncode == 2, out
     assert "refusing to serve: UntrustedModel" in out and f"{package}." in out
 
+
+def test_two_workers_share_the_port_and_count_every_request(trained: Trained, tmp_path: Path) -> None:
+    """KULTIVAR_SERVE_WORKERS=2: two processes on one port; one scrape answers for the pod, summing both."""
+    requests = 40
+    with serving(trained, tmp_path, KULTIVAR_SERVE_WORKERS="2") as srv:
+        out = srv.output()
+        assert "serving with 2 worker processes" in out
+        assert "[worker 0]" in out and "[worker 1]" in out and out.count("test inference passed") == 2
+        rows = iris_rows(requests, seed=3)
+        expected = local_predictions(trained, rows)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda r: srv.infer(r), rows))
+        assert all(status == 200 for status, _ in answers), answers[:3]
+        assert [body["outputs"][0]["data"][0] for _, body in answers] == expected
+        status, text = srv.call("GET", "/metrics")
+        assert status == 200
+        per_worker: dict[str, float] = {}
+        predicted = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "kultivar_inference_requests_total" and s.labels["outcome"] == "success":
+                    per_worker[s.labels["worker"]] = per_worker.get(s.labels["worker"], 0.0) + s.value
+                elif s.name == "kultivar_predictions_total":
+                    predicted += s.value
+        # Every request counted once, whichever worker answered it; the kernel spread them over both.
+        assert sum(per_worker.values()) == requests and predicted == requests
+        assert set(per_worker) == {"0", "1"} and min(per_worker.values()) > 0, per_worker
+        from kultivar.domain.metrics import parse
+
+        assert parse(text).requests["success"] == requests  # what the operator reads from the pod
+        supervisor = srv.process
+    # SIGTERM to the supervisor drained and ended both workers; it then ended as SIGTERM ends a process.
+    assert supervisor.returncode == -signal.SIGTERM, srv.output()
+    assert "Traceback" not in srv.output()
+
+
+def test_two_workers_refusing_the_model_end_the_pod_with_their_status(trained: Trained) -> None:
+    """A worker that can never serve (digest mismatch, exit 2) stops the others; the container exits 2."""
+    wrong = "sha256:" + "0" * 64
+    result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_MODEL_DIGEST=wrong,
+                                                      KULTIVAR_SERVE_WORKERS="2"),
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "refusing to serve: ModelDigestMismatch" in out and "stopping the others" in out
+    assert "Traceback" not in out
