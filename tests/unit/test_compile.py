@@ -156,6 +156,7 @@ def test_boosting_estimators_compile_through_onnxmltools(store: ArtifactStore, e
     pipeline = fitted(est, MIXED, x, target)
     entry = compile_model(pipeline, MIXED, "regression" if regression else "classification", x_test, store, "run/")
     assert entry.compiled is True, entry
+    assert entry.versions["onnxmltools"]  # the converter that wrote the graph, for the lineage
     outputs = run_graph(store, entry, x_test, MIXED)
     if regression:
         assert entry.parity["maxRelativeError"] <= onnx_compile.REGRESSION_RTOL

@@ -324,7 +324,17 @@ def compile_model(pipeline: Any, features: Sequence[FeatureLike], task: str, x_t
         compiled=True, format="onnx", artifact=ArtifactRef.model_validate(artifact), tolerances=tolerances,
         parity=parity, inputs=[CompiledInput(feature=f.name, name=n) for f, n in zip(features, names, strict=True)],
         probabilities=task == "classification" and hasattr(pipeline, "predict_proba"),
-        versions={"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
+        versions={"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                  **_converter_versions(pipeline[-1])})
+
+
+def _converter_versions(final: Any) -> dict[str, str]:
+    """onnxmltools' version when it converted the estimator (XGBoost, LightGBM), for the manifest's lineage."""
+    if type(final).__module__.split(".", 1)[0] not in ("xgboost", "lightgbm"):
+        return {}
+    import onnxmltools
+
+    return {"onnxmltools": onnxmltools.__version__}
 
 
 def compiled_artifact(manifest: ModelManifest) -> ArtifactRef | None:
