@@ -30,6 +30,9 @@ latency per server, then the goal ratios (1-row requests):
   batch sizes each server happens to form move the CPU per request more than the accounting, so that line is
   informational); plus the in-process cost of the accounting per 32-row batch.
 
+Then (or alone, with ``--workers-only``) the compiled model served by one worker process on one core against two
+(``KULTIVAR_SERVE_WORKERS=2``) on two cores at concurrency 32 (goal: >= 1.7x the requests per second).
+
 Everything binds 127.0.0.1. ``--quick`` takes about two minutes; the full run about eight.
 
     python bench/bench_serving.py [--quick] [--mlserver-python /tmp/mlserver-venv/bin/python]
@@ -67,6 +70,7 @@ GOAL_CPU_RATIO = 1.05
 GOAL_FLOOR_RATIO = 0.7  # compiled Kultivar / floor, requests per second, at every concurrency
 GOAL_BASELINE_C1 = 5.0  # compiled Kultivar / baseline at c=1
 GOAL_P99_FLOOR = 2.0  # compiled Kultivar p99 / floor p99 at c=32
+GOAL_WORKERS = 1.7  # two worker processes on two cores / one worker on one core, requests per second at c=32
 BIG_ROWS = 100
 SERVER_CORE = 0
 THREAD_ENV = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -265,10 +269,10 @@ def free_port() -> int:
 ALLOWED_CORES = sorted(os.sched_getaffinity(0))  # before main() pins this process to the client core
 
 
-def pin_prefix() -> list[str]:
-    if shutil.which("taskset") and SERVER_CORE in ALLOWED_CORES:
-        return ["taskset", "-c", str(SERVER_CORE)]
-    print(f"warning: taskset or core {SERVER_CORE} not available; servers are not pinned", file=sys.stderr)
+def pin_prefix(cores: Sequence[int] = (SERVER_CORE,)) -> list[str]:
+    if shutil.which("taskset") and set(cores) <= set(ALLOWED_CORES):
+        return ["taskset", "-c", ",".join(str(c) for c in cores)]
+    print(f"warning: taskset or cores {list(cores)} not available; servers are not pinned", file=sys.stderr)
     return []
 
 
@@ -286,10 +290,11 @@ class Server:
 
 
 def start(name: str, cmd: list[str], env: dict[str, str], port: int, infer_path: str, workdir: Path,
-          ready_path: str = "/v2/health/ready", timeout: float = 120.0) -> Server:
+          ready_path: str = "/v2/health/ready", timeout: float = 120.0,
+          cores: Sequence[int] = (SERVER_CORE,)) -> Server:
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*pin_prefix(), *cmd], env={**os.environ, **THREAD_ENV, **env}, stdout=out,
+        proc = subprocess.Popen([*pin_prefix(cores), *cmd], env={**os.environ, **THREAD_ENV, **env}, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=workdir)
     server = Server(name, port, proc, log, infer_path)
     deadline = time.monotonic() + timeout
@@ -442,6 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a short run (about a minute) instead of ~4 minutes")
     parser.add_argument("--mlserver-python", help="python of a virtualenv with mlserver + skops, to compare too")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, model)")
+    parser.add_argument("--workers-only", action="store_true",
+                        help="only the 2-worker vs 1-worker comparison (KULTIVAR_SERVE_WORKERS) at concurrency 32")
     args = parser.parse_args(argv)
     plan = Plan(3, 0.8, 0.2, 4, 1.5) if args.quick else Plan(6, 2.0, 0.4, 8, 3.0)
 
@@ -477,6 +484,34 @@ def measure(servers: Sequence[Server], bodies: Sequence[bytes], concurrency: int
     return out
 
 
+def compare_workers(serve: list[str], serve_env: dict[str, str], bodies: Sequence[bytes], workdir: Path,
+                    plan: Plan) -> None:
+    """The compiled model served by one worker process pinned to one core, and by two (KULTIVAR_SERVE_WORKERS=2)
+    pinned to two cores, at concurrency 32. The load generator stays on its own core, which on a 2-core machine
+    is one of the two workers' cores: there the ratio is a lower bound."""
+    cores = ALLOWED_CORES[:2]
+    print(f"\none worker process vs two sharing the port (compiled model, 1-row requests, concurrency 32; one "
+          f"worker on core {cores[0]}, two on cores {cores})")
+    if len(cores) < 2:
+        print("  skipped: fewer than two cores available")
+        return
+    servers: list[Server] = []
+    with running(servers):
+        for workers, pinned in ((1, cores[:1]), (2, cores)):
+            port = free_port()
+            servers.append(start(f"kultivar-{workers}-worker{'s' if workers > 1 else ''}", serve,
+                                 {**serve_env, "KULTIVAR_HTTP_PORT": str(port), "KULTIVAR_BACKEND": "onnx",
+                                  "KULTIVAR_SERVE_WORKERS": str(workers)}, port, "/v2/models/iris/infer", workdir,
+                                 cores=pinned))
+        run_together(servers, bodies, 32, 1.0, 0.0, plan.max_requests)  # warm both up alike
+        one, two = (merge(points) for points in measure(servers, bodies, 32, plan))
+    print(fmt_row(one))
+    print(fmt_row(two))
+    ratio = two.rps / one.rps if one.rps else math.nan
+    print(f"  c=32 two workers / one worker requests per second {ratio:.2f}x  (goal >= {GOAL_WORKERS:g}: "
+          f"{'met' if ratio >= GOAL_WORKERS else 'NOT met'}; load average now {loadavg()})")
+
+
 def _bench(args: argparse.Namespace, workdir: Path, plan: Plan) -> int:
     model = train_model(workdir / "store")
     manifest = model["manifest"]
@@ -487,6 +522,9 @@ def _bench(args: argparse.Namespace, workdir: Path, plan: Plan) -> int:
                  "KULTIVAR_MODEL_DIGEST": model["digest"], "KULTIVAR_HTTP_HOST": "127.0.0.1",
                  "PYTHONPATH": str(REPO_ROOT / "operator")}
     serve = [py, "-m", "kultivar.serving.cli", "serve", "--log-level", "warning"]
+    if args.workers_only:
+        compare_workers(serve, serve_env, bodies, workdir, plan)
+        return 0
     infer = "/v2/models/iris/infer"
     compiled = manifest.get("compiled") or {}
     if compiled.get("compiled") is not True:
@@ -566,6 +604,7 @@ def _bench(args: argparse.Namespace, workdir: Path, plan: Plan) -> int:
         print(f"  in-process: metrics per 32-row batch {off_us:.1f} us without and {on_us:.1f} us with drift "
               f"accounting (+{extra:.1f} us per batch): {extra / 32 / off_per_request[32] * 100:.2f}% of the CPU per "
               f"request at c=32 (32-row batches), {extra / off_per_request[1] * 100:.2f}% at c=1 (1-row batches)")
+    compare_workers(serve, serve_env, bodies, workdir, plan)
     return 0
 
 

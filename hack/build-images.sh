@@ -18,7 +18,7 @@
 # cached under ~/.cache/kultivar/images, keyed by a hash of its inputs:
 #   base   debootstrap rootfs + Debian packages           <- suite, mirrors, package list
 #   deps   venv + kultivar's dependencies (both images)    <- base, pip, constraints.txt, pyproject's dependencies
-#   serve  the serve and s3 extras (runtime image only)    <- deps, pyproject's extras
+#   serve  the serve, s3 and boosting extras (runtime only) <- deps, pyproject's extras
 #   app    the kultivar wheel built from this checkout     <- pyproject.toml, README.md, operator/
 # A source change rebuilds only the small app layer; with nothing changed nothing is rebuilt (seconds).
 # Results: ~/.cache/kultivar/images/<name>-<version>.oci.tar, an OCI image layout holding one image, with a
@@ -252,7 +252,7 @@ compute_keys() {
     echo "$DEBIAN_SUITE|$DEBIAN_PACKAGES|$PYTHON_VERSION"
   } | hash16)
   req_core=$(requirements core)
-  req_serve=$(requirements serve s3)
+  req_serve=$(requirements serve s3 boosting)
   deps_in=$(
     echo "deps $recipe_deps $base_key $PIP_VERSION"
     cat "$repo/constraints.txt"
@@ -483,10 +483,10 @@ build_serve() {
   need_root
   t0=$(now)
   if [ ! -f "$dir/done" ]; then
-    log "serve    $serve_key: the serve and s3 extras"
+    log "serve    $serve_key: the serve, s3 and boosting extras"
     stage_dir serve "$top/wheels"
     download_wheels serve "$req_serve"
-    echo "pip install --only-binary=:all: -c constraints.txt kultivar's serve and s3 extras" \
+    echo "pip install --only-binary=:all: -c constraints.txt kultivar's serve, s3 and boosting extras" \
       >"$top/work/serve/created-by"
     overlay_build serve "$serve_key" step_serve "$top/layers/deps-$deps_key/upper" "$top/base/$base_key/rootfs"
   fi
@@ -635,7 +635,7 @@ smoke() {
   local name=$1 m=$top/work/smoke-$1/merged imports
   shift
   case "$name" in
-    runtime) imports="kultivar.cli, kultivar.workloads.cli, kultivar.serving.cli, numpy, scipy, sklearn, skops.io, skl2onnx, onnx, onnxruntime, \
+    runtime) imports="kultivar.cli, kultivar.workloads.cli, kultivar.serving.cli, numpy, scipy, sklearn, skops.io, skl2onnx, onnx, onnxruntime, onnxmltools, xgboost, lightgbm, \
 pandas, pyarrow, starlette, uvicorn, uvloop, httptools, orjson, s3fs" ;;
     operator) imports="kultivar.cli, kultivar.controllers.handlers, kopf, kubernetes, pydantic, prometheus_client" ;;
   esac

@@ -13,7 +13,7 @@ FROM debian:${DEBIAN_SUITE}-slim AS base
 ARG DEBIAN_SUITE=bookworm
 ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 ARG DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security
-ARG DEBIAN_PACKAGES="python3 ca-certificates netbase"
+ARG DEBIAN_PACKAGES="python3 ca-certificates netbase libgomp1"
 ARG PYTHON_VERSION=3.11
 # The same apt sources as hack/build-images.sh writes; a snapshot.debian.org mirror pins the packages' content.
 RUN set -eu; \

@@ -15,7 +15,7 @@ FROM debian:${DEBIAN_SUITE}-slim AS base
 ARG DEBIAN_SUITE=bookworm
 ARG DEBIAN_MIRROR=http://deb.debian.org/debian
 ARG DEBIAN_SECURITY_MIRROR=http://deb.debian.org/debian-security
-ARG DEBIAN_PACKAGES="python3 ca-certificates netbase"
+ARG DEBIAN_PACKAGES="python3 ca-certificates netbase libgomp1"
 ARG PYTHON_VERSION=3.11
 # The same apt sources as hack/build-images.sh writes; a snapshot.debian.org mirror pins the packages' content.
 RUN set -eu; \
@@ -45,9 +45,9 @@ RUN apt-get update \
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
 COPY operator/ operator/
-# serve: the inference server; s3: S3-compatible artifact stores and s3:// datasets.
+# serve: the inference server; s3: S3-compatible artifact stores and s3:// datasets; boosting: XGBoost, LightGBM.
 RUN /opt/kultivar/bin/pip wheel --no-deps --wheel-dir /tmp/dist . \
- && /opt/kultivar/bin/pip install --only-binary=:all: -c constraints.txt "$(ls /tmp/dist/kultivar-*.whl)[serve,s3]" \
+ && /opt/kultivar/bin/pip install --only-binary=:all: -c constraints.txt "$(ls /tmp/dist/kultivar-*.whl)[serve,s3,boosting]" \
  && /opt/kultivar/bin/pip uninstall -y pip \
  && find /opt/kultivar -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/kultivar/bin/python -m compileall -q /opt/kultivar/lib

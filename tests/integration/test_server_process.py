@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -684,3 +685,108 @@ def test_tritonclient_with_text_inputs_and_labels(tmp_path: Path) -> None:
             assert [v.decode() for v in labels.tolist()] == local
         finally:
             client.close()
+
+
+CHURN_FEATURES = [{"name": "age", "type": "numeric", "nullable": True},
+                  {"name": "plan", "type": "categorical", "nullable": True}, {"name": "member", "type": "boolean"}]
+
+
+@pytest.mark.parametrize("estimator,data,backend", [
+    ("xgboost.XGBClassifier", "churn", "onnx"),
+    ("lightgbm.LGBMClassifier", "churn", "onnx"),
+    # Multi-class XGBoost does not pass the ONNX parity check (see the training tests): XGBoost itself serves it.
+    ("xgboost.XGBClassifier", "iris", "sklearn"),
+])
+def test_boosting_models_train_and_serve(tmp_path: Path, estimator: str, data: str, backend: str) -> None:
+    """XGBoost and LightGBM through their scikit-learn APIs: trained, saved with skops, served with their classes."""
+    store = ArtifactStore(str(tmp_path / "store"))
+    if data == "churn":
+        path = tmp_path / "churn.parquet"
+        churn_frame().to_parquet(path, index=False)
+        trained = train(store, "churn", str(path), "churn", estimator=estimator, features=CHURN_FEATURES)
+        frame = pd.DataFrame({"age": [35.0, math.nan, 61.5, 20.0],
+                              "plan": np.array(["pro", "basic", math.nan, "enterprise"], dtype=object),
+                              "member": [1.0, 0.0, 1.0, 0.0]})
+        inputs = [{"name": "age", "shape": [4], "datatype": "FP64", "data": [35.0, None, 61.5, 20.0]},
+                  {"name": "plan", "shape": [4], "datatype": "BYTES", "data": ["pro", "basic", None, "enterprise"]},
+                  {"name": "member", "shape": [4], "datatype": "BOOL", "data": [True, False, True, False]}]
+    else:
+        trained = train(store, "iris", "sklearn://iris", "species", estimator=estimator)
+        rows = iris_rows(12)
+        frame = pd.DataFrame(rows, columns=trained.names)
+        inputs = [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}]
+    classes = trained.manifest["classes"]
+    encoded = trained.manifest["labelsEncoded"]
+    assert encoded is estimator.startswith("xgboost.")
+    raw = trained.model.predict(frame)
+    expected = [classes[int(i)] for i in raw] if encoded else raw.tolist()
+    probabilities = trained.model.predict_proba(frame)
+    with serving(trained, tmp_path, model=data, KULTIVAR_ESTIMATOR_PACKAGES="sklearn,xgboost,lightgbm") as srv:
+        status, meta = srv.call("GET", f"/v2/models/{data}")
+        assert status == 200 and meta["parameters"]["backend"] == backend
+        assert meta["parameters"]["classes"] == classes
+        status, body = srv.call("POST", f"/v2/models/{data}/infer", {
+            "inputs": inputs, "outputs": [{"name": "predict"}, {"name": "predict_proba"}]})
+        assert status == 200, body
+        labels, proba = body["outputs"]
+        # The original classes (text as BYTES), not the indexes XGBoost was fitted on.
+        assert labels["data"] == expected
+        assert labels["datatype"] == ("BYTES" if data == "churn" else "INT64")
+        assert np.abs(np.asarray(proba["data"]).reshape(probabilities.shape) - probabilities).max() <= 1e-4
+        counts = {dict(k[1])["class"]: v for k, v in srv.metrics().items() if k[0] == "kultivar_predictions_total"}
+    assert set(counts) == {str(c) for c in classes} and sum(counts.values()) == len(expected)
+    # A server whose permitted packages leave the library out refuses the file before deserialising it.
+    package = estimator.split(".")[0]
+    result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_MODEL_NAME=data,
+                                                      KULTIVAR_ESTIMATOR_PACKAGES="sklearn"),
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "refusing to serve: UntrustedModel" in out and f"{package}." in out
+
+
+def test_two_workers_share_the_port_and_count_every_request(trained: Trained, tmp_path: Path) -> None:
+    """KULTIVAR_SERVE_WORKERS=2: two processes on one port; one scrape answers for the pod, summing both."""
+    requests = 40
+    with serving(trained, tmp_path, KULTIVAR_SERVE_WORKERS="2") as srv:
+        out = srv.output()
+        assert "serving with 2 worker processes" in out
+        assert "[worker 0]" in out and "[worker 1]" in out and out.count("test inference passed") == 2
+        rows = iris_rows(requests, seed=3)
+        expected = local_predictions(trained, rows)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(lambda r: srv.infer(r), rows))
+        assert all(status == 200 for status, _ in answers), answers[:3]
+        assert [body["outputs"][0]["data"][0] for _, body in answers] == expected
+        status, text = srv.call("GET", "/metrics")
+        assert status == 200
+        per_worker: dict[str, float] = {}
+        predicted = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "kultivar_inference_requests_total" and s.labels["outcome"] == "success":
+                    per_worker[s.labels["worker"]] = per_worker.get(s.labels["worker"], 0.0) + s.value
+                elif s.name == "kultivar_predictions_total":
+                    predicted += s.value
+        # Every request counted once, whichever worker answered it; the kernel spread them over both.
+        assert sum(per_worker.values()) == requests and predicted == requests
+        assert set(per_worker) == {"0", "1"} and min(per_worker.values()) > 0, per_worker
+        from kultivar.domain.metrics import parse
+
+        assert parse(text).requests["success"] == requests  # what the operator reads from the pod
+        supervisor = srv.process
+    # SIGTERM to the supervisor drained and ended both workers; it then ended as SIGTERM ends a process.
+    assert supervisor.returncode == -signal.SIGTERM, srv.output()
+    assert "Traceback" not in srv.output()
+
+
+def test_two_workers_refusing_the_model_end_the_pod_with_their_status(trained: Trained) -> None:
+    """A worker that can never serve (digest mismatch, exit 2) stops the others; the container exits 2."""
+    wrong = "sha256:" + "0" * 64
+    result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_MODEL_DIGEST=wrong,
+                                                      KULTIVAR_SERVE_WORKERS="2"),
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "refusing to serve: ModelDigestMismatch" in out and "stopping the others" in out
+    assert "Traceback" not in out

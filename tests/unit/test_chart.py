@@ -199,7 +199,7 @@ def test_operator_environment_matches_its_config() -> None:
     config = OperatorConfig.from_env(env)
     assert config.store_url == "file:///var/lib/kultivar/artifacts" and config.store_pvc == "kultivar-artifacts"
     assert config.runtime_image == "kultivar-runtime:0.1.0" and config.pod_labels == {"team": "ml"}
-    assert config.estimator_packages == ("sklearn",) and config.metrics_port == 8080
+    assert config.estimator_packages == ("sklearn", "xgboost", "lightgbm") and config.metrics_port == 8080
 
 
 @needs_helm

@@ -134,3 +134,34 @@ def test_empty_text_is_left_to_scikit_learn() -> None:
     feed = onnx_feed([column], [Feature(name="c", type="categorical")])
     assert feed is not None and feed[0].ravel().tolist() == ["a", onnx_compile.MISSING_TEXT]
     assert onnx_feed([np.array(["a", ""], dtype=object)], [Feature(name="c", type="categorical")]) is None
+
+
+@pytest.mark.parametrize("estimator", ["xgboost-classifier", "lightgbm-classifier", "xgboost-regressor",
+                                       "lightgbm-regressor"])
+def test_boosting_estimators_compile_through_onnxmltools(store: ArtifactStore, estimator: str) -> None:
+    from lightgbm import LGBMClassifier, LGBMRegressor
+    from xgboost import XGBClassifier, XGBRegressor
+
+    from kultivar.workloads.training import encode_labels
+
+    x, y = mixed(400, 1)
+    x_test, _ = mixed(300, 2)
+    regression = estimator.endswith("regressor")
+    target: np.ndarray = np.nan_to_num(x["age"].to_numpy(), nan=40) * 2.0 if regression else y
+    if estimator == "xgboost-classifier":
+        target = encode_labels(y, ["no", "yes"])  # XGBoost's classifiers take class indexes only (as training gives)
+    est = {"xgboost-classifier": XGBClassifier(n_estimators=20), "xgboost-regressor": XGBRegressor(n_estimators=20),
+           "lightgbm-classifier": LGBMClassifier(n_estimators=20, verbose=-1),
+           "lightgbm-regressor": LGBMRegressor(n_estimators=20, verbose=-1)}[estimator]
+    pipeline = fitted(est, MIXED, x, target)
+    entry = compile_model(pipeline, MIXED, "regression" if regression else "classification", x_test, store, "run/")
+    assert entry.compiled is True, entry
+    assert entry.versions["onnxmltools"]  # the converter that wrote the graph, for the lineage
+    outputs = run_graph(store, entry, x_test, MIXED)
+    if regression:
+        assert entry.parity["maxRelativeError"] <= onnx_compile.REGRESSION_RTOL
+        assert np.allclose(outputs[0].ravel(), pipeline.predict(x_test), rtol=1e-4, atol=1e-3)
+    else:
+        assert entry.parity["labelsDiffering"] == 0
+        assert outputs[0].tolist() == pipeline.predict(x_test).tolist()
+        assert np.abs(outputs[1] - pipeline.predict_proba(x_test)).max() <= onnx_compile.PROBABILITY_ATOL

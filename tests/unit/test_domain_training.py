@@ -4,8 +4,10 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
 from factories import dataset, finished_job, model, run, valid_dataset_status
 
+from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES, estimator_not_allowed
 from kultivar.config import OperatorConfig
 from kultivar.domain.jobs import JobOutcome
 from kultivar.domain.trainingrun import TrainingRunObserved, plan_training_run
@@ -38,15 +40,27 @@ def test_estimator_that_does_not_import() -> None:
 
 
 def test_estimator_from_a_package_that_is_not_permitted() -> None:
-    p = plan(run(estimator={"className": "xgboost.XGBClassifier"}))
+    p = plan(run(estimator={"className": "catboost.CatBoostClassifier"}))
     assert p.ready.reason == "EstimatorNotAllowed" and p.jobs == []
-    assert "'xgboost'" in p.ready.message and "operator.estimatorPackages" in p.ready.message
+    assert "'catboost'" in p.ready.message and "operator.estimatorPackages" in p.ready.message
     # The chart value widens it, and the training pod gets the same list.
-    wider = replace(CONFIG, estimator_packages=("sklearn", "xgboost"))
-    p = plan_training_run(TrainingRunObserved(run(estimator={"className": "xgboost.XGBClassifier"}), DS, MODEL,
-                                              None, None), wider, NOW)
+    wider = replace(CONFIG, estimator_packages=("sklearn", "catboost"))
+    p = plan_training_run(TrainingRunObserved(run(estimator={"className": "catboost.CatBoostClassifier"}), DS,
+                                              MODEL, None, None), wider, NOW)
     env = {e["name"]: e["value"] for e in p.jobs[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["KULTIVAR_ESTIMATOR_PACKAGES"] == "sklearn,xgboost"
+    assert env["KULTIVAR_ESTIMATOR_PACKAGES"] == "sklearn,catboost"
+
+
+@pytest.mark.parametrize("class_name", ["xgboost.XGBClassifier", "xgboost.XGBRegressor", "lightgbm.LGBMClassifier",
+                                        "lightgbm.LGBMRegressor"])
+def test_boosting_estimators_are_permitted_by_default(class_name: str) -> None:
+    assert DEFAULT_ESTIMATOR_PACKAGES == ("sklearn", "xgboost", "lightgbm") == CONFIG.estimator_packages
+    assert estimator_not_allowed(class_name, DEFAULT_ESTIMATOR_PACKAGES) is None
+    p = plan(run(estimator={"className": class_name}))
+    assert p.ready.reason != "EstimatorNotAllowed" and len(p.jobs) == 1
+    # A chart value that leaves the package out refuses it, naming that value.
+    message = estimator_not_allowed(class_name, ("sklearn",))
+    assert message is not None and "operator.estimatorPackages" in message
 
 
 def test_observing_an_estimator_imports_only_permitted_packages() -> None:
@@ -57,6 +71,9 @@ def test_observing_an_estimator_imports_only_permitted_packages() -> None:
     assert "cannot be imported" in str(estimator_problem("sklearn.nope.Model", ("sklearn",)))
     assert "not a scikit-learn estimator" in str(estimator_problem("sklearn.utils.Bunch", ("sklearn",)))
     assert estimator_problem("os.system", ("sklearn",)) is None  # never imported: the planner refuses it
+    # A permitted package the operator's image lacks is left to the training pod, which runs the runtime image.
+    assert estimator_problem("notinstalledpkg.Model", ("sklearn", "notinstalledpkg")) is None
+    assert estimator_problem("xgboost.XGBClassifier", ("sklearn", "xgboost")) is None
 
 
 def test_waits_for_dataset_without_a_valid_version() -> None:

@@ -444,3 +444,35 @@ def test_the_evaluation_survives_the_termination_message_limit() -> None:
     decoded = TrainingResult.model_validate(decode_termination(text))
     assert decoded.evaluation is not None and decoded.evaluation.interval is not None
     assert decoded.evaluation.production is not None and decoded.evaluation.segments is None  # dropped first
+
+
+def _train_with(store: ArtifactStore, data: dict[str, Any], class_name: str, params: dict[str, Any],
+                registry: RegistryContext) -> dict[str, Any]:
+    spec = TrainingRunSpec.model_validate({
+        "datasetRef": {"name": "churn"}, "modelRef": {"name": "churn"},
+        "estimator": {"className": class_name, "params": params}, "evaluation": {}})
+    result = run_training(spec, data["snapshotUri"], data["digest"], data["profileUri"], "classification", "churn",
+                          data["features"], "ns", f"run-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, store,
+                          estimator_packages=("sklearn", "xgboost"), registry=registry)
+    assert result["ok"], result
+    return result
+
+
+@pytest.mark.parametrize("first, second", [
+    ("xgboost.XGBClassifier", "sklearn.linear_model.LogisticRegression"),
+    ("sklearn.linear_model.LogisticRegression", "xgboost.XGBClassifier"),
+], ids=["xgboost-production", "xgboost-candidate"])
+def test_a_model_fitted_on_class_indexes_is_compared_in_the_labels(store: ArtifactStore, churn: dict[str, Any],
+                                                                    first: str, second: str) -> None:
+    # XGBoost's classifiers are fitted on class indexes (labelsEncoded); on either side of the comparison their
+    # predictions must be mapped back to the labels ("yes"/"no"), or one side would score as always wrong.
+    params = {"n_estimators": 20, "max_depth": 2} if first.startswith("xgboost") else {"max_iter": 500}
+    v1 = _train_with(store, churn, first, params, RegistryContext(model="churn"))
+    production = ProductionRef(version=1, uri=v1["artifact"]["uri"], digest=v1["artifact"]["digest"])
+    params = {"n_estimators": 20, "max_depth": 2} if second.startswith("xgboost") else {"max_iter": 500}
+    v2 = _train_with(store, churn, second, params, RegistryContext(production=production, model="churn"))
+    block = TrainingResult.model_validate(v2).evaluation
+    assert block is not None and block.production is not None
+    assert block.production.metrics == pytest.approx(v1["metrics"])
+    assert block.candidate == pytest.approx(v2["metrics"])
+    assert block.production.metrics["accuracy"] > 0.5 and block.candidate["accuracy"] > 0.5

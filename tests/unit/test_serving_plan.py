@@ -47,6 +47,16 @@ def test_server_pods_carry_the_deployment_identity_for_prometheus() -> None:
     assert env["KULTIVAR_NAMESPACE"] == "team-a" and env["KULTIVAR_DEPLOYMENT"] == "iris"
 
 
+def test_server_pods_load_models_from_the_permitted_packages() -> None:
+    # The same chart value that let training save an XGBoost model lets the server load it (and no wider list).
+    for packages in (("sklearn", "xgboost", "lightgbm"), ("sklearn",)):
+        config = OperatorConfig(store_url="file:///store", store_pvc="", estimator_packages=packages)
+        planned = plan_serving(observe(deployment(), {}), config, T0)
+        container = planned.deployments[0]["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert env["KULTIVAR_ESTIMATOR_PACKAGES"] == ",".join(packages)
+
+
 def test_ab_test_status_shows_weight_header_and_numbers_per_version() -> None:
     dep = deployment(strategy=AB, traffic=GATEWAY)
     pods = {1: Pods(1, 1), 2: Pods(1, 1)}

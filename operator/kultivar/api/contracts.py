@@ -32,7 +32,9 @@ Task = Literal["classification", "regression"]
 # Top-level packages estimators may come from, by default. The chart value operator.estimatorPackages replaces it:
 # the operator refuses other packages before a Job is spent, passes the list to the training pod (TrainingInput),
 # and the pod imports and saves only estimators from these packages (plus numpy and scipy types in the file).
-DEFAULT_ESTIMATOR_PACKAGES: tuple[str, ...] = ("sklearn",)
+# XGBoost and LightGBM (their scikit-learn APIs) are in the runtime image (the `boosting` extra) and saved as safely
+# as scikit-learn (see kultivar.workloads.artifact), so they are permitted by default.
+DEFAULT_ESTIMATOR_PACKAGES: tuple[str, ...] = ("sklearn", "xgboost", "lightgbm")
 ESTIMATOR_PACKAGES_SETTING = "operator.estimatorPackages"
 
 
@@ -521,6 +523,11 @@ class ModelManifest(Contract):
     target: str | None = None
     features: list[ManifestFeature] = Field(min_length=1)
     classes: list[Any] | None = None
+    labelsEncoded: bool = Field(
+        default=False,
+        description="The estimator was fitted on class indexes (XGBoost's classifiers take no other labels): it "
+                    "predicts the position of the class in `classes`, which the server answers with.",
+    )
     metric: str | None = None
     score: float | None = None
     metrics: dict[str, float] = Field(default_factory=dict)

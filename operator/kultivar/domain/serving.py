@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from kultivar.api.common import ResourceRequirements, parse_quantity
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond
@@ -99,6 +100,16 @@ def version_record(model: dict[str, Any], version: int) -> dict[str, Any] | None
     return None
 
 
+def server_workers(resources: ResourceRequirements | None) -> int:
+    """Server processes per pod: one per whole core of the CPU limit (at least one; no limit: one).
+
+    A server process keeps one core busy at most (one event loop, a one-thread compiled model), so a pod limited
+    to N cores uses them with N processes sharing the port (KULTIVAR_SERVE_WORKERS, kultivar.serving.workers).
+    """
+    limit = (resources.limits or {}).get("cpu") if resources else None
+    return min(256, max(1, int(parse_quantity(limit)))) if limit is not None else 1
+
+
 def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[str, Any], replicas: int,
                       config: OperatorConfig) -> dict[str, Any]:
     """The apps/v1 Deployment serving one version, probed on the V2 health endpoints."""
@@ -116,6 +127,9 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         # Exported as metric labels: how metricsSource prometheus selects this Deployment's series.
         "KULTIVAR_NAMESPACE": ns,
         "KULTIVAR_DEPLOYMENT": name,
+        # The packages whose types the model file may hold: the same chart value that let training save it.
+        "KULTIVAR_ESTIMATOR_PACKAGES": ",".join(config.estimator_packages),
+        "KULTIVAR_SERVE_WORKERS": str(server_workers(spec.resources)),
         "HOME": "/tmp",
     }
     if record.get("manifestUri"):

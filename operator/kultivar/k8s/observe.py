@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 from dataclasses import replace
 from datetime import datetime
@@ -89,10 +90,13 @@ def estimator_problem(class_path: str, packages: tuple[str, ...]) -> str | None:
     """Why ``class_path`` is not a usable estimator in this process, or None.
 
     Only classes from permitted packages are imported (importing runs module code); the planner refuses the others
-    with EstimatorNotAllowed. The training pod checks again in its own image.
+    with EstimatorNotAllowed. The training pod checks again in its own image, which is the only check for a
+    permitted package the operator's image does not have (XGBoost and LightGBM are in the runtime image only).
     """
     module_name, _, class_name = class_path.rpartition(".")
     if not module_name or estimator_not_allowed(class_path, packages):
+        return None
+    if importlib.util.find_spec(module_name.split(".", 1)[0]) is None:
         return None
     try:
         module = importlib.import_module(module_name)

@@ -19,17 +19,19 @@ from typing import Any
 EXIT_PERMANENT = 2
 
 
-def _configure_logging(level: str) -> None:
+def configure_logging(level: str, worker: int | None = None) -> None:
     # One handler on the root logger for our lines and uvicorn's (it runs with log_config=None): the pod log.
+    # With several worker processes, each line says which one wrote it.
+    where = f" [worker {worker}]" if worker is not None else ""
     logging.basicConfig(stream=sys.stdout, level=getattr(logging, level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%Y-%m-%dT%H:%M:%S",
-                        force=True)
+                        format=f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S", force=True)
 
 
 def serve_command(args: argparse.Namespace) -> int:
     from kultivar.serving.config import ConfigError, ServingConfig
 
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     log = logging.getLogger("kultivar.serving")
     try:
         config = ServingConfig.from_env(
@@ -40,6 +42,10 @@ def serve_command(args: argparse.Namespace) -> int:
     except ConfigError as e:
         log.error("refusing to serve: %s", e)
         return EXIT_PERMANENT
+    if config.workers > 1:
+        from kultivar.serving.workers import run_workers
+
+        return run_workers(config, log_level=args.log_level.lower())
     from kultivar.serving.server import run
 
     return run(config, log_level=args.log_level.lower())

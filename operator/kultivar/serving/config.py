@@ -23,6 +23,9 @@ KULTIVAR_BACKEND             auto      auto: the compiled model (model.onnx, dig
                                        start without a usable compiled model
 KULTIVAR_ONNX_THREADS        1         onnxruntime intra-op threads per server process (micro-batches of a few
                                        rows gain nothing from more; a pod with more cores runs more processes)
+KULTIVAR_SERVE_WORKERS       1         server processes sharing the port, each with its own model copy and batcher;
+                                       the operator sets it to the whole cores of the pod's CPU limit (see
+                                       :mod:`kultivar.serving.workers`)
 KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
 KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
 ===========================  ========  ==============================================================
@@ -67,6 +70,7 @@ class ServingConfig:
     estimator_packages: tuple[str, ...] = DEFAULT_ESTIMATOR_PACKAGES
     backend: str = "auto"
     onnx_threads: int = 1
+    workers: int = 1
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -121,6 +125,7 @@ class ServingConfig:
                                      if p.strip()) or DEFAULT_ESTIMATOR_PACKAGES,
             backend=_choice(given.get("backend"), env, "KULTIVAR_BACKEND", "auto", BACKENDS),
             onnx_threads=_integer(given.get("onnx_threads"), env, "KULTIVAR_ONNX_THREADS", 1, 1, 256),
+            workers=_integer(given.get("workers"), env, "KULTIVAR_SERVE_WORKERS", 1, 1, 256),
         )
 
 

@@ -2,7 +2,8 @@
 
 The model file is loaded with :func:`kultivar.workloads.artifact.load_model`, which hashes it and refuses it
 unless the sha256 equals the digest the registry recorded (``KULTIVAR_MODEL_DIGEST``) - before deserialising a
-single byte - and trusts only scikit-learn, numpy and scipy types. The training manifest beside the model says
+single byte - and trusts only types from the permitted estimator packages (scikit-learn, XGBoost, LightGBM by
+default), numpy and scipy. The training manifest beside the model says
 which features the model takes, their types and the classes; it must describe the same digest.
 """
 
@@ -84,6 +85,7 @@ class ServedModel:
     manifest: ModelManifest
     compiled: OnnxRunner | None = None
     compiled_note: str | None = None  # why a compiled model exists but is not used, when that is so
+    _class_array: np.ndarray | None = None  # the classes by index, for labelsEncoded models
 
     @property
     def names(self) -> list[str]:
@@ -102,8 +104,19 @@ class ServedModel:
         if self.compiled is not None:
             answer = self.compiled.run(rows, probabilities)
             if answer is not None:
-                return answer
+                return self._decoded(answer)
         return self.predict_sklearn(rows, probabilities)
+
+    def _decoded(self, prediction: Prediction) -> Prediction:
+        """The classes for a model fitted on class indexes (``labelsEncoded``: XGBoost's classifiers)."""
+        if not self.manifest.labelsEncoded or self.classes is None:
+            return prediction
+        if self._class_array is None:
+            # Original types: strings as objects (V2 BYTES), integers as int64.
+            self._class_array = (np.asarray(self.classes) if all(type(c) is int for c in self.classes)
+                                 else np.asarray(self.classes, dtype=object))
+        labels = self._class_array[np.asarray(prediction.labels, dtype=np.int64)]
+        return Prediction(labels, prediction.probabilities, prediction.backend)
 
     def predict_sklearn(self, rows: Rows, probabilities: bool = False) -> Prediction:
         import pandas as pd
@@ -118,7 +131,7 @@ class ServedModel:
             raise RuntimeError(f"the model returned {out.shape[:1]} predictions for {rows.count} rows")
         labels = out.reshape(rows.count) if out.ndim > 1 and out.size == rows.count else out
         proba = np.asarray(self.estimator.predict_proba(frame), dtype=np.float64) if probabilities else None
-        return Prediction(labels, proba, "sklearn")
+        return self._decoded(Prediction(labels, proba, "sklearn"))
 
     def sample_rows(self) -> Rows:
         """One typical row for the readiness test inference: profile centres and top categories, else missing."""

@@ -33,7 +33,9 @@ metric                                                         meaning
 When the operator runs the server, every metric also carries ``kultivar_namespace`` and ``kultivar_deployment``
 (the Kultivar Deployment, from ``KULTIVAR_NAMESPACE`` and ``KULTIVAR_DEPLOYMENT``): the labels by which the
 operator's ``metricsSource: prometheus`` finds a Deployment's series in Prometheus, whatever its scrape config.
-Without those variables (a server started by hand) the labels are left out.
+Without those variables (a server started by hand) the labels are left out. With several worker processes in a
+pod (``KULTIVAR_SERVE_WORKERS``), ``/metrics`` carries every worker's samples, each with a ``worker`` label
+(see :mod:`kultivar.serving.workers`): the pod's counts are their sums.
 
 Feature buckets are the contract with the operator's drift computation (see :mod:`kultivar.domain.profile`):
 a numeric feature's ``bucket`` is the bin index ``"0"`` .. ``"k-1"`` of the profile's edges (outer bins open, inner

@@ -75,6 +75,7 @@ from kultivar.serving.payload import (
     parse_v1,
     parse_v2,
 )
+from kultivar.serving.workers import SiblingUnavailable, WorkerGroup, listening_socket
 
 log = logging.getLogger("kultivar.serving")
 
@@ -110,8 +111,9 @@ def _error(message: str, status: int) -> Response:
 class InferenceService:
     """State shared by the routes: the model once loaded, the batcher and the metrics."""
 
-    def __init__(self, config: ServingConfig) -> None:
+    def __init__(self, config: ServingConfig, group: WorkerGroup | None = None) -> None:
         self.config = config
+        self.group = group  # the pod's other worker processes (kultivar.serving.workers), if any
         self.metrics = ServingMetrics(config.model_name, config.model_version, config.model_digest,
                                       deployment=config.deployment)
         self.model: ServedModel | None = None
@@ -151,6 +153,8 @@ class InferenceService:
         self.model = model
         self.ready = True
         self.metrics.set_ready(True)
+        if self.group is not None:
+            self.group.mark_ready()
         log.info("model %s version %s (%s) ready in %.2fs: %d features, task %s, backend %s, drift accounting %s, "
                  "batches of up to %d rows", self.config.model_name, self.config.model_version,
                  self.config.model_digest, time.perf_counter() - started, len(model.features), model.task,
@@ -188,6 +192,11 @@ class InferenceService:
         log.error("refusing to serve: %s: %s", error.reason, error.message)
         _write_termination(error)
         self.on_fatal()
+
+    @property
+    def pod_ready(self) -> bool:
+        """This process is ready and, with several workers, so is every other (see kultivar.serving.workers)."""
+        return self.ready and (self.group is None or self.group.all_ready())
 
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():
@@ -438,7 +447,8 @@ class Routes:
         return _json({"live": True})
 
     async def ready(self, _: Request) -> Response:
-        return _json({"ready": self.service.ready}, 200 if self.service.ready else 503)
+        ready = self.service.pod_ready
+        return _json({"ready": ready}, 200 if ready else 503)
 
     async def server_metadata(self, _: Request) -> Response:
         from importlib.metadata import PackageNotFoundError
@@ -454,7 +464,7 @@ class Routes:
         return self.other_model(request) or _json(self.service.metadata())
 
     async def model_ready(self, request: Request) -> Response:
-        ready = self.service.ready
+        ready = self.service.pod_ready
         return self.other_model(request) or _json({"name": self.name, "ready": ready}, 200 if ready else 503)
 
     async def v1_status(self, request: Request) -> Response:
@@ -462,7 +472,14 @@ class Routes:
 
     async def prometheus(self, _: Request) -> Response:
         # Rendered on the event loop on purpose: the counters are updated there too, so no lock is needed.
-        return Response(self.metrics.exposition(), media_type=PROMETHEUS_CONTENT_TYPE)
+        own = self.metrics.exposition()
+        group = self.service.group
+        if group is None:
+            return Response(own, media_type=PROMETHEUS_CONTENT_TYPE)
+        try:
+            return Response(await group.exposition(own), media_type=PROMETHEUS_CONTENT_TYPE)
+        except SiblingUnavailable as e:
+            return _error(str(e), 503)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
@@ -495,9 +512,14 @@ def create_app(service: InferenceService, extra_routes: list[Route] | None = Non
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        samples = None
+        if service.group is not None:  # siblings read this worker's samples for the pod's /metrics
+            samples = await service.group.serve_samples(service.metrics.exposition)
         service.start_loading()
         yield
         await service.stop()
+        if samples is not None:
+            samples.close()
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {404: routes.not_found,
                                                                                405: routes.not_found}
@@ -505,15 +527,17 @@ def create_app(service: InferenceService, extra_routes: list[Route] | None = Non
                      exception_handlers=handlers)
 
 
-def run(config: ServingConfig, log_level: str = "info", extra_routes: list[Route] | None = None) -> int:
+def run(config: ServingConfig, log_level: str = "info", extra_routes: list[Route] | None = None,
+        group: WorkerGroup | None = None) -> int:
     """Serve until SIGTERM/SIGINT or until the model cannot be served (then return 1 or 2, see ``.cli``).
 
-    ``extra_routes``: for bench/floor_server.py, which measures this stack with a no-op endpoint."""
+    ``extra_routes``: for bench/floor_server.py, which measures this stack with a no-op endpoint. ``group``: this
+    process is one of several sharing the port (:mod:`kultivar.serving.workers`)."""
     import uvicorn
     from prometheus_client import disable_created_metrics
 
     disable_created_metrics()  # the *_created series double the exposition and nothing here reads them
-    service = InferenceService(config)
+    service = InferenceService(config, group)
     app = create_app(service, extra_routes)
     server = uvicorn.Server(uvicorn.Config(
         app, host=config.host, port=config.port, log_config=None, log_level=log_level, access_log=False,
@@ -524,9 +548,18 @@ def run(config: ServingConfig, log_level: str = "info", extra_routes: list[Route
         server.should_exit = True
 
     service.on_fatal = stop
-    log.info("serving model %s version %s on http://%s:%d (model %s)", config.model_name, config.model_version,
-             config.host, config.port, config.model_uri)
-    server.run()
+    log.info("serving model %s version %s on http://%s:%d (model %s)%s", config.model_name, config.model_version,
+             config.host, config.port, config.model_uri,
+             f", worker {group.index + 1} of {group.count}" if group is not None else "")
+    if group is None:
+        server.run()
+    else:
+        try:
+            sockets = [listening_socket(config.host, config.port)]
+        except OSError as e:
+            log.error("cannot bind %s:%d: %s", config.host, config.port, e)
+            return EXIT_RETRYABLE
+        server.run(sockets=sockets)
     if service.failure is None and not server.started:
         return EXIT_RETRYABLE  # uvicorn could not start (e.g. the port is taken); it logged why
     return service.exit_code

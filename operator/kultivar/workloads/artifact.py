@@ -4,6 +4,12 @@ Models are stored with ``skops.io`` only, never pickle or joblib. :func:`load_mo
 before deserialising anything and trusts only types from the permitted packages. skops calls the types beyond its
 defaults "untrusted"; the ones a model holds are recorded in the manifest as ``trustedTypes``, because Kultivar
 checked each against the allow-list when it saved the model and trusts exactly those when loading it.
+
+XGBoost and LightGBM estimators go through skops too: their state is the estimator's parameters plus a
+``Booster`` that skops rebuilds from the library's own serialised model (XGBoost's raw model bytes, LightGBM's
+model text) through ``__setstate__`` - no pickle. Their files hold ``xgboost.*`` / ``lightgbm.*`` types (trusted
+when the package is permitted) and, for LightGBM, ``collections.OrderedDict``: the only types outside a permitted
+package that are trusted (:data:`STDLIB_TYPES`), each a plain container.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ MODEL_NAME = "model.skops"
 MANIFEST_NAME = "manifest.json"
 # Packages whose types a model file may hold besides the estimator's own: the arrays and matrices of its state.
 ARRAY_PACKAGES = ("numpy", "scipy")
+# Standard-library types a permitted estimator's state may hold beyond skops' defaults: plain containers only
+# (LightGBM keeps its parameters in an OrderedDict). Trusted by exact name, never by package.
+STDLIB_TYPES = frozenset({"collections.OrderedDict"})
 
 
 class ModelIntegrityError(Exception):
@@ -35,7 +44,7 @@ def trusted_packages(estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKA
 
 
 def is_trusted(type_name: str, packages: Sequence[str]) -> bool:
-    return type_name.split(".", 1)[0] in packages
+    return type_name in STDLIB_TYPES or type_name.split(".", 1)[0] in packages
 
 
 def dump_model(model: Any, path: str, estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,6 +22,7 @@ import pandas as pd
 
 from kultivar.api.contracts import (
     ComparedProductionResult,
+    ContractError,
     DifferenceIntervalResult,
     EvaluationResult,
     ProductionRef,
@@ -29,7 +31,13 @@ from kultivar.api.contracts import (
 from kultivar.api.dataset import Feature
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.domain.stats import paired_bootstrap_difference, segment_metrics
-from kultivar.workloads.artifact import ModelIntegrityError, UntrustedModelError, load_model
+from kultivar.workloads.artifact import (
+    MANIFEST_NAME,
+    ModelIntegrityError,
+    UntrustedModelError,
+    load_model,
+    read_manifest,
+)
 from kultivar.workloads.evaluate import Predictions, metrics_of, predict_held_out
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.storage import ArtifactStore
@@ -105,13 +113,21 @@ def score_production(ref: ProductionRef, task: str, held_out: HeldOut, store: Ar
     except (ModelIntegrityError, UntrustedModelError) as e:
         raise ComparisonImpossible(f"production v{ref.version}: {e}") from e
     try:
+        manifest = read_manifest(store, posixpath.join(posixpath.dirname(ref.uri), MANIFEST_NAME))
+    except (FileNotFoundError, ContractError) as e:
+        raise ComparisonImpossible(f"the manifest of production v{ref.version} cannot be read: {e}") from e
+    try:
         # The fast path the candidate is scored with: preprocess once for predict and predict_proba.
         scored = predict_held_out(model, held_out.x_test, task, held_out.few_values)
         predictions = scored
         if task != "regression":
-            proba = (_aligned(scored.proba, scored.classes, held_out.classes) if scored.proba is not None
+            pred, model_classes = scored.pred, scored.classes
+            if manifest.labelsEncoded and manifest.classes:  # fitted on class indexes (XGBoost): map them back
+                pred = np.asarray(manifest.classes)[np.asarray(pred).astype(np.int64)]
+                model_classes = tuple(manifest.classes)
+            proba = (_aligned(scored.proba, model_classes, held_out.classes) if scored.proba is not None
                      else None)
-            predictions = Predictions(scored.pred, proba, tuple(held_out.classes))
+            predictions = Predictions(pred, proba, tuple(held_out.classes))
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise ComparisonImpossible(f"production v{ref.version} could not score the held-out rows (its inputs "
                                    f"differ from this run's?): {type(e).__name__}: {e}") from e

@@ -1,5 +1,8 @@
 """Compile a fitted training pipeline to ONNX and prove, on the held-out rows, that it answers like the original.
 
+XGBoost and LightGBM estimators are converted by onnxmltools' converters, registered with skl2onnx for their
+scikit-learn classes (:func:`register_boosting_converters`), and held to the same parity check.
+
 scikit-learn spends milliseconds of per-call overhead on a one-row ``predict`` of a Kultivar pipeline; the same
 pipeline as an ONNX graph runs in microseconds with onnxruntime. Training therefore writes ``model.onnx`` beside
 ``model.skops`` - but only once the graph has been shown to give the same answers on the held-out split:
@@ -48,6 +51,7 @@ PROBABILITY_ATOL = 1e-4
 REGRESSION_RTOL = 1e-4
 PARITY_ROWS = 200_000  # held-out rows compared at most (the first ones): enough to prove it, bounded time
 LABEL, PROBABILITIES, VALUE = "label", "probabilities", "variable"
+ONNX_ML_OPSET_BOOSTING = 3  # the ai.onnx.ml version onnxmltools' XGBoost and LightGBM converters write
 
 
 class FeatureLike(Protocol):
@@ -173,6 +177,40 @@ def _twin(pipeline: Any, features: Sequence[FeatureLike]) -> Any:
     return Pipeline([("preprocess", twin), (pipeline.steps[-1][0], pipeline[-1])])
 
 
+def register_boosting_converters(final: Any) -> dict[str, int] | None:
+    """Teach skl2onnx the XGBoost or LightGBM estimator ending the pipeline, with onnxmltools' converters (the
+    pattern skl2onnx documents for them); the pipeline's preprocessing is converted by skl2onnx as usual.
+
+    Returns the opsets to convert with (None: skl2onnx's defaults): onnxmltools writes tree ensembles with
+    ``ai.onnx.ml`` version 3, which skl2onnx must be told. Raises :class:`CompileFailure` when the estimator is
+    from those packages but onnxmltools is not installed."""
+    package = type(final).__module__.split(".", 1)[0]
+    if package not in ("xgboost", "lightgbm"):
+        return None
+    from skl2onnx import get_latest_tested_opset_version, update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from sklearn.base import is_classifier
+
+    try:
+        if package == "xgboost":
+            from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost as converter
+        else:
+            from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm as converter
+    except ImportError as e:
+        raise CompileFailure(f"onnxmltools, which converts {package} models, is not installed ({e})") from None
+    cls = type(final)
+    if is_classifier(final):
+        update_registered_converter(cls, f"Kultivar{package}{cls.__name__}", calculate_linear_classifier_output_shapes,
+                                    converter, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+    else:
+        update_registered_converter(cls, f"Kultivar{package}{cls.__name__}", calculate_linear_regressor_output_shapes,
+                                    converter)
+    return {"": get_latest_tested_opset_version(), "ai.onnx.ml": ONNX_ML_OPSET_BOOSTING}
+
+
 def convert(pipeline: Any, features: Sequence[FeatureLike]) -> bytes:
     """The ONNX graph of a fitted pipeline from :func:`kultivar.workloads.training.build_pipeline`."""
     from skl2onnx import convert_sklearn
@@ -180,9 +218,10 @@ def convert(pipeline: Any, features: Sequence[FeatureLike]) -> bytes:
 
     twin = _twin(pipeline, features)
     final = pipeline[-1]
+    opsets = register_boosting_converters(final)
     options = {id(final): {"zipmap": False}} if is_classifier(final) else None
     try:
-        graph = convert_sklearn(twin, initial_types=onnx_inputs(features), options=options)
+        graph = convert_sklearn(twin, initial_types=onnx_inputs(features), options=options, target_opset=opsets)
     except Exception as e:  # skl2onnx raises many types (RuntimeError, NotImplementedError, MissingShapeCalculator)
         raise CompileFailure(f"skl2onnx cannot convert {type(final).__name__}: {type(e).__name__}: "
                              f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}") from None
@@ -285,7 +324,17 @@ def compile_model(pipeline: Any, features: Sequence[FeatureLike], task: str, x_t
         compiled=True, format="onnx", artifact=ArtifactRef.model_validate(artifact), tolerances=tolerances,
         parity=parity, inputs=[CompiledInput(feature=f.name, name=n) for f, n in zip(features, names, strict=True)],
         probabilities=task == "classification" and hasattr(pipeline, "predict_proba"),
-        versions={"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__})
+        versions={"skl2onnx": skl2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+                  **_converter_versions(pipeline[-1])})
+
+
+def _converter_versions(final: Any) -> dict[str, str]:
+    """onnxmltools' version when it converted the estimator (XGBoost, LightGBM), for the manifest's lineage."""
+    if type(final).__module__.split(".", 1)[0] not in ("xgboost", "lightgbm"):
+        return {}
+    import onnxmltools
+
+    return {"onnxmltools": onnxmltools.__version__}
 
 
 def compiled_artifact(manifest: ModelManifest) -> ArtifactRef | None:

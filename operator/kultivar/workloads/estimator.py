@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import math
@@ -14,6 +15,15 @@ from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP
 
+# Packages of the `boosting` extra, whose classifiers and regressors follow scikit-learn's API.
+BOOSTING_PACKAGES = ("xgboost", "lightgbm")
+
+
+def needs_encoded_labels(estimator: Any) -> bool:
+    """Whether the classifier must be fitted on class indexes 0..k-1: XGBoost's refuses any other labels (strings,
+    or integers that are not 0..k-1), and predicts indexes."""
+    return type(estimator).__module__.split(".", 1)[0] == "xgboost"
+
 
 def import_estimator(class_name: str, estimator_packages: Sequence[str] = DEFAULT_ESTIMATOR_PACKAGES) -> type:
     """The estimator class named by ``spec.estimator.className``; raises EstimatorNotAllowed or
@@ -25,9 +35,12 @@ def import_estimator(class_name: str, estimator_packages: Sequence[str] = DEFAUL
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        package = module_name.split(".", 1)[0]
+        extra = (f" ({package} comes with Kultivar's `boosting` extra, which the runtime image installs; a custom "
+                 "image needs it too)" if package in BOOSTING_PACKAGES else "")
         raise TrainingFailure("EstimatorImportFailed",
                               f"cannot import module {module_name!r} for estimator {class_name}: {e}; check "
-                              "spec.estimator.className") from e
+                              f"spec.estimator.className{extra}") from e
     cls = getattr(module, attr, None)
     if cls is None:
         close = get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=3)
@@ -45,11 +58,26 @@ def import_estimator(class_name: str, estimator_packages: Sequence[str] = DEFAUL
 
 def _param_names(cls: type) -> list[str]:
     sig = inspect.signature(cls.__init__)  # type: ignore[misc]
-    return [p.name for p in sig.parameters.values()
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    names = [p.name for p in sig.parameters.values()
+             if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+        # XGBoost's estimators take their parameters as **kwargs; get_params() of a default instance lists them.
+        # (An estimator that cannot be built without arguments: the signature is all we know.)
+        with contextlib.suppress(Exception):
+            names += [n for n in cls().get_params(deep=False) if n not in names]
+    return names
+
+
+def _takes_any_param(cls: type) -> bool:
+    """Whether the estimator forwards parameters it does not name to its library (XGBoost's and LightGBM's
+    ``**kwargs`` go to the booster, which knows many more, and aliases, and logs the ones it does not use)."""
+    sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+    return any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
 
 
 def _check_param_names(cls: type, names: Iterable[str], where: str) -> None:
+    if _takes_any_param(cls):
+        return
     valid = _param_names(cls)
     unknown = [n for n in names if n not in valid]
     if unknown:
@@ -67,8 +95,8 @@ def _validate_params(estimator: Any, where: str) -> None:
     from sklearn.utils._param_validation import InvalidParameterError
 
     check = getattr(estimator, "_validate_params", None)
-    if check is None:
-        return
+    if check is None or not hasattr(estimator, "_parameter_constraints"):
+        return  # not scikit-learn's own (XGBoost and LightGBM check their parameters when fitting)
     try:
         check()
     except InvalidParameterError as e:

@@ -49,8 +49,8 @@ from kultivar.workloads.canonical import as_features, canonical_frame_digest, co
 from kultivar.workloads.card import CARD_NAME, provisional_decision, render_card, write_card
 from kultivar.workloads.comparison import HeldOut, Scored, check_segments, compare, gate_settings
 from kultivar.workloads.compile import compile_model
-from kultivar.workloads.estimator import build_estimator, build_search
-from kultivar.workloads.evaluate import evaluate_predictions, headline_metric, scorer
+from kultivar.workloads.estimator import build_estimator, build_search, needs_encoded_labels
+from kultivar.workloads.evaluate import Predictions, evaluate_predictions, headline_metric, scorer
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import STEP, build_pipeline
 from kultivar.workloads.snapshot import read_snapshot
@@ -103,6 +103,8 @@ class _Prepared:
     y_test: np.ndarray
     classes: list[Any]
     fit_target: Any
+    labels_encoded: bool = False  # y_* hold class indexes into ``classes`` (see needs_encoded_labels)
+    y_test_labels: np.ndarray | None = None  # the held-out labels themselves when y_test holds indexes
 
 
 def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
@@ -200,10 +202,16 @@ def _load_verified(spec: TrainingRunSpec, store: ArtifactStore, snapshot_uri: st
         try:
             x_train, x_test, y_train, y_test, classes = prepare_inputs(frame, features, target, task, spec)
             del frame
+            encoded = task == "classification" and needs_encoded_labels(estimator)
+            y_test_labels = y_test
+            if encoded:
+                y_train, y_test = encode_labels(y_train, classes), encode_labels(y_test, classes)
             pipeline = build_pipeline(features, estimator)
             fit_target: Any = pipeline
             if spec.search is not None:
-                fit_target = build_search(spec, pipeline, estimator, scorer(metric, classes), len(y_train))
+                fit_target = build_search(spec, pipeline, estimator,
+                                          scorer(metric, list(range(len(classes))) if encoded else classes),
+                                          len(y_train))
         except TrainingFailure:
             _verify_snapshot(verifying, snapshot_uri, dataset_digest)
             raise
@@ -213,7 +221,29 @@ def _load_verified(spec: TrainingRunSpec, store: ArtifactStore, snapshot_uri: st
     # Only the part of the digest that did not overlap the preparation (as validation reports its write).
     timings["digest"] = time.perf_counter() - t
     log.info("snapshot verified: %d rows, digest %s (%.2fs)", len(y_train) + len(y_test), dataset_digest, seconds)
-    return _Prepared(x_train, x_test, y_train, y_test, classes, fit_target)
+    return _Prepared(x_train, x_test, y_train, y_test, classes, fit_target, encoded,
+                     y_test_labels if encoded else None)
+
+
+def _label_decoder(prepared: _Prepared) -> Any:
+    """Class indexes -> the classes, for a model fitted on indexes; the identity otherwise."""
+    if not prepared.labels_encoded:
+        return lambda values: values
+    classes = np.asarray(prepared.classes)
+    return lambda values: classes[np.asarray(values).astype(np.int64)]
+
+
+def _decoded(predictions: Predictions, decode: Any, prepared: _Prepared) -> Predictions:
+    if not prepared.labels_encoded:
+        return predictions
+    return Predictions(decode(predictions.pred), predictions.proba, tuple(prepared.classes))
+
+
+def encode_labels(labels: np.ndarray, classes: list[Any]) -> np.ndarray:
+    """Each label's index in ``classes``; -1 for a held-out label the training split does not have (a class the
+    model can never predict, so it counts as a miss, as for any other estimator)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index.get(v, -1) for v in labels.tolist()), dtype=np.int64, count=len(labels))
 
 
 def _fit(spec: TrainingRunSpec, prepared: _Prepared, timings: dict[str, float]
@@ -333,15 +363,22 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
 
         t = time.perf_counter()
         few_values = [f.name for f in features if f.type != "numeric"]
+        # Production and the baseline are compared in the labels themselves: a model fitted on class indexes
+        # (labels_encoded) has its predictions mapped back to the classes first.
+        decode = _label_decoder(prepared)
+        y_train = decode(prepared.y_train)
         if comparing.holdout is None:
-            held_out = HeldOut(prepared.x_test, prepared.y_test, prepared.y_train, prepared.classes,
+            y_test = prepared.y_test_labels if prepared.y_test_labels is not None else prepared.y_test
+            held_out = HeldOut(prepared.x_test, y_test, y_train, prepared.classes,
                                comparing.data_digest, comparing.seed, few_values=few_values)
-            candidate = Scored(metrics, predictions)
+            candidate = Scored(metrics, _decoded(predictions, decode, prepared))
         else:
             hold = comparing.holdout
-            held_out = HeldOut(hold.x, hold.y, prepared.y_train, prepared.classes, hold.ref.digest, comparing.seed,
+            held_out = HeldOut(hold.x, hold.y, y_train, prepared.classes, hold.ref.digest, comparing.seed,
                                holdout=hold.ref.name, few_values=few_values)
-            candidate = Scored(*evaluate_predictions(model, hold.x, hold.y, task, few_values))
+            hold_y = encode_labels(hold.y, prepared.classes) if prepared.labels_encoded else hold.y
+            hold_metrics, hold_predictions = evaluate_predictions(model, hold.x, hold_y, task, few_values)
+            candidate = Scored(hold_metrics, _decoded(hold_predictions, decode, prepared))
         evaluation = compare(task, comparing.metric, comparing.confidence, held_out, candidate,
                              comparing.production, store, estimator_packages, comparing.segments)
         timings["compare"] = time.perf_counter() - t
@@ -378,6 +415,7 @@ def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feat
         features=[ManifestFeature(name=f.name, type=f.type, dtype="float64" if f.type != "categorical" else "string")
                   for f in features],
         classes=_json_safe(list(prepared.classes)) if task == "classification" else None,
+        labelsEncoded=prepared.labels_encoded,
         metric=metric,
         score=metrics[metric],
         metrics=metrics,
