@@ -47,3 +47,11 @@ def test_every_spec_field_is_read_outside_the_api_package() -> None:
             if name not in COPIED_WHOLE and not re.search(rf"""(\.{name}\b|["']{name}["'])""", code):
                 unread.append(f"{kind.kind}: {name}")
     assert not unread, f"spec fields nothing reads (implement them or remove them): {unread}"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    # The test directories are not packages, so pytest imports modules by basename: two test files with the same
+    # name in different tiers break collection of the whole run (`make test` collects unit and integration at once).
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), sorted({n for n in names if names.count(n) > 1})
