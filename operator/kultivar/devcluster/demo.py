@@ -5,10 +5,13 @@
    kube-proxy; needs root).
 2. Images built without Docker (``hack/build-images.sh``) and loaded into the node's containerd (or into
    kind with ``kind load image-archive``).
-3. The Helm chart installed, a namespace enforcing Pod Security "restricted", an artifact store.
+3. The Helm chart installed, a namespace enforcing Pod Security "restricted", an artifact store, and in it
+   the Dataset's source: the iris rows as a CSV file (:mod:`.iris_data`, the example's upstream).
 4. ``examples/iris/`` applied, then the loop followed step by step: dataset validated -> model trained in
-   a pod -> v1 registered and promoted -> served -> sample predictions -> drifted traffic -> retraining
-   run -> v2 -> canary -> promoted.
+   a pod -> v1 registered and promoted -> served -> sample predictions -> the population changes: flowers
+   far larger arrive, and the upstream appends labelled rows of them to the source -> drift detected ->
+   retraining run on the refreshed data -> v2, scored against v1 on the same new held-out rows -> canary ->
+   promoted.
 
 Every wait shows what it is waiting for and the current state; a failure prints where it stopped and why
 (conditions, Events, pod logs) and exits non-zero.
@@ -34,8 +37,8 @@ import numpy as np
 
 from kultivar.k8s.client import Api, ApiError
 
+from . import iris_data, paths
 from . import node as real_node
-from . import paths
 from .cluster import ClusterError, ClusterState, LocalCluster, is_running, stop_from_state_dir
 from .dev import provision_store
 
@@ -46,9 +49,11 @@ RELEASE = "kultivar"
 RELEASE_NAMESPACE = "kultivar-system"
 NAME = "iris"  # Dataset, Model and Deployment in examples/iris/
 FEATURES = 4
-# Iris rows whose species everybody knows: setosa, versicolor, virginica.
+# Iris rows whose species everybody knows: setosa, versicolor, virginica; and the same flowers far larger, as the
+# changed population sends them (their species is the one of the flower they were scaled from).
 SAMPLES = [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3, 6.0, 2.5]]
-SPECIES = {0: "setosa", 1: "versicolor", 2: "virginica"}
+LARGER_SAMPLES = [[round(x * iris_data.SCALE, 1) for x in row] for row in SAMPLES]
+SPECIES = iris_data.SPECIES
 
 
 class DemoFailed(RuntimeError):
@@ -216,6 +221,19 @@ def kubectl_binary() -> str:
     return shutil.which("kubectl") or "kubectl"
 
 
+def land_data(target: Target, api: Api, store: Path, frame: Any) -> str:
+    """Write the Dataset's source file, as the example's upstream: into the store directory on a local node, or
+    through a pod mounting the claim on any other cluster."""
+    if target.local:
+        iris_data.write_local(store, frame)
+    else:
+        try:
+            iris_data.write_through_pod(api, NAMESPACE, frame, f"kultivar-runtime:{image_version()}")
+        except (ApiError, RuntimeError, TimeoutError) as exc:
+            raise DemoFailed("writing the Dataset's source", str(exc)) from None
+    return f"{len(frame)} labelled rows in {iris_data.SOURCE_URI}"
+
+
 def install(target: Target, api: Api, progress: Progress, store: Path) -> None:
     helm = helm_binary()
     if not helm.exists():
@@ -240,6 +258,7 @@ def install(target: Target, api: Api, progress: Progress, store: Path) -> None:
     run_command(args, "installing the chart (CRDs, operator, RBAC)", progress)
     progress.done(f"operator running in namespace {RELEASE_NAMESPACE}; namespace {NAMESPACE} enforces "
                   "Pod Security \"restricted\"")
+    progress.done(f"the Dataset's source: {land_data(target, api, store, iris_data.original())} (the iris set)")
 
 
 def _namespace(api: Api, name: str) -> None:
@@ -359,13 +378,18 @@ class Loop:
         out = self.api.request("POST", path, body)
         return list(out["outputs"][0]["data"])
 
-    def sample_predictions(self) -> None:
-        predictions = self.wait("the first predictions", lambda: (self._try_infer(SAMPLES), "service warming up"),
+    def sample_predictions(self, version: int) -> None:
+        rows = SAMPLES + LARGER_SAMPLES
+        predictions = self.wait("the first predictions", lambda: (self._try_infer(rows), "service warming up"),
                                 timeout=120)
-        for row, label in zip(SAMPLES, predictions, strict=True):
+        right = 0
+        for i, (row, label) in enumerate(zip(rows, predictions, strict=True)):
             name = SPECIES.get(int(label), str(label)) if isinstance(label, int | float) else label
-            self.progress.step(f"  predict {row} -> {name}")
-        self.progress.done("sample predictions served")
+            truth = SPECIES[i % len(SAMPLES)]
+            right += name == truth
+            kind = f"a {truth}" if i < len(SAMPLES) else f"a {truth} {iris_data.SCALE}x larger"
+            self.progress.step(f"  v{version}: predict {row} ({kind}) -> {name}{'' if name == truth else '  (wrong)'}")
+        self.progress.done(f"sample predictions served by v{version}: {right}/{len(rows)} right")
 
     def _try_infer(self, rows: list[list[float]]) -> list[Any] | None:
         try:
@@ -375,14 +399,15 @@ class Loop:
 
     @contextlib.contextmanager
     def drifted_traffic(self) -> Iterator[None]:
-        """Flowers much larger than any iris in the training data, in a steady stream."""
+        """The changed population in a steady stream: real flowers, far larger (iris_data.larger_flowers)."""
         stop = threading.Event()
         sent = [0]
+        flowers = iris_data.original()[iris_data.FEATURES].to_numpy()
 
         def send() -> None:
             rng = np.random.default_rng(1)
             while not stop.is_set():
-                rows = (rng.normal([7.5, 3.0, 9.0, 4.0], 0.3, size=(1, FEATURES))).round(2).tolist()
+                rows = iris_data.larger_flowers(flowers[rng.integers(len(flowers), size=1)], rng).tolist()
                 with contextlib.suppress(Exception):
                     self.infer(rows)
                     sent[0] += 1
@@ -412,6 +437,33 @@ class Loop:
         top = ", ".join(f"{f['feature']} PSI {f['psi']:.2f}" for f in (st.get("drift") or {}).get("topFeatures") or [])
         self.progress.done(f"drift detected ({top[:120]}); retraining run {st['lastRetrain']['trainingRun']} created")
         return obj
+
+    def comparison(self, model: dict[str, Any], version: int) -> None:
+        """How the gate judged a version: candidate and production on the same held-out rows when the version
+        record has the training Job's evaluation, else each version's score on its own held-out split."""
+        versions = {v.get("version"): v for v in (model.get("status") or {}).get("versions") or []}
+        record = versions.get(version) or {}
+        evaluation = record.get("evaluation") or {}
+        metric = evaluation.get("metric") or record.get("metric") or "accuracy"
+        production = evaluation.get("production") or {}
+        candidate_score = (evaluation.get("candidate") or {}).get(metric)
+        production_score = (production.get("metrics") or {}).get(metric)
+        if isinstance(candidate_score, int | float) and isinstance(production_score, int | float):
+            rows, digest = evaluation.get("rows"), str(evaluation.get("dataDigest") or "")
+            line = (f"{metric} on the same {rows} held-out rows of {digest[:19]}...: v{version} {candidate_score:.3f}, "
+                    f"v{production.get('version')} {production_score:.3f} ({candidate_score - production_score:+.3f})")
+            interval = evaluation.get("interval") or {}
+            if isinstance(interval.get("low"), int | float) and isinstance(interval.get("high"), int | float):
+                line += (f", {float(interval.get('confidence') or 0.95):.0%} interval "
+                         f"[{interval['low']:+.3f}, {interval['high']:+.3f}]")
+            self.progress.done(line)
+        else:
+            scores = ", ".join(f"v{n} {metric} {(v.get('metrics') or {}).get(metric, float('nan')):.3f} "
+                               f"on {str(v.get('datasetDigest'))[:19]}..." for n, v in sorted(versions.items()))
+            self.progress.done(f"each version on its own held-out split: {scores}")
+        gate = record.get("gate") or {}
+        if gate:
+            self.progress.step(f"  the gate: {gate.get('reason')}: {gate.get('message')}")
 
     def canary_promoted(self, version: int) -> None:
         seen_canary = [False]
@@ -480,15 +532,19 @@ def run(state_dir: Path, store: Path, timeout: float) -> int:
         loop.run_succeeded("iris-logreg-1")
         loop.production(1)
         loop.serving(1)
-        loop.sample_predictions()
-        progress.step("injecting drift: a stream of flowers far larger than any in the training data")
+        loop.sample_predictions(1)
+        progress.step(f"the population changes: flowers {iris_data.SCALE}x larger than any in the training data; "
+                      "the upstream labels some and appends them to the Dataset's source")
+        progress.done(f"the Dataset's source: {land_data(target, api, store, iris_data.refreshed())} "
+                      f"(the iris set and {len(iris_data.larger())} larger flowers)")
+        progress.step("injecting drift: a stream of the larger flowers")
         with loop.drifted_traffic():
             deployment = loop.drift_detected()
             retrain = deployment["status"]["lastRetrain"]["trainingRun"]
             loop.run_succeeded(retrain)
-            loop.production(2)
+            loop.comparison(loop.production(2), 2)
             loop.canary_promoted(2)
-        loop.sample_predictions()
+        loop.sample_predictions(2)
     except DemoFailed as exc:
         progress.step(f"FAILED at {exc.where}: {exc.why}")
         if api is not None:
