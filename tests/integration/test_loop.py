@@ -10,6 +10,7 @@ import contextlib
 import json
 import threading
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -194,3 +195,53 @@ def test_a_retrained_version_that_loses_the_gate_leaves_production_alone(kube, n
         assert gate["passed"] is False and gate["reason"] in ("NoImprovement", "NotSignificant") and gate["message"]
         assert any(e["reason"] == "GateFailed" for e in events_for(kube, namespace, "shop"))
         assert get(kube, namespace, "Deployment", "shop")["status"]["stableVersion"] == 1
+
+
+def test_a_drift_retraining_on_unchanged_data_is_skipped_until_new_data_lands(kube, namespace, kubelet,
+                                                                              tmp_path) -> None:
+    with explained(kube, namespace):
+        data = tmp_path / "shop.csv"
+        _serving_v1(kube, namespace, data)
+        v1_digest = get(kube, namespace, "Model", "shop")["status"]["versions"][0]["datasetDigest"]
+
+        def deployment() -> dict:
+            return get(kube, namespace, "Deployment", "shop")["status"]
+
+        def drifted_condition(status: dict) -> dict:
+            return next(c for c in status.get("conditions") or [] if c["type"] == "Drifted")
+
+        # Live inputs drift, but nothing new lands at the source: a retraining could only learn v1 again.
+        with DriftedTraffic(kube, namespace, shift=3.0):
+            status = wait_for(lambda: ((s := deployment()).get("retrainWait") or {}).get("skippedAt") and s,
+                              timeout=TIMEOUT, message="the drift retraining skipped on unchanged data")
+            assert status["retrainWait"]["productionDigest"] == v1_digest
+            condition = drifted_condition(status)
+            assert condition["status"] == "True" and condition["reason"] == "RetrainSkipped"
+            assert condition["message"].startswith(f"the source has no new data since v1 ({v1_digest[:19]}")
+            reasons = [e["reason"] for e in events_for(kube, namespace, "shop")]
+            assert "RetrainRequested" in reasons and "RetrainSkipped" in reasons
+            assert "RetrainingStarted" not in reasons and "lastRetrain" not in status
+            # Two more drifted windows close: still no run, and the source is not validated again (no loop).
+            attempt = get(kube, namespace, "Dataset", "shop")["status"]["validation"]["attempt"]
+            for _ in range(2):
+                checked = status["drift"]["checkedAt"]
+                status = wait_for(lambda c=checked: (s := deployment())["drift"]["checkedAt"] != c and s,
+                                  timeout=60, message="another drift window judged")
+            assert status["drift"]["drifted"] is True and drifted_condition(status)["reason"] == "RetrainSkipped"
+            assert get(kube, namespace, "Dataset", "shop")["status"]["validation"]["attempt"] == attempt
+            _, runs = kube.raw("GET", f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/trainingruns")
+            assert [r["metadata"]["name"] for r in runs["items"]] == ["shop-1"]
+
+            # New labelled data lands and the Dataset is refreshed (a user's request; or its refresh schedule):
+            # the next drifted window retrains on it.
+            write_data(data, shift=3.0, noise=0.0, seed=1)
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            code, out = kube.raw_patch(f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/datasets/shop",
+                                       {"metadata": {"annotations": {"kultivar.io/refresh-requested": stamp}}})
+            assert code == 200, out
+            status = wait_for(lambda: (s := deployment()).get("lastRetrain") and s, timeout=TIMEOUT,
+                              message="a drift retraining run on the new data")
+            assert status["lastRetrain"]["trainingRun"] == "shop-drift-1" and "retrainWait" not in status
+            wait_reason(kube, namespace, "TrainingRun", "shop-drift-1", "Registered", timeout=TIMEOUT)
+        model = get(kube, namespace, "Model", "shop")["status"]
+        assert model["versions"][1]["datasetDigest"] != v1_digest

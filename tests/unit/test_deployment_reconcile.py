@@ -120,6 +120,48 @@ def test_a_failing_prometheus_leaves_drift_unknown_and_retries_soon() -> None:
     assert plan.requeue_after is not None and plan.requeue_after <= 60
 
 
+def trained_on(digest: str) -> dict[str, Any]:
+    """The registry with v1's record naming the Dataset and the data it was trained on."""
+    reg = registry()
+    reg["status"]["versions"][0].update(dataset="iris", datasetDigest=digest)
+    return reg
+
+
+def validated(digest: str, started: datetime) -> dict[str, Any]:
+    stamp = started.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return obj("Dataset", "iris", {}, {"digest": digest, "conditions": [{"type": "Ready", "status": "True"}],
+                                        "validation": {"attempt": 2, "startedAt": stamp, "completedAttempt": 2}})
+
+
+def test_a_retraining_refreshes_its_dataset_first_and_skips_the_run_on_the_same_data() -> None:
+    digest = "sha256:" + "c" * 64
+    dep = deployment(window_open(11))
+    seen = DeploymentObserved(obj=dep, model=trained_on(digest), pods={1: Pods(1, 1)},
+                              drift=DriftObserved(1, drifted_inputs(), [run("iris-run-1")]))
+    assert metrics_needed(seen, CONFIG, T0).dataset == "iris"  # read with the drift window's inputs
+    plan = plan_deployment(seen, CONFIG, T0, validated(digest, T0 - timedelta(hours=1))).plan
+    assert plan.create == []
+    assert plan.annotate == [Annotate("Dataset", "iris", {REFRESH_ANNOTATION: "2026-05-01T12:00:00Z"})]
+    assert plan.status["retrainWait"]["productionDigest"] == digest
+    assert "RetrainRequested" in {e.reason for e in plan.events}
+    # While the refresh runs, every reconcile (the window is open) reads the inputs and the Dataset again.
+    dep["status"].update(drift={**dep["status"]["drift"], "windowStart": "2026-05-01T12:00:00Z"},
+                         retrainWait=plan.status["retrainWait"])
+    later = T0 + timedelta(seconds=20)
+    waiting = DeploymentObserved(obj=dep, model=trained_on(digest), pods={1: Pods(1, 1)})
+    request = metrics_needed(waiting, CONFIG, later)
+    assert request.drift_version == 1 and request.dataset == "iris"
+    waiting = DeploymentObserved(obj=dep, model=trained_on(digest), pods={1: Pods(1, 1)},
+                                 drift=DriftObserved(1, drifted_inputs(), [run("iris-run-1")]))
+    plan = plan_deployment(waiting, CONFIG, later, validated(digest, T0 + timedelta(seconds=10))).plan
+    assert plan.create == [] and plan.annotate == []
+    drifted = next(c for c in plan.conditions if c.type == DRIFTED)
+    assert (drifted.status, drifted.reason) == (True, "RetrainSkipped")
+    assert drifted.message.startswith("the source has no new data since v1 (sha256:cccccccccccc…)")
+    assert [(e.type, e.reason) for e in plan.events] == [("Normal", "RetrainSkipped")]
+    assert plan.status["retrainWait"]["skippedAt"] == "2026-05-01T12:00:20Z"
+
+
 def test_an_open_drift_window_requeues_when_it_closes() -> None:
     plan = plan_deployment(observed(deployment(window_open(4))), CONFIG, T0).plan
     assert plan.requeue_after == 360

@@ -443,6 +443,22 @@ class RetrainStatus(KModel):
     count: int = Field(default=0, description="Runs created so far; numbers the next run's name.")
 
 
+class RetrainWait(KModel):
+    """A drift retraining held until the Dataset has data the served version was not trained on."""
+
+    version: int = Field(description="The served version whose drift asked for the retraining.")
+    dataset: str = Field(description="The Dataset validated again before retraining.")
+    productionDigest: str = Field(description="The Dataset version that served version was trained on.")
+    requestedAt: str = Field(description="When the Dataset's refresh was requested.",
+                             json_schema_extra={"format": "date-time"})
+    skippedAt: str | None = Field(
+        default=None, description="When the refreshed data turned out to be the same: no run was started, and the "
+                                  "source is not validated again for this until the cooldown has passed or the "
+                                  "Dataset has a new version.",
+        json_schema_extra={"format": "date-time"})
+    message: str = Field(default="", description="Why no run was started.")
+
+
 class DeploymentStatus(KModel):
     """Observed state of a Kultivar Deployment."""
 
@@ -463,3 +479,6 @@ class DeploymentStatus(KModel):
     drift: DriftStatus | None = Field(default=None, description="The last drift check.")
     performance: PerformanceStatus | None = Field(default=None, description="The last live performance check.")
     lastRetrain: RetrainStatus | None = Field(default=None, description="The last retraining Kultivar started.")
+    retrainWait: RetrainWait | None = Field(
+        default=None, description="A drift retraining waiting for the Dataset's refresh, or skipped because the "
+                                  "refreshed data is the same as the served version's.")

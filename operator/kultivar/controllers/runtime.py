@@ -185,7 +185,7 @@ class Operator:
         now = datetime.now(UTC)
         request = metrics_needed(observed, self.config, now)
         observed = observe.deployment_metrics(self.api, observed, request, now)
-        planned = plan_deployment(observed, self.config, now)
+        planned = plan_deployment(observed, self.config, now, observe.retrain_dataset(self.api, key.namespace, request))
         outcome = serving.apply_serving(self.api, observed.obj, planned)
         if outcome.route_problem:
             route_refused(planned, *outcome.route_problem)

@@ -5,8 +5,10 @@
     planned = plan_deployment(observed, config, now)    # serving objects, rollout, drift, retraining
 
 plan_serving decides the versions, their objects and the rollout; this module adds what the metrics read for
-drift decide: the Drifted condition, status.drift and status.lastRetrain, and a retraining run to create with
-the Dataset refresh it needs (both as Plan actions that k8s/apply carries out).
+drift decide: the Drifted condition, status.drift, status.lastRetrain and status.retrainWait, the Dataset refresh a
+retraining asks for first, and the retraining run once that refresh has found new data (Plan actions that
+k8s/apply carries out). While a retraining waits for its refresh, every reconcile reads the stable version's
+inputs and its Dataset (request.dataset, k8s.observe.retrain_dataset) to see whether the refresh has finished.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
-from kultivar.domain.drift import DRIFTED, drift_due, drift_due_in, drift_since, plan_monitoring
+from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.jobs import owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION
 from kultivar.domain.performance import (
@@ -49,6 +51,7 @@ class MetricsRequest:
     drift_window: float | None = None  # seconds the drift window covers (prometheus)
     performance: list[int] = field(default_factory=list)  # versions whose feedback is due (empty: not due)
     performance_window: float | None = None  # seconds the performance window covers (prometheus)
+    dataset: str | None = None  # the Dataset the drift version was trained from: a retraining refreshes it
 
     @property
     def anything(self) -> bool:
@@ -69,7 +72,9 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
         return MetricsRequest()
     status = observed.obj.get("status") or {}
     stable = planned.plan.status.get("stableVersion")
-    drift = stable if drift_due(spec.monitoring, status.get("drift"), stable, now) and observed.pods else None
+    due = drift_due(spec.monitoring, status.get("drift"), stable, now) or awaiting_refresh(status, stable)
+    drift = stable if due and observed.pods else None
+    dataset = (version_record(observed.model or {}, drift) or {}).get("dataset") if drift is not None else None
     versions = sorted(observed.pods or {})
     performance = spec.monitoring.performance
     # Feedback about any version may be counted by any pod: every version's pods are read.
@@ -84,9 +89,11 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
             drift_window=_seconds_since(drift_since(status.get("drift"), drift), now) if drift is not None else None,
             performance=labelled,
             performance_window=_seconds_since(performance_since(performance, status.get("performance"), stable),
-                                              now))
+                                              now),
+            dataset=dataset)
     if planned.needs_metrics or drift is not None or labelled:  # one scrape of every version serves all
-        return MetricsRequest("pods", serving=versions, drift_version=drift, performance=labelled)
+        return MetricsRequest("pods", serving=versions, drift_version=drift, performance=labelled,
+                              dataset=dataset)
     return MetricsRequest("pods")
 
 
@@ -100,7 +107,8 @@ def drift_runs(runs: list[dict[str, Any]], deployment: str) -> bool:
                and not (r.get("status") or {}).get("completionTime") for r in runs)
 
 
-def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime) -> None:
+def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime,
+             dataset: dict[str, Any] | None) -> None:
     """Drift on the stable version; a persistent drift starts one retraining run on refreshed data."""
     spec, drift, plan, obj = planned.spec, observed.drift, planned.plan, observed.obj
     assert spec is not None and drift is not None
@@ -113,15 +121,16 @@ def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime) 
     source = next((r for r in drift.runs if r["metadata"]["name"] == record.get("trainingRun")), None)
     mon = plan_monitoring(obj, spec.monitoring, drift.version, drift.snapshot, source,
                           drift_runs(drift.runs, obj["metadata"]["name"]), owner_reference(obj), now,
-                          windowed=windowed(spec))
+                          windowed=windowed(spec), dataset=dataset, production_digest=record.get("datasetDigest"))
     if mon is None:
         return
     plan.status.update(mon.status)
-    plan.conditions.append(mon.drifted)
+    if mon.drifted is not None:
+        plan.conditions.append(mon.drifted)
     plan.events.extend(mon.events)
     if mon.requeue_after is not None:
         _requeue(plan, mon.requeue_after)
-    if mon.refresh_dataset:  # validate the newest data before the run trains on it
+    if mon.refresh_dataset:  # validate the newest data before a run trains on it
         plan.annotate.append(Annotate("Dataset", mon.refresh_dataset, {REFRESH_ANNOTATION: now_rfc3339(now)}))
     if mon.create_run:
         plan.create.append(mon.create_run)
@@ -181,14 +190,16 @@ def _performance(observed: DeploymentObserved, planned: ServingPlan, now: dateti
         _requeue(plan, due_in)
 
 
-def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: datetime) -> ServingPlan:
-    """Everything one reconcile of a Deployment does, from what metrics_needed asked to read."""
+def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: datetime,
+                    dataset: dict[str, Any] | None = None) -> ServingPlan:
+    """Everything one reconcile of a Deployment does, from what metrics_needed asked to read (dataset: the
+    Dataset named by request.dataset, as k8s.observe.retrain_dataset read it)."""
     planned = plan_serving(observed, config, now)
     if planned.spec is None:
         return planned
     status = observed.obj.get("status") or {}
     if observed.drift is not None:
-        _monitor(observed, planned, now)
+        _monitor(observed, planned, now, dataset)
     elif due_in := drift_due_in(planned.spec.monitoring, status.get("drift"),
                                 planned.plan.status.get("stableVersion"), now):
         _requeue(planned.plan, due_in)  # wake up when the open window closes

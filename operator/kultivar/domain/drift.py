@@ -25,6 +25,7 @@ from kultivar.domain.reasons import Reason
 
 TOP_FEATURES = 10
 DRIFTED = "Drifted"
+REFRESH_POLL_SECONDS = 5.0  # a Deployment does not watch Datasets: how often it looks at a refresh it waits for
 
 
 def feature_psi(window: dict[str, dict[str, float]], reference: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -270,12 +271,62 @@ def drift_due_in(monitoring: Monitoring, previous: dict[str, Any] | None, versio
     return max(0.0, (started + parse_duration(monitoring.window) - now).total_seconds())
 
 
+@dataclass(frozen=True)
+class RefreshedData:
+    """Where the Dataset's refresh a drift retraining waits for stands."""
+
+    state: str  # refreshing | new | unchanged | failed
+    digest: str | None
+    message: str
+
+
+def refreshed_data(dataset: dict[str, Any] | None, name: str, requested: datetime | None,
+                   production_digest: str, version: int) -> RefreshedData:
+    """Whether the validation requested at ``requested`` has finished, and whether it found data the served version
+    was not trained on (the Dataset's rule, in reverse: a refresh requested after the last start starts another)."""
+    if dataset is None:
+        return RefreshedData("failed", None, f"Dataset {name} no longer exists; not retraining")
+    status = dataset.get("status") or {}
+    progress = status.get("validation") or {}
+    started = parse_time(progress.get("startedAt"))
+    if started is None or (requested is not None and requested > started) or \
+            progress.get("attempt") != progress.get("completedAttempt"):
+        return RefreshedData("refreshing", None, f"validating Dataset {name} again before retraining")
+    digest = status.get("digest")
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    if ready.get("status") == "False":
+        return RefreshedData("failed", digest, f"the refresh of Dataset {name} failed ({ready.get('reason')}: "
+                                               f"{ready.get('message')}); not retraining on the data v{version} "
+                                               "was trained on")
+    if digest == production_digest:
+        return RefreshedData("unchanged", digest, f"the source has no new data since v{version} ({str(digest)[:19]}…): "
+                                                  f"Dataset {name} validated again to the same content; waiting "
+                                                  "for new data")
+    return RefreshedData("new", digest, f"Dataset {name} has new data ({str(digest)[:19]}…)")
+
+
+def awaiting_refresh(status: dict[str, Any], stable: int | None) -> bool:
+    """Whether a drift retraining of the stable version waits for its Dataset's refresh (every reconcile looks)."""
+    wait = status.get("retrainWait") or {}
+    return bool(wait) and stable is not None and wait.get("version") == stable and not wait.get("skippedAt")
+
+
+def skip_holds(wait: dict[str, Any], dataset: dict[str, Any] | None, cooldown: str, now: datetime) -> bool:
+    """After a skip, the source is not validated again for the same drift until the Dataset has a new version (its
+    own refresh schedule, or a user's refresh) or the cooldown has passed: waiting, not polling in a loop."""
+    skipped = parse_time(wait.get("skippedAt"))
+    if skipped is None:
+        return False
+    digest = ((dataset or {}).get("status") or {}).get("digest")
+    return digest == wait.get("productionDigest") and now - skipped < parse_duration(cooldown)
+
+
 @dataclass
 class MonitoringPlan:
     """What the monitoring loop does in one reconcile of a Deployment."""
 
-    status: dict[str, Any]  # status fields: drift, lastRetrain
-    drifted: Cond  # the Drifted condition
+    status: dict[str, Any]  # status fields: drift, lastRetrain, retrainWait
+    drifted: Cond | None  # the Drifted condition (None: leave it as it is)
     events: list[Event]
     create_run: dict[str, Any] | None = None
     refresh_dataset: str | None = None  # Dataset to validate again before the run trains
@@ -284,13 +335,26 @@ class MonitoringPlan:
 
 def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: int | None,
                     metrics: Snapshot | None, source_run: dict[str, Any] | None, run_active: bool,
-                    owner_ref: dict[str, Any], now: datetime, windowed: bool = False) -> MonitoringPlan | None:
+                    owner_ref: dict[str, Any], now: datetime, windowed: bool = False,
+                    dataset: dict[str, Any] | None = None, production_digest: str | None = None
+                    ) -> MonitoringPlan | None:
     """Advance drift detection on the stable version and start a retraining run when it persists.
 
-    metrics: the stable version's scrape, or with windowed its counts since drift_since() (Prometheus)."""
+    A retraining first validates the Dataset again (a refresh), and starts a run only if the refreshed data is not
+    the data the stable version was trained on (production_digest): retraining on the same data cannot learn the
+    drift, so it is skipped (RetrainSkipped) until the Dataset changes.
+
+    metrics: the stable version's scrape, or with windowed its counts since drift_since() (Prometheus).
+    dataset: the Dataset of the run behind the stable version, as observed now."""
     status = deployment.get("status") or {}
-    if stable is None or metrics is None or not monitoring.enabled:
+    if stable is None or not monitoring.enabled:
         return None
+    wait = status.get("retrainWait") or None
+    if metrics is None:  # nothing read for drift: only a retraining waiting for its refresh moves on
+        if not awaiting_refresh(status, stable):
+            return None
+        return _await_refresh(MonitoringPlan({}, None, []), deployment, wait or {}, dataset, source_run, stable,
+                              status.get("lastRetrain") or {}, owner_ref, now)
     if not metrics.reference:
         why = f"v{stable} exports no training profile; drift cannot be measured"
         return MonitoringPlan({}, Cond(DRIFTED, None, Reason.NO_REFERENCE_PROFILE, why), [], requeue_after=None)
@@ -305,6 +369,14 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
         was = bool((status.get("drift") or {}).get("drifted"))
         out.drifted = Cond(DRIFTED, was, Reason.DRIFT_DETECTED if was else Reason.NO_DRIFT, decision.message)
     last = status.get("lastRetrain") or {}
+    if wait and (wait.get("version") != stable or (decision.evaluated and not decision.drifted)):
+        out.status["retrainWait"] = wait = None  # another version serves, or the drift is gone
+    if wait and not wait.get("skippedAt"):
+        return _await_refresh(out, deployment, wait, dataset, source_run, stable, last, owner_ref, now)
+    if wait and skip_holds(wait, dataset, monitoring.retrain.cooldown, now):
+        if out.drifted is not None and out.drifted.status:
+            out.drifted = Cond(DRIFTED, True, Reason.RETRAIN_SKIPPED, wait.get("message") or "")
+        return out
     verdict = should_retrain(monitoring, decision, last, run_active, now)
     if not verdict.retrain:
         if decision.evaluated and decision.drifted and verdict.message:
@@ -314,9 +386,47 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
         out.events.append(Event("Warning", "RetrainSourceMissing", f"drift persists but the TrainingRun behind "
                                 f"v{stable} no longer exists; create a TrainingRun by hand"))
         return out
-    started = start_retraining(deployment, source_run, last, owner_ref, now, "drift", verdict.message)
+    if production_digest and dataset is not None:  # validate the source again first; run only on new data
+        name = source_run["spec"]["datasetRef"]["name"]
+        out.refresh_dataset = name
+        out.status["retrainWait"] = {"version": stable, "dataset": name, "productionDigest": production_digest,
+                                     "requestedAt": now_rfc3339(now), "skippedAt": None, "message": verdict.message}
+        out.events.append(Event("Normal", "RetrainRequested", f"{verdict.message}; validating Dataset {name} again, "
+                                f"to retrain only on data v{stable} was not trained on"))
+        out.requeue_after = min(out.requeue_after or REFRESH_POLL_SECONDS, REFRESH_POLL_SECONDS)
+        return out
+    # Nothing to compare with (a record without a digest) or no Dataset to refresh (the run says DatasetNotFound).
+    _start_run(out, deployment, source_run, last, verdict.message, owner_ref, now)
+    out.refresh_dataset = source_run["spec"]["datasetRef"]["name"]
+    return out
+
+
+def _await_refresh(out: MonitoringPlan, deployment: dict[str, Any], wait: dict[str, Any],
+                   dataset: dict[str, Any] | None, source_run: dict[str, Any] | None, stable: int,
+                   last: dict[str, Any], owner_ref: dict[str, Any], now: datetime) -> MonitoringPlan:
+    """A retraining waits for its Dataset's refresh: then it starts a run on new data, or is skipped."""
+    data = refreshed_data(dataset, wait["dataset"], parse_time(wait.get("requestedAt")), wait["productionDigest"],
+                          stable)
+    if data.state == "refreshing":
+        out.requeue_after = min(out.requeue_after or REFRESH_POLL_SECONDS, REFRESH_POLL_SECONDS)
+        return out
+    if data.state != "new" or source_run is None:
+        message = data.message if source_run is not None else \
+            f"the TrainingRun behind v{stable} no longer exists; create a TrainingRun by hand"
+        out.status["retrainWait"] = {**wait, "skippedAt": now_rfc3339(now), "message": message}
+        out.drifted = Cond(DRIFTED, True, Reason.RETRAIN_SKIPPED, message)
+        out.events.append(Event("Normal" if data.state == "unchanged" else "Warning", Reason.RETRAIN_SKIPPED, message))
+        return out
+    out.status["retrainWait"] = None
+    # The run trains on the Dataset's newest version, the one this refresh validated: no further refresh.
+    _start_run(out, deployment, source_run, last, f"{wait.get('message') or 'drift'}; {data.message}",
+               owner_ref, now)
+    return out
+
+
+def _start_run(out: MonitoringPlan, deployment: dict[str, Any], source_run: dict[str, Any], last: dict[str, Any],
+               reason: str, owner_ref: dict[str, Any], now: datetime) -> None:
+    started = start_retraining(deployment, source_run, last, owner_ref, now, "drift", reason)
     out.create_run = started.run
-    out.refresh_dataset = started.refresh_dataset
     out.status["lastRetrain"] = started.last_retrain
     out.events.append(started.event)
-    return out

@@ -57,6 +57,7 @@ class Reason(StrEnum):
     AT_OR_ABOVE_FLOOR = "AtOrAboveFloor"  # Underperforming=False: live performance within its floor
     BELOW_FLOOR = "BelowFloor"  # Underperforming=True
     TOO_FEW_LABELS = "TooFewLabels"  # Underperforming=Unknown: not enough feedback in the window to judge
+    RETRAIN_SKIPPED = "RetrainSkipped"  # Drifted=True: the refreshed data is the data the served version knows
 
     # Something needs a fix, or a dependency (Ready=False, Warning Event; Argo CD Degraded).
     INVALID_SPEC = "InvalidSpec"

@@ -144,6 +144,11 @@ def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> D
                               store_claim_found=store_claim(api, config, namespace))
 
 
+def retrain_dataset(api: Api, namespace: str, request: MetricsRequest) -> dict[str, Any] | None:
+    """The Dataset metrics_needed named: a drift retraining compares its digest with the served version's data."""
+    return api.get("Dataset", namespace, request.dataset) if request.dataset else None
+
+
 def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsRequest,
                        now: datetime) -> DeploymentObserved:
     """Read what metrics_needed asked for: the serving window's counts and the drifting version's inputs (with
