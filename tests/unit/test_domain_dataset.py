@@ -117,6 +117,17 @@ def test_pvc_source_is_mounted_read_only_where_the_workload_reads_it() -> None:
     assert mount == {"name": "source", "mountPath": "/var/lib/kultivar/pvc/shared-data", "readOnly": True}
 
 
+def test_a_source_on_the_store_claim_is_a_second_read_only_mount_of_the_same_volume() -> None:
+    """The kubelet never finishes mounting one claim declared as two volumes of a pod (examples/iris does this)."""
+    obj = dataset(source={"uri": f"pvc://{CONFIG.store_pvc}/sources/iris.csv"})
+    pod = plan_dataset(DatasetObserved(obj, None, None), CONFIG, NOW).jobs[0]["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [CONFIG.store_pvc]
+    mounts = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "artifacts"]
+    assert mounts == [{"name": "artifacts", "mountPath": CONFIG.store_path},
+                      {"name": "artifacts", "mountPath": f"/var/lib/kultivar/pvc/{CONFIG.store_pvc}", "readOnly": True}]
+
+
 def test_refresh_annotation_starts_a_new_attempt_once() -> None:
     status = {**valid_dataset_status(), **_running()}
     status["validation"].update(completedAttempt=1, completedAt="2026-05-01T11:59:30Z")

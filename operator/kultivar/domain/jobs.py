@@ -90,6 +90,14 @@ def workload_job(
     labels = {**owner_labels(owner), **(extra_labels or {})}
     volumes, mounts = store_volume(config)
     for volume, mount in extra_volumes or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        same = next((v for v in volumes if claim and (v.get("persistentVolumeClaim") or {}).get("claimName") == claim),
+                    None)
+        if same is not None:
+            # One claim twice in a pod must be one volume with two mounts: the kubelet keys volumes by the claim's
+            # PersistentVolume and never reports a second volume on it mounted (the pod hangs in ContainerCreating).
+            mounts.append({**mount, "name": same["name"]})
+            continue
         volumes.append(volume)
         mounts.append(mount)
     env_list = [{"name": k, "value": v} for k, v in sorted(env.items())]
