@@ -186,9 +186,12 @@ def test_drift_that_goes_away_clears_the_wait() -> None:
     assert "retrainWait" not in deployment.obj["status"]
 
 
-def test_without_the_production_digest_the_run_starts_as_before() -> None:
-    deployment = Deployment()
-    deployment.reconcile(T0, None, digest=None)
-    out = deployment.reconcile(T0 + timedelta(minutes=1), None, digest=None)
-    assert out.create_run is not None and out.refresh_dataset == "iris"
-    assert "retrainWait" not in deployment.obj["status"]
+def test_without_the_production_digest_or_the_dataset_the_run_starts_as_before() -> None:
+    """Nothing to compare with (a version record without a digest), or no Dataset to refresh (the run then says
+    DatasetNotFound): the run is created at once, with a refresh requested, as before."""
+    for data, digest in ((dataset(OLD, 1, T0 - timedelta(hours=1)), None), (None, OLD)):
+        deployment = Deployment()
+        deployment.reconcile(T0, data, digest=digest)
+        out = deployment.reconcile(T0 + timedelta(minutes=1), data, digest=digest)
+        assert out.create_run is not None and out.refresh_dataset == "iris"
+        assert "retrainWait" not in deployment.obj["status"]
