@@ -76,6 +76,18 @@ def test_deployment_view_steps_analysis_drift_and_variants() -> None:
     assert line_with(text, "sepal_width").split()[-1] == "-"
 
 
+def test_deployment_view_says_when_a_drift_retraining_waits_or_was_skipped() -> None:
+    waiting = {**CANARY, "status": {**CANARY["status"], "retrainWait": {
+        "version": 1, "dataset": "iris", "productionDigest": "sha256:" + "a" * 64,
+        "requestedAt": "2026-05-01T11:59:00Z", "skippedAt": None, "message": "drift"}}}
+    text = to_text(render.deployment_view(waiting, fancy=False, now=NOW), width=200)
+    assert "drift retraining waits for Dataset iris to be validated again" in text
+    waiting["status"]["retrainWait"].update(skippedAt="2026-05-01T11:59:30Z",
+                                            message="the source has no new data since v1 (sha256:aaaaaaaaaaaa…)")
+    text = to_text(render.deployment_view(waiting, fancy=False, now=NOW), width=200)
+    assert "drift retraining skipped" in text and "the source has no new data since v1" in text
+
+
 def test_paused_canary_is_shown_paused() -> None:
     paused = {**CANARY, "spec": {**CANARY["spec"], "strategy": {
         "type": "Canary", "canary": {**CANARY["spec"]["strategy"]["canary"], "paused": True}}}}

@@ -351,6 +351,12 @@ def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bo
     if retrain:
         parts.append(Text(f"last drift retraining: TrainingRun {retrain.get('trainingRun')} "
                           f"{ago(retrain.get('time'), now)}: {retrain.get('reason', '')}"))
+    wait = status.get("retrainWait")
+    if wait and wait.get("skippedAt"):
+        parts.append(Text(f"drift retraining skipped {ago(wait.get('skippedAt'), now)}: {wait.get('message', '')}"))
+    elif wait:
+        parts.append(Text(f"drift retraining waits for Dataset {wait.get('dataset')} to be validated again "
+                          f"(requested {ago(wait.get('requestedAt'), now)})"))
     return Group(*parts)
 
 
