@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 from dataclasses import replace
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
-from kultivar.api.contracts import estimator_not_allowed
 from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
 from kultivar.domain.deployment import MetricsRequest
@@ -21,6 +17,7 @@ from kultivar.domain.serving import DeploymentObserved, DriftObserved, Performan
 from kultivar.domain.trainingrun import TrainingRunObserved
 from kultivar.k8s import prometheus, serving
 from kultivar.k8s.client import Api
+from kultivar.k8s.estimators import estimator_problem
 
 log = logging.getLogger(__name__)
 
@@ -83,31 +80,6 @@ def training_run(api: Api, config: OperatorConfig, namespace: str, name: str) ->
         estimator_problem=estimator_problem(str((spec.get("estimator") or {}).get("className") or ""),
                                             config.estimator_packages),
     )
-
-
-@lru_cache(maxsize=256)
-def estimator_problem(class_path: str, packages: tuple[str, ...]) -> str | None:
-    """Why ``class_path`` is not a usable estimator in this process, or None.
-
-    Only classes from permitted packages are imported (importing runs module code); the planner refuses the others
-    with EstimatorNotAllowed. The training pod checks again in its own image, which is the only check for a
-    permitted package the operator's image does not have (XGBoost and LightGBM are in the runtime image only).
-    """
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name or estimator_not_allowed(class_path, packages):
-        return None
-    if importlib.util.find_spec(module_name.split(".", 1)[0]) is None:
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        return f"module {module_name!r} cannot be imported ({e}); check spec.estimator.className"
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        return f"{module_name!r} has no class {class_name!r}; check spec.estimator.className"
-    if not isinstance(cls, type) or not (hasattr(cls, "fit") and hasattr(cls, "get_params")):
-        return f"{class_path!r} is not a scikit-learn estimator (it needs fit and get_params)"
-    return None
 
 
 def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
