@@ -219,6 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             server_per_run = op_total / n - per_job_cluster
             peak = proc_status(operator.pid)
 
+            # Idle means the operator has caught up: its request count stops moving (bounded wait).
+            quiet_since, last, deadline = time.monotonic(), operator_requests(port), time.monotonic() + 300
+            while time.monotonic() - quiet_since < 10 and time.monotonic() < deadline:
+                time.sleep(2)
+                now_calls = operator_requests(port)
+                if now_calls != last:
+                    quiet_since, last = time.monotonic(), now_calls
+            catch_up = operator_requests(port) - o0
             c0, t = cpu_seconds(operator.pid), time.monotonic()
             time.sleep(args.idle_seconds)
             idle_cpu = (cpu_seconds(operator.pid) - c0) / (time.monotonic() - t)
@@ -238,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"raw phase, and {background:.1f}/s of background)")
             print(f"operator RSS with {2 * n + 4} watched objects: peak {peak['VmHWM']} MiB, now {peak['VmRSS']} MiB "
                   f"(goal < {GOALS['rss_mib']:.0f} MiB at 1,000)")
+            print(f"operator requests per run until quiet (status updates as pods start, the Model): "
+                  f"{catch_up / n:.1f}")
             print(f"operator idle CPU over {args.idle_seconds:.0f}s: {100 * idle_cpu:.1f}% of one core")
         finally:
             if operator is not None:

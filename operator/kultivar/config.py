@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass, field
 
 from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
@@ -41,7 +40,7 @@ class OperatorConfig:
     pod_labels: dict[str, str] = field(default_factory=dict)
     # Leader election: the Lease (in the operator's own namespace) naming the one replica that reconciles.
     lease_name: str = "kultivar-operator"
-    lease_namespace: str = "default"
+    lease_namespace: str = ""
     # This replica's name in the Lease. In a pod, the pod's name: a restarted container keeps it and takes its
     # own Lease back at once, and two pods never share it.
     identity: str = ""
@@ -71,15 +70,7 @@ class OperatorConfig:
             metrics_address=env.get("KULTIVAR_METRICS_ADDRESS", defaults.metrics_address),
             pod_labels=_labels(env.get("KULTIVAR_POD_LABELS", "")),
             lease_name=env.get("KULTIVAR_LEASE_NAME", defaults.lease_name),
-            lease_namespace=env.get("KULTIVAR_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or _own_namespace(),
-            identity=env.get("KULTIVAR_IDENTITY") or env.get("POD_NAME") or f"{socket.gethostname()}@{os.getpid()}",
+            # Empty: resolved at start-up (k8s/lease.py) from the pod's ServiceAccount, or the host name and PID.
+            lease_namespace=env.get("KULTIVAR_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or "",
+            identity=env.get("KULTIVAR_IDENTITY") or env.get("POD_NAME") or "",
         )
-
-
-def _own_namespace() -> str:
-    """The namespace of the pod's ServiceAccount when in a cluster; `default` for a local run."""
-    try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-            return f.read().strip() or "default"
-    except OSError:
-        return "default"

@@ -20,6 +20,7 @@ from kultivar.controllers import metrics
 from kultivar.controllers.leader import LeaderElector
 from kultivar.controllers.runtime import Operator
 from kultivar.domain.labels import MANAGED_BY, MANAGER
+from kultivar.k8s import lease
 from kultivar.k8s.client import Api
 
 PREFIX = "kultivar.io"
@@ -48,14 +49,15 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
     api = Api.connect()
     operator = Operator(api, config)
     # Every replica watches and queues keys; only the Lease holder starts the workers that reconcile.
-    elector = LeaderElector(api, config.lease_namespace, config.lease_name, config.identity,
+    identity = config.identity or lease.default_identity()
+    elector = LeaderElector(api, config.lease_namespace or lease.default_namespace(), config.lease_name, identity,
                             on_started_leading=operator.start, on_stopped_leading=_exit_on_lost_lease)
     metrics.count_api_calls(api)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_address)
     memo["operator"], memo["elector"] = operator, elector
     memo["election"] = asyncio.create_task(elector.run(), name="kultivar-leader-election")
-    logger.info("Kultivar started as %s: store %s, runtime image %s", config.identity, config.store_url,
+    logger.info("Kultivar started as %s: store %s, runtime image %s", identity, config.store_url,
                 config.runtime_image)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -10,6 +12,23 @@ from kultivar.domain.leadership import LeaseRecord
 from kultivar.k8s.client import MERGE_PATCH, Api
 
 MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+SERVICEACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def default_namespace() -> str:
+    """Where the Lease lives unless configured: the pod's own namespace in a cluster, `default` for a local run."""
+    try:
+        with open(SERVICEACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def default_identity() -> str:
+    """This replica's name in the Lease unless configured (the chart passes the pod's name)."""
+    return f"{socket.gethostname()}@{os.getpid()}"
 
 
 def _path(namespace: str, name: str | None = None) -> str:
