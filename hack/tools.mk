@@ -16,7 +16,7 @@ HELM := $(TOOLS_CACHE)/helm/$(HELM_VERSION)/bin/helm
 KUBE_SCORE := $(TOOLS_CACHE)/kube-score/$(KUBE_SCORE_VERSION)/bin/kube-score
 CHART := charts/kultivar
 # Every option that adds objects, so that the lint sees all of them.
-CHART_ALL_ON := --set peering.enabled=true --set networkPolicy.enabled=true \
+CHART_ALL_ON := --set replicas=2 --set peering.enabled=true --set networkPolicy.enabled=true \
 	--set metrics.serviceMonitor.enabled=true --set metrics.podMonitor.enabled=true \
 	--set grafanaDashboard.enabled=true --set 'artifactStore.pvc.create.namespaces={team-a}'
 KUBE_SCORE_FLAGS := --enable-optional-test container-seccomp-profile --enable-optional-test container-ports-check

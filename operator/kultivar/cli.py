@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("operator", help="run the operator against the current kubeconfig or in-cluster")
     op.add_argument("-n", "--namespace", action="append", help="watch only this namespace (repeatable)")
-    op.add_argument("--peering", default="", help="kopf peering object for HA (default: standalone)")
+    op.add_argument("--peering", default="",
+                    help="kopf peering object (optional; HA is the leader-election Lease, see KULTIVAR_LEASE_NAME)")
     op.add_argument("--priority", type=int, default=None,
                     help="peering priority; replicas with equal priorities would all pause (default: random)")
     op.add_argument("--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")

@@ -38,6 +38,12 @@ class OperatorConfig:
     metrics_address: str = "0.0.0.0"  # in a pod Prometheus scrapes the pod IP; local runs use 127.0.0.1
     # Extra labels on every workload pod (cost allocation, mesh opt-outs, a test harness's kubelet stand-in).
     pod_labels: dict[str, str] = field(default_factory=dict)
+    # Leader election: the Lease (in the operator's own namespace) naming the one replica that reconciles.
+    lease_name: str = "kultivar-operator"
+    lease_namespace: str = ""
+    # This replica's name in the Lease. In a pod, the pod's name: a restarted container keeps it and takes its
+    # own Lease back at once, and two pods never share it.
+    identity: str = ""
 
     @property
     def store_path(self) -> str:
@@ -63,4 +69,8 @@ class OperatorConfig:
             metrics_port=int(env.get("KULTIVAR_METRICS_PORT", defaults.metrics_port)),
             metrics_address=env.get("KULTIVAR_METRICS_ADDRESS", defaults.metrics_address),
             pod_labels=_labels(env.get("KULTIVAR_POD_LABELS", "")),
+            lease_name=env.get("KULTIVAR_LEASE_NAME", defaults.lease_name),
+            # Empty: resolved at start-up (k8s/lease.py) from the pod's ServiceAccount, or the host name and PID.
+            lease_namespace=env.get("KULTIVAR_LEASE_NAMESPACE") or env.get("POD_NAMESPACE") or "",
+            identity=env.get("KULTIVAR_IDENTITY") or env.get("POD_NAME") or "",
         )

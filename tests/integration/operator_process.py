@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,12 +20,16 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.log_path = workdir / "operator.log"
+        # Like a pod's name: kept across restarts of this process, so a restarted operator takes its own
+        # leader-election Lease back at once instead of waiting out the lease duration.
+        self.identity = f"test-operator-{secrets.token_hex(3)}"
 
     @property
     def env(self) -> dict[str, str]:
         # Same settings as `python -m kultivar.devcluster dev`: kwok leaves workload pods to the local kubelet.
         base = operator_env(str(self.kubeconfig), self.store)
-        return {**base, "KULTIVAR_WORKERS": "2", "KULTIVAR_RESYNC_SECONDS": "20", **self.extra_env}
+        return {**base, "KULTIVAR_WORKERS": "2", "KULTIVAR_RESYNC_SECONDS": "20", "KULTIVAR_IDENTITY": self.identity,
+                **self.extra_env}
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "operator already running"

@@ -76,6 +76,10 @@ class Release:
     namespace: str
     service_account: str
 
+    @property
+    def fullname(self) -> str:  # the chart's kultivar.fullname: its ServiceAccount's and its Lease's name
+        return self.service_account
+
 
 @contextlib.contextmanager
 def installed(kube, *values: str, prefix: str = "kvsys") -> Iterator[Release]:
@@ -155,7 +159,10 @@ class ScopedOperator(OperatorProcess):
 def operator_as(kube, release: Release, workdir: Path, store: Path, namespaces: tuple[str, ...] = (),
                 peering: str = "") -> Iterator[ScopedOperator]:
     kubeconfig = token_kubeconfig(kube, release, workdir / "sa.kubeconfig")
-    proc = ScopedOperator(kubeconfig, workdir, store, namespaces=namespaces, peering=peering)
+    # The chart's Role lets it hold its Lease in the release namespace only (and apart from the session's operator).
+    proc = ScopedOperator(kubeconfig, workdir, store, namespaces=namespaces, peering=peering,
+                          extra_env={"KULTIVAR_LEASE_NAMESPACE": release.namespace,
+                                     "KULTIVAR_LEASE_NAME": release.fullname})
     proc.start()
     try:
         yield proc
@@ -245,7 +252,8 @@ def test_chart_runs_under_pod_security_restricted(kube, release: Release) -> Non
     assert kube.core.read_namespace(ns).metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
     deployment = kube.apps.read_namespaced_deployment(release.service_account, ns)
     assert deployment.status.available_replicas == 1  # its pod was admitted by Pod Security and runs
-    assert deployment.spec.strategy.type == "Recreate" and deployment.spec.replicas == 1
+    # Rolling: only the leader-election Lease's holder reconciles, so old and new pods may overlap.
+    assert deployment.spec.strategy.type == "RollingUpdate" and deployment.spec.replicas == 1
     pod = deployment.spec.template.spec
     assert pod.service_account_name == release.service_account and pod.security_context.run_as_non_root
     # The control: in the same namespace a pod that is not "restricted" is refused.
@@ -494,10 +502,11 @@ def test_uninstall_keeps_crds_and_objects(kube, tmp_path) -> None:
 
 
 def test_peering_mode_with_its_rbac(kube, restricted_namespace, store_dir, tmp_path) -> None:
-    """peering.enabled: the chart brings kopf's peering CRD and object; the operator keeps it alive."""
+    """replicas=2 with peering.enabled: the chart brings kopf's peering CRD and object; the operator keeps it alive
+    (and holds the leader-election Lease, with only the chart's RBAC)."""
     ns = restricted_namespace
     peering = f"kv-{secrets.token_hex(3)}"
-    with installed(kube, "--set", "peering.enabled=true", "--set", f"peering.name={peering}",
+    with installed(kube, "--set", "replicas=2", "--set", "peering.enabled=true", "--set", f"peering.name={peering}",
                    "--set", "crds.install=true", "--take-ownership", prefix="kvha") as rel:
         deployment = kube.apps.read_namespaced_deployment(rel.service_account, rel.namespace)
         assert deployment.spec.replicas == 2 and deployment.spec.strategy.type == "RollingUpdate"

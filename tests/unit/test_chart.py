@@ -36,7 +36,7 @@ HELM = manifests.helm()
 KUBE_SCORE = manifests.kube_score()
 needs_helm = needs_tool(HELM, "helm (built by `make tools`)")
 
-ALL_ON = ["--set", "peering.enabled=true", "--set", "networkPolicy.enabled=true",
+ALL_ON = ["--set", "replicas=2", "--set", "peering.enabled=true", "--set", "networkPolicy.enabled=true",
           "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
           "--set", "grafanaDashboard.enabled=true", "--set", "artifactStore.pvc.create.namespaces={team-a}"]
 NAMESPACED = ["--set", "watchNamespaces={team-a,team-b}", "--set", "artifactStore.type=s3",
@@ -124,10 +124,20 @@ def test_operator_pod_meets_pod_security_restricted(values: list[str]) -> None:
 
 
 @needs_helm
-def test_single_replica_recreate_unless_peering() -> None:
-    (plain,) = of_kind(render(), "Deployment")
-    assert plain["spec"]["replicas"] == 1 and plain["spec"]["strategy"] == {"type": "Recreate"}
+def test_replicas_share_a_lease_and_roll() -> None:
+    docs = render()
+    (plain,) = of_kind(docs, "Deployment")
+    # Only the Lease holder reconciles, so even one replica may roll: the new pod stands by until handed over.
+    assert plain["spec"]["replicas"] == 1 and plain["spec"]["strategy"]["type"] == "RollingUpdate"
     assert "--peering" not in " ".join(plain["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert not of_kind(docs, "PodDisruptionBudget")
+    env = {e["name"]: e for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    lease_name = env["KULTIVAR_LEASE_NAME"]["value"]
+    (role,) = [r for r in of_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert role["metadata"]["namespace"] == plain["metadata"]["namespace"]
+    assert {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease_name],
+            "verbs": ["get", "patch"]} in role["rules"]
     docs = render(*ALL_ON)
     (ha,) = of_kind(docs, "Deployment")
     assert ha["spec"]["replicas"] == 2 and ha["spec"]["strategy"]["type"] == "RollingUpdate"
@@ -176,12 +186,12 @@ def test_rbac_covers_the_httproutes_the_gateway_router_writes(values: list[str])
 def test_namespaced_mode_is_roles_only() -> None:
     docs = render(*NAMESPACED)
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
-    roles = of_kind(docs, "Role")
+    roles = [r for r in of_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     (deployment,) = of_kind(docs, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["KULTIVAR_STORE_URL"] == "s3://bucket/kultivar" and env["KULTIVAR_STORE_PVC"] == ""
     assert env["KULTIVAR_STORE_SECRET"] == "store"
 
@@ -192,10 +202,11 @@ def test_operator_environment_matches_its_config() -> None:
     from kultivar.config import OperatorConfig
 
     (deployment,) = of_kind(render("--set", "operator.workloadPodLabels.team=ml"), "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    env = {e["name"]: e.get("value", "") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     config_source = (ROOT / "operator" / "kultivar" / "config.py").read_text()
     for name in env:
         assert name == "HOME" or f'"{name}"' in config_source, f"{name} is not read by OperatorConfig"
+    env = {k: v for k, v in env.items() if v}  # POD_NAME, POD_NAMESPACE come from the downward API
     config = OperatorConfig.from_env(env)
     assert config.store_url == "file:///var/lib/kultivar/artifacts" and config.store_pvc == "kultivar-artifacts"
     assert config.runtime_image == "kultivar-runtime:0.1.0" and config.pod_labels == {"team": "ml"}

@@ -180,3 +180,17 @@ def test_a_new_run_waits_while_newer_data_is_validated() -> None:
                             "startedAt": "2026-05-01T11:00:00Z"}
     p = plan(run(), ds=dataset(status=status))
     assert p.ready.reason == "WaitingForDataset" and "attempt 2" in p.ready.message and p.jobs == []
+
+
+def test_the_estimator_check_keeps_scikit_learn_out_of_the_operator_process() -> None:
+    """~150 MiB of RSS: the operator asks a child Python (k8s/estimators.py), once per class path."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import kultivar.controllers.handlers\n"
+            "from kultivar.k8s.observe import estimator_problem\n"
+            "assert estimator_problem('sklearn.linear_model.LogisticRegression', ('sklearn',)) is None\n"
+            "assert 'has no class' in estimator_problem('sklearn.linear_model.Nope', ('sklearn',))\n"
+            "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -6,7 +6,9 @@ Kultivar needs cleanup beyond what ownerReferences and garbage collection alread
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -15,8 +17,10 @@ from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import KINDS
 from kultivar.config import OperatorConfig
 from kultivar.controllers import metrics
+from kultivar.controllers.leader import LeaderElector
 from kultivar.controllers.runtime import Operator
 from kultivar.domain.labels import MANAGED_BY, MANAGER
+from kultivar.k8s import lease
 from kultivar.k8s.client import Api
 
 PREFIX = "kultivar.io"
@@ -42,19 +46,44 @@ def configure(settings: kopf.OperatorSettings) -> None:
 async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: Any) -> None:
     configure(settings)
     config = OperatorConfig.from_env()
-    operator = Operator(Api.connect(), config)
-    operator.start()
+    api = Api.connect()
+    operator = Operator(api, config)
+    # Every replica watches and queues keys; only the Lease holder starts the workers that reconcile.
+    identity = config.identity or lease.default_identity()
+    elector = LeaderElector(api, config.lease_namespace or lease.default_namespace(), config.lease_name, identity,
+                            on_started_leading=operator.start, on_stopped_leading=_exit_on_lost_lease)
+    metrics.count_api_calls(api)
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.metrics_address)
-    memo["operator"] = operator
-    logger.info("Kultivar started: store %s, runtime image %s", config.store_url, config.runtime_image)
+    memo["operator"], memo["elector"] = operator, elector
+    memo["election"] = asyncio.create_task(elector.run(), name="kultivar-leader-election")
+    logger.info("Kultivar started as %s: store %s, runtime image %s", identity, config.store_url,
+                config.runtime_image)
+
+
+def _exit_on_lost_lease() -> None:
+    """Losing the Lease ends the process at once, as client-go's leader election does by default.
+
+    A reconcile already running in a thread cannot be cancelled in Python; only ending the process guarantees
+    that nothing more is written once another replica may lead. Kubernetes restarts the container, which comes
+    back as a standby (or takes its own Lease back when it still names this pod).
+    """
+    logging.getLogger("kultivar").critical("leadership lost: exiting so that only the new leader reconciles")
+    logging.shutdown()
+    os._exit(1)
 
 
 @kopf.on.cleanup()
 async def cleanup(memo: Any, **_: Any) -> None:
+    election: asyncio.Task[None] | None = memo.get("election")
+    if election:
+        election.cancel()
     operator: Operator | None = memo.get("operator")
     if operator:
         await operator.stop()
+    elector: LeaderElector | None = memo.get("elector")
+    if elector:
+        await elector.release()
 
 
 def _register_kind(kind: str, plural: str) -> None:

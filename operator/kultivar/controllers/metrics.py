@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from kultivar.domain.labels import WORKLOAD
 from kultivar.domain.plan import Plan
+from kultivar.k8s.client import Api
 
 REGISTRY = CollectorRegistry()
 
@@ -28,12 +31,30 @@ DRIFTED_SHARE = Gauge("kultivar_drift_drifted_share", "Share of features past th
                       ["namespace", "deployment"], registry=REGISTRY)
 RETRAINING = Counter("kultivar_retraining_runs", "TrainingRuns Kultivar created, by trigger.", ["trigger"],
                      registry=REGISTRY)
+LEADER = Gauge("kultivar_leader", "1 while this replica holds the leader-election Lease and reconciles.",
+               registry=REGISTRY)
 
 HISTORY = Counter("kultivar_model_history_entries", "Entries added to a Model's status.history, by type "
                   "(Registered, Promoted, Pinned, RolledBack, TrainingStarted) and who caused them.",
                   ["namespace", "model", "type", "actor"], registry=REGISTRY)
 
 _job_states: dict[str, tuple[str, str]] = {}  # Job uid -> (workload, state)
+
+
+class _ApiCalls(Collector):
+    def __init__(self, api: Api) -> None:
+        self.api = api
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily("kultivar_api_requests", "Requests the reconciles sent to the API server "
+                                     "(kopf's watches excluded), by method.", labels=["method"])
+        for method, count in sorted(self.api.calls.items()):
+            family.add_metric([method], count)
+        yield family
+
+
+def count_api_calls(api: Api) -> None:
+    REGISTRY.register(_ApiCalls(api))
 
 
 def serve(port: int, address: str) -> None:

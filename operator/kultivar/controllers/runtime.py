@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -24,6 +25,19 @@ from kultivar.k8s.apply import apply_plan
 from kultivar.k8s.client import Api, ApiError
 
 log = logging.getLogger("kultivar")
+
+
+RESYNC_JITTER = 0.25
+
+
+def next_reconcile(requeue: float | None, resync: float, u: float) -> float:
+    """When to reconcile an object again: when its plan asks, else at a resync spread over [0.75, 1] x resync.
+
+    Without the spread, objects created together would resync together forever (1,000 objects: one burst of
+    thousands of requests every resync); drawn below the resync, "at least this often" still holds. u in [0, 1).
+    """
+    jittered = resync * (1 - RESYNC_JITTER * u)
+    return min(requeue, jittered) if requeue else jittered
 
 
 class Key(NamedTuple):
@@ -136,7 +150,7 @@ class Operator:
                 self.queue.add_after(key, delay)
             else:
                 self.queue.forget(key)
-                self.queue.add_after(key, min(requeue or self.config.resync_seconds, self.config.resync_seconds))
+                self.queue.add_after(key, next_reconcile(requeue, self.config.resync_seconds, random.random()))
             finally:
                 self.queue.done(key)
                 elapsed = time.monotonic() - started

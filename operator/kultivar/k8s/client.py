@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -83,6 +84,7 @@ class Api:
     def __init__(self, api_client: client.ApiClient, request_timeout: float = 30.0) -> None:
         self.api_client = api_client
         self.request_timeout = request_timeout
+        self.calls: Counter[str] = Counter()  # requests sent, by method (kopf's watches are not counted here)
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None) -> Api:
@@ -95,6 +97,7 @@ class Api:
         self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
         content_type: str = "application/json",
     ) -> Any:
+        self.calls[method] += 1
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
