@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from .cluster import (
-    ClusterError,
     LocalCluster,
     api_client,
     component_status,
@@ -23,6 +22,7 @@ from .cluster import (
     stop_from_state_dir,
 )
 from .paths import BinaryNotFoundError
+from .state import ClusterError
 
 
 def default_state_dir() -> Path:

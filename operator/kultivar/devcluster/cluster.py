@@ -11,6 +11,9 @@ State directory layout::
     pki/                  CA, serving and client certificates, service-account keys, component kubeconfigs
     logs/<name>.log       each process's stdout and stderr
     pids/<name>.pid       each process's PID, so another process can stop the cluster (`make cluster-down`)
+
+This module orchestrates; the pieces live beside it: ``state`` (cluster.json, components, PID files, etcd's
+directory), ``process`` (PIDs, ports, signals), ``apiclient`` (stdlib API client), ``kubeconfig``.
 """
 
 from __future__ import annotations
@@ -18,334 +21,81 @@ from __future__ import annotations
 import atexit
 import contextlib
 import http.client
-import json
 import os
-import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from . import children, paths, pki
 from . import node as real_node
+from .apiclient import ApiClient
+from .kubeconfig import CONTEXT_NAME, kubeconfig_dict, user_kubeconfig, write_kubeconfig
+from .process import log_tail, pid_runs, reap_if_child, signal_all, wait_gone
+from .state import (
+    ALL_COMPONENTS,
+    COMPONENTS,
+    NODE_NAME,
+    REAL_NODE_COMPONENTS,
+    SHM_PREFIX,
+    SHM_ROOT,
+    STALE_SHM_AGE_S,
+    ClusterError,
+    ClusterState,
+    new_etcd_dir,
+    read_pids,
+    remove_etcd_dir,
+)
+
+# Names that moved to the modules above, re-exported so `from kultivar.devcluster.cluster import ...` keeps working.
+__all__ = [
+    "ALL_COMPONENTS",
+    "COMPONENTS",
+    "CONTEXT_NAME",
+    "KWOK_NODE_ANNOTATION",
+    "NODE_KINDS",
+    "NODE_NAME",
+    "POD_CIDR",
+    "REAL_NODE_COMPONENTS",
+    "SERVICE_CIDR",
+    "SHM_PREFIX",
+    "SHM_ROOT",
+    "STALE_SHM_AGE_S",
+    "ApiClient",
+    "ClusterError",
+    "ClusterState",
+    "ComponentStatus",
+    "LocalCluster",
+    "Progress",
+    "api_client",
+    "component_status",
+    "fake_node",
+    "is_running",
+    "kubeconfig_dict",
+    "stages_file",
+    "stop_from_state_dir",
+    "user_kubeconfig",
+    "write_kubeconfig",
+]
 
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
-NODE_NAME = "kwok-node-0"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-CONTEXT_NAME = "kultivar"
-
-# Start order; stop() goes in reverse so that clients go before the API server and etcd goes last.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-# With a real node (``node="real"``) containerd, kubelet and kube-proxy take kwok's place.
-REAL_NODE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                        *real_node.NODE_COMPONENTS)
-ALL_COMPONENTS = (*COMPONENTS, *real_node.NODE_COMPONENTS)
 NODE_KINDS = ("kwok", "real")
-SHM_ROOT = Path("/dev/shm")
-SHM_PREFIX = "kultivar-etcd-"
-# A /dev/shm etcd directory whose etcd is gone is only swept when older than this, so that a cluster
-# being started concurrently (directory created, etcd not yet running) is never swept from under it.
-STALE_SHM_AGE_S = 120.0
 
 Progress = Callable[[str], None]
-
-
-class ClusterError(RuntimeError):
-    """The local cluster failed to start, or is not in the state asked for."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Small utilities
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports on 127.0.0.1; the sockets are held together so no port is handed out twice."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if the process exists and is not a zombie (a zombie has exited and only awaits reaping)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    state = stat.rpartition(")")[2].split()[0]
-    return state not in ("Z", "X")
-
-
-def _pid_runs(pid: int, binary_name: str) -> bool:
-    """True if ``pid`` is alive and still runs ``binary_name`` -- a guard against signalling a reused PID."""
-    if not _pid_alive(pid):
-        return False
-    try:
-        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode()
-    except OSError:
-        return False
-    return Path(argv0).name == binary_name
-
-
-def _log_tail(path: Path, lines: int = 25) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text[-lines:])
-
 
 _die_with_parent = children.die_with_parent
 
 
 # --------------------------------------------------------------------------------------------------
-# Talking to the API server (stdlib only: the harness must not need the kubernetes client to boot)
-
-
-class ApiClient:
-    """A minimal JSON client authenticated with the admin client certificate."""
-
-    def __init__(self, port: int, ca: Path, cert: Path, key: Path, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.port = port
-        self._ctx = ssl.create_default_context(cafile=str(ca))
-        self._ctx.load_cert_chain(str(cert), str(key))
-
-    def request(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self._ctx, timeout=timeout)
-        try:
-            headers = {"Accept": "application/json"}
-            payload = None
-            if body is not None:
-                payload = json.dumps(body).encode()
-                headers["Content-Type"] = "application/json"
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            conn.close()
-        try:
-            return response.status, json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            return response.status, raw.decode(errors="replace")
-
-    def get(self, path: str) -> tuple[int, Any]:
-        return self.request("GET", path)
-
-    def readyz(self) -> tuple[bool, str]:
-        try:
-            status, body = self.get("/readyz")
-        except (OSError, http.client.HTTPException) as exc:
-            return False, str(exc)
-        return status == 200, str(body)
-
-
-# --------------------------------------------------------------------------------------------------
-# Kubeconfig files
-
-
-def kubeconfig_dict(server: str, ca_pem: bytes, cert: pki.CertPair, user: str) -> dict[str, Any]:
-    import base64
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode()
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": CONTEXT_NAME, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [
-            {
-                "name": user,
-                "user": {"client-certificate-data": b64(cert.cert_pem), "client-key-data": b64(cert.key_pem)},
-            }
-        ],
-        "contexts": [{"name": CONTEXT_NAME, "context": {"cluster": CONTEXT_NAME, "user": user}}],
-        "current-context": CONTEXT_NAME,
-    }
-
-
-def write_kubeconfig(path: Path, server: str, ca_pem: bytes, cert: pki.CertPair, user: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)  # it holds a private key
-    path.write_text(yaml.safe_dump(kubeconfig_dict(server, ca_pem, cert, user), sort_keys=False))
-    return path
-
-
-def user_kubeconfig(state_dir: Path, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:
-    """A kubeconfig for a further (e.g. non-admin) user of a running cluster, for RBAC tests."""
-    state = ClusterState.load(state_dir)
-    ca = pki.load_ca(state_dir / "pki")
-    cert = ca.issue_client_cert(user, groups)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
-    target = path or state_dir / "users" / f"{safe}.kubeconfig"
-    return write_kubeconfig(target, state.server, ca.cert_pem, cert, user)
-
-
-# --------------------------------------------------------------------------------------------------
-# Persistent state, readable by another process
-
-
-@dataclass
-class ClusterState:
-    etcd_client_port: int
-    etcd_peer_port: int
-    etcd_metrics_port: int
-    apiserver_port: int
-    controller_manager_port: int
-    scheduler_port: int
-    kwok_port: int
-    etcd_dir: str
-    detached: bool
-    node: str = "kwok"  # or "real": containerd + kubelet + kube-proxy (see node.py)
-    host: str = "127.0.0.1"  # where the API server listens
-    kubelet_port: int = 0
-    kubelet_healthz_port: int = 0
-    proxy_healthz_port: int = 0
-    proxy_metrics_port: int = 0
-
-    @property
-    def server(self) -> str:
-        return f"https://{self.host}:{self.apiserver_port}"
-
-    @property
-    def components(self) -> tuple[str, ...]:
-        return REAL_NODE_COMPONENTS if self.node == "real" else COMPONENTS
-
-    @property
-    def node_name(self) -> str:
-        return real_node.NODE_NAME if self.node == "real" else NODE_NAME
-
-    @classmethod
-    def allocate(cls, etcd_dir: Path, detached: bool, node: str = "kwok") -> ClusterState:
-        etcd_client, etcd_peer, etcd_metrics, apiserver, controller_manager, scheduler, kwok, *node_ports = (
-            _free_ports(11)
-        )
-        real = node == "real"
-        return cls(
-            etcd_client_port=etcd_client,
-            etcd_peer_port=etcd_peer,
-            etcd_metrics_port=etcd_metrics,
-            apiserver_port=apiserver,
-            controller_manager_port=controller_manager,
-            scheduler_port=scheduler,
-            kwok_port=kwok,
-            etcd_dir=str(etcd_dir),
-            detached=detached,
-            node=node,
-            host=real_node.HOST_IP if real else "127.0.0.1",
-            kubelet_port=node_ports[0] if real else 0,
-            kubelet_healthz_port=node_ports[1] if real else 0,
-            proxy_healthz_port=node_ports[2] if real else 0,
-            proxy_metrics_port=node_ports[3] if real else 0,
-        )
-
-    def save(self, state_dir: Path) -> None:
-        (state_dir / "cluster.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, state_dir: Path) -> ClusterState:
-        path = state_dir / "cluster.json"
-        try:
-            return cls(**json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise ClusterError(f"no cluster state in {state_dir} (missing {path.name})") from None
-
-
-# --------------------------------------------------------------------------------------------------
-# etcd's data directory
-
-
-def _new_etcd_dir(state_dir: Path) -> Path:
-    """etcd on tmpfs: with --unsafe-no-fsync this makes every write (and so the whole cluster) fast."""
-    if SHM_ROOT.is_dir() and os.access(SHM_ROOT, os.W_OK):
-        _sweep_stale_etcd_dirs()
-        path = SHM_ROOT / f"{SHM_PREFIX}{secrets.token_hex(6)}"
-    else:
-        path = state_dir / "etcd"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
-
-
-def _sweep_stale_etcd_dirs() -> None:
-    """Remove etcd directories that a killed test run (no teardown) left on /dev/shm."""
-    now = time.time()
-    for candidate in SHM_ROOT.glob(f"{SHM_PREFIX}*"):
-        try:
-            if now - candidate.stat().st_mtime < STALE_SHM_AGE_S:
-                continue
-            pid = int((candidate / "etcd.pid").read_text())
-        except (OSError, ValueError):
-            pid = 0
-        if not (pid and _pid_runs(pid, "etcd")):
-            shutil.rmtree(candidate, ignore_errors=True)
-
-
-def _remove_etcd_dir(etcd_dir: str | None, state_dir: Path) -> None:
-    if not etcd_dir:
-        return
-    path = Path(etcd_dir)
-    # Only ever delete what this module created, whatever cluster.json says.
-    on_shm = path.parent == SHM_ROOT and path.name.startswith(SHM_PREFIX)
-    if on_shm or path == state_dir.resolve() / "etcd":
-        shutil.rmtree(path, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------------
 # Stopping, from PID files alone
-
-
-def _read_pids(state_dir: Path) -> dict[str, int]:
-    pids: dict[str, int] = {}
-    for name in ALL_COMPONENTS:
-        try:
-            pids[name] = int((state_dir / "pids" / f"{name}.pid").read_text().strip())
-        except (FileNotFoundError, ValueError):
-            continue
-    return pids
-
-
-def _wait_gone(pids: dict[str, int], timeout: float, reap: Callable[[int], None]) -> dict[str, int]:
-    """Wait until the processes have exited; returns those still running at the deadline."""
-    deadline = time.monotonic() + timeout
-    remaining = dict(pids)
-    while remaining and time.monotonic() < deadline:
-        for name, pid in list(remaining.items()):
-            reap(pid)
-            if not _pid_alive(pid):
-                del remaining[name]
-        if remaining:
-            time.sleep(0.05)
-    return remaining
-
-
-def _signal_all(pids: dict[str, int], sig: signal.Signals) -> dict[str, int]:
-    signalled = {}
-    for name, pid in pids.items():
-        if _pid_runs(pid, name):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            signalled[name] = pid
-    return signalled
-
-
-def _reap_if_child(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
 
 
 def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: Progress | None = None) -> None:
@@ -358,7 +108,7 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
     # A `dev` first (operator, local kubelet, model servers): its operator shuts down cleanly while the API
     # server still answers, and nothing it started outlives the cluster.
     children.stop_dev(state_dir / "dev", progress=say)
-    pids = _read_pids(state_dir)
+    pids = read_pids(state_dir)
     try:
         real = ClusterState.load(state_dir).node == "real"
     except (ClusterError, TypeError, ValueError):
@@ -371,12 +121,12 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
     for group in groups:
         if "containerd" in group:
             real_node.kill_pod_processes()
-        signalled = _signal_all(group, signal.SIGTERM)
-        stubborn = _wait_gone(signalled, timeout, _reap_if_child)
+        signalled = signal_all(group, signal.SIGTERM)
+        stubborn = wait_gone(signalled, timeout, reap_if_child)
         if stubborn:
             say(f"killing {', '.join(stubborn)} (no exit {timeout:.0f}s after SIGTERM)")
-            _signal_all(stubborn, signal.SIGKILL)
-            _wait_gone(stubborn, 5.0, _reap_if_child)
+            signal_all(stubborn, signal.SIGKILL)
+            wait_gone(stubborn, 5.0, reap_if_child)
         for name in group:
             say(f"stopped {name}")
     if real:
@@ -385,7 +135,7 @@ def stop_from_state_dir(state_dir: Path | str, timeout: float = 15.0, progress: 
             kube_proxy = paths.binary("kube-proxy")
         real_node.cleanup(state_dir / "node", kube_proxy, say)
     with contextlib.suppress(ClusterError):
-        _remove_etcd_dir(ClusterState.load(state_dir).etcd_dir, state_dir)
+        remove_etcd_dir(ClusterState.load(state_dir).etcd_dir, state_dir)
     shutil.rmtree(state_dir / "pids", ignore_errors=True)
 
 
@@ -415,13 +165,13 @@ class ComponentStatus:
 
 
 def component_status(state_dir: Path | str) -> list[ComponentStatus]:
-    pids = _read_pids(Path(state_dir))
+    pids = read_pids(Path(state_dir))
     try:
         names = ClusterState.load(Path(state_dir)).components
     except (ClusterError, TypeError, ValueError):
         names = COMPONENTS
     return [
-        ComponentStatus(name, pids.get(name), bool(pids.get(name)) and _pid_runs(pids[name], name))
+        ComponentStatus(name, pids.get(name), bool(pids.get(name)) and pid_runs(pids[name], name))
         for name in names
     ]
 
@@ -467,7 +217,7 @@ class LocalCluster:
         return self._require_state().server
 
     def pids(self) -> dict[str, int]:
-        return _read_pids(self.state_dir)
+        return read_pids(self.state_dir)
 
     def start(self, timeout: float = 180.0) -> None:
         """Start every component and return once the cluster can run pods (see :meth:`wait_ready`)."""
@@ -529,13 +279,13 @@ class LocalCluster:
         a test on a reused cluster can take the API server away too. Start it again with :meth:`start_apiserver`.
         """
         pid = self.pids().get("kube-apiserver")
-        if not pid or not _pid_runs(pid, "kube-apiserver"):
+        if not pid or not pid_runs(pid, "kube-apiserver"):
             raise ClusterError(f"no kube-apiserver runs from {self.state_dir}")
         argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
-        signalled = _signal_all({"kube-apiserver": pid}, sig)
-        if _wait_gone(signalled, timeout, _reap_if_child):
-            _signal_all(signalled, signal.SIGKILL)
-            _wait_gone(signalled, 5.0, _reap_if_child)
+        signalled = signal_all({"kube-apiserver": pid}, sig)
+        if wait_gone(signalled, timeout, reap_if_child):
+            signal_all(signalled, signal.SIGKILL)
+            wait_gone(signalled, 5.0, reap_if_child)
         proc = self._procs.pop("kube-apiserver", None)
         if proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -571,7 +321,7 @@ class LocalCluster:
             shutil.rmtree(self.state_dir / stale, ignore_errors=True)
         for sub in ("pids", "logs"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
-        etcd_dir = _new_etcd_dir(self.state_dir)
+        etcd_dir = new_etcd_dir(self.state_dir)
         self.state = ClusterState.allocate(etcd_dir, self.detach, self.node)
         self.state.save(self.state_dir)
         self.pki = pki.create_cluster_pki(self.state_dir / "pki", SERVICE_CIDR, self.state.host)
@@ -813,7 +563,7 @@ class LocalCluster:
             code = proc.poll()
             if code is not None:
                 log = self.state_dir / "logs" / f"{name}.log"
-                raise ClusterError(f"{name} exited with code {code}; last lines of {log}:\n{_log_tail(log)}")
+                raise ClusterError(f"{name} exited with code {code}; last lines of {log}:\n{log_tail(log)}")
 
     def _poll(self, predicate: Callable[[], bool], deadline: float, what: str) -> None:
         """Poll until ``predicate`` holds, failing fast if one of our processes has died meanwhile."""

@@ -39,8 +39,9 @@ from kultivar.k8s.client import Api, ApiError
 
 from . import iris_data, paths
 from . import node as real_node
-from .cluster import ClusterError, ClusterState, LocalCluster, is_running, stop_from_state_dir
+from .cluster import LocalCluster, is_running, stop_from_state_dir
 from .dev import provision_store
+from .state import ClusterError, ClusterState
 
 T = TypeVar("T")
 
