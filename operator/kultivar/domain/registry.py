@@ -16,6 +16,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain import history
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339
 from kultivar.domain.jobs import JobOutcome, workload_job
+from kultivar.domain.labels import WORKLOAD
 from kultivar.domain.plan import Event, Plan, blocked
 from kultivar.domain.stats import (
     SegmentMetric,
@@ -46,7 +47,7 @@ def plan_retire_job(obj: dict[str, Any], retired: dict[str, Any], config: Operat
                            name=meta["name"]).to_env(),
         config=config, backoff_limit=3, active_deadline_seconds=600,
         secret_names=(config.store_secret,) if config.store_secret else (),
-        extra_labels={"kultivar.io/workload": "delete-artifacts"},
+        extra_labels={WORKLOAD: "delete-artifacts"},
     )
 
 

@@ -22,7 +22,7 @@ from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
 from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
-from kultivar.domain.labels import REFRESH_ANNOTATION
+from kultivar.domain.labels import DATASET_DIGEST_ANNOTATION, GENERATION_ANNOTATION, REFRESH_ANNOTATION, WORKLOAD
 from kultivar.domain.plan import Event, Plan, invalid_spec
 
 SUCCEEDED = "Succeeded"
@@ -155,9 +155,9 @@ def plan_training_job(
         backoff_limit=spec.backoffLimit,
         active_deadline_seconds=spec.activeDeadlineSeconds,
         secret_names=tuple(s for s in (secret.get("name", ""), config.store_secret) if s),
-        annotations={"kultivar.io/generation": str(meta.get("generation", 0)),
-                     "kultivar.io/dataset-digest": str(version["digest"])},
-        extra_labels={"kultivar.io/workload": "train"},
+        annotations={GENERATION_ANNOTATION: str(meta.get("generation", 0)),
+                     DATASET_DIGEST_ANNOTATION: str(version["digest"])},
+        extra_labels={WORKLOAD: "train"},
     )
 
 

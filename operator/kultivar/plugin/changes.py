@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from kultivar.api.common import API_VERSION
+from kultivar.domain.labels import RETRAINED_FROM_LABEL
 from kultivar.plugin.facts import Refused, version_record, versions
 
-RETRAINED_FROM = "kultivar.io/retrained-from"
+RETRAINED_FROM = RETRAINED_FROM_LABEL
 
 
 @dataclass(frozen=True)
