@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from helpers import wait_for
+from kultivar.devcluster import iris_data
 from kultivar.devcluster.children import proc_info, processes
 from kultivar.devcluster.cluster import LocalCluster
 
@@ -105,7 +106,9 @@ def start_dev(state_dir: Path, log: Path, ignore_sigint: bool = False) -> subpro
 
 
 def apply_iris(cluster: LocalCluster) -> None:
-    """examples/iris/ in namespace default, once `dev` has installed the CRDs."""
+    """examples/iris/ in namespace default, once `dev` has installed the CRDs, with its source file in the store
+    (examples/iris reads pvc://kultivar-artifacts/sources/iris.csv, which an upstream writes: here, the test)."""
+    iris_data.write_local(cluster.state_dir / "store", iris_data.original())
     api = cluster.api()
     for path in sorted(EXAMPLE.glob("*.yaml")):
         body = yaml.safe_load(path.read_text())

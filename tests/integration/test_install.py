@@ -32,6 +32,7 @@ from operator_process import OperatorProcess
 
 from gitops import argocd_health, kstatus
 from helpers import require_tool, wait_for
+from kultivar.devcluster import iris_data
 from kultivar.devcluster.dev import provision_store
 from kultivar.devcluster.localkubelet import LocalKubelet
 from kultivar.devcluster.paths import cache_root, find_versions_file, parse_versions_env
@@ -434,6 +435,8 @@ def test_server_side_apply_twice_changes_nothing(kube, release, store_dir, tmp_p
     """GitOps re-applies what is in git: after the operator reconciled, that must be a no-op on every spec."""
     sets = {"samples": _manifests(SAMPLES), "examples": _manifests(EXAMPLES)}
     namespaces = {}
+    # examples/iris reads pvc://kultivar-artifacts/sources/iris.csv, which its upstream writes: here, the test.
+    iris_data.write_local(store_dir, iris_data.original())
     try:
         for key in sets:
             namespaces[key] = kube.new_namespace(RESTRICTED, prefix=f"kt{key[:3]}")
