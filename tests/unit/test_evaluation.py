@@ -283,14 +283,13 @@ def churn(store: ArtifactStore, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 
 def _train(store: ArtifactStore, data: dict[str, Any], params: dict[str, Any], registry: RegistryContext,
-           **evaluation: Any) -> dict[str, Any]:
+           class_name: str = "sklearn.linear_model.LogisticRegression", **evaluation: Any) -> dict[str, Any]:
     spec = TrainingRunSpec.model_validate({
         "datasetRef": {"name": "churn"}, "modelRef": {"name": "churn"},
-        "estimator": {"className": "sklearn.linear_model.LogisticRegression", "params": params},
-        "evaluation": evaluation})
+        "estimator": {"className": class_name, "params": params}, "evaluation": evaluation})
     result = run_training(spec, data["snapshotUri"], data["digest"], data["profileUri"], "classification", "churn",
                           data["features"], "ns", f"run-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, store,
-                          registry=registry)
+                          estimator_packages=("sklearn", "xgboost"), registry=registry)
     assert result["ok"], result
     return result
 
@@ -446,18 +445,6 @@ def test_the_evaluation_survives_the_termination_message_limit() -> None:
     assert decoded.evaluation.production is not None and decoded.evaluation.segments is None  # dropped first
 
 
-def _train_with(store: ArtifactStore, data: dict[str, Any], class_name: str, params: dict[str, Any],
-                registry: RegistryContext) -> dict[str, Any]:
-    spec = TrainingRunSpec.model_validate({
-        "datasetRef": {"name": "churn"}, "modelRef": {"name": "churn"},
-        "estimator": {"className": class_name, "params": params}, "evaluation": {}})
-    result = run_training(spec, data["snapshotUri"], data["digest"], data["profileUri"], "classification", "churn",
-                          data["features"], "ns", f"run-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex, store,
-                          estimator_packages=("sklearn", "xgboost"), registry=registry)
-    assert result["ok"], result
-    return result
-
-
 @pytest.mark.parametrize("first, second", [
     ("xgboost.XGBClassifier", "sklearn.linear_model.LogisticRegression"),
     ("sklearn.linear_model.LogisticRegression", "xgboost.XGBClassifier"),
@@ -467,10 +454,10 @@ def test_a_model_fitted_on_class_indexes_is_compared_in_the_labels(store: Artifa
     # XGBoost's classifiers are fitted on class indexes (labelsEncoded); on either side of the comparison their
     # predictions must be mapped back to the labels ("yes"/"no"), or one side would score as always wrong.
     params = {"n_estimators": 20, "max_depth": 2} if first.startswith("xgboost") else {"max_iter": 500}
-    v1 = _train_with(store, churn, first, params, RegistryContext(model="churn"))
+    v1 = _train(store, churn, params, RegistryContext(model="churn"), first)
     production = ProductionRef(version=1, uri=v1["artifact"]["uri"], digest=v1["artifact"]["digest"])
     params = {"n_estimators": 20, "max_depth": 2} if second.startswith("xgboost") else {"max_iter": 500}
-    v2 = _train_with(store, churn, second, params, RegistryContext(production=production, model="churn"))
+    v2 = _train(store, churn, params, RegistryContext(production=production, model="churn"), second)
     block = TrainingResult.model_validate(v2).evaluation
     assert block is not None and block.production is not None
     assert block.production.metrics == pytest.approx(v1["metrics"])
