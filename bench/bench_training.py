@@ -52,25 +52,20 @@ def generate(rows: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def production_model(store: ArtifactStore, features: list[dict[str, str]]) -> ProductionRef:
+def production_model(store: ArtifactStore, tmp: str, run: TrainingRunSpec, dataset: DatasetSpec) -> ProductionRef:
     """A production version for the comparison (not timed: the registry already holds it): the same pipeline
-    fitted on 20,000 other rows, saved with skops like any version."""
-    from sklearn.linear_model import LogisticRegression
-
-    from kultivar.workloads.artifact import dump_model
-    from kultivar.workloads.canonical import as_features, coerce_frame
-    from kultivar.workloads.pipeline import build_pipeline
-    from kultivar.workloads.split import all_inputs
-
-    typed = as_features(features)
-    frame, _ = coerce_frame(generate(20_000, seed=1), typed, "label", "classification")
-    x, y = all_inputs(frame, typed, "label", "classification")
-    model = build_pipeline(typed, LogisticRegression()).fit(x, y)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, "model.skops")
-        dump_model(model, local)
-        ref = store.write_file_once("registry/v1/model.skops", local)
-    return ProductionRef(version=1, uri=ref["uri"], digest=ref["digest"])
+    trained by the real workloads on 20,000 other rows, so its model file, manifest and digest are what the
+    registry would hold."""
+    source = Path(tmp) / "production.parquet"
+    generate(20_000, seed=1).to_parquet(source, index=False)
+    spec = dataset.model_copy(update={"source": dataset.source.model_copy(update={"uri": str(source)})})
+    validated = run_validation(spec, "bench", "bench-production", store)
+    trained = run_training(run, validated["snapshotUri"], validated["digest"], validated["profileUri"],
+                           "classification", "label", validated["features"], "bench", "bench-production",
+                           uuid.uuid4().hex, store)
+    if not (validated["ok"] and trained["ok"]):
+        raise SystemExit(f"the production version could not be trained: {validated} {trained}")
+    return ProductionRef(version=1, uri=trained["artifact"]["uri"], digest=trained["artifact"]["digest"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"validation failed: {validated}", file=sys.stderr)
                 return 1
             print(f"run {attempt}/{args.repeat}: training ...", flush=True)
-            registry = RegistryContext(production=production_model(store, validated["features"]),
+            registry = RegistryContext(production=production_model(store, tmp, run, dataset),
                                        promotion={"significance": {"confidence": 0.95}}, model="bench")
             t = time.perf_counter()
             trained = run_training(run, validated["snapshotUri"], validated["digest"], validated["profileUri"],

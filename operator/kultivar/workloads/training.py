@@ -34,6 +34,7 @@ import pandas as pd
 from kultivar.api.contracts import (
     DEFAULT_ESTIMATOR_PACKAGES,
     ArtifactRef,
+    CompiledModel,
     EvaluationResult,
     FailureResult,
     FeatureRef,
@@ -48,7 +49,7 @@ from kultivar.workloads.artifact import MANIFEST_NAME, MODEL_NAME, dump_model, r
 from kultivar.workloads.canonical import as_features, canonical_frame_digest, coerce_frame
 from kultivar.workloads.card import CARD_NAME, provisional_decision, render_card, write_card
 from kultivar.workloads.comparison import HeldOut, Scored, check_segments, compare, gate_settings
-from kultivar.workloads.compile import compile_model
+from kultivar.workloads.compile import Answers, compile_model
 from kultivar.workloads.estimator import build_estimator, build_search, needs_encoded_labels
 from kultivar.workloads.evaluate import Predictions, evaluate_predictions, headline_metric, scorer
 from kultivar.workloads.failure import TrainingFailure
@@ -136,13 +137,13 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
     model, best_params, notes = _fit(spec, prepared, timings)
     comparing = _Comparing(gate_metric, confidence, registry.production, dataset_digest, spec.evaluation.seed,
                            spec.evaluation.segments, holdout)
-    metrics, artifact, trusted_types, evaluation = _evaluate_and_save(
+    metrics, artifact, trusted_types, evaluation, compiled = _evaluate_and_save(
         model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, timings)
     manifest = _manifest(spec, task, target, features, prepared, metric, metrics, best_params, artifact,
                          trusted_types, dataset_digest, snapshot_uri, profile_uri)
     manifest.evaluation = evaluation
     t = time.perf_counter()
-    manifest.compiled = compile_model(model, features, task, prepared.x_test, store, prefix)  # model.onnx or why not
+    manifest.compiled = compiled
     manifest.cardUri = write_card(store, prefix + CARD_NAME, render_card(
         manifest, run_name=run_name, model=registry.model, description=registry.description,
         decision=provisional_decision(registry.promotion, manifest, registry.production)))
@@ -342,14 +343,14 @@ def _load_holdout(store: ArtifactStore, ref: HoldoutRef, task: str, target: str,
 def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, features: list[Feature],
                        prefix: str, store: ArtifactStore, estimator_packages: tuple[str, ...], comparing: _Comparing,
                        timings: dict[str, float]
-                       ) -> tuple[dict[str, float], ArtifactRefDict, list[str], EvaluationResult]:
-    """The held-out metrics, the stored model file, the types beyond skops' defaults it holds, and the comparison
-    with production and the baseline on the same rows."""
+                       ) -> tuple[dict[str, float], ArtifactRefDict, list[str], EvaluationResult, CompiledModel]:
+    """The held-out metrics, the stored model file, the types beyond skops' defaults it holds, the comparison
+    with production and the baseline on the same rows, and the compiled model (or why there is none)."""
     # Serialise the model while it is evaluated: both only read the fitted model, so skops' work overlaps the
     # evaluation's. Nothing is stored before the evaluation has succeeded.
     t = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="kultivar-model-") as tmp, \
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="dump") as pool:
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="save") as pool:
         local = os.path.join(tmp, MODEL_NAME)
         dumping = pool.submit(dump_model, model, local, estimator_packages)
         metrics, predictions = evaluate_predictions(model, prepared.x_test, prepared.y_test, task,
@@ -360,6 +361,10 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
                                   f"the headline metric {metric} could not be computed on the held-out split "
                                   f"(computed: {', '.join(metrics) or 'none'}); use more data or another metric")
         log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        # Compile while production and the baseline are scored: model.onnx (or why not), checked against the
+        # predictions the held-out metrics were computed from.
+        compiling = pool.submit(compile_model, model, features, task, prepared.x_test, store, prefix,
+                                Answers(predictions.pred, predictions.proba))
 
         t = time.perf_counter()
         few_values = [f.name for f in features if f.type != "numeric"]
@@ -392,8 +397,9 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
             log.info("replacing %s left by an attempt that did not finish (no manifest)", model_uri)
             store.delete(model_rel)
         artifact = store.write_file_once(model_rel, local)
+        compiled = compiling.result()
     timings["save"] = time.perf_counter() - t
-    return metrics, artifact, trusted_types, evaluation
+    return metrics, artifact, trusted_types, evaluation, compiled
 
 
 def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feature], prepared: _Prepared,
