@@ -122,8 +122,33 @@ class Variant(KModel):
     weight: int = Field(ge=0, le=100, description="Percent of traffic.")
 
 
+AB_DECISION_NEEDS_TWO = "abTest.decision compares exactly two variants"
+
+
+class ABTestDecision(KModel):
+    """How an A/B test between two variants picks a winner from feedback labels (POST /v2/models/{name}/feedback):
+    an always-valid sequential test (mSPRT), looked at every analysis interval. The winner is reported in
+    status.abTest and the ABTestConcluded condition, never applied: making it production is a change to the spec."""
+
+    metric: Literal["accuracy"] = Field(
+        default="accuracy",
+        description="The live metric compared: accuracy, the share of labelled predictions that were right (a "
+                    "proportion, which the sequential test needs). Classifiers only.",
+    )
+    confidence: float = Field(
+        default=0.95, ge=0.8, le=0.999,
+        description="1 - alpha: the chance, however often the test is looked at, that no winner is declared "
+                    "between two variants that are equally good. Changing it starts the test again.",
+    )
+    minSamples: int = Field(
+        default=100, ge=10,
+        description="Labelled predictions each variant needs before the test is computed (the normal "
+                    "approximation needs them); before that the verdict is CollectingSamples.",
+    )
+
+
 class ABTestStrategy(KModel):
-    """Fixed traffic split between versions, or header-based selection."""
+    """Fixed traffic split between versions, or header-based selection; with a decision, a winner from feedback."""
 
     variants: list[Variant] = Field(
         description="Versions and their traffic shares; weights add up to 100.",
@@ -136,11 +161,24 @@ class ABTestStrategy(KModel):
         default=None, max_length=128, pattern=r"^[A-Za-z0-9-]+$",
         description="Request header whose value names a version (e.g. x-model-version: 3) to select it explicitly.",
     )
+    decision: ABTestDecision | None = Field(
+        default=None,
+        description="Decide a winner from live feedback labels (exactly two variants); unset: the test only "
+                    "reports each variant's requests, errors and latency.",
+    )
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self.variants.map(v, v.weight).sum() == 100",
          "message": "abTest variant weights must add up to 100", "fieldPath": ".variants"},
+        {"rule": "!has(self.decision) || size(self.variants) == 2",
+         "message": AB_DECISION_NEEDS_TWO, "fieldPath": ".decision"},
     ]})
+
+    @model_validator(mode="after")
+    def _decision_of_two(self) -> ABTestStrategy:
+        if self.decision is not None and len(self.variants) != 2:
+            raise ValueError(f"decision: {AB_DECISION_NEEDS_TWO}")
+        return self
 
 
 class Strategy(KModel):
@@ -354,6 +392,43 @@ class Rollout(KModel):
                                                            "metrics source pods only).")
 
 
+class ABTestVariantOutcome(KModel):
+    """One variant's live metric since the A/B test began."""
+
+    version: int = Field(description="Model version (the one that answered the labelled predictions).")
+    value: float | None = Field(default=None, description="The live metric; unset without labels.")
+    labels: int = Field(default=0, description="Labelled predictions since the test began: the sample size.")
+
+
+class ABTestResult(KModel):
+    """The A/B test's decision at the last analysis (spec.strategy.abTest.decision)."""
+
+    metric: str = Field(description="The live metric compared.")
+    confidence: float = Field(description="1 - alpha of the test.")
+    method: str = Field(description="The sequential test.")
+    verdict: Literal["CollectingSamples", "NoWinnerYet", "Concluded", "Unmeasurable"] = Field(
+        description="CollectingSamples: a variant has fewer than minSamples labels; NoWinnerYet: tested, not "
+                    "significant; Concluded: a winner is significant (final); Unmeasurable: the feedback cannot "
+                    "give the metric (see message).")
+    variants: list[ABTestVariantOutcome] = Field(default_factory=list, description="Per variant: the live metric "
+                                                                                   "and its sample size.",
+                                                 json_schema_extra={"maxItems": 2})
+    pValue: float | None = Field(default=None, description="Always-valid p-value of 'the variants are equally "
+                                                           "good' (non-increasing across looks).")
+    looks: int = Field(default=0, description="Analyses that computed the test so far.")
+    winner: int | None = Field(default=None, description="The version that is significantly better (Concluded).")
+    effectSize: float | None = Field(default=None, description="The winner's metric minus the other's when it "
+                                                               "concluded (first variant minus second before).")
+    effectLow: float | None = Field(default=None, description="Lower end of the confidence sequence of that "
+                                                              "difference.")
+    effectHigh: float | None = Field(default=None, description="Upper end of the confidence sequence of that "
+                                                               "difference.")
+    concludedAt: str | None = Field(default=None, description="When the winner became significant.",
+                                    json_schema_extra={"format": "date-time"})
+    message: str = Field(default="", description="The numbers that decided it.")
+    sequential: str | None = Field(default=None, description="The test's running state between looks (JSON).")
+
+
 class ABTestStatus(KModel):
     """The running A/B test: the window that the per-version numbers in status.variants cover."""
 
@@ -366,6 +441,8 @@ class ABTestStatus(KModel):
         default=None, description="Where the numbers came from (spec.strategy.canary.analysis.metricsSource).")
     baseline: str | None = Field(default=None, description="Metrics snapshot at the window's start (JSON; metrics "
                                                            "source pods only).")
+    result: ABTestResult | None = Field(default=None, description="The decision from feedback labels "
+                                                                  "(spec.strategy.abTest.decision).")
 
 
 class FeatureDrift(KModel):

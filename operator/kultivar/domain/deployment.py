@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
@@ -58,6 +59,12 @@ class MetricsRequest:
         return bool(self.serving) or self.drift_version is not None or bool(self.performance)
 
 
+def ab_decides(spec: DeploymentSpec) -> bool:
+    """Whether an A/B test picks a winner from feedback (its analysis reads the feedback counters)."""
+    return spec.strategy.type == "ABTest" and spec.strategy.abTest is not None \
+        and spec.strategy.abTest.decision is not None
+
+
 def _seconds_since(since: datetime | None, now: datetime) -> float | None:
     """The length of a metrics window that began at since (None: no window is open)."""
     return None if since is None else max(0.0, (now - since).total_seconds())
@@ -84,7 +91,8 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
             "prometheus", spec.strategy.canary.analysis.prometheusUrl,
             serving=versions if planned.needs_metrics else [],
             serving_window=_seconds_since(metrics_since(spec, status), now),
-            serving_feedback=performance is not None,
+            # Feedback too when a canary is judged on outcomes or an A/B test decides on them.
+            serving_feedback=performance is not None or ab_decides(spec),
             drift_version=drift,
             drift_window=_seconds_since(drift_since(status.get("drift"), drift), now) if drift is not None else None,
             performance=labelled,

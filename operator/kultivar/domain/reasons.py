@@ -57,6 +57,8 @@ class Reason(StrEnum):
     AT_OR_ABOVE_FLOOR = "AtOrAboveFloor"  # Underperforming=False: live performance within its floor
     BELOW_FLOOR = "BelowFloor"  # Underperforming=True
     TOO_FEW_LABELS = "TooFewLabels"  # Underperforming=Unknown: not enough feedback in the window to judge
+    WINNER_SIGNIFICANT = "WinnerSignificant"  # ABTestConcluded=True: the A/B test found a significant winner
+    NO_WINNER_YET = "NoWinnerYet"  # ABTestConcluded=False: tested, no significant difference so far
     RETRAIN_SKIPPED = "RetrainSkipped"  # Drifted=True: the refreshed data is the data the served version knows
 
     # Something needs a fix, or a dependency (Ready=False, Warning Event; Argo CD Degraded).

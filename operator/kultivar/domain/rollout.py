@@ -28,7 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from kultivar.api.common import parse_duration
-from kultivar.api.deployment import DeploymentSpec
+from kultivar.api.deployment import ABTestDecision, DeploymentSpec
+from kultivar.domain.abtest import judge_ab_test
 from kultivar.domain.conditions import now_rfc3339, parse_time
 from kultivar.domain.metrics import Snapshot, Verdict, analyse, summarize
 from kultivar.domain.performance import Feedback, canary_outcome
@@ -355,26 +356,41 @@ def _ab_test(inp: RolloutInput) -> RolloutDecision:
     replicas = {v.version: max(1, round(n * v.weight / 100)) for v in variants if v.weight > 0 or ab_spec.header}
     weights = {v.version: v.weight for v in variants}
     top = max(variants, key=lambda v: (v.weight, v.version)).version
-    ab, needs, measured, requeue, note = _measure_ab(inp, sorted(replicas))
+    events: list[Event] = []
+    ab, needs, measured, requeue, note = _measure_ab(inp, sorted(replicas), events)
     waiting = [v for v in replicas if not (inp.pods.get(v) and inp.pods[v].is_ready)]
     progressing = (True, Reason.DEPLOYING, f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
         (False, Reason.AB_TEST_RUNNING, ", ".join(f"v{v.version}={v.weight}%" for v in variants) + note)
     return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing,
-                           needs_metrics=needs, requeue_after=requeue, ab_test=ab, measured=measured)
+                           needs_metrics=needs, requeue_after=requeue, ab_test=ab, measured=measured,
+                           events=events)
 
 
-def _measure_ab(inp: RolloutInput, versions: list[int]
+def _other_decision(ab: dict[str, Any], decision: ABTestDecision | None) -> bool:
+    """Whether the test's result was computed under another metric or confidence: the sequential test's
+    guarantee holds for one sequence with fixed settings, so the test starts again."""
+    result = ab.get("result") or {}
+    return decision is not None and bool(result) and \
+        (result.get("metric"), result.get("confidence")) != (decision.metric, decision.confidence)
+
+
+def _measure_ab(inp: RolloutInput, versions: list[int], events: list[Event]
                 ) -> tuple[dict[str, Any], bool, dict[int, dict[str, Any]], float, str]:
-    """Advance the A/B test's measurement window: (status.abTest, needs metrics, numbers, requeue, note)."""
+    """Advance the A/B test's measurement window: (status.abTest, needs metrics, numbers, requeue, note); with a
+    decision, also look at the feedback for a winner (events: ABTestConcluded)."""
     analysis = inp.spec.strategy.canary.analysis
+    ab_spec = inp.spec.strategy.abTest
+    assert ab_spec is not None
+    decision = ab_spec.decision
     interval = parse_duration(analysis.interval).total_seconds()
     stamp = now_rfc3339(inp.now)
     ab = dict(inp.ab_test or {})
     started = parse_time(ab.get("startedAt"))
-    if ab.get("versions") != versions or started is None or ab.get("metricsSource") != analysis.metricsSource:
+    if ab.get("versions") != versions or started is None or ab.get("metricsSource") != analysis.metricsSource \
+            or _other_decision(ab, decision):
         # A new test (or other variants, or another source): count from now; the old window's fields go.
         ab = {"versions": versions, "startedAt": stamp, "metricsSource": analysis.metricsSource,
-              "measuredAt": None, "baseline": None}
+              "measuredAt": None, "baseline": None, "result": None}
         if windowed(inp.spec):
             return ab, False, {}, interval, ""
         if inp.metrics is None:  # the baseline to count from
@@ -390,4 +406,14 @@ def _measure_ab(inp: RolloutInput, versions: list[int]
         return ab, True, {}, interval, ""
     measured = {v: summarize(_window(inp, ab, v)).wire() for v in versions}
     ab["measuredAt"] = stamp
-    return ab, False, measured, interval, ""
+    note = ""
+    if decision is None:
+        ab["result"] = None  # a decision removed mid-test: no verdict stands
+    elif len(versions) == 2:
+        judged = judge_ab_test(decision, ab.get("result"), [v.version for v in ab_spec.variants],
+                               _feedback_window(inp, ab), inp.now)
+        ab["result"] = judged.result
+        events.extend(judged.events)
+        if judged.result.get("winner") is not None:
+            note = f"; v{judged.result['winner']} won (ABTestConcluded)"
+    return ab, False, measured, interval, note
