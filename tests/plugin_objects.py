@@ -111,6 +111,31 @@ AB: dict[str, Any] = {
 }
 
 
+# The same A/B test deciding from feedback labels, concluded for v3; and the canary with live performance.
+AB_DECIDED: dict[str, Any] = copy.deepcopy(AB)
+AB_DECIDED["spec"]["strategy"]["abTest"]["decision"] = {"metric": "accuracy", "confidence": 0.95, "minSamples": 100}
+AB_DECIDED["status"]["abTest"]["result"] = {
+    "metric": "accuracy", "confidence": 0.95, "method": "mSPRT (Johari et al. 2022), normal mixture",
+    "verdict": "Concluded", "variants": [{"version": 1, "value": 0.8612, "labels": 418},
+                                         {"version": 3, "value": 0.9305, "labels": 187}],
+    "pValue": 0.0031, "looks": 17, "winner": 3, "effectSize": 0.0693, "effectLow": 0.0211, "effectHigh": 0.1175,
+    "concludedAt": "2026-05-01T12:09:30Z",
+    "message": "v3 wins over v1 on live accuracy: v1 0.8612 (418 labels) vs v3 0.9305 (187 labels), effect +0.0693"}
+AB_DECIDED["status"]["conditions"].append(
+    {"type": "ABTestConcluded", "status": "True", "reason": "WinnerSignificant",
+     "message": AB_DECIDED["status"]["abTest"]["result"]["message"], "lastTransitionTime": "2026-05-01T12:09:30Z"})
+WATCHED: dict[str, Any] = copy.deepcopy(CANARY)
+WATCHED["spec"]["monitoring"]["performance"] = {"metric": "accuracy", "floor": 0.85, "minLabels": 200, "window": "1h"}
+WATCHED["status"]["performance"] = {
+    "checkedAt": "2026-05-01T12:08:00Z", "metric": "accuracy", "floor": 0.85, "window": "1h",
+    "windowStart": "2026-05-01T12:08:00Z", "version": 1, "belowFloor": True, "since": "2026-05-01T12:08:00Z",
+    "versions": [{"version": 1, "value": 0.8012, "labels": 640}, {"version": 3, "value": 0.9, "labels": 40}]}
+WATCHED["status"]["conditions"].append(
+    {"type": "Underperforming", "status": "True", "reason": "BelowFloor",
+     "message": "live accuracy of v1 is 0.8012 on 640 labelled predictions in the last 1h: 0.0488 below the floor "
+                "0.85", "lastTransitionTime": "2026-05-01T12:08:00Z"})
+
+
 def run(n: int, params: dict[str, Any], digest: str, best: dict[str, Any] | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"datasetDigest": digest, "metric": "accuracy", "modelVersion": n,
                               "completionTime": "2026-05-01T11:00:00Z"}

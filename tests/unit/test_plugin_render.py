@@ -8,10 +8,11 @@ from kultivar.api.deployment import DeploymentSpec, DeploymentStatus
 from kultivar.api.model import ModelSpec, ModelStatus
 from kultivar.plugin import facts, render
 from kultivar.plugin.render import to_text
-from plugin_objects import AB, CANARY, D2, DATASET, MODEL, NOW, run, settled
+from plugin_objects import AB, AB_DECIDED, CANARY, D2, DATASET, MODEL, NOW, WATCHED, run, settled
 
 
-@pytest.mark.parametrize("obj", [MODEL, CANARY, AB], ids=["model", "canary", "abtest"])
+@pytest.mark.parametrize("obj", [MODEL, CANARY, AB, AB_DECIDED, WATCHED],
+                         ids=["model", "canary", "abtest", "abtest-decided", "performance"])
 def test_recorded_objects_match_the_api(obj) -> None:
     spec, status = (ModelSpec, ModelStatus) if obj["kind"] == "Model" else (DeploymentSpec, DeploymentStatus)
     spec.model_validate(obj["spec"])
@@ -101,6 +102,45 @@ def test_ab_test_view_has_numbers_per_variant_and_no_canary_steps() -> None:
     assert line_with(text, "v1 ").split() == ["v1", "variant", "70%", "1/1", "700", "0.002", "0.012"]
     assert "canary" not in text.lower().replace("strategy abtest", "")
     assert "no drift check yet" in text
+
+
+def test_ab_test_view_shows_each_variants_live_metric_and_the_verdict() -> None:
+    text = to_text(render.deployment_view(AB_DECIDED, fancy=False, now=NOW), width=220)
+    assert line_with(text, "v1       variant").split() == ["v1", "variant", "70%", "1/1", "700", "0.002", "0.012", "0.8612",
+                                              "418"]
+    assert line_with(text, "v3       variant").split()[-3:] == ["0.9305", "187", "winner"]
+    assert "LIVE ACCURACY" in text and "LABELS" in text
+    assert ("A/B decision on live accuracy (mSPRT (Johari et al. 2022), normal mixture, confidence 0.95): v3 wins, "
+            "effect +0.0693 [0.0211, 0.1175], always-valid p=0.0031, after 17 looks") in text
+    assert "ok ABTestConcluded=True WinnerSignificant: v3 wins over v1" in text
+    # Without a decision the table is as before (no empty metric columns).
+    assert "LIVE" not in to_text(render.deployment_view(AB, fancy=False, now=NOW), width=220)
+
+
+def test_ab_verdicts_before_a_winner() -> None:
+    result = {**AB_DECIDED["status"]["abTest"]["result"], "verdict": "NoWinnerYet", "winner": None, "pValue": 0.31}
+    assert render.ab_verdict(result).endswith("no winner yet, always-valid p=0.31 after 17 looks")
+    collecting = {**result, "verdict": "CollectingSamples", "message": "collecting labels: v1 0.8 (40 labels)"}
+    assert "collecting labels (collecting labels: v1 0.8 (40 labels))" in render.ab_verdict(collecting)
+    dep = {**AB_DECIDED, "status": {**AB_DECIDED["status"], "abTest": {**AB_DECIDED["status"]["abTest"],
+                                                                      "result": result}}}
+    line = to_text(render.deployment_line(dep, False, NOW), 220)
+    assert "A/B inconclusive no winner yet (p=0.31): v1 0.8612 (418 labels), v3 0.9305 (187 labels)" in line
+
+
+def test_model_and_deployment_show_live_performance_and_a_b_numbers() -> None:
+    line = to_text(render.deployment_line(WATCHED, False, NOW), 220)
+    assert "live accuracy FAIL v1 0.8012 (640 labels, floor 0.85)" in line
+    line = to_text(render.deployment_line(AB_DECIDED, False, NOW), 220)
+    assert "A/B ok v3 wins (p=0.0031): v1 0.8612 (418 labels), v3 0.9305 (187 labels)" in line
+    tree = to_text(render.model_tree(MODEL, [WATCHED, AB_DECIDED], fancy=False, now=NOW), width=260)
+    assert "live accuracy FAIL v1 0.8012" in tree and "A/B ok v3 wins" in tree
+    text = to_text(render.deployment_view(WATCHED, fancy=False, now=NOW), width=200)
+    assert "live accuracy (floor 0.85, at least; window 1h, checked 2m ago)" in text
+    assert line_with(text, "v1       0.8012").split() == ["v1", "0.8012", "640", "FAIL"]
+    assert line_with(text, "v3       0.9").split() == ["v3", "0.9", "40"]
+    assert "FAIL Underperforming=True BelowFloor: live accuracy of v1 is 0.8012" in text
+    assert "Underperforming" not in to_text(render.deployment_view(CANARY, fancy=False, now=NOW), width=200)
 
 
 def test_lineage_tree_goes_from_data_to_deployments() -> None:

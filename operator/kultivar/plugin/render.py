@@ -67,8 +67,10 @@ def _cond(obj: dict[str, Any], type_: str, fancy: bool) -> Text:
     c = condition(obj, type_)
     if c is None:
         return Text(f"{type_}: unknown", style="dim")
-    good = (c.get("status") == "True") != (type_ == "Degraded")
+    good = (c.get("status") == "True") != (type_ in ("Degraded", "Underperforming"))
     symbol = mark("info", fancy) if type_ == "Progressing" else mark("ok" if good else "fail", fancy)
+    if not good and (c.get("status") == "Unknown" or type_ == "ABTestConcluded"):  # not judged, or no winner yet
+        symbol = mark("wait", fancy)
     text = Text.assemble(symbol, f" {type_}={c.get('status')} {c.get('reason', '')}")
     if c.get("message"):
         text.append(f": {c['message']}", style="dim" if good else "")
@@ -131,6 +133,25 @@ def deployment_line(dep: dict[str, Any], fancy: bool, now: datetime) -> Text:
         text.append("  drift ")
         text.append_text(mark("drifted", fancy) if drift.get("drifted") else mark("ok", fancy))
         text.append(f" max PSI {fmt(top, 3)} ({drift.get('samples', 0)} requests)")
+    result = (status.get("abTest") or {}).get("result") or {}
+    if result:
+        numbers = ", ".join(f"v{o.get('version')} {fmt(o.get('value'))} ({o.get('labels', 0)} labels)"
+                            for o in result.get("variants") or [])
+        text.append("  A/B ")
+        if result.get("verdict") == "Concluded":
+            text.append_text(mark("ok", fancy))
+            text.append(f" v{result.get('winner')} wins (p={fmt(result.get('pValue'), 3)}): {numbers}")
+        else:
+            text.append_text(mark("wait", fancy))
+            text.append(f" no winner yet (p={fmt(result.get('pValue'), 3)}): {numbers}")
+    perf = status.get("performance")
+    if perf and perf.get("versions"):
+        judged = next((v for v in perf["versions"] if v.get("version") == perf.get("version")), None)
+        if judged and judged.get("value") is not None:
+            text.append(f"  live {perf.get('metric')} ")
+            text.append_text(mark("fail" if perf.get("belowFloor") else "ok", fancy))
+            text.append(f" v{judged['version']} {fmt(judged['value'])} ({judged.get('labels', 0)} labels, floor "
+                        f"{fmt(perf.get('floor'))})")
     stable = next((v for v in status.get("variants") or [] if v.get("role") == "stable"), None)
     if stable and stable.get("requests") is not None:
         text.append(f"  live: {stable['requests']} req, errors {fmt(stable.get('errorRate'), 3)}, "
@@ -314,17 +335,70 @@ def drift_table(dep: dict[str, Any], fancy: bool, now: datetime, top: int = 10) 
 
 
 def variants_table(dep: dict[str, Any], fancy: bool) -> Table:
+    """Per served version: weight, pods and the measured numbers; with an A/B decision also each variant's live
+    metric and labels since the test began (ab_verdict says what they decided)."""
     status = dep.get("status") or {}
     ab = status.get("abTest")
+    result = (ab or {}).get("result") or {}
     title = f"versions (A/B test since {ab.get('startedAt')})" if ab else "versions"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
-    for col in ("VERSION", "ROLE", "WEIGHT", "READY", "REQUESTS", "ERROR RATE", "P95 (s)"):
+    columns = ["VERSION", "ROLE", "WEIGHT", "READY", "REQUESTS", "ERROR RATE", "P95 (s)"]
+    if result:
+        columns += [f"LIVE {str(result.get('metric', 'metric')).upper()}", "LABELS", ""]
+    for col in columns:
         table.add_column(col)
+    outcomes = {o.get("version"): o for o in result.get("variants") or []}
     for v in status.get("variants") or []:
-        table.add_row(f"v{v['version']}", v.get("role", "-"), f"{v.get('weight', 0)}%",
-                      f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}", fmt(v.get("requests")),
-                      fmt(v.get("errorRate"), 3), fmt(v.get("latencyP95Seconds"), 3))
+        row: list[str | Text] = [f"v{v['version']}", v.get("role", "-"), f"{v.get('weight', 0)}%",
+                                 f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}", fmt(v.get("requests")),
+                                 fmt(v.get("errorRate"), 3), fmt(v.get("latencyP95Seconds"), 3)]
+        if result:
+            outcome = outcomes.get(v["version"]) or {}
+            won = result.get("winner") == v["version"]
+            row += [fmt(outcome.get("value")), fmt(outcome.get("labels")),
+                    Text("winner", style="bold green") if won else Text("")]
+        table.add_row(*row)
     return table
+
+
+def ab_verdict(result: dict[str, Any]) -> str:
+    """The A/B decision in one line: verdict, p-value, effect and how (status.abTest.result)."""
+    head = (f"A/B decision on live {result.get('metric', '-')} ({result.get('method', 'mSPRT')}, "
+            f"confidence {fmt(result.get('confidence'))}): ")
+    verdict = result.get("verdict")
+    p = f"always-valid p={fmt(result.get('pValue'), 3)}"
+    if verdict == "Concluded":
+        return (f"{head}v{result.get('winner')} wins, effect {result.get('effectSize', 0.0):+.4f} "
+                f"[{fmt(result.get('effectLow'))}, {fmt(result.get('effectHigh'))}], {p}, "
+                f"after {result.get('looks', 0)} looks")
+    if verdict == "NoWinnerYet":
+        return f"no winner yet, {p} after {result.get('looks', 0)} looks"
+    if verdict == "CollectingSamples":
+        return f"collecting labels ({result.get('message', '')})"
+    return f"{verdict}: {result.get('message', '')}"
+
+
+def performance_table(dep: dict[str, Any], fancy: bool, now: datetime) -> Group | None:
+    """Live performance per served version (status.performance), the judged one against its floor."""
+    perf = (dep.get("status") or {}).get("performance")
+    if not perf:
+        return None
+    metric = perf.get("metric", "-")
+    errors = metric in ("mae", "rmse")
+    title = (f"live {metric} (floor {fmt(perf.get('floor'))}, {'at most' if errors else 'at least'}; window "
+             f"{perf.get('window', '-')}, checked {ago(perf.get('checkedAt'), now)})")
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("VERSION", metric.upper(), "LABELS", ""):
+        table.add_column(col)
+    for v in perf.get("versions") or []:
+        judged = v.get("version") == perf.get("version")
+        verdict = Text("")
+        if judged and v.get("value") is not None:
+            verdict = mark("fail" if perf.get("belowFloor") else "ok", fancy)
+        table.add_row(f"v{v.get('version')}", fmt(v.get("value")), fmt(v.get("labels")), verdict)
+    if not perf.get("versions"):
+        return Group(Text(title), Text("window open: no labels counted yet", style="dim"))
+    return Group(Text(title), table)
 
 
 def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bool = False) -> Group:
@@ -343,7 +417,15 @@ def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bo
         parts.append(Text.assemble(mark("rolledback", fancy),
                                    f": {', '.join(f'v{v}' for v in status['rolledBack'])} (not rolled out again)"))
     parts.append(Text(""))
+    if condition(dep, "ABTestConcluded") is not None:
+        parts.append(_cond(dep, "ABTestConcluded", fancy))
+    if condition(dep, "Underperforming") is not None:
+        parts.append(_cond(dep, "Underperforming", fancy))
     parts.append(variants_table(dep, fancy))
+    if result := (status.get("abTest") or {}).get("result"):
+        parts.append(Text(ab_verdict(result)))
+    if (performance := performance_table(dep, fancy, now)) is not None:
+        parts.append(performance)
     if strategy == "Canary":
         parts += [steps_table(dep, fancy, now), analysis_table(dep, fancy, now)]
     parts.append(drift_table(dep, fancy, now, top=50 if wide else 10))
