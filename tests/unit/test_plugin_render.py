@@ -106,8 +106,8 @@ def test_ab_test_view_has_numbers_per_variant_and_no_canary_steps() -> None:
 
 def test_ab_test_view_shows_each_variants_live_metric_and_the_verdict() -> None:
     text = to_text(render.deployment_view(AB_DECIDED, fancy=False, now=NOW), width=220)
-    assert line_with(text, "v1       variant").split() == ["v1", "variant", "70%", "1/1", "700", "0.002", "0.012", "0.8612",
-                                              "418"]
+    assert line_with(text, "v1       variant").split() == ["v1", "variant", "70%", "1/1", "700", "0.002", "0.012",
+                                                          "0.8612", "418"]
     assert line_with(text, "v3       variant").split()[-3:] == ["0.9305", "187", "winner"]
     assert "LIVE ACCURACY" in text and "LABELS" in text
     assert ("A/B decision on live accuracy (mSPRT (Johari et al. 2022), normal mixture, confidence 0.95): v3 wins, "
