@@ -30,6 +30,10 @@ INVALID = [
     ("A/B weights must add up", _with("Deployment", lambda b: b["spec"].update(strategy={
         "type": "ABTest", "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 40}]}})),
      "spec.strategy.abTest.variants"),
+    ("A/B decision between two variants", _with("Deployment", lambda b: b["spec"].update(strategy={
+        "type": "ABTest", "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 30},
+                                                  {"version": 3, "weight": 20}], "decision": {}}})),
+     "spec.strategy.abTest.decision"),
     ("canary weights must increase", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(
         steps=[{"weight": 50}, {"weight": 10}])), "spec.strategy.canary.steps"),
     ("allowed values only for categorical", _with("Dataset", lambda b: b["spec"]["schema"]["features"][0].update(
