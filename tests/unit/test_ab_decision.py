@@ -49,8 +49,8 @@ class Timeline:
     """One Deployment reconciled through time, its status stored as the API server would store it."""
 
     def __init__(self, strategy: dict[str, Any]) -> None:
-        self.dep = obj("Deployment", "shop", {"modelRef": {"name": "shop"}, "replicas": 2, "strategy": strategy},
-                       {})
+        self.dep = obj("Deployment", "shop", {"modelRef": {"name": "shop"}, "replicas": 2, "strategy": strategy,
+                                              "monitoring": {"enabled": False}}, {})
 
     def reconcile(self, at: datetime, scrape: dict[int, Snapshot] | None) -> ServingPlan:
         observed = DeploymentObserved(obj=self.dep, model=_registry(), pods=PODS)
@@ -204,3 +204,15 @@ def test_a_decision_compares_exactly_two_variants() -> None:
     spec = DeploymentSpec.model_validate({"modelRef": {"name": "m"}, "strategy": _strategy()})
     assert spec.strategy.abTest and spec.strategy.abTest.decision
     assert spec.strategy.abTest.decision.minSamples == 100
+
+
+def test_prometheus_window_counts_need_no_baseline() -> None:
+    prom = {"metricsSource": "prometheus", "prometheusUrl": "http://prometheus:9090"}
+    test = Timeline(_strategy(source=prom))
+    test.reconcile(T0, None)  # the window opens; Prometheus answers for it later, no baseline is kept
+    assert "baseline" not in test.dep["status"]["abTest"]
+    # increase() over the test's window: already the labels since it began (fractional from extrapolation).
+    test.reconcile(T0 + timedelta(seconds=30), {1: _labels({1: 150.4, 2: 100.2}, {1: 10.1, 2: 60.3})})
+    assert test.result["verdict"] == "Concluded" and test.result["winner"] == 1
+    assert test.result["variants"] == [{"version": 1, "labels": 160, "value": round(150.4 / 160.5, 6)},
+                                       {"version": 2, "labels": 160, "value": round(100.2 / 160.5, 6)}]
