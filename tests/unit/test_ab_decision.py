@@ -6,16 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pytest
 from factories import model, obj
 from pydantic import ValidationError
 from statuscheck import stored_status
 
-from kultivar.api.deployment import ABTestStrategy, DeploymentSpec
+from kultivar.api.deployment import ABTestDecision, ABTestStrategy, DeploymentSpec
 from kultivar.config import OperatorConfig
-from kultivar.domain.abtest import AB_TEST_CONCLUDED
+from kultivar.domain.abtest import AB_TEST_CONCLUDED, judge_ab_test
 from kultivar.domain.deployment import metrics_needed, plan_deployment
 from kultivar.domain.metrics import Snapshot
+from kultivar.domain.performance import Feedback
 from kultivar.domain.rollout import Pods
 from kultivar.domain.serving import DeploymentObserved, ServingPlan
 from kultivar.domain.stats import ab_test_look
@@ -216,3 +218,24 @@ def test_prometheus_window_counts_need_no_baseline() -> None:
     assert test.result["verdict"] == "Concluded" and test.result["winner"] == 1
     assert test.result["variants"] == [{"version": 1, "labels": 160, "value": round(150.4 / 160.5, 6)},
                                        {"version": 2, "labels": 160, "value": round(100.2 / 160.5, 6)}]
+
+
+def test_equally_good_variants_rarely_conclude_however_often_the_planner_looks() -> None:
+    # A/A tests looked at 20 times each, the test's state going through status (JSON) between looks as in the
+    # cluster: the share that ever concludes stays at or below 1 - confidence (the mSPRT's guarantee).
+    decision = ABTestDecision(confidence=0.95, minSamples=100)
+    rng = np.random.default_rng(4)
+    experiments, concluded = 300, 0
+    for _ in range(experiments):
+        result: dict[str, Any] | None = None
+        right, total = np.zeros(2), np.zeros(2)
+        for _look in range(20):
+            total += 50
+            right += rng.binomial(50, 0.8, size=2)
+            window = Feedback({(v, "a", "a"): float(right[i]) for i, v in enumerate((1, 2))}
+                              | {(v, "a", "b"): float(total[i] - right[i]) for i, v in enumerate((1, 2))})
+            result = judge_ab_test(decision, result, [1, 2], window, T0).result
+            if result["verdict"] == "Concluded":
+                concluded += 1
+                break
+    assert concluded / experiments <= 0.05

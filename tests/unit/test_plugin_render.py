@@ -113,6 +113,7 @@ def test_ab_test_view_shows_each_variants_live_metric_and_the_verdict() -> None:
     assert ("A/B decision on live accuracy (mSPRT (Johari et al. 2022), normal mixture, confidence 0.95): v3 wins, "
             "effect +0.0693 [0.0211, 0.1175], always-valid p=0.0031, after 17 looks") in text
     assert "ok ABTestConcluded=True WinnerSignificant: v3 wins over v1" in text
+    assert "reported, not applied: kubectl kultivar promote model iris 3 --print" in text
     # Without a decision the table is as before (no empty metric columns).
     assert "LIVE" not in to_text(render.deployment_view(AB, fancy=False, now=NOW), width=220)
 

@@ -424,6 +424,10 @@ def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bo
     parts.append(variants_table(dep, fancy))
     if result := (status.get("abTest") or {}).get("result"):
         parts.append(Text(ab_verdict(result)))
+        if result.get("winner") is not None:  # the operator never applies it: say how to
+            parts.append(Text(f"reported, not applied: kubectl kultivar promote model {ref.get('name')} "
+                              f"{result['winner']} --print gives the Git change that makes v{result['winner']} "
+                              "production; strategy.type Canary then ends the test", style="dim"))
     if (performance := performance_table(dep, fancy, now)) is not None:
         parts.append(performance)
     if strategy == "Canary":
