@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kultivar.api.deployment import ABTestDecision
+from kultivar.api.deployment import ABTestDecision, DeploymentSpec
 from kultivar.domain.conditions import Cond, now_rfc3339
 from kultivar.domain.performance import Feedback
 from kultivar.domain.plan import Event
@@ -27,6 +27,12 @@ from kultivar.domain.reasons import Reason
 from kultivar.domain.stats.sequential import METHOD, ABTestState, ab_test_look
 
 AB_TEST_CONCLUDED = "ABTestConcluded"  # the condition type; its Event has the same name
+
+
+def ab_decides(spec: DeploymentSpec) -> bool:
+    """Whether an A/B test picks a winner from feedback (its analysis reads the feedback counters)."""
+    return spec.strategy.type == "ABTest" and spec.strategy.abTest is not None \
+        and spec.strategy.abTest.decision is not None
 
 
 @dataclass

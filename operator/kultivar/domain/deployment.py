@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
+from kultivar.domain.abtest import ab_decides
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.jobs import owner_reference
@@ -57,12 +57,6 @@ class MetricsRequest:
     @property
     def anything(self) -> bool:
         return bool(self.serving) or self.drift_version is not None or bool(self.performance)
-
-
-def ab_decides(spec: DeploymentSpec) -> bool:
-    """Whether an A/B test picks a winner from feedback (its analysis reads the feedback counters)."""
-    return spec.strategy.type == "ABTest" and spec.strategy.abTest is not None \
-        and spec.strategy.abTest.decision is not None
 
 
 def _seconds_since(since: datetime | None, now: datetime) -> float | None:

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from kultivar.api.common import ResourceRequirements, parse_quantity
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
-from kultivar.domain.abtest import AB_TEST_CONCLUDED, ab_test_condition
+from kultivar.domain.abtest import AB_TEST_CONCLUDED, ab_decides, ab_test_condition
 from kultivar.domain.conditions import READY, Cond, get_condition
 from kultivar.domain.jobs import (
     RESTRICTED_CONTAINER_SECURITY,
@@ -363,10 +363,8 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         Cond(PROGRESSING, progressing, p_reason, p_message),
         Cond(DEGRADED, degraded, d_reason, d_message),
     ]
-    decides = spec.strategy.type == "ABTest" and spec.strategy.abTest is not None \
-        and spec.strategy.abTest.decision is not None
     had = get_condition(status.get("conditions"), AB_TEST_CONCLUDED) is not None
-    if (concluded := ab_test_condition(decides, (decision.ab_test or {}).get("result"), had)) is not None:
+    if (concluded := ab_test_condition(ab_decides(spec), (decision.ab_test or {}).get("result"), had)) is not None:
         plan.conditions.append(concluded)
     if serving:
         plan.conditions.append(Cond(READY, True, Reason.SERVING, f"v{decision.stable} serves at {plan.status['url']}"))
