@@ -1,12 +1,13 @@
 """examples/churn/ as the README tells a user to run it: the CSV placed on the claim kultivar-artifacts, the four
 resources applied unchanged, a Dataset validated with its missing values, a version trained by the grid search
 and promoted, and the served model answering the README's mixed-type request (request.json) at the pod address
-the README points to."""
+the README points to; values outside a feature's allowed list refused (the example's unknownCategories: Refuse)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,6 +32,26 @@ def _served_address(kube, namespace: str) -> str | None:
         if ready and pod["status"].get("podIP"):
             return f"http://{pod['status']['podIP']}:8080"
     return None
+
+
+def _with(**columns: list) -> dict:
+    """request.json with the given features' values replaced."""
+    body = json.loads((EXAMPLE / "request.json").read_text())
+    for tensor in body["inputs"]:
+        if tensor["name"] in columns:
+            tensor["data"] = columns[tensor["name"]]
+    return body
+
+
+def _infer(url: str, body: dict) -> tuple[int, dict]:
+    """The status and JSON answer of a V2 request, 4xx included."""
+    request = urllib.request.Request(f"{url}/v2/models/churn/infer", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 def test_churn_example_validates_trains_and_serves_mixed_types(kube, namespace, kubelet, store_dir) -> None:
@@ -72,6 +93,16 @@ def test_churn_example_validates_trains_and_serves_mixed_types(kube, namespace, 
     (output,) = answer["outputs"]
     assert output["name"] == "predict" and output["datatype"] == "BYTES" and output["shape"] == [2]
     assert set(output["data"]) <= {"churned", "stayed"}
+
+    # The example refuses unknown categories (spec.serving.unknownCategories: Refuse): a region outside the
+    # Dataset's allowed list is a 400 naming the feature and the value; "None" read from the CSV was a missing
+    # value in training, so it is one here too (answered, not refused).
+    assert get(kube, namespace, "Deployment", "churn")["spec"]["serving"]["unknownCategories"] == "Refuse"
+    status, error = _infer(url, _with(region=["mars", "north"]))
+    assert status == 400, error
+    assert "'region'" in error["error"] and "'mars'" in error["error"] and "allowed" in error["error"]
+    status, answer = _infer(url, _with(region=["None", "north"], payment_method=["None", "nan"]))
+    assert status == 200 and len(answer["outputs"][0]["data"]) == 2, answer
 
     # A category the training data never had is answered (all-zero indicators) and counted: reported with drift.
     body = json.loads((EXAMPLE / "request.json").read_text())

@@ -57,6 +57,18 @@ def test_server_pods_load_models_from_the_permitted_packages() -> None:
         assert env["KULTIVAR_ESTIMATOR_PACKAGES"] == ",".join(packages)
 
 
+def test_server_pods_refuse_unknown_categories_only_when_asked() -> None:
+    def env_of(dep: dict[str, Any]) -> dict[str, str]:
+        container = plan_serving(observe(dep, {}), CONFIG, T0).deployments[0]["spec"]["template"]["spec"][
+            "containers"][0]
+        return {e["name"]: e["value"] for e in container["env"]}
+
+    assert env_of(deployment(serving={"unknownCategories": "Refuse"}))["KULTIVAR_UNKNOWN_CATEGORIES"] == "refuse"
+    # Accept (the default) leaves the pod template as before the option existed: no rollout on upgrade.
+    assert "KULTIVAR_UNKNOWN_CATEGORIES" not in env_of(deployment())
+    assert "KULTIVAR_UNKNOWN_CATEGORIES" not in env_of(deployment(serving={"unknownCategories": "Accept"}))
+
+
 def test_ab_test_status_shows_weight_header_and_numbers_per_version() -> None:
     dep = deployment(strategy=AB, traffic=GATEWAY)
     pods = {1: Pods(1, 1), 2: Pods(1, 1)}

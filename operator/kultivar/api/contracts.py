@@ -77,6 +77,17 @@ class FeatureRef(Contract):
     type: FeatureType
 
 
+class TrainingFeature(FeatureRef):
+    """A feature as the training pod is told about it, with what its manifest records for the server."""
+
+    allowed: list[str] | None = Field(
+        default=None, description="Categorical: the Dataset schema's allowed values (unset: none declared).")
+    missingTokens: list[str] | None = Field(
+        default=None,
+        description="Categorical: the texts the Dataset's reader took as missing values in this column (a CSV's "
+                    "'None', 'nan', 'NA', '' ...; empty for Parquet and JSON lines, where a text is a category).")
+
+
 class EnvContract(Contract):
     """A pod's input carried in environment variables. ``ENV`` maps each field to its variable."""
 
@@ -201,7 +212,7 @@ class TrainingInput(WorkloadInput):
     profile_uri: str | None = Field(default=None, description="Reference profile of the dataset version.")
     task: Task
     target: str = Field(min_length=1)
-    features: list[FeatureRef] = Field(min_length=1)
+    features: list[TrainingFeature] = Field(min_length=1)
     estimator_packages: tuple[str, ...] = Field(
         default=DEFAULT_ESTIMATOR_PACKAGES,
         description="Top-level packages estimators may come from (the chart value operator.estimatorPackages).")
@@ -233,7 +244,7 @@ class RetentionInput(EnvContract):
 
 def _plain(value: Any) -> Any:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", exclude_none=True)  # unset optional fields stay out of the variable
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
@@ -475,8 +486,14 @@ def decode_termination(text: str | None) -> dict[str, Any] | None:
 MANIFEST_FORMAT = "kultivar.io/model-manifest/v1"
 
 
-class ManifestFeature(FeatureRef):
-    """A model input: its column and the dtype the pipeline takes it in."""
+class ManifestFeature(TrainingFeature):
+    """A model input: its column, the dtype the pipeline takes it in and, for a categorical feature, which values
+    the server may refuse (``allowed``) and which texts it reads as missing (``missingTokens``).
+
+    ``missingTokens`` unset (a manifest written before Kultivar recorded it): the server keeps every text as a
+    category, as it always did. ``allowed`` unset: the Dataset declared none (or the manifest predates it), so
+    ``spec.serving.unknownCategories: Refuse`` has nothing to check for this feature.
+    """
 
     dtype: Literal["float64", "string"] | None = None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
@@ -20,6 +21,42 @@ SOURCE_URI_PATTERN = r"^(/|file://|pvc://|s3://|gs://|https://|http://|sklearn:/
 SKLEARN_DATASETS = ("iris", "wine", "breast_cancer", "diabetes", "digits")
 SKLEARN_URIS = tuple(f"sklearn://{n}" for n in SKLEARN_DATASETS)
 UNKNOWN_SKLEARN = f"sklearn:// names a scikit-learn bundled set: one of {', '.join(SKLEARN_URIS)}"
+
+# File formats by extension (``format: auto``); compressed files are named by the extension under the compression's.
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".parquet": "parquet", ".pq": "parquet",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+}
+
+# The cell texts a CSV source's reader takes as missing values, in every column: exactly pandas' default NA
+# spellings (pandas._libs.parsers.STR_NA_VALUES, checked in tests), passed to the reader explicitly so that what
+# validation reads and what the model manifest tells the server (ManifestFeature.missingTokens) are one list.
+# Parquet and JSON lines carry missing values as nulls: there a text "None" is a category like any other.
+CSV_MISSING_TOKENS: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA",
+    "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+
+
+def source_format(uri: str, declared: str = "auto") -> str | None:
+    """csv, parquet or jsonl: ``declared``, or (auto) by the URI's extension; None when the extension says nothing."""
+    if declared != "auto":
+        return declared
+    name = uri.split("?", 1)[0].rstrip("/").lower()
+    for compression in COMPRESSIONS:
+        if name.endswith(compression):
+            name = name[: -len(compression)]
+            break
+    return EXTENSIONS.get(posixpath.splitext(name)[1])
+
+
+def missing_tokens(uri: str, declared: str = "auto") -> tuple[str, ...]:
+    """The texts the source's reader takes as missing (CSV: :data:`CSV_MISSING_TOKENS`; other formats: none)."""
+    if uri.startswith("sklearn://"):
+        return ()
+    return CSV_MISSING_TOKENS if source_format(uri, declared) == "csv" else ()
 
 
 class DatasetSource(KModel):

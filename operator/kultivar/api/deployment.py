@@ -329,6 +329,22 @@ class Monitoring(KModel):
     retrain: Retrain = Field(default_factory=Retrain, description="Retraining on drift or low live performance.")
 
 
+class Serving(KModel):
+    """How the model servers treat the requests they are sent."""
+
+    unknownCategories: Literal["Accept", "Refuse"] = Field(
+        default="Accept",
+        description="What the server does with a categorical value outside the allowed values the Dataset declared "
+                    "for that feature (spec.schema.features[].allowed, recorded in the model manifest). Accept: the "
+                    "model answers (the value encodes as no known category) and the value counts as unseen in "
+                    "status.drift.unseenCategories. Refuse: the request gets a 400 naming the feature and the value, "
+                    "and the model never sees it. Features without allowed values are never refused. A model "
+                    "version none of whose features records allowed values (none declared, or trained before "
+                    "Kultivar recorded them) is not served with Refuse: its server stops with the reason "
+                    "NoAllowedValues in its termination message.",
+    )
+
+
 class DeploymentSpec(KModel):
     """Desired state of a Kultivar Deployment."""
 
@@ -340,6 +356,7 @@ class DeploymentSpec(KModel):
     strategy: Strategy = Field(default_factory=Strategy, description="Rollout strategy.")
     traffic: Traffic = Field(default_factory=Traffic, description="Traffic routing.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Drift monitoring and retraining.")
+    serving: Serving = Field(default_factory=Serving, description="How the model servers treat requests.")
 
 
 class HeaderMatch(KModel):

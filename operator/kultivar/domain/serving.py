@@ -133,6 +133,9 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         "KULTIVAR_SERVE_WORKERS": str(server_workers(spec.resources)),
         "HOME": "/tmp",
     }
+    if spec.serving.unknownCategories == "Refuse":
+        # Only when asked: the default leaves the pod template (and so the running servers) as it was.
+        env["KULTIVAR_UNKNOWN_CATEGORIES"] = "refuse"
     if record.get("manifestUri"):
         env["KULTIVAR_MANIFEST_URI"] = record["manifestUri"]
     if record.get("profileUri"):

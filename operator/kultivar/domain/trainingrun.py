@@ -9,15 +9,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from kultivar.api.contracts import (
-    FeatureRef,
     HoldoutRef,
     ProductionRef,
+    TrainingFeature,
     TrainingInput,
     TrainingResult,
     estimator_not_allowed,
     failure,
     success,
 )
+from kultivar.api.dataset import missing_tokens
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
@@ -64,10 +65,25 @@ def dataset_version(dataset: dict[str, Any], pinned: str | None) -> dict[str, An
     }
 
 
-def dataset_features(dataset: dict[str, Any]) -> list[FeatureRef]:
-    declared = ((dataset.get("spec") or {}).get("schema") or {}).get("features") or []
+def dataset_features(dataset: dict[str, Any]) -> list[TrainingFeature]:
+    """The Dataset's features (declared, else as validation inferred them) as the training pod is told about them.
+
+    A categorical feature carries its declared ``allowed`` values and the texts the source's reader takes as
+    missing (:func:`kultivar.api.dataset.missing_tokens`): training writes both into the model manifest, so the
+    server refuses what the Deployment asks it to and reads "None"/"nan" as missing exactly when training did.
+    """
+    spec = dataset.get("spec") or {}
+    source = spec.get("source") or {}
+    tokens = list(missing_tokens(str(source.get("uri") or ""), str(source.get("format") or "auto")))
+    declared = (spec.get("schema") or {}).get("features") or []
     seen = (dataset.get("status") or {}).get("features") or []
-    return [FeatureRef(name=f["name"], type=f["type"]) for f in (declared or seen)]
+    out = []
+    for f in declared or seen:
+        categorical = f["type"] == "categorical"
+        out.append(TrainingFeature(name=f["name"], type=f["type"],
+                                   allowed=f.get("allowed") if categorical else None,
+                                   missingTokens=tokens if categorical else None))
+    return out
 
 
 def production_ref(model: dict[str, Any] | None) -> ProductionRef | None:

@@ -26,6 +26,9 @@ KULTIVAR_ONNX_THREADS        1         onnxruntime intra-op threads per server p
 KULTIVAR_SERVE_WORKERS       1         server processes sharing the port, each with its own model copy and batcher;
                                        the operator sets it to the whole cores of the pod's CPU limit (see
                                        :mod:`kultivar.serving.workers`)
+KULTIVAR_UNKNOWN_CATEGORIES  accept    refuse: a categorical value outside the feature's allowed values (model manifest)
+                                       is a 400 naming the feature and value (a Deployment's
+                                       spec.serving.unknownCategories Refuse)
 KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
 KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
 ===========================  ========  ==============================================================
@@ -43,6 +46,7 @@ from kultivar.api.contracts import DEFAULT_ESTIMATOR_PACKAGES
 
 MANIFEST_NAME = "manifest.json"
 BACKENDS = ("auto", "sklearn", "onnx")
+UNKNOWN_CATEGORIES = ("accept", "refuse")
 _ON = frozenset({"1", "true", "yes", "on"})
 _OFF = frozenset({"0", "false", "no", "off"})
 
@@ -71,6 +75,7 @@ class ServingConfig:
     backend: str = "auto"
     onnx_threads: int = 1
     workers: int = 1
+    unknown_categories: str = "accept"
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -126,6 +131,8 @@ class ServingConfig:
             backend=_choice(given.get("backend"), env, "KULTIVAR_BACKEND", "auto", BACKENDS),
             onnx_threads=_integer(given.get("onnx_threads"), env, "KULTIVAR_ONNX_THREADS", 1, 1, 256),
             workers=_integer(given.get("workers"), env, "KULTIVAR_SERVE_WORKERS", 1, 1, 256),
+            unknown_categories=_choice(given.get("unknown_categories"), env, "KULTIVAR_UNKNOWN_CATEGORIES", "accept",
+                                       UNKNOWN_CATEGORIES),
         )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from kultivar.api.contracts import ModelManifest
-from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile
+from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile, normalize_category
 from kultivar.serving.config import ServingConfig
 from kultivar.serving.payload import FeatureSpec, Rows
 
@@ -213,7 +213,7 @@ def load_served_model(config: ServingConfig) -> ServedModel:
         raise ModelLoadError("ManifestMismatch",
                              f"the manifest {manifest_uri} describes the model {described}, not {config.model_digest}: "
                              "it belongs to another model; set KULTIVAR_MANIFEST_URI to this model's manifest")
-    features = tuple(FeatureSpec(f.name, f.type) for f in manifest.features)
+    features = feature_specs(manifest, refuse_unknown=config.unknown_categories == "refuse")
     task = manifest.task
     classes = manifest.classes if task == "classification" else None
 
@@ -236,6 +236,31 @@ def load_served_model(config: ServingConfig) -> ServedModel:
     compiled, note = _load_compiled(store, manifest, features, config)
     return ServedModel(estimator, features, task, list(classes) if classes is not None else None, profile, manifest,
                        compiled, note)
+
+
+def feature_specs(manifest: ModelManifest, refuse_unknown: bool) -> tuple[FeatureSpec, ...]:
+    """The model's inputs as requests are parsed: each categorical feature with the texts training read as
+    missing and, when unknown categories are refused, its allowed values (keys normalised as validation compares
+    them). Refusing with no feature recording allowed values would refuse nothing: a ModelLoadError says so."""
+    specs = []
+    for f in manifest.features:
+        allowed = None
+        if refuse_unknown and f.type == "categorical" and f.allowed is not None:
+            allowed = frozenset(key for a in f.allowed if (key := normalize_category(a)) is not None)
+        specs.append(FeatureSpec(f.name, f.type, frozenset(f.missingTokens or ()), allowed))
+    if refuse_unknown and not any(s.allowed is not None for s in specs):
+        categorical = [f.name for f in manifest.features if f.type == "categorical"]
+        which = (f"its categorical features ({', '.join(categorical)}) record no allowed values: the Dataset declared "
+                 "none, or the version was trained before Kultivar recorded them" if categorical
+                 else "it has no categorical features")
+        raise ModelLoadError(
+            "NoAllowedValues",
+            "unknown categories are to be refused (spec.serving.unknownCategories: Refuse, "
+            f"KULTIVAR_UNKNOWN_CATEGORIES=refuse) but this model version has nothing to refuse them by: {which}. "
+            "Declare allowed "
+            "values for the categorical features in the Dataset's spec.schema.features and train a new version, or "
+            "set spec.serving.unknownCategories to Accept")
+    return tuple(specs)
 
 
 def _load_compiled(store: Any, manifest: ModelManifest, features: Sequence[FeatureSpec], config: ServingConfig

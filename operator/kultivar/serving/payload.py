@@ -15,6 +15,11 @@ Accepted V2 layouts (``POST /v2/models/<name>/infer``):
 
 ``data`` may be flat (row-major) or nested. ``null`` marks a missing value (NaN too, in binary FP tensors).
 
+Categorical values, in every layout and protocol alike (V2 JSON, V2 binary, V1): a text the training data's reader
+took as missing (the manifest's ``missingTokens``: a CSV source's "None", "nan", "NA", "" ...) is missing here
+too, and any other text is a category, so "None" means what it meant in training. With ``allowed`` set (the
+Deployment refuses unknown categories) a value outside it is a 400 naming the input, the feature and the value.
+
 Outputs: ``predict`` (the label, in the classes' own type: INT64, or BYTES for text) and, for classifiers with
 probabilities, ``predict_proba`` (FP64, ``[rows, classes]`` in the metadata's class order). A request gets
 ``predict`` unless its ``outputs`` list names what it wants, or ``parameters: {"probabilities": true}`` adds
@@ -63,8 +68,14 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """A model input. For a categorical feature: ``missing``, the texts read as missing values (those the training
+    data's reader took as missing, from the manifest's ``missingTokens``); ``allowed``, when set, the only values
+    accepted (the manifest's ``allowed``, set only when the Deployment refuses unknown categories)."""
+
     name: str
     type: FeatureType
+    missing: frozenset[str] = frozenset()
+    allowed: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -219,17 +230,40 @@ def _booleans(arr: np.ndarray, where: str, datatype: str) -> np.ndarray:
     return out
 
 
-def _categories(arr: np.ndarray, where: str) -> np.ndarray:
-    """A categorical feature: text (numbers are turned into the text training used); None/null missing as NaN."""
+def _unknown_category(feature: FeatureSpec, value: str, where: str) -> PayloadError:
+    allowed = sorted(feature.allowed or ())
+    shown = ", ".join(map(repr, allowed[:10])) + (f", ... ({len(allowed)} in all)" if len(allowed) > 10 else "")
+    return PayloadError(
+        f"{where} is {_show(value)}, which is not an allowed value of feature {feature.name!r} (allowed: {shown}); "
+        "this Deployment refuses unknown categories (spec.serving.unknownCategories: Refuse). Send an allowed "
+        f"value or null; or add {_show(value)} to allowed for {feature.name!r} in the Dataset's "
+        "spec.schema.features and retrain; or set spec.serving.unknownCategories to Accept")
+
+
+def _category(v: Any, feature: FeatureSpec, where: str) -> Any:
+    """One categorical value as the model takes it: its text key (numbers normalised as in training), or NaN when
+    missing (null, or a text the training data's reader took as missing); a 400 for a value outside ``allowed``."""
+    if isinstance(v, str):
+        if v in feature.missing:
+            return math.nan
+        key = v
+    elif v is None or isinstance(v, int | float):
+        normalized = normalize_category(v)
+        if normalized is None:
+            return math.nan
+        key = normalized
+    else:
+        raise PayloadError(f"{where} is {_show(v)}; feature {feature.name!r} is categorical and takes text (or null)")
+    if feature.allowed is not None and key not in feature.allowed:
+        raise _unknown_category(feature, key, where)
+    return key
+
+
+def _categories(arr: np.ndarray, feature: FeatureSpec, where: str) -> np.ndarray:
+    """A categorical feature's values (see :func:`_category`); missing as NaN."""
     out = np.empty(arr.size, dtype=object)
     for i, v in enumerate(arr.tolist()):
-        if isinstance(v, str):
-            out[i] = v
-        elif v is None or isinstance(v, int | float):
-            key = normalize_category(v)
-            out[i] = math.nan if key is None else key
-        else:
-            raise PayloadError(f"{where}.data[{i}] is {_show(v)}; a categorical feature takes text (or null)")
+        out[i] = _category(v, feature, f"{where}.data[{i}]")
     return out
 
 
@@ -243,7 +277,7 @@ def _column(arr: np.ndarray, feature: FeatureSpec, where: str, datatype: str) ->
         return values
     if feature.type == "boolean":
         return _booleans(arr, where, datatype)
-    return _categories(arr, where)
+    return _categories(arr, feature, where)
 
 
 # ------------------------------------------------------------------------------------------------------ V2
@@ -467,14 +501,10 @@ def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str, header_le
 
 
 def _v1_value(v: Any, feature: FeatureSpec, where: str) -> Any:
+    if feature.type == "categorical":
+        return _category(v, feature, where)
     if v is None:
         return math.nan
-    if feature.type == "categorical":
-        if isinstance(v, str):
-            return v
-        if isinstance(v, int | float):
-            return normalize_category(v)
-        raise PayloadError(f"{where} is {_show(v)}; feature {feature.name!r} is categorical and takes text")
     if feature.type == "boolean":
         value = _boolean_value(v)
         if value is None:

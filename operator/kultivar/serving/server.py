@@ -65,6 +65,7 @@ from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import (
     OUTPUT,
     PROBA_OUTPUT,
+    FeatureSpec,
     PayloadError,
     RequestedOutput,
     Rows,
@@ -281,11 +282,19 @@ class InferenceService:
             body["outputs"].append({"name": PROBA_OUTPUT, "datatype": "FP64",
                                     "shape": [-1, len(model.classes or [])]})
         body["parameters"] = {"task": model.task, "digest": self.config.model_digest,
-                              "features": [{"name": f.name, "type": f.type} for f in model.features],
+                              "features": [_described(f) for f in model.features],
                               "classes": model.classes, "backend": model.backend}
         if model.compiled_note:
             body["parameters"]["compiledNote"] = model.compiled_note
         return body
+
+
+def _described(feature: FeatureSpec) -> dict[str, Any]:
+    """A feature in the metadata; its allowed values when values outside them are refused."""
+    out: dict[str, Any] = {"name": feature.name, "type": feature.type}
+    if feature.allowed is not None:
+        out["allowed"] = sorted(feature.allowed)
+    return out
 
 
 def _write_termination(error: ModelLoadError) -> None:

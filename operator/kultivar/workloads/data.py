@@ -28,15 +28,16 @@ import pandas as pd
 import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
-from kultivar.api.dataset import SKLEARN_DATASETS, DatasetSchema, DatasetSource
+from kultivar.api.dataset import (
+    COMPRESSIONS,
+    CSV_MISSING_TOKENS,
+    SKLEARN_DATASETS,
+    DatasetSchema,
+    DatasetSource,
+    source_format,
+)
 
 PVC_ROOT = "/var/lib/kultivar/pvc"
-_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
-_EXTENSIONS = {
-    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-}
 
 
 class SourceUnreadable(Exception):
@@ -64,16 +65,15 @@ def resolve_uri(uri: str) -> str:
 
 
 def detect_format(uri: str, declared: str = "auto") -> str:
-    if declared != "auto":
-        return declared
+    fmt = source_format(uri, declared)
+    if fmt is not None:
+        return fmt
     name = uri.split("?", 1)[0].rstrip("/").lower()
-    for comp in _COMPRESSIONS:
+    for comp in COMPRESSIONS:
         if name.endswith(comp):
             name = name[: -len(comp)]
             break
     ext = posixpath.splitext(name)[1]
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
     raise SourceUnreadable(
         f"cannot tell the format of {uri!r} from its extension {ext or '(none)'!r}; "
         "set spec.source.format to csv, parquet or jsonl"
@@ -114,7 +114,9 @@ _PARQUET_OPTIONS: dict[str, Any] = (
 
 def _read(f: Any, fmt: str, schema: DatasetSchema, sep: str) -> pd.DataFrame:
     if fmt == "csv":
-        return pd.read_csv(f, sep=sep, dtype=_csv_dtypes(schema) or None)
+        # The missing-value spellings spelled out (pandas' defaults): the manifest tells the server the same list.
+        return pd.read_csv(f, sep=sep, dtype=_csv_dtypes(schema) or None, keep_default_na=False,
+                           na_values=list(CSV_MISSING_TOKENS))
     if fmt == "parquet":
         return pd.read_parquet(f, **_PARQUET_OPTIONS)
     if fmt == "jsonl":
@@ -129,7 +131,7 @@ _TRANSIENT = (ConnectionError, TimeoutError)
 
 def _local_parquet(path: str, fmt: str) -> str | None:
     """The local path of an uncompressed Parquet source, None for anything else."""
-    if fmt != "parquet" or path.split("?", 1)[0].lower().endswith(_COMPRESSIONS):
+    if fmt != "parquet" or path.split("?", 1)[0].lower().endswith(COMPRESSIONS):
         return None
     fs, local = fsspec.core.url_to_fs(path)
     return str(local) if isinstance(fs, LocalFileSystem) else None

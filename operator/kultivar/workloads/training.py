@@ -74,10 +74,11 @@ def run_training(spec: TrainingRunSpec, dataset_snapshot_uri: str, dataset_diges
     Permanent problems (bad estimator, bad parameters, data that does not match its digest) come back as
     ``{"ok": False, ...}``; storage and other unexpected errors are raised for the caller to report as transient.
     """
+    items = list(features)
     try:
         return _run_training(spec, dataset_snapshot_uri, dataset_digest, profile_uri, task, target,
-                             as_features(features), namespace, run_name, run_uid, store, tuple(estimator_packages),
-                             registry or RegistryContext())
+                             as_features(items), namespace, run_name, run_uid, store, tuple(estimator_packages),
+                             registry or RegistryContext(), manifest_features(items))
     except TrainingFailure as e:
         log.info("training failed: %s: %s", e.reason, e.message)
         return FailureResult(reason=e.reason, message=e.message, retryable=e.retryable).wire()
@@ -110,8 +111,8 @@ class _Prepared:
 
 def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str, profile_uri: str | None,
                   task: str, target: str, features: list[Feature], namespace: str, run_name: str, run_uid: str,
-                  store: ArtifactStore, estimator_packages: tuple[str, ...], registry: RegistryContext
-                  ) -> dict[str, Any]:
+                  store: ArtifactStore, estimator_packages: tuple[str, ...], registry: RegistryContext,
+                  described: list[ManifestFeature]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     prefix = run_prefix(namespace, run_name, run_uid)
     manifest_uri = store.uri_for(prefix + MANIFEST_NAME)
@@ -139,7 +140,7 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
                            spec.evaluation.segments, holdout)
     metrics, artifact, trusted_types, evaluation, compiled = _evaluate_and_save(
         model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, timings)
-    manifest = _manifest(spec, task, target, features, prepared, metric, metrics, best_params, artifact,
+    manifest = _manifest(spec, task, target, described, prepared, metric, metrics, best_params, artifact,
                          trusted_types, dataset_digest, snapshot_uri, profile_uri)
     manifest.evaluation = evaluation
     t = time.perf_counter()
@@ -402,7 +403,21 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
     return metrics, artifact, trusted_types, evaluation, compiled
 
 
-def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feature], prepared: _Prepared,
+def manifest_features(items: Iterable[Feature | FeatureRef | Mapping[str, Any]]) -> list[ManifestFeature]:
+    """The manifest's features: name, type, the dtype the pipeline takes and, for categorical features, the
+    allowed values and missing-value texts the operator passed (TrainingFeature); unknown ones stay unset."""
+    out = []
+    for item in items:
+        raw = item.model_dump() if isinstance(item, Feature | FeatureRef) else dict(item)
+        categorical = raw["type"] == "categorical"
+        out.append(ManifestFeature(
+            name=str(raw["name"]), type=raw["type"], dtype="string" if categorical else "float64",
+            allowed=raw.get("allowed") if categorical else None,
+            missingTokens=raw.get("missingTokens") if categorical else None))
+    return out
+
+
+def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[ManifestFeature], prepared: _Prepared,
               metric: str, metrics: dict[str, float], best_params: dict[str, Any] | None, artifact: ArtifactRefDict,
               trusted_types: list[str], dataset_digest: str, snapshot_uri: str,
               profile_uri: str | None) -> ModelManifest:
@@ -418,8 +433,7 @@ def _manifest(spec: TrainingRunSpec, task: str, target: str, features: list[Feat
         bestParams=best_params,
         task=task,
         target=target,
-        features=[ManifestFeature(name=f.name, type=f.type, dtype="float64" if f.type != "categorical" else "string")
-                  for f in features],
+        features=features,
         classes=_json_safe(list(prepared.classes)) if task == "classification" else None,
         labelsEncoded=prepared.labels_encoded,
         metric=metric,
