@@ -32,6 +32,7 @@ from helpers import wait_for
 from kultivar.api.dataset import DatasetSpec
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.domain.profile import CategoricalProfile, NumericProfile, Profile, bin_index
+from kultivar.domain.trainingrun import dataset_features
 from kultivar.workloads.artifact import load_model
 from kultivar.workloads.storage import ArtifactStore
 from kultivar.workloads.training import run_training
@@ -82,8 +83,11 @@ def train(store: ArtifactStore, name: str, uri: str, target: str, task: str = "c
     run_spec = TrainingRunSpec.model_validate({
         "datasetRef": {"name": name}, "modelRef": {"name": name}, "estimator": {"className": estimator, "params": {}},
     })
+    # The features as the operator tells the training pod about them (allowed values, missing-value texts).
+    features = dataset_features({"spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                                 "status": {"features": data["features"]}})
     result = run_training(run_spec, data["snapshotUri"], data["digest"], data["profileUri"], task, target,
-                          data["features"], "ns", name, uuid.uuid4().hex, store)
+                          features, "ns", name, uuid.uuid4().hex, store)
     assert result["ok"], result
     uri, digest = result["artifact"]["uri"], result["artifact"]["digest"]
     return Trained(store, uri, digest, json.loads(store.read_bytes(result["manifestUri"])),
@@ -536,6 +540,70 @@ def test_mixed_feature_types_end_to_end(tmp_path: Path) -> None:
             delta("plan", "__missing__")) == (2, 2, 2, 2)
     assert (delta("member", "true"), delta("member", "false")) == (4, 4)
     assert delta("age", "__missing__") == 2
+
+
+def test_unknown_categories_refused_and_csv_missing_spellings_read_as_training_did(tmp_path: Path) -> None:
+    """Trained from a CSV whose plan column declares allowed values and spells missing values "None"/"nan": a
+    server refusing unknown categories answers another plan with a 400 naming it (V2 JSON, V2 binary, V1), and
+    reads "None" as the missing value it was in training."""
+    frame = churn_frame()
+    frame["plan"] = frame["plan"].where(frame["plan"].notna(), "None")
+    frame.loc[frame.index % 50 == 1, "plan"] = "nan"
+    path = tmp_path / "churn.csv"
+    frame.to_csv(path, index=False)
+    trained = train(ArtifactStore(str(tmp_path / "store")), "churn", str(path), "churn", features=[
+        {"name": "age", "type": "numeric", "nullable": True},
+        {"name": "plan", "type": "categorical", "nullable": True, "allowed": ["basic", "plus", "pro"]},
+        {"name": "member", "type": "boolean"},
+    ])
+    plan = next(f for f in trained.manifest["features"] if f["name"] == "plan")
+    assert plan["allowed"] == ["basic", "plus", "pro"] and "None" in plan["missingTokens"]
+    missing = trained.model.predict(pd.DataFrame({"age": [30.0], "plan": np.array([math.nan], dtype=object),
+                                                  "member": [1.0]})).tolist()
+    with serving(trained, tmp_path, model="churn", KULTIVAR_UNKNOWN_CATEGORIES="refuse") as srv:
+        status, meta = srv.call("GET", "/v2/models/churn")
+        assert {f["name"]: f.get("allowed") for f in meta["parameters"]["features"]}["plan"] == ["basic", "plus",
+                                                                                                  "pro"]
+
+        def v2(plans: list[str]) -> dict[str, Any]:
+            return {"inputs": [{"name": "age", "shape": [len(plans)], "datatype": "FP64", "data": [30.0] * len(plans)},
+                               {"name": "plan", "shape": [len(plans)], "datatype": "BYTES", "data": plans},
+                               {"name": "member", "shape": [len(plans)], "datatype": "BOOL",
+                                "data": [True] * len(plans)}]}
+
+        status, body = srv.call("POST", "/v2/models/churn/infer", v2(["pro", "enterprise"]))
+        assert status == 400 and body["error"].startswith("inputs[1] ('plan').data[1] is 'enterprise', which is not "
+                                                          "an allowed value of feature 'plan'"), body
+        status, body = srv.call("POST", "/v1/models/churn:predict",
+                                {"instances": [{"age": 30, "plan": "enterprise", "member": True}]})
+        assert status == 400 and "'enterprise'" in body["error"] and "'plan'" in body["error"], body
+        texts = b"".join(len(t).to_bytes(4, "little") + t for t in (b"pro", b"enterprise"))
+        header = json.dumps({"inputs": [
+            {"name": "age", "shape": [2], "datatype": "FP64", "data": [30.0, 30.0]},
+            {"name": "plan", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": len(texts)}},
+            {"name": "member", "shape": [2], "datatype": "BOOL", "data": [True, True]}]}).encode()
+        request = urllib.request.Request(srv.base + "/v2/models/churn/infer", header + texts, method="POST",
+                                         headers={"Content-Type": "application/octet-stream",
+                                                  "Inference-Header-Content-Length": str(len(header))})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400 and "'enterprise'" in json.loads(refused.value.read())["error"]
+        # "None" and "nan" were missing values in the CSV, so they are here: imputed, not refused.
+        status, body = srv.call("POST", "/v2/models/churn/infer", v2(["None", "nan"]))
+        assert status == 200 and body["outputs"][0]["data"] == missing * 2, body
+
+
+def test_refusing_unknown_categories_without_allowed_values_stops_the_server(trained: Trained,
+                                                                             tmp_path: Path) -> None:
+    result = subprocess.run(serve_command(), env=_env(trained, free_port(), KULTIVAR_UNKNOWN_CATEGORIES="refuse",
+                                                      KULTIVAR_TERMINATION_LOG=str(tmp_path / "termination")),
+                            capture_output=True, text=True, timeout=START_TIMEOUT)
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    report = json.loads((tmp_path / "termination").read_text())
+    assert report["reason"] == "NoAllowedValues" and report["retryable"] is False
+    assert "it has no categorical features" in report["message"]
+    assert "spec.serving.unknownCategories to Accept" in report["message"]
 
 
 def test_regression_model(tmp_path: Path) -> None:
