@@ -254,3 +254,34 @@ def test_switching_back_to_the_replicas_router_removes_the_route(kube, gateway_a
              message="the per-version Service removed")
     assert kube.raw("GET", f"/api/v1/namespaces/{namespace}/services/iris")[0] == 200  # the Service users call
     wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
+
+
+def test_shadow_is_mirrored_by_the_route(kube, gateway_api, namespace, kubelet) -> None:
+    """A shadow on the gatewayAPI router: the HTTPRoute the real CRD accepts copies requests to the shadow's
+    Service with the spec's percent; the stable servers forward nothing themselves."""
+    first_version(kube, namespace)
+    train(kube, namespace, "iris-logreg-2", C=BETTER_C)
+    assert_promoted(kube, namespace, "iris", 2)
+    the_gateway(kube, namespace)
+    body = gateway_deployment({"type": "Canary", "canary": {"analysis": {"interval": "2s"}},
+                               "shadow": {"version": 2, "percent": 25}})
+    body["spec"]["modelRef"]["version"] = 1
+    create(kube, namespace, body)
+
+    def mirrored() -> list[dict[str, Any]] | None:
+        status, http_route = kube.raw("GET", routes_path(namespace, "iris"))
+        return (http_route["spec"]["rules"][-1].get("filters") or None) if status == 200 else None
+
+    filters = wait_for(mirrored, timeout=TIMEOUT, message="the HTTPRoute mirroring to the shadow")
+    # (with the defaults the API server adds to the backendRef)
+    assert filters == [{"type": "RequestMirror", "requestMirror": {
+        "backendRef": {"group": "", "kind": "Service", "name": "iris-shadow", "port": 80}, "percent": 25}}]
+    _, http_route = kube.raw("GET", routes_path(namespace, "iris"))
+    assert weights(http_route) == {1: 100}  # the shadow answers no user
+    _, service = kube.raw("GET", f"/api/v1/namespaces/{namespace}/services/iris-shadow")
+    assert service["spec"]["selector"] == {"kultivar.io/shadow-of": "iris"}
+    _, stable = kube.raw("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/iris-v1")
+    names = {e["name"] for e in stable["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "KULTIVAR_SHADOW_URL" not in names
+    shadow = get(kube, namespace, "Deployment", "iris")["status"]["shadow"]
+    assert shadow["state"] == "Running" and shadow["router"] == "gatewayAPI" and shadow["percent"] == 25

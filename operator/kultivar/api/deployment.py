@@ -181,6 +181,23 @@ class ABTestStrategy(KModel):
         return self
 
 
+SHADOW_NOT_AB = ("strategy.shadow runs beside a Canary or Immediate strategy; an ABTest already sends users to "
+                 "every variant")
+SHADOW_NOT_AB_RULE = "!has(self.shadow) || !has(self.type) || self.type != 'ABTest'"
+
+
+class ShadowStrategy(KModel):
+    """A candidate version that gets a copy of live requests and never answers users."""
+
+    version: int = Field(ge=1, description="Model version that receives the copies. It must not be a version "
+                                           "that answers users (the stable, the canary); while it is one, the "
+                                           "shadow waits (status.shadow says so).")
+    percent: int = Field(default=100, ge=1, le=100,
+                         description="Percent of the stable version's requests copied to it. router gatewayAPI: "
+                                     "the HTTPRoute's RequestMirror percent; router replicas: the share the stable "
+                                     "servers forward, fire-and-forget (a full queue drops copies, counted).")
+
+
 class Strategy(KModel):
     """How new versions reach traffic."""
 
@@ -190,11 +207,21 @@ class Strategy(KModel):
     )
     canary: CanaryStrategy = Field(default_factory=CanaryStrategy, description="Canary settings.")
     abTest: ABTestStrategy | None = Field(default=None, description="A/B test settings (type ABTest).")
+    shadow: ShadowStrategy | None = Field(
+        default=None, description="Shadow traffic beside a Canary or Immediate strategy: a copy of live requests "
+                                  "goes to this version, whose answers are only compared (status.shadow).")
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         {"rule": "self.type != 'ABTest' || has(self.abTest)",
          "message": "strategy.abTest is required when type is ABTest", "fieldPath": ".abTest"},
+        {"rule": SHADOW_NOT_AB_RULE, "message": SHADOW_NOT_AB, "fieldPath": ".shadow"},
     ]})
+
+    @model_validator(mode="after")
+    def _shadow_beside_one_answer(self) -> Strategy:
+        if self.shadow is not None and self.type == "ABTest":
+            raise ValueError(f"shadow: {SHADOW_NOT_AB}")
+        return self
 
 
 class ParentReference(KModel):
@@ -462,6 +489,56 @@ class ABTestStatus(KModel):
                                                                   "(spec.strategy.abTest.decision).")
 
 
+class ShadowStatus(KModel):
+    """The shadow version's numbers since its window began (spec.strategy.shadow)."""
+
+    version: int = Field(description="The shadow version.")
+    percent: int = Field(description="Percent of the stable version's requests copied to it.")
+    stableVersion: int | None = Field(default=None, description="The version whose requests are copied.")
+    state: Literal["Starting", "Running", "Waiting"] = Field(
+        description="Starting: its pods are coming up; Running: it receives copies; Waiting: it answers users "
+                    "now (it is the stable or the canary), so nothing is copied to it (see message).")
+    message: str = Field(default="", description="The numbers, or why nothing is copied.")
+    router: Literal["replicas", "gatewayAPI"] | None = Field(
+        default=None, description="How copies reach it: forwarded by the stable servers (replicas), or the "
+                                  "HTTPRoute's RequestMirror filter (gatewayAPI).")
+    startedAt: str = Field(description="When the window began (a new shadow version, stable version or metrics "
+                                       "source starts a new one).", json_schema_extra={"format": "date-time"})
+    measuredAt: str | None = Field(default=None, description="When the numbers were last measured.",
+                                   json_schema_extra={"format": "date-time"})
+    metricsSource: Literal["pods", "prometheus"] | None = Field(
+        default=None, description="Where the numbers came from (spec.strategy.canary.analysis.metricsSource).")
+    requests: int | None = Field(default=None, description="Copies the shadow served in the window (its own "
+                                                           "counter).")
+    errorRate: float | None = Field(default=None, description="Share of those that failed (500, 503).")
+    latencyP95Seconds: float | None = Field(default=None, description="The shadow's 95th percentile latency.")
+    compared: int | None = Field(
+        default=None, description="Predicted rows whose shadow answer the stable servers compared with their own "
+                                  "(router replicas; the mirror of router gatewayAPI discards the shadow's "
+                                  "answers, so nothing is compared there).")
+    agreement: float | None = Field(default=None, description="Share of compared rows where the shadow predicted "
+                                                              "the same class (classifiers).")
+    meanAbsDifference: float | None = Field(default=None, description="Mean absolute difference between the "
+                                                                      "shadow's and the stable's predicted values "
+                                                                      "(regressors).")
+    forwardErrors: int | None = Field(default=None, description="Copies the shadow did not answer (error, "
+                                                                "timeout, unreachable; router replicas).")
+    dropped: int | None = Field(default=None, description="Copies dropped because the forwarding queue was full "
+                                                          "(router replicas): users are never slowed down.")
+    predictionShift: float | None = Field(default=None, description="PSI between the shadow's and the stable's "
+                                                                    "prediction distributions in the window (both "
+                                                                    "routers).")
+    liveMetric: str | None = Field(default=None, description="spec.monitoring.performance.metric, when set.")
+    liveValue: float | None = Field(default=None, description="The shadow's live metric from the feedback labels "
+                                                              "counted for it in the window (unset without "
+                                                              "labels).")
+    labels: int | None = Field(default=None, description="Labelled shadow predictions in the window.")
+    stableLiveValue: float | None = Field(default=None, description="The stable version's live metric in the same "
+                                                                    "window, for comparison.")
+    baseline: str | None = Field(default=None, description="Metrics snapshot at the window's start (JSON; metrics "
+                                                           "source pods only).")
+
+
 class FeatureDrift(KModel):
     """Drift score of one feature."""
 
@@ -570,6 +647,7 @@ class DeploymentStatus(KModel):
     )
     lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
     abTest: ABTestStatus | None = Field(default=None, description="The running A/B test (strategy ABTest).")
+    shadow: ShadowStatus | None = Field(default=None, description="Shadow traffic (spec.strategy.shadow).")
     drift: DriftStatus | None = Field(default=None, description="The last drift check.")
     performance: PerformanceStatus | None = Field(default=None, description="The last live performance check.")
     lastRetrain: RetrainStatus | None = Field(default=None, description="The last retraining Kultivar started.")

@@ -26,6 +26,7 @@ from typing import Any
 
 from kultivar.devcluster.children import ProcessGroups, ShuttingDown
 from kultivar.devcluster.kubelet import FINISH_EXTERNAL, FINISH_LABEL, finished_status
+from kultivar.devcluster.serviceproxy import ServiceProxy
 from kultivar.devcluster.statuswrites import PendingWrites, transient
 from kultivar.domain.dataset import PVC_ROOT
 from kultivar.k8s.client import Api, ApiError
@@ -198,13 +199,15 @@ def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | N
 class Server:
     """A long-running pod (an inference server) as a local process on its own loopback address."""
 
-    def __init__(self, container: dict[str, Any], log_dir: Path, children: ProcessGroups) -> None:
+    def __init__(self, container: dict[str, Any], log_dir: Path, children: ProcessGroups,
+                 rewrite: Callable[[str], str] = str) -> None:
+        """rewrite: how a Service URL in the environment reaches the Service here (see serviceproxy)."""
         self.children = children
         command = list(container.get("command") or []) + list(container.get("args") or [])
         port = next((p["containerPort"] for p in container.get("ports") or []), 8080)
         self.ip = loopback_address(port)
         self.tmp = tempfile.TemporaryDirectory()
-        pod_env = {e["name"]: e.get("value", "") for e in container.get("env") or []}
+        pod_env = {e["name"]: rewrite(e.get("value", "")) for e in container.get("env") or []}
         env = {"PATH": os.environ.get("PATH", ""), **pod_env, "HOME": self.tmp.name, "KULTIVAR_HTTP_HOST": self.ip}
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"serve-{self.ip}-{time.time_ns()}.log"
@@ -255,10 +258,12 @@ class LocalKubelet:
         self.unreported = PendingWrites()  # terminal statuses not yet written (the API server was away)
         self.servers: dict[str, Server] = {}  # "<ns>/<pod>" -> its running server
         self.paused = threading.Event()
+        self.services: ServiceProxy | None = None  # Service URLs in servers' environments (started by __enter__)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="local-kubelet")
 
     def __enter__(self) -> LocalKubelet:
+        self.services = ServiceProxy(self.api).start()
         self._thread.start()
         return self
 
@@ -269,6 +274,8 @@ class LocalKubelet:
         for server in self.servers.values():
             server.stop()  # already stopped: closes its log and removes its HOME
         self.servers.clear()
+        if self.services is not None:
+            self.services.close()
 
     def pending(self) -> list[dict[str, Any]]:
         base = f"/api/v1/namespaces/{self.namespace}/pods" if self.namespace else "/api/v1/pods"
@@ -287,7 +294,8 @@ class LocalKubelet:
         for key, pod in live.items():
             if key in self.servers or (pod.get("status") or {}).get("phase") != "Running":
                 continue
-            self.servers[key] = Server(pod["spec"]["containers"][0], self.log_dir, self.children)
+            self.servers[key] = Server(pod["spec"]["containers"][0], self.log_dir, self.children,
+                                       self.services.rewrite if self.services else str)
             # The pod's IP is a loopback address on this machine: unlike the Service, the host can reach it.
             log.info("serving pod %s at %s", key, self.servers[key].url)
         for key, server in self.servers.items():

@@ -22,7 +22,7 @@ from kultivar.domain.abtest import ab_decides
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.jobs import owner_reference
-from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION
+from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION, VERSION_LABEL
 from kultivar.domain.performance import (
     UNDERPERFORMING,
     performance_due,
@@ -33,7 +33,15 @@ from kultivar.domain.performance import (
 from kultivar.domain.plan import Annotate, Plan
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import metrics_since, windowed
-from kultivar.domain.serving import DEGRADED, DeploymentObserved, ServingPlan, plan_serving, version_record
+from kultivar.domain.serving import (
+    DEGRADED,
+    DeploymentObserved,
+    ServingPlan,
+    plan_serving,
+    server_deployment,
+    version_record,
+)
+from kultivar.domain.shadow import ShadowPlan, plan_shadow, shadow_window, wanted
 
 # How soon to measure drift again after the metrics source failed.
 DRIFT_RETRY_SECONDS = 60.0
@@ -53,10 +61,13 @@ class MetricsRequest:
     performance: list[int] = field(default_factory=list)  # versions whose feedback is due (empty: not due)
     performance_window: float | None = None  # seconds the performance window covers (prometheus)
     dataset: str | None = None  # the Dataset the drift version was trained from: a retraining refreshes it
+    shadow: int | None = None  # the shadow version whose counters (and the stable servers') are due
+    shadow_window: float | None = None  # seconds the shadow's window covers (prometheus)
 
     @property
     def anything(self) -> bool:
-        return bool(self.serving) or self.drift_version is not None or bool(self.performance)
+        return bool(self.serving) or self.drift_version is not None or bool(self.performance) \
+            or self.shadow is not None
 
 
 def _seconds_since(since: datetime | None, now: datetime) -> float | None:
@@ -80,6 +91,8 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
     performance = spec.monitoring.performance
     # Feedback about any version may be counted by any pod: every version's pods are read.
     labelled = versions if performance_due(performance, status.get("performance"), stable, now) else []
+    shadow = _plan_shadow(observed, planned, config, now)
+    copied = shadow.status.get("version") if shadow.needs_metrics and shadow.status else None
     if windowed(spec):  # Prometheus answers each window's counts directly
         return MetricsRequest(
             "prometheus", spec.strategy.canary.analysis.prometheusUrl,
@@ -92,10 +105,10 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
             performance=labelled,
             performance_window=_seconds_since(performance_since(performance, status.get("performance"), stable),
                                               now),
-            dataset=dataset)
-    if planned.needs_metrics or drift is not None or labelled:  # one scrape of every version serves all
+            dataset=dataset, shadow=copied, shadow_window=shadow_window(observed.obj, now) if copied else None)
+    if planned.needs_metrics or drift is not None or labelled or copied:  # one scrape of every version serves all
         return MetricsRequest("pods", serving=versions, drift_version=drift, performance=labelled,
-                              dataset=dataset)
+                              dataset=dataset, shadow=copied)
     return MetricsRequest("pods")
 
 
@@ -192,6 +205,46 @@ def _performance(observed: DeploymentObserved, planned: ServingPlan, now: dateti
         _requeue(plan, due_in)
 
 
+def _plan_shadow(observed: DeploymentObserved, planned: ServingPlan, config: OperatorConfig,
+                 now: datetime) -> ShadowPlan:
+    """spec.strategy.shadow's plan (kultivar.domain.shadow) for the versions the serving plan settled on."""
+    spec, obj = planned.spec, observed.obj
+    assert spec is not None
+    stable, canary = planned.plan.status.get("stableVersion"), planned.plan.status.get("canaryVersion")
+    target = wanted(spec, stable, canary, observed.model or {})
+    record = version_record(observed.model or {}, target[0]) if target[0] is not None else None
+    server = server_deployment(obj, spec, record, 1, config) if record is not None else None
+    return plan_shadow(obj, spec, target, stable, server, observed.shadow, now)
+
+
+def _shadow(observed: DeploymentObserved, planned: ServingPlan, config: OperatorConfig, now: datetime) -> None:
+    """Add the shadow's objects to the serving plan: its Deployment and Service, the mirror filter on the route
+    (gatewayAPI) or the forwarding settings on the stable version's servers (replicas), and status.shadow."""
+    status = observed.obj.get("status") or {}
+    if planned.spec is None or (planned.spec.strategy.shadow is None and not status.get("shadow")
+                                and not (observed.shadow and observed.shadow.version)):
+        return
+    shadow = _plan_shadow(observed, planned, config, now)
+    plan = planned.plan
+    plan.status["shadow"] = shadow.status
+    planned.remove_shadow = shadow.remove
+    if shadow.deployment is not None and shadow.service is not None:
+        planned.deployments.append(shadow.deployment)
+        planned.services.append(shadow.service)
+    if shadow.mirror is not None and planned.routes:  # every request copied, whichever version answers it
+        for rule in planned.routes[0]["spec"]["rules"]:
+            rule["filters"] = [*rule.get("filters", []), shadow.mirror]
+    stable = plan.status.get("stableVersion")
+    for server in planned.deployments:
+        labels = server["metadata"]["labels"]
+        if shadow.stable_env and labels.get(VERSION_LABEL) == str(stable) and DEPLOYMENT_LABEL in labels:
+            container = server["spec"]["template"]["spec"]["containers"][0]
+            env = {e["name"]: e["value"] for e in container["env"]} | shadow.stable_env
+            container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if shadow.requeue_after is not None:
+        _requeue(plan, shadow.requeue_after)
+
+
 def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: datetime,
                     dataset: dict[str, Any] | None = None) -> ServingPlan:
     """Everything one reconcile of a Deployment does, from what metrics_needed asked to read (dataset: the
@@ -206,6 +259,7 @@ def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: d
                                 planned.plan.status.get("stableVersion"), now):
         _requeue(planned.plan, due_in)  # wake up when the open window closes
     _performance(observed, planned, now)
+    _shadow(observed, planned, config, now)
     return planned
 
 

@@ -21,6 +21,9 @@ ERROR_OUTCOMES = ("error", "unavailable")
 FEEDBACK_SUMS = {"kultivar_feedback_regressions_total": "n", "kultivar_feedback_overprediction_total": "over",
                  "kultivar_feedback_underprediction_total": "under",
                  "kultivar_feedback_squared_error_total": "squared"}
+# The shadow forwarder's counters (kultivar.serving.shadow) by the short name a Snapshot keys them with.
+SHADOW_COUNTERS = {"kultivar_shadow_requests_total": "requests", "kultivar_shadow_rows_total": "rows"}
+SHADOW_DIFFERENCE = "kultivar_shadow_absolute_difference_total"
 
 
 @dataclass
@@ -37,6 +40,9 @@ class Snapshot:
     # (version, predicted, actual) -> count, and (version, sum) -> value with sum one of FEEDBACK_SUMS.
     labelled: dict[tuple[int, str, str], float] = field(default_factory=dict)
     errors: dict[tuple[int, str], float] = field(default_factory=dict)
+    # Shadow forwarding counters of this version's servers, keyed by the shadow version and "requests:<outcome>"
+    # (answered, error, dropped), "rows:<outcome>" (agree, disagree) or "absdiff" (sum of |shadow - own|).
+    shadow: dict[tuple[int, str], float] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -52,6 +58,7 @@ class Snapshot:
             reference=self.reference or other.reference,
             labelled=_merge(self.labelled, other.labelled),
             errors=_merge(self.errors, other.errors),
+            shadow=_merge(self.shadow, other.shadow),
         )
 
     def minus(self, base: Snapshot | None) -> Snapshot:
@@ -66,6 +73,7 @@ class Snapshot:
             reference=self.reference,
             labelled=_diff(self.labelled, base.labelled),
             errors=_diff(self.errors, base.errors),
+            shadow=_diff(self.shadow, base.shadow),
         )
 
     def wire(self, features: bool = True) -> dict[str, Any]:
@@ -75,6 +83,8 @@ class Snapshot:
             out["labelled"] = sorted([v, p, a, c] for (v, p, a), c in self.labelled.items())
         if self.errors:
             out["errors"] = sorted([v, k, x] for (v, k), x in self.errors.items())
+        if self.shadow:
+            out["shadow"] = sorted([v, k, x] for (v, k), x in self.shadow.items())
         return {**out, "features": self.features} if features else out
 
     @classmethod
@@ -86,7 +96,8 @@ class Snapshot:
                    predictions=dict(data.get("predictions") or {}),
                    features={k: dict(v) for k, v in (data.get("features") or {}).items()},
                    labelled={(int(v), str(p), str(a)): float(c) for v, p, a, c in data.get("labelled") or []},
-                   errors={(int(v), str(k)): float(x) for v, k, x in data.get("errors") or []})
+                   errors={(int(v), str(k)): float(x) for v, k, x in data.get("errors") or []},
+                   shadow={(int(v), str(k)): float(x) for v, k, x in data.get("shadow") or []})
 
 
 def _merge(a: dict[Any, float], b: dict[Any, float]) -> dict[Any, float]:
@@ -126,6 +137,12 @@ def parse(text: str) -> Snapshot:
             elif s.name in FEEDBACK_SUMS and s.labels.get("version", "").isdigit():
                 sum_key = (int(s.labels["version"]), FEEDBACK_SUMS[s.name])
                 snap.errors[sum_key] = snap.errors.get(sum_key, 0.0) + s.value
+            elif s.name in SHADOW_COUNTERS and s.labels.get("shadow_version", "").isdigit():
+                shadow_key = (int(s.labels["shadow_version"]), f"{SHADOW_COUNTERS[s.name]}:{s.labels.get('outcome')}")
+                snap.shadow[shadow_key] = snap.shadow.get(shadow_key, 0.0) + s.value
+            elif s.name == SHADOW_DIFFERENCE and s.labels.get("shadow_version", "").isdigit():
+                shadow_key = (int(s.labels["shadow_version"]), "absdiff")
+                snap.shadow[shadow_key] = snap.shadow.get(shadow_key, 0.0) + s.value
     # Per-bucket counts (not cumulative) so predicted values compare like classes do.
     snap.predictions.update({f"le={k}": v for k, v in decumulate(value_buckets).items()})
     return snap

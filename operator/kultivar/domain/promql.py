@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from kultivar.domain.metrics import FEEDBACK_SUMS, Snapshot, decumulate
+from kultivar.domain.metrics import FEEDBACK_SUMS, SHADOW_COUNTERS, SHADOW_DIFFERENCE, Snapshot, decumulate
 
 NAMESPACE_LABEL = "kultivar_namespace"
 DEPLOYMENT_LABEL = "kultivar_deployment"
@@ -28,6 +28,7 @@ FEATURES = "features"
 REFERENCE = "reference"
 LABELLED = "labelled"
 ERRORS = "errors"
+SHADOW = "shadow"
 
 Sample = dict[str, Any]  # one element of an instant vector: {"metric": {label: value}, "value": [time, "text"]}
 
@@ -51,13 +52,14 @@ def range_selector(seconds: float) -> str:
 
 
 def queries(namespace: str, name: str, versions: Iterable[int], window_seconds: float | None,
-            features: bool = False, feedback: bool = False) -> dict[str, str]:
+            features: bool = False, feedback: bool = False, shadow: bool = False) -> dict[str, str]:
     """Instant queries, by purpose, for the counts of the last ``window_seconds`` per version.
 
     ``features`` adds the drift inputs: input counts per profile bucket and the training profile's proportions
     (a gauge: its current value). Without a window only the proportions are asked for. ``feedback`` adds the
     feedback counters, whose ``version`` label is the version that answered (the servers of every version count
-    feedback about any version, so the sum runs over all of them).
+    feedback about any version, so the sum runs over all of them). ``shadow`` adds the stable servers' shadow
+    forwarding counters (kultivar.serving.shadow), per shadow version.
     """
     sel = selector(namespace, name, versions)
     out: dict[str, str] = {}
@@ -77,6 +79,10 @@ def queries(namespace: str, name: str, versions: Iterable[int], window_seconds: 
             out[LABELLED] = increase("kultivar_feedback_classifications_total", "predicted, actual")
             for metric, short in FEEDBACK_SUMS.items():  # one query each: increase() drops the metric name
                 out[f"{ERRORS}:{short}"] = f"sum by (version) (increase({metric}{sel}[{window}]))"
+        if shadow:
+            for metric, short in SHADOW_COUNTERS.items():
+                out[f"{SHADOW}:{short}"] = increase(metric, "shadow_version, outcome")
+            out[f"{SHADOW}:absdiff"] = increase(SHADOW_DIFFERENCE, "shadow_version")
     if features:
         out[REFERENCE] = f"max by (version, feature, bucket) (kultivar_feature_reference_ratio{sel})"
     return out
@@ -117,6 +123,10 @@ def snapshots(results: dict[str, list[Sample]], versions: Iterable[int]) -> dict
             elif purpose == LABELLED:
                 pair = (version, labels.get("predicted", ""), labels.get("actual", ""))
                 snap.labelled[pair] = snap.labelled.get(pair, 0.0) + max(0.0, value)
+            elif purpose.startswith(f"{SHADOW}:") and labels.get("shadow_version", "").isdigit():
+                kind = purpose.split(":", 1)[1]
+                key = (int(labels["shadow_version"]), kind if kind == "absdiff" else f"{kind}:{labels.get('outcome')}")
+                snap.shadow[key] = snap.shadow.get(key, 0.0) + max(0.0, value)
             elif purpose.startswith(f"{ERRORS}:"):
                 key = (version, purpose.split(":", 1)[1])
                 snap.errors[key] = snap.errors.get(key, 0.0) + max(0.0, value)

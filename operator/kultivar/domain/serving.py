@@ -35,6 +35,7 @@ from kultivar.domain.performance import Feedback
 from kultivar.domain.plan import Plan, blocked, invalid_spec
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
+from kultivar.domain.shadow import ShadowObserved
 
 HTTP_PORT = 8080
 PROGRESSING = "Progressing"
@@ -55,6 +56,7 @@ class DeploymentObserved:
     metrics_error: str | None = None  # the metrics source failed this reconcile (why)
     drift: DriftObserved | None = None  # the stable version's input counts, read when drift was due
     performance: PerformanceObserved | None = None  # feedback counts, read when a performance window was due
+    shadow: ShadowObserved | None = None  # the shadow's Deployment and, when due, its counters (domain.shadow)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ class ServingPlan:
     remove_versions: list[int]
     needs_metrics: bool = False
     spec: DeploymentSpec | None = None  # the parsed spec (None: the plan says why it is unusable)
+    remove_shadow: bool = False  # delete the shadow's Deployment (spec.strategy.shadow gone, or it waits)
 
 
 NUMBERS = ("requests", "errorRate", "latencyP95Seconds")

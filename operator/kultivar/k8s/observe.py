@@ -15,6 +15,7 @@ from kultivar.domain.jobs import JobOutcome, job_outcome
 from kultivar.domain.performance import Feedback
 from kultivar.domain.registry import ModelObserved
 from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved
+from kultivar.domain.shadow import ShadowObserved
 from kultivar.domain.trainingrun import TrainingRunObserved
 from kultivar.k8s import prometheus, serving
 from kultivar.k8s.client import Api
@@ -119,6 +120,8 @@ def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
             served.add(int(spec["modelRef"]["version"]))
         for variant in (d.get("status") or {}).get("variants") or []:
             served.add(int(variant["version"]))
+        if ((d.get("status") or {}).get("shadow") or {}).get("version"):  # a shadow is served too
+            served.add(int(d["status"]["shadow"]["version"]))
     retiring = (obj.get("status") or {}).get("retiring") or []
     cleanup = {item["job"]: job(api, namespace, item["job"]) for item in retiring}
     return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup,
@@ -130,9 +133,12 @@ def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> D
     if obj is None:
         return None
     ref = ((obj.get("spec") or {}).get("modelRef") or {}).get("name", "")
+    # The shadow's Deployment is asked for only while one is wanted or was run (status.shadow says so).
+    shadowed = ((obj.get("spec") or {}).get("strategy") or {}).get("shadow") or (obj.get("status") or {}).get("shadow")
     return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref),
                               pods=serving.version_pods(api, namespace, name),
-                              store_claim_found=store_claim(api, config, namespace))
+                              store_claim_found=store_claim(api, config, namespace),
+                              shadow=serving.shadow_pods(api, namespace, name) if shadowed else None)
 
 
 def retrain_dataset(api: Api, namespace: str, request: MetricsRequest) -> dict[str, Any] | None:
@@ -155,7 +161,12 @@ def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsR
         drift = None if request.drift_version is None else \
             DriftObserved(request.drift_version, scraped.get(request.drift_version), runs)
         performance = PerformanceObserved(Feedback.of(scraped.values()), runs) if request.performance else None
-        return replace(observed, metrics=scraped, drift=drift, performance=performance)
+        observed = replace(observed, metrics=scraped, drift=drift, performance=performance)
+        if request.shadow is not None:
+            copies = serving.scrape(api, ns, name, [request.shadow], shadow=True)
+            observed = replace(observed, shadow=replace(observed.shadow or ShadowObserved(),
+                                                        metrics={**scraped, **copies}))
+        return observed
     if request.serving:
         try:
             observed = replace(observed, metrics=prometheus.snapshots(
@@ -179,4 +190,13 @@ def deployment_metrics(api: Api, observed: DeploymentObserved, request: MetricsR
             observed = replace(observed, performance=PerformanceObserved(Feedback.of(counts.values()), runs))
         except prometheus.PrometheusError as e:
             observed = replace(observed, performance=PerformanceObserved(None, runs, error=str(e)))
+    if request.shadow is not None:  # the servers of every version forward and count feedback; the shadow's own
+        versions = sorted({*(observed.pods or {}), request.shadow})
+        try:
+            counts = prometheus.snapshots(request.url, ns, name, versions, request.shadow_window, feedback=True,
+                                          shadow=True, at=now.timestamp())
+            shadow = replace(observed.shadow or ShadowObserved(), metrics=counts)
+        except prometheus.PrometheusError as e:
+            shadow = replace(observed.shadow or ShadowObserved(), error=str(e))
+        observed = replace(observed, shadow=shadow)
     return observed

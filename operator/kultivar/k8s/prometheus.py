@@ -52,13 +52,14 @@ def query(base_url: str, expression: str, at: float, timeout: float = QUERY_TIME
 
 def snapshots(base_url: str | None, namespace: str, name: str, versions: Iterable[int],
               window_seconds: float | None, *, features: bool = False, feedback: bool = False,
-              at: float | None = None) -> dict[int, Snapshot]:
+              shadow: bool = False, at: float | None = None) -> dict[int, Snapshot]:
     """Per version, the counts of the window that ends at ``at`` (default now), as domain.metrics Snapshots."""
     if not base_url:  # the CRD requires it with metricsSource prometheus; never fall back to other numbers
         raise PrometheusError("no Prometheus to ask: set spec.strategy.canary.analysis.prometheusUrl")
     wanted = sorted(set(versions))
     at = time.time() if at is None else at
-    expressions = promql.queries(namespace, name, wanted, window_seconds, features=features, feedback=feedback)
+    expressions = promql.queries(namespace, name, wanted, window_seconds, features=features, feedback=feedback,
+                                 shadow=shadow)
     if not wanted or not expressions:
         return {v: Snapshot() for v in wanted}
     with ThreadPoolExecutor(max_workers=len(expressions)) as pool:

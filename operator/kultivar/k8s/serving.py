@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kultivar.domain.jobs import owner_labels
+from kultivar.domain.labels import SHADOW_LABEL
 from kultivar.domain.metrics import Snapshot, parse
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods
@@ -20,6 +21,7 @@ from kultivar.domain.serving import (
     stale_objects,
     version_name,
 )
+from kultivar.domain.shadow import ShadowObserved, shadow_name
 from kultivar.k8s.client import Api, ApiError, RefusedChild, create_refused
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,22 @@ def version_pods(api: Api, namespace: str, name: str) -> dict[int, Pods]:
     return pods
 
 
+def shadow_pods(api: Api, namespace: str, name: str) -> ShadowObserved:
+    """The shadow's apps/v1 Deployment: which version it runs and how many of its pods are ready."""
+    try:
+        found = api.request("GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/{shadow_name(name)}")
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return ShadowObserved()
+    st = found.get("status") or {}
+    desired = int((found.get("spec") or {}).get("replicas") or 0)
+    updated = (st.get("observedGeneration") or 0) >= found["metadata"].get("generation", 0) and \
+        int(st.get("updatedReplicas") or 0) >= desired
+    version = int(found["metadata"]["labels"][VERSION_LABEL])
+    return ShadowObserved(version, Pods(desired=desired, ready=int(st.get("readyReplicas") or 0), updated=updated))
+
+
 def _scrape(url: str) -> Snapshot | None:
     try:
         with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
@@ -50,10 +68,11 @@ def _scrape(url: str) -> Snapshot | None:
         return None
 
 
-def scrape(api: Api, namespace: str, name: str, versions: list[int]) -> dict[int, Snapshot]:
-    """Sum the metrics of each version's ready pods (the server's own /metrics)."""
-    out = api.request("GET", f"/api/v1/namespaces/{namespace}/pods",
-                      query={"labelSelector": f"{DEPLOYMENT_LABEL}={name}"})
+def scrape(api: Api, namespace: str, name: str, versions: list[int], shadow: bool = False) -> dict[int, Snapshot]:
+    """Sum the metrics of each version's ready pods (the server's own /metrics); shadow: the shadow's pods
+    (labelled shadow-of, not deployment) instead of the versions that answer users."""
+    label = SHADOW_LABEL if shadow else DEPLOYMENT_LABEL
+    out = api.request("GET", f"/api/v1/namespaces/{namespace}/pods", query={"labelSelector": f"{label}={name}"})
     targets: list[tuple[int, str]] = []
     for pod in out.get("items") or []:
         version = int(pod["metadata"]["labels"].get(VERSION_LABEL, 0))
@@ -173,6 +192,8 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> Servin
             problem = _route_problem(r, e)
             log.warning("Deployment %s/%s: %s", ns, name, problem[1])
     _prune(api, obj, serving)
+    if serving.remove_shadow:
+        _delete(api, f"/apis/apps/v1/namespaces/{ns}/deployments/{shadow_name(name)}")
     for version in serving.remove_versions:
         for path in (f"/apis/apps/v1/namespaces/{ns}/deployments/{version_name(name, version)}",
                      f"/api/v1/namespaces/{ns}/services/{version_name(name, version)}"):

@@ -31,6 +31,11 @@ KULTIVAR_UNKNOWN_CATEGORIES  accept    refuse: a categorical value outside the f
                                        spec.serving.unknownCategories Refuse)
 KULTIVAR_NAMESPACE           (none)    with KULTIVAR_DEPLOYMENT: the Kultivar Deployment serving this, exported as
 KULTIVAR_DEPLOYMENT          (none)    the metric labels kultivar_namespace and kultivar_deployment
+KULTIVAR_SHADOW_URL          (none)    with KULTIVAR_SHADOW_VERSION: forward copies of answered requests to this
+KULTIVAR_SHADOW_VERSION      (none)    shadow version's base URL (see :mod:`kultivar.serving.shadow`)
+KULTIVAR_SHADOW_PERCENT      100       percent of answered requests copied
+KULTIVAR_SHADOW_QUEUE        256       copies waiting to be sent at most; more are dropped (and counted)
+KULTIVAR_SHADOW_TIMEOUT_MS   2000      how long one copy may take before it counts as an error
 ===========================  ========  ==============================================================
 """
 
@@ -56,6 +61,17 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class ShadowTarget:
+    """Where and how much to copy (kultivar.serving.shadow)."""
+
+    url: str
+    version: str
+    percent: int = 100
+    queue: int = 256
+    timeout_ms: int = 2000
+
+
+@dataclass(frozen=True)
 class ServingConfig:
     model_name: str
     model_uri: str
@@ -76,6 +92,7 @@ class ServingConfig:
     onnx_threads: int = 1
     workers: int = 1
     unknown_categories: str = "accept"
+    shadow: ShadowTarget | None = None  # forward copies to a shadow version (router replicas)
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -133,6 +150,7 @@ class ServingConfig:
             workers=_integer(given.get("workers"), env, "KULTIVAR_SERVE_WORKERS", 1, 1, 256),
             unknown_categories=_choice(given.get("unknown_categories"), env, "KULTIVAR_UNKNOWN_CATEGORIES", "accept",
                                        UNKNOWN_CATEGORIES),
+            shadow=_shadow(env),
         )
 
 
@@ -142,6 +160,22 @@ def _deployment(env: Mapping[str, str]) -> tuple[str, str] | None:
         raise ConfigError("set both KULTIVAR_NAMESPACE and KULTIVAR_DEPLOYMENT (the Kultivar Deployment serving "
                           "this model), or neither")
     return (namespace, name) if name else None
+
+
+def _shadow(env: Mapping[str, str]) -> ShadowTarget | None:
+    url, version = env.get("KULTIVAR_SHADOW_URL", "").strip(), env.get("KULTIVAR_SHADOW_VERSION", "").strip()
+    if bool(url) != bool(version):
+        raise ConfigError("set both KULTIVAR_SHADOW_URL and KULTIVAR_SHADOW_VERSION (where the shadow version "
+                          "listens and which version it is), or neither")
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"KULTIVAR_SHADOW_URL must be an http:// or https:// URL, got {url!r}")
+    if not version.isdigit():
+        raise ConfigError(f"KULTIVAR_SHADOW_VERSION must be a Model version number, got {version!r}")
+    return ShadowTarget(url, version, _integer(None, env, "KULTIVAR_SHADOW_PERCENT", 100, 1, 100),
+                        _integer(None, env, "KULTIVAR_SHADOW_QUEUE", 256, 1, 100_000),
+                        _integer(None, env, "KULTIVAR_SHADOW_TIMEOUT_MS", 2000, 1, 600_000))
 
 
 def sibling(uri: str, name: str) -> str:

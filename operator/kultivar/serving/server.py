@@ -76,6 +76,7 @@ from kultivar.serving.payload import (
     parse_v1,
     parse_v2,
 )
+from kultivar.serving.shadow import ShadowCounters, ShadowForwarder, urllib_send
 from kultivar.serving.workers import SiblingUnavailable, WorkerGroup, listening_socket
 
 log = logging.getLogger("kultivar.serving")
@@ -129,11 +130,22 @@ class InferenceService:
         self._id_prefix = secrets.token_hex(6)
         self._ids = itertools.count(1)
         self._loader: asyncio.Task[None] | None = None
+        self.shadow: ShadowForwarder | None = None
+        if config.shadow is not None:
+            counters = ShadowCounters(self.metrics.identity.names, self.metrics.identity.values,
+                                      config.shadow.version)
+            self.metrics.registry.register(counters)
+            self.shadow = ShadowForwarder(
+                config.shadow.url, config.shadow.version, config.shadow.percent, counters,
+                own_version=config.model_version, task=lambda: self.model.task if self.model else "classification",
+                send=urllib_send(config.shadow.timeout_ms / 1000.0), capacity=config.shadow.queue)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def start_loading(self) -> None:
         self._loader = asyncio.get_running_loop().create_task(self.load())
+        if self.shadow is not None:
+            self.shadow.start()
 
     async def load(self) -> None:
         started = time.perf_counter()
@@ -204,6 +216,8 @@ class InferenceService:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loader
+        if self.shadow is not None:
+            await self.shadow.stop()
         await self.batcher.close()
 
     @property
@@ -400,9 +414,17 @@ class Routes:
             service.check_probabilities()
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
         response_id = parsed.id or service.next_id()
-        return (*service.encode_v2(prediction, parsed, response_id), response_id)
+        encoded = service.encode_v2(prediction, parsed, response_id)
+        self._copy(request, body, prediction)
+        return (*encoded, response_id)
 
-    async def _v1_answer(self, _: Request, body: bytes) -> Encoded:
+    def _copy(self, request: Request, body: bytes, prediction: Prediction) -> None:
+        """Shadow traffic: queue a copy of the answered request for the shadow version (never waits)."""
+        if self.service.shadow is not None:
+            self.service.shadow.offer(request.url.path, body, request.headers.get("content-type") or
+                                      "application/json", prediction.labels)
+
+    async def _v1_answer(self, request: Request, body: bytes) -> Encoded:
         service = self.service
         assert service.model is not None
         parsed = parse_v1(body, service.model.features, self.name)
@@ -414,6 +436,7 @@ class Routes:
                                   "model_version": self.version}
         if prediction.probabilities is not None and parsed.probabilities:
             answer["probabilities"] = prediction.probabilities.tolist()
+        self._copy(request, body, prediction)
         return orjson.dumps(answer), None, response_id
 
     async def v2_infer(self, request: Request) -> Response:
