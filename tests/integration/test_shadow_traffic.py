@@ -8,9 +8,11 @@ DNS and kube-proxy for that (kultivar.devcluster.serviceproxy), sending each cop
 
 from __future__ import annotations
 
+import json
 import urllib.request
 from typing import Any
 
+import pytest
 from kapi import BETTER_C, WEAK_C, assert_promoted, create, get, sample, wait_reason
 from test_serving_path import IRIS_ROW, TIMEOUT, _serving_pods, infer
 
@@ -49,7 +51,9 @@ def test_a_shadow_gets_copies_while_users_only_see_stable_answers(kube, namespac
     assert_promoted(kube, namespace, "iris", 2)
     body = sample("Deployment")
     body["spec"].update(modelRef={"name": "iris", "version": 1}, replicas=1, strategy={
-        "type": "Canary", "canary": {"analysis": {"interval": "2s"}}, "shadow": {"version": 2, "percent": 100}})
+        "type": "Canary", "canary": {"analysis": {"interval": "2s"}}, "shadow": {"version": 2, "percent": 100}},
+        monitoring={"enabled": False, "performance": {"metric": "accuracy", "floor": 0.0, "minLabels": 1},
+                    "retrain": {"enabled": False}})
     create(kube, namespace, body)
 
     # The stable's servers are restarted once with the forwarding settings, after the shadow is ready.
@@ -89,6 +93,19 @@ def test_a_shadow_gets_copies_while_users_only_see_stable_answers(kube, namespac
     with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=5) as response:
         own = parse(response.read().decode())
     assert own.requests.get("success") == sent
+
+    # Labels for the answers users got reach the stable server that forwarded them: they count for the shadow
+    # too. With the stable's own answers as the labels, the stable scores 1 and the shadow its agreement.
+    feedback = {"items": [{"id": a["id"], "version": a["model_version"], "prediction": a["outputs"][0]["data"][0],
+                           "actual": a["outputs"][0]["data"][0]} for a in answers]}
+    request = urllib.request.Request(f"http://{stable_ips[0]}:8080/v2/models/iris/feedback",
+                                     json.dumps(feedback).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert json.loads(response.read())["counted"] == sent
+    shadow = wait_for(lambda: (s := get(kube, namespace, "Deployment", "iris")["status"]["shadow"]).get("labels")
+                      == sent and s, timeout=60, message="the shadow's live metric from the labels")
+    assert shadow["liveMetric"] == "accuracy" and shadow["stableLiveValue"] == 1.0
+    assert shadow["liveValue"] == pytest.approx(shadow["agreement"], abs=1e-6)
 
     # Taking the shadow out of the spec removes its pods and status.
     _, current = kube.raw("GET", f"/apis/kultivar.io/v1alpha1/namespaces/{namespace}/deployments/iris")

@@ -17,6 +17,7 @@ import pytest
 
 from kultivar.domain.metrics import parse
 from kultivar.serving.config import ConfigError, ServingConfig, ShadowTarget
+from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.model import Prediction
 from kultivar.serving.payload import FeatureSpec
 from kultivar.serving.server import InferenceService, create_app
@@ -176,6 +177,36 @@ async def test_the_user_is_answered_before_the_shadow_replies() -> None:
         metrics = (await client.get("/metrics")).text
     snap = parse(metrics)
     assert snap.shadow[(2, "requests:answered")] == 1 and snap.shadow[(2, "rows:disagree")] == 1
+    await service.stop()
+
+
+@run
+async def test_feedback_about_a_shadowed_answer_counts_for_the_shadow_too() -> None:
+    config = ServingConfig(model_name="iris", model_uri="file:///m/model.skops", model_digest=DIGEST,
+                           shadow=ShadowTarget("http://iris-shadow.ns.svc", "2"))
+    service = InferenceService(config)
+    assert service.shadow is not None
+    shadow = HeldShadow(v2_reply(["neg"]))
+    shadow.release.set()
+    service.shadow.send = shadow.send
+    model = StubModel()
+    service.model, service.ready = model, True  # type: ignore[assignment]
+    service.metrics.bind_model(model.features, model.task, model.classes, None, False)
+    service.feedback = FeedbackParser("iris", model.task, model.classes)
+    service.shadow.start()
+    app = create_app(service)
+    infer = {"id": "req-1", "inputs": [{"name": "x", "shape": [1], "datatype": "FP64", "data": [2.0]}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        answer = (await client.post("/v2/models/iris/infer", content=orjson.dumps(infer))).json()
+        await service.shadow.queue.join()
+        feedback = {"items": [{"id": answer["id"], "version": answer["model_version"], "prediction": "pos",
+                               "actual": "neg"},
+                              {"id": "unknown", "version": "1", "prediction": "pos", "actual": "pos"}]}
+        response = await client.post("/v2/models/iris/feedback", content=orjson.dumps(feedback))
+        assert response.status_code == 200 and response.json()["counted"] == 2
+        snap = parse((await client.get("/metrics")).text)
+    # The stable's miss and hit as sent; the shadow's hit (it answered neg) for the id it answered.
+    assert snap.labelled == {(1, "pos", "neg"): 1.0, (1, "pos", "pos"): 1.0, (2, "neg", "neg"): 1.0}
     await service.stop()
 
 

@@ -34,7 +34,7 @@ batch is counted.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,6 +103,16 @@ def _class(value: Any, where: str) -> str:
     return class_key(value)
 
 
+def _add_error(batch: FeedbackBatch, version: str, error: float) -> None:
+    sums = batch.errors.setdefault(version, [0.0, 0.0, 0.0, 0.0])
+    sums[0] += 1
+    if error > 0:
+        sums[1] += error
+    else:
+        sums[2] -= error
+    sums[3] += error * error
+
+
 class FeedbackParser:
     """Validates feedback bodies for one model (its task and classes)."""
 
@@ -111,7 +121,10 @@ class FeedbackParser:
         self.classes = [class_key(c) for c in classes or ()]
         self.known = frozenset(self.classes)
 
-    def parse(self, body: bytes) -> FeedbackBatch:
+    def parse(self, body: bytes, shadow: Callable[[str, str], tuple[str, Any] | None] | None = None
+              ) -> FeedbackBatch:
+        """shadow(id, version): the shadow version's answer to the same request (kultivar.serving.shadow), which
+        the item's label then also counts for; None: no shadow."""
         doc = load_json(body)
         if not isinstance(doc, dict):
             raise PayloadError("the feedback body must be a JSON object with an 'items' list, got "
@@ -138,15 +151,13 @@ class FeedbackParser:
                 raise PayloadError(f"{where} has no 'prediction'. The server keeps no record of its answers (any "
                                    "replica takes any feedback), so send the prediction the response carried, with "
                                    "its model_version (and its id if you keep one)")
+            shadowed = shadow(item["id"], version) if shadow is not None and isinstance(item.get("id"), str) \
+                else None
             if regression:
-                error = _number(item["prediction"], f"{where}.prediction") - _number(item["actual"], f"{where}.actual")
-                sums = batch.errors.setdefault(version, [0.0, 0.0, 0.0, 0.0])
-                sums[0] += 1
-                if error > 0:
-                    sums[1] += error
-                else:
-                    sums[2] -= error
-                sums[3] += error * error
+                actual_value = _number(item["actual"], f"{where}.actual")
+                _add_error(batch, version, _number(item["prediction"], f"{where}.prediction") - actual_value)
+                if shadowed is not None and isinstance(shadowed[1], int | float) and math.isfinite(shadowed[1]):
+                    _add_error(batch, shadowed[0], float(shadowed[1]) - actual_value)
                 continue
             predicted = _class(item["prediction"], f"{where}.prediction")
             if predicted not in self.known:
@@ -158,6 +169,9 @@ class FeedbackParser:
                 batch.other_actual += 1
             key = (version, predicted, actual)
             batch.pairs[key] = batch.pairs.get(key, 0) + 1
+            if shadowed is not None and (theirs := class_key(shadowed[1])) in self.known:
+                key = (shadowed[0], theirs, actual)
+                batch.pairs[key] = batch.pairs.get(key, 0) + 1
         return batch
 
     @staticmethod

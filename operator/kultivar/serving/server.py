@@ -415,14 +415,14 @@ class Routes:
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
         response_id = parsed.id or service.next_id()
         encoded = service.encode_v2(prediction, parsed, response_id)
-        self._copy(request, body, prediction)
+        self._copy(request, body, prediction, response_id)
         return (*encoded, response_id)
 
-    def _copy(self, request: Request, body: bytes, prediction: Prediction) -> None:
+    def _copy(self, request: Request, body: bytes, prediction: Prediction, response_id: str) -> None:
         """Shadow traffic: queue a copy of the answered request for the shadow version (never waits)."""
         if self.service.shadow is not None:
             self.service.shadow.offer(request.url.path, body, request.headers.get("content-type") or
-                                      "application/json", prediction.labels)
+                                      "application/json", prediction.labels, response_id)
 
     async def _v1_answer(self, request: Request, body: bytes) -> Encoded:
         service = self.service
@@ -436,7 +436,7 @@ class Routes:
                                   "model_version": self.version}
         if prediction.probabilities is not None and parsed.probabilities:
             answer["probabilities"] = prediction.probabilities.tolist()
-        self._copy(request, body, prediction)
+        self._copy(request, body, prediction, response_id)
         return orjson.dumps(answer), None, response_id
 
     async def v2_infer(self, request: Request) -> Response:
@@ -459,7 +459,9 @@ class Routes:
             raw = await _body(request, self.config.max_request_bytes)
             # A large batch (10,000 items: ~70 ms) is parsed off the event loop so inference keeps flowing; the
             # counting itself stays on the loop, where scrapes read the counters (no lock needed).
-            batch = await asyncio.to_thread(parser.parse, raw) if len(raw) > BIG_FEEDBACK else parser.parse(raw)
+            recall = self.service.shadow.recall if self.service.shadow is not None else None
+            batch = await asyncio.to_thread(parser.parse, raw, recall) if len(raw) > BIG_FEEDBACK else \
+                parser.parse(raw, recall)
             self.metrics.count_feedback(batch)
             answer: dict[str, Any] = {"counted": batch.count}
             if parser.task == "classification":

@@ -24,6 +24,11 @@ Counters (with the server's identity labels, plus ``shadow_version``):
 * ``kultivar_shadow_absolute_difference_total``: regressors, the sum of |shadow - own| over compared rows.
 
 The operator turns them into status.shadow's agreement and mean absolute difference.
+
+Feedback about a shadowed answer counts for the shadow too: the server keeps the shadow's answer to its last
+:data:`RECALLED` single-row copies by the response id, and a feedback item quoting that id (and this server's
+version) is also counted as the shadow's (prediction, actual). Only the replica that forwarded the copy holds it:
+with several stable replicas, the shadow's labels are those that reach the replica that forwarded the request.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import logging
 import random
 import urllib.error
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +57,7 @@ REQUEST_OUTCOMES = ("answered", "error", "dropped")
 ROW_OUTCOMES = ("agree", "disagree", "compared")
 SHADOW_HEADER = "Kultivar-Shadow-Of"  # on copies: the version that answered the user (for the shadow's logs)
 WORKERS = 4  # copies in flight at once per server process
+RECALLED = 10_000  # single-row answers of the shadow kept by response id, for feedback about them
 
 # POST body to url with headers; returns the response's status and body. Raises OSError when unreachable.
 Send = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
@@ -87,6 +94,7 @@ class Copy:
     body: bytes
     content_type: str
     own: np.ndarray  # this server's answer, one label (or value) per row
+    request_id: str = ""  # the id this server answered with (feedback quotes it)
 
 
 def urllib_send(timeout: float) -> Send:
@@ -133,6 +141,16 @@ class ShadowForwarder:
         self.send, self.sample, self.workers = send, sample, workers
         self.queue: asyncio.Queue[Copy] = asyncio.Queue(maxsize=capacity)
         self._tasks: list[asyncio.Task[None]] = []
+        # The shadow's answer to recent single-row copies by response id: feedback about the stable's answer then
+        # counts for the shadow too (kultivar.serving.feedback), as the label is the truth for both.
+        self.recalled: OrderedDict[str, Any] = OrderedDict()
+
+    def recall(self, request_id: str, version: str) -> tuple[str, Any] | None:
+        """(shadow version, its answer) for feedback about this server's answer with that id, if still kept."""
+        if version != self.own_version:
+            return None
+        answer = self.recalled.get(request_id)
+        return None if answer is None else (self.version, answer)
 
     def start(self) -> None:
         self._tasks = [asyncio.get_running_loop().create_task(self._work()) for _ in range(self.workers)]
@@ -145,12 +163,12 @@ class ShadowForwarder:
                 await task
         self._tasks = []
 
-    def offer(self, path: str, body: bytes, content_type: str, own: np.ndarray) -> bool:
+    def offer(self, path: str, body: bytes, content_type: str, own: np.ndarray, request_id: str = "") -> bool:
         """Queue a copy of an answered request (sampled at percent); never waits. Whether it was queued."""
         if self.percent < 100 and self.sample() * 100 >= self.percent:
             return False
         try:
-            self.queue.put_nowait(Copy(path, body, content_type, own))
+            self.queue.put_nowait(Copy(path, body, content_type, own, request_id))
         except asyncio.QueueFull:
             self.counters.requests["dropped"] += 1
             return False
@@ -185,6 +203,10 @@ class ShadowForwarder:
         own = copy.own.tolist()
         if theirs is None or len(theirs) != len(own):
             return  # answered, but nothing to compare row by row
+        if len(own) == 1 and copy.request_id:
+            self.recalled[copy.request_id] = theirs[0]
+            if len(self.recalled) > RECALLED:
+                self.recalled.popitem(last=False)
         if self.task() == "regression":
             self.counters.rows["compared"] += len(own)
             self.counters.absolute_difference += float(sum(abs(float(a) - float(b)) for a, b in zip(
