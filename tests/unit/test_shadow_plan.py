@@ -173,3 +173,16 @@ def test_a_shadow_beside_an_ab_test_is_refused() -> None:
     with pytest.raises(ValidationError):
         DeploymentSpec.model_validate({"modelRef": {"name": "iris"}, "strategy": {"shadow": {"version": 2,
                                                                                               "percent": 0}}})
+
+
+def test_prometheus_reads_the_forwarding_counters_per_shadow_version() -> None:
+    from kultivar.domain.promql import queries, snapshots
+
+    asked = queries("team-a", "iris", [1, 2], 60.0, shadow=True)
+    assert 'sum by (version, shadow_version, outcome) (increase(kultivar_shadow_rows_total{' in asked["shadow:rows"]
+    answers = {"shadow:rows": [{"metric": {"version": "1", "shadow_version": "2", "outcome": "agree"},
+                                "value": [0, "12"]}],
+               "shadow:absdiff": [{"metric": {"version": "1", "shadow_version": "2"}, "value": [0, "0.5"]}]}
+    snap = snapshots(answers, [1, 2])[1]
+    assert snap.shadow == {(2, "rows:agree"): 12.0, (2, "absdiff"): 0.5}
+    assert Snapshot.from_wire(snap.wire()) == snap  # kept in status.shadow.baseline as it is read

@@ -58,7 +58,8 @@ class ServiceProxy:
         return self
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which never began otherwise
+            self.server.shutdown()
         self.server.server_close()
 
     def rewrite(self, value: str) -> str:
