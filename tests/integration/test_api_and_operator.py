@@ -47,6 +47,12 @@ INVALID = [
      "spec.traffic.gateway.hostnames[0]"),
     ("prometheus source needs its URL", _with("Deployment", lambda b: b["spec"]["strategy"]["canary"].update(
         analysis={"metricsSource": "prometheus"})), "spec.strategy.canary.analysis.prometheusUrl"),
+    ("a shadow beside an A/B test", _with("Deployment", lambda b: b["spec"].update(strategy={
+        "type": "ABTest", "shadow": {"version": 2},
+        "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}]}})),
+     "spec.strategy.shadow"),
+    ("a shadow copying nothing", _with("Deployment", lambda b: b["spec"]["strategy"].update(
+        shadow={"version": 2, "percent": 0})), "spec.strategy.shadow.percent"),
     # What the schema's types allow but can never work (#18).
     ("memory that is not a quantity", _with("TrainingRun", lambda b: b["spec"]["resources"]["requests"].update(
         memory="lots")), "spec.resources.requests[memory]"),
@@ -98,6 +104,8 @@ VALID_EDGES = [
         metric=None, minimum=1.01))),
     ("search values as lists", _with("TrainingRun", lambda b: b["spec"].update(search={"space": {
         "C": [0.1, 1], "penalty": ["l2"], "l1_ratio": [None, 0.5], "class_weight": [{"0": 1}]}}))),
+    ("a shadow beside the canary, copying everything", _with("Deployment", lambda b: b["spec"]["strategy"].update(
+        shadow={"version": 2, "percent": 100}))),
 ]
 
 
