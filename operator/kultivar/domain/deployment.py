@@ -9,6 +9,8 @@ drift decide: the Drifted condition, status.drift, status.lastRetrain and status
 retraining asks for first, and the retraining run once that refresh has found new data (Plan actions that
 k8s/apply carries out). While a retraining waits for its refresh, every reconcile reads the stable version's
 inputs and its Dataset (request.dataset, k8s.observe.retrain_dataset) to see whether the refresh has finished.
+Last, spec.strategy.shadow (kultivar.domain.shadow) adds the shadow's objects beside the versions plan_serving
+settled on, and status.shadow from the counters read when its interval is due (request.shadow).
 """
 
 from __future__ import annotations
