@@ -209,7 +209,8 @@ def plan_shadow(obj: dict[str, Any], spec: DeploymentSpec, target: tuple[int | N
     if version is None or server is None or stable is None:
         return ShadowPlan(remove=remove, status={**base, "state": "Waiting", "message": why,
                                                  "startedAt": previous.get("startedAt") or stamp})
-    replicas = max(1, math.ceil(spec.replicas * shadow_spec.percent / 100))
+    # Sized for its share of the stable's traffic; a Deployment scaled to zero runs no shadow either.
+    replicas = max(1, math.ceil(spec.replicas * shadow_spec.percent / 100)) if spec.replicas else 0
     deployment, service = shadow_objects(server, obj, replicas)
     ready = observed.version == version and observed.pods is not None and observed.pods.ready > 0
     same = all(previous.get(k) == base[k] for k in ("version", "stableVersion", "metricsSource", "router"))
