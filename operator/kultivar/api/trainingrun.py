@@ -212,7 +212,7 @@ class ConfusionMatrix(KModel):
     labels: list[Annotated[str, Field(max_length=256)]] = Field(
         max_length=CONFUSION_MATRIX_MAX_CLASSES,
         description="The classes as text (the labels' original values, e.g. 0, 1 or setosa), in the order of the "
-                    f"rows and columns: the model's classes, then any other actual class. At most "
+                    f"rows and columns: the model's classes, then any other label of the rows. At most "
                     f"{CONFUSION_MATRIX_MAX_CLASSES}.")
     counts: list[Annotated[list[int], Field(max_length=CONFUSION_MATRIX_MAX_CLASSES)]] = Field(
         max_length=CONFUSION_MATRIX_MAX_CLASSES,
