@@ -478,8 +478,9 @@ class UnseenCategories(KModel):
 
 
 # Judged drift windows kept in status.drift.history: the newest 24 (four hours of the default 10m windows, a day of
-# hourly ones). Each is at most ~0.5 KiB with its 10 features, so the history adds ~12 KiB to the Deployment: small
-# beside etcd's 1.5 MiB object limit, and cheap for every watcher that receives the object on each status write.
+# hourly ones). An entry with its 10 features is ~0.6 KiB with 20-character feature names, so the history adds ~15 KiB
+# to the Deployment: small beside etcd's 1.5 MiB object limit, and cheap for every watcher that receives the object
+# on each status write.
 DRIFT_HISTORY_LIMIT = 24
 DRIFT_HISTORY_FEATURES = 10
 
