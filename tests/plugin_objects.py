@@ -41,6 +41,25 @@ MODEL: dict[str, Any] = {
     },
 }
 
+def _window(minute: int, psi: dict[str, float], drifted: bool = False, version: int = 1) -> dict[str, Any]:
+    hour, minute = divmod(11 * 60 + minute, 60)
+    features = sorted(({"feature": f, "psi": v} for f, v in psi.items()), key=lambda f: -f["psi"])
+    return {"time": f"2026-05-01T{hour:02d}:{minute:02d}:00Z", "version": version, "samples": 400,
+            "drifted": drifted, "driftedShare": sum(v > 0.2 for v in psi.values()) / 4, "unseenShare": 0.0,
+            "features": features}
+
+
+# The judged drift windows of the iris Deployment, oldest first (status.drift.history): petal_length drifts, and
+# in the 11:45 window petal_width with it (judged drifted); the last entry is status.drift's own check.
+DRIFT_HISTORY: list[dict[str, Any]] = [
+    _window(15, {"petal_length": 0.04, "sepal_width": 0.02, "petal_width": 0.03}),
+    _window(25, {"petal_length": 0.12, "sepal_width": 0.03, "petal_width": 0.08}),
+    _window(35, {"petal_length": 0.26, "sepal_width": 0.04, "petal_width": 0.15}),
+    _window(45, {"petal_length": 0.38, "sepal_width": 0.06, "petal_width": 0.24}, drifted=True),
+    _window(55, {"petal_length": 0.35, "sepal_width": 0.05, "petal_width": 0.18}),
+    _window(65, {"petal_length": 0.41, "sepal_width": 0.05}),
+]
+
 CANARY: dict[str, Any] = {
     "apiVersion": "kultivar.io/v1alpha1", "kind": "Deployment",
     "metadata": {"name": "iris", "namespace": "ml", "generation": 2, "resourceVersion": "200",
@@ -65,7 +84,8 @@ CANARY: dict[str, Any] = {
                          "metricsSource": "pods"},
         "drift": {"checkedAt": "2026-05-01T12:05:00Z", "version": 1, "samples": 400, "window": "10m",
                   "driftedShare": 0.25, "drifted": False,
-                  "topFeatures": [{"feature": "petal_length", "psi": 0.41}, {"feature": "sepal_width", "psi": 0.05}]},
+                  "topFeatures": [{"feature": "petal_length", "psi": 0.41}, {"feature": "sepal_width", "psi": 0.05}],
+                  "history": DRIFT_HISTORY},
         "conditions": [
             {"type": "Ready", "status": "True", "reason": "Serving", "message": "v1 serves",
              "lastTransitionTime": "2026-05-01T11:00:00Z"},

@@ -169,6 +169,10 @@ def test_drift_retrains_and_a_better_version_rolls_out_by_itself(kube, namespace
             status = wait_for(lambda: (s := get(kube, namespace, "Deployment", "shop")["status"])
                               .get("stableVersion") == 2 and s, timeout=TIMEOUT, message="v2 promoted by the canary")
         print(f"v2's canary analysis: {status['lastAnalysis']}")
+        # v1's drifted window stays in the bounded history after v2 took over (its drift check starts afresh)
+        history = status["drift"]["history"]
+        assert any(h["version"] == 1 and h["drifted"] and h["features"] for h in history), history
+        assert [h["time"] for h in history] == sorted(h["time"] for h in history)
         reasons = {e["reason"] for e in events_for(kube, namespace, "shop")}
         assert {"DriftDetected", "RetrainingStarted", "CanaryStarted", "Promoted"} <= reasons
         assert status["lastAnalysis"]["verdict"] == "Pass"

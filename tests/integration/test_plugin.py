@@ -22,7 +22,7 @@ import yaml
 from kapi import get, path
 
 from helpers import wait_for
-from plugin_objects import AB, CANARY, DATASET, MODEL, run, settled
+from plugin_objects import AB, CANARY, DATASET, MODEL, evaluated, run, settled
 
 pytestmark = pytest.mark.integration
 
@@ -121,10 +121,20 @@ def test_report_writes_the_page_from_the_real_objects(kube, objects, tmp_path) -
     page = tmp_path / "iris.html"
     out = kk(kube, objects, "report", "model", "iris", "-o", str(page))
     assert out.returncode == 0, out.stderr
-    assert out.stderr == f"wrote {page} (2 charts): open it in a browser\n"
+    assert out.stderr == f"wrote {page} (3 charts): open it in a browser\n"
     html = page.read_text()
     assert "<h1>Model iris v3</h1>" in html and 'data-chart="metrics"' in html and 'data-chart="drift-0"' in html
+    # the drift history the API server stored (status.drift.history in the CRD's schema), drawn over time
+    assert 'data-chart="drift-history-0"' in html and "over the last 6 judged windows of v1" in html
     assert "Deployment iris-ab" in html and "prediction shift (PSI)" in html
+
+    # v3 records its held-out evaluation and confusion matrix, as the training Job reports them: the API server
+    # takes them in Model status, and the page draws the matrix
+    set_status(kube, objects, "Model", "iris", evaluated(MODEL)["status"])
+    out = kk(kube, objects, "report", "model", "iris", "-o", str(page))
+    assert out.returncode == 0 and out.stderr == f"wrote {page} (5 charts): open it in a browser\n", out.stderr
+    html = page.read_text()
+    assert 'data-chart="confusion"' in html and "virginica" in html
     out = kk(kube, objects, "report", "model", "iris", "9", "-o", str(page))
     assert out.returncode == 1 and "registered: v1, v2, v3" in out.stderr
 

@@ -10,6 +10,7 @@ import copy
 import hashlib
 from pathlib import Path
 
+import pytest
 from kapi import create, events_for, get, jobs, patch_spec, ready, sample, wait_reason
 
 from helpers import wait_for
@@ -52,6 +53,13 @@ def test_train_first_model(kube, namespace, kubelet) -> None:
     (version,) = model["versions"]
     assert version["trainingRun"] == "iris-logreg-1" and version["datasetDigest"] == dataset["digest"]
     assert version["artifact"]["digest"] == run["artifact"]["digest"] and version["gate"]["passed"] is True
+    # the held-out confusion matrix, from the pod's result through the TrainingRun to the version record
+    matrix = version["evaluation"]["confusionMatrix"]
+    assert matrix == run["evaluation"]["confusionMatrix"]
+    assert matrix["labels"] == ["0", "1", "2"] and len(matrix["counts"]) == 3  # iris codes its species 0-2
+    rows = version["evaluation"]["rows"]
+    assert sum(map(sum, matrix["counts"])) == rows > 0
+    assert sum(matrix["counts"][i][i] for i in range(3)) / rows == pytest.approx(version["metrics"]["accuracy"])
     assert ready(kube, namespace, "Model", "iris")["status"] == "True"
     reasons = {e["reason"] for e in events_for(kube, namespace, "iris") if e["involvedObject"]["kind"] == "Model"}
     assert {"VersionRegistered", "Promoted"} <= reasons

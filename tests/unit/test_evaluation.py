@@ -322,6 +322,17 @@ def test_candidate_production_and_baseline_are_scored_on_the_same_rows(store: Ar
     assert block.segments is not None and sum(s.rows for s in block.segments) == 120
     assert {s.value for s in block.segments} >= {"basic", "plus", "pro"}
     assert all(s.production is not None for s in block.segments if s.rows >= 10)
+    # The candidate's confusion matrix on the same rows: sklearn's, rows and columns in the model's class order.
+    from sklearn.metrics import confusion_matrix
+
+    from kultivar.workloads.artifact import load_model
+
+    frame = _held_out_frame(store, churn)
+    actual = frame.pop("churn").to_numpy(dtype=object)
+    predicted = load_model(strong["artifact"]["uri"], strong["artifact"]["digest"], store).predict(frame)
+    assert block.confusionMatrix is not None and block.confusionMatrix.labels == ["no", "yes"]
+    assert block.confusionMatrix.counts == confusion_matrix(actual, predicted, labels=["no", "yes"]).tolist()
+    assert block.residuals is None and block.omitted is None
 
     card = store.read_bytes(strong["cardUri"]).decode()
     assert strong["cardUri"].endswith("/card.md")
@@ -330,6 +341,7 @@ def test_candidate_production_and_baseline_are_scored_on_the_same_rows(store: Ar
     assert "| Metric | This version | Baseline | production v1 |" in card
     assert "### f1 by segment" in card and "| plan | pro |" in card
     assert "## Promotion" in card and "90 % interval" in card
+    assert "### Confusion matrix (rows: actual class, columns: predicted)" in card and "| | no | yes |" in card
 
 
 def test_the_interval_matches_a_direct_bootstrap(store: ArtifactStore, churn: dict[str, Any]) -> None:
@@ -443,6 +455,8 @@ def test_the_evaluation_survives_the_termination_message_limit() -> None:
     decoded = TrainingResult.model_validate(decode_termination(text))
     assert decoded.evaluation is not None and decoded.evaluation.interval is not None
     assert decoded.evaluation.production is not None and decoded.evaluation.segments is None  # dropped first
+    assert decoded.evaluation.omitted == ["segment table: left out of the termination message (4 KiB) to fit; it "
+                                          "is in the model's manifest.json"]
 
 
 @pytest.mark.parametrize("first, second", [
@@ -463,3 +477,9 @@ def test_a_model_fitted_on_class_indexes_is_compared_in_the_labels(store: Artifa
     assert block.production.metrics == pytest.approx(v1["metrics"])
     assert block.candidate == pytest.approx(v2["metrics"])
     assert block.production.metrics["accuracy"] > 0.5 and block.candidate["accuracy"] > 0.5
+    # the candidate's confusion matrix too is in the labels, and its diagonal is its accuracy
+    matrix = block.confusionMatrix
+    assert matrix is not None and matrix.labels == ["no", "yes"]
+    rows = sum(map(sum, matrix.counts))
+    assert rows == block.rows and (matrix.counts[0][0] + matrix.counts[1][1]) / rows == pytest.approx(
+        block.candidate["accuracy"])

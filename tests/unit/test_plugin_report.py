@@ -63,7 +63,7 @@ def test_page_has_the_card_versions_canary_and_drift_with_their_charts(plain) ->
     html = plain
     page = Page(html)
     text = page.all_text()
-    assert page.charts() == ["metrics", "drift-0"]  # iris has a drift check; iris-ab has none yet
+    assert page.charts() == ["metrics", "drift-0", "drift-history-0"]  # iris has drift checks; iris-ab none yet
     assert "Model card: v3 production iris canary 50% iris-ab variant 30%" in text  # production by default
     assert "Dataset iris-data digest " + MODEL["status"]["versions"][2]["datasetDigest"] in text
     assert "passed Improved accuracy=0.96 beats production v1 (0.9)" in text
@@ -72,11 +72,12 @@ def test_page_has_the_card_versions_canary_and_drift_with_their_charts(plain) ->
     assert "Last analysis at 2026-05-01T12:09:00Z of the v3 canary: Pass, measured from pods" in text
     assert "prediction shift (PSI) 0.31 <= 0.25 FAIL" in text and "error rate 0.01 <= 0.05 ok" in text
     assert "v1: no drift, 0.25 of the features past PSI 0.2" in text
-    assert "kultivar_drift_psi" in text  # where drift over time lives, since status keeps the last check
+    assert ("Drift per feature over the last 6 judged windows of v1, from 2026-05-01T11:15:00Z to "
+            "2026-05-01T12:05:00Z." in text)
     assert "Deployment iris-ab" in text and "No drift check recorded yet." in text
     # held-out evaluation: only what the record holds
     assert "holds no confusion matrix or residuals" in text
-    assert html.count("<svg") == 2 and report.chart_count(html) == 2
+    assert html.count("<svg") == 3 and report.chart_count(html) == 3
 
 
 def test_the_page_is_self_contained_and_runs_only_its_own_script(with_evaluation) -> None:
@@ -100,7 +101,7 @@ def test_the_page_is_self_contained_and_runs_only_its_own_script(with_evaluation
 def test_evaluation_on_the_same_rows_and_the_confusion_matrix_when_recorded(with_evaluation) -> None:
     page = Page(with_evaluation)
     text = page.all_text()
-    assert page.charts() == ["evaluation", "confusion", "metrics", "drift-0"]
+    assert page.charts() == ["evaluation", "confusion", "metrics", "drift-0", "drift-history-0"]
     assert "36 rows of the run's held-out split" in text and "split seed 42" in text
     assert "accuracy of this version minus production: 0.06, 95% interval [0.01, 0.11]" in text
     assert "site north 20 0.95 0.9" in text
@@ -123,6 +124,44 @@ def test_residuals_are_drawn_for_a_regression_and_a_malformed_matrix_is_not() ->
     ev["residuals"] = {"edges": [-1.0, -0.5, 0.0, 0.5, 1.0], "counts": [2, 10, 11, 3]}
     charts = Page(report.build(model, [], now=NOW)).charts()
     assert "residuals" in charts and "confusion" not in charts
+
+
+def test_what_the_training_job_left_out_is_named_instead_of_drawn() -> None:
+    model = evaluated(MODEL)
+    ev = model["status"]["versions"][2]["evaluation"]
+    del ev["confusionMatrix"]
+    ev["omitted"] = ["confusion matrix: 31 classes, more than the 20 a version records"]
+    page = Page(report.build(model, [], now=NOW))
+    text = page.all_text()
+    assert "confusion" not in page.charts()
+    assert "Not recorded: confusion matrix: 31 classes, more than the 20 a version records" in text
+    assert "holds no confusion matrix" not in text
+
+
+def test_drift_over_time_draws_each_feature_marks_drifted_windows_and_version_changes() -> None:
+    dep = copy.deepcopy(CANARY)
+    history = dep["status"]["drift"]["history"]
+    for h in history[3:]:  # v2 took over from the fourth window on
+        h["version"] = 2
+    many = {"time": "2026-05-01T12:15:00Z", "version": 2, "samples": 400, "drifted": True,
+            "features": [{"feature": f"f{i}", "psi": 0.9 - i / 100} for i in range(10)]}
+    history.append(many)
+    chart = page_chart(report.build(MODEL, [dep], now=NOW), "drift-history-0")
+    # one line per feature, most drifted first, at most eight (the palette's colours); the rest named below
+    legend = [f"f{i}" for i in range(8)]
+    assert all(f">{name}<" in chart for name in legend) and ">petal_length<" not in chart
+    assert "Not drawn (lower PSI): f8, f9, petal_length, petal_width, sepal_width." in chart
+    assert "judged drifted" in chart and ">v2<" in chart and "threshold 0.2" in chart
+    assert "of v1, v2, from 2026-05-01T11:15:00Z to 2026-05-01T12:15:00Z" in chart
+    assert report.drift_series(list(reversed(history)))[0] == report.drift_series(history)[0]  # in time order
+
+
+def test_without_judged_windows_drift_over_time_says_so() -> None:
+    dep = copy.deepcopy(CANARY)
+    del dep["status"]["drift"]["history"]
+    page = Page(report.build(MODEL, [dep], now=NOW))
+    assert "drift-history-0" not in page.charts()
+    assert "No judged drift window recorded yet, so drift over time is not drawn" in page.all_text()
 
 
 def test_rollbacks_are_shown_on_the_version_and_the_deployment() -> None:
@@ -165,6 +204,7 @@ def test_every_string_from_the_objects_is_escaped() -> None:
                                    "actor": EVIL, "reason": "$x^2$ costs $5"}]
     dep = copy.deepcopy(CANARY)
     dep["status"]["drift"]["topFeatures"].append({"feature": EVIL, "psi": 0.3})
+    dep["status"]["drift"]["history"][-1]["features"].append({"feature": EVIL, "psi": 0.9})
     dep["status"]["lastAnalysis"]["message"] = EVIL
     html = report.build(model, [dep], now=NOW)
     page = Page(html)
@@ -173,8 +213,9 @@ def test_every_string_from_the_objects_is_escaped() -> None:
     text = page.all_text()
     # shown as written, everywhere, including inside the charts (mathtext off: dollars stay dollars)
     assert text.count(EVIL) >= 7 and "$x^2$ costs $5" in text
-    assert EVIL in page_chart(html, "drift-0").replace("&lt;", "<").replace("&gt;", ">").replace(
-        "&quot;", '"').replace("&#34;", '"').replace("&amp;", "&")
+    for chart in ("drift-0", "drift-history-0"):
+        assert EVIL in page_chart(html, chart).replace("&lt;", "<").replace("&gt;", ">").replace(
+            "&quot;", '"').replace("&#34;", '"').replace("&amp;", "&")
 
 
 def test_without_matplotlib_the_command_names_the_extra(monkeypatch) -> None:
@@ -193,7 +234,7 @@ def test_the_command_writes_the_page_and_names_it(monkeypatch, tmp_path, capsys)
     monkeypatch.chdir(tmp_path)
     assert commands.cmd_report(_report_args(), target=None) == 0  # type: ignore[arg-type]
     assert "Model iris v3" in (tmp_path / "iris-report.html").read_text()
-    assert capsys.readouterr().err == "wrote iris-report.html (2 charts): open it in a browser\n"
+    assert capsys.readouterr().err == "wrote iris-report.html (3 charts): open it in a browser\n"
     assert commands.cmd_report(_report_args(output="-", version=1), target=None) == 0  # type: ignore[arg-type]
     assert "Model card: v1" in Page(capsys.readouterr().out).all_text()
     with pytest.raises(facts.Refused, match=r"cannot write .*: .*choose another file with -o"):

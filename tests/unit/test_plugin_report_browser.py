@@ -58,7 +58,10 @@ def test_the_page_loads_runs_its_script_and_has_its_charts(page, tmp_path) -> No
     assert 'data-loaded="true"' in attributes and f'data-charts="{charts}"' in attributes, attributes
     assert "data-errors" not in attributes
     assert text == f"Rendered {charts} charts in this browser."
-    assert charts == 4 and dom.count("<svg") == charts  # evaluation, confusion matrix, metrics, drift
+    # evaluation, confusion matrix, metrics, drift, drift over time
+    assert charts == 5 and dom.count("<svg") == charts
+    for chart in ("confusion", "drift-history-0"):
+        assert re.search(rf'<figure class="chart" data-chart="{chart}"><svg', dom), chart
     assert console_problems(run.stderr) == []
 
 

@@ -122,6 +122,11 @@ def test_regression_metrics(store: ArtifactStore, datasets: dict[str, Any]) -> N
     assert set(m) == {"r2", "rmse", "mae"}
     assert result["metric"] == "r2" and 0.2 < m["r2"] < 0.7
     assert 30 < m["mae"] <= m["rmse"] < 80  # the target ranges 25..346
+    # the version records its held-out residuals as a 20-bin histogram, every held-out row in one bin
+    residuals = result["evaluation"]["residuals"]
+    assert len(residuals["counts"]) == 20 and len(residuals["edges"]) == 21
+    assert sum(residuals["counts"]) == result["evaluation"]["rows"] and "confusionMatrix" not in result["evaluation"]
+    assert residuals["edges"][0] < 0 < residuals["edges"][-1]
     rmse = train(store, datasets["diabetes"], spec("sklearn.linear_model.Ridge", evaluation={"metric": "rmse"}))
     assert rmse["metric"] == "rmse" and rmse["score"] == rmse["metrics"]["rmse"]
 

@@ -311,6 +311,20 @@ class SegmentScoreResult(Contract):
     production: float | None = None
 
 
+class ConfusionMatrixResult(Contract):
+    """:class:`kultivar.api.trainingrun.ConfusionMatrix` on the wire."""
+
+    labels: list[str]
+    counts: list[list[int]]
+
+
+class ResidualHistogramResult(Contract):
+    """:class:`kultivar.api.trainingrun.ResidualHistogram` on the wire."""
+
+    edges: list[float]
+    counts: list[int]
+
+
 class EvaluationResult(Contract):
     """Candidate, production and baseline on the same rows: the Model's ``status.versions[].evaluation``
     (:class:`kultivar.api.trainingrun.VersionEvaluation` is its schema in the CRDs)."""
@@ -329,6 +343,9 @@ class EvaluationResult(Contract):
     difference: float | None = None
     interval: DifferenceIntervalResult | None = None
     segments: list[SegmentScoreResult] | None = None
+    confusionMatrix: ConfusionMatrixResult | None = None
+    residuals: ResidualHistogramResult | None = None
+    omitted: list[str] | None = None
 
 
 class TrainingResult(Contract):
@@ -379,8 +396,14 @@ def failure(result: Mapping[str, Any] | None) -> FailureResult | None:
 # ------------------------------------------------------------------------------------ termination codec
 
 TERMINATION_LIMIT = 4096
-# Dropped in this order until the message fits; the essential fields (ok, reason, digest, uris, score) stay.
-DROPPABLE = ("features", "bestParams", "failures", "warnings", "timings", "metrics")
+# Dropped in this order until the message fits; the essential fields (ok, reason, digest, uris, score) stay. A dotted
+# name is a field of the evaluation: its held-out diagnostics (drawn by the report, kept in manifest.json) go before
+# the version's metrics, and its segment table, which the gate judges, goes last.
+DROPPABLE = ("features", "bestParams", "failures", "warnings", "timings", "evaluation.confusionMatrix",
+             "evaluation.residuals", "metrics", "evaluation.segments")
+DROPPED_NOTE = "{what}: left out of the termination message (4 KiB) to fit; it is in the model's manifest.json"
+DROPPED_NAMES = {"confusionMatrix": "confusion matrix", "residuals": "residual histogram",
+                 "segments": "segment table"}
 ESSENTIAL_OK = ("ok", "digest", "rows", "columns", "snapshotUri", "profileUri", "metric", "score", "artifact",
                 "manifestUri", "datasetDigest", "sklearnVersion", "adopted", "evaluation", "cardUri")
 ESSENTIAL_FAIL = ("ok", "reason", "check", "retryable")
@@ -411,6 +434,20 @@ def _truncate_utf8(text: str, max_bytes: int) -> str:
     return data[:budget].decode(errors="ignore") + ELLIPSIS
 
 
+def _without(out: dict[str, Any], key: str) -> bool:
+    """Drop one DROPPABLE field from ``out`` (in place); whether it was there. A dropped part of the evaluation is
+    named in its ``omitted`` notes, so the record says what is missing rather than silently lacking it."""
+    if "." not in key:
+        return out.pop(key, None) is not None
+    _, field = key.split(".", 1)
+    evaluation = out.get("evaluation")
+    if not isinstance(evaluation, dict) or evaluation.get(field) is None:
+        return False
+    notes = [*(evaluation.get("omitted") or []), DROPPED_NOTE.format(what=DROPPED_NAMES.get(field, field))]
+    out["evaluation"] = {**{k: v for k, v in evaluation.items() if k != field}, "omitted": notes}
+    return True
+
+
 def encode_termination(result: Contract | Mapping[str, Any], limit: int = TERMINATION_LIMIT) -> str:
     """Compact JSON of ``result`` no longer than ``limit`` bytes (UTF-8)."""
     out = _clean(result.wire() if isinstance(result, Contract) else dict(result))
@@ -418,14 +455,8 @@ def encode_termination(result: Contract | Mapping[str, Any], limit: int = TERMIN
     for key in DROPPABLE:
         if len(data) <= limit:
             break
-        if key in out:
-            del out[key]
+        if _without(out, key):
             data = _dump(out)
-    evaluation = out.get("evaluation")
-    if len(data) > limit and isinstance(evaluation, dict) and evaluation.get("segments"):
-        # The gate needs the evaluation; its segment table (also in the model card) can go first.
-        out["evaluation"] = {k: v for k, v in evaluation.items() if k != "segments"}
-        data = _dump(out)
     if len(data) > limit and isinstance(out.get("message"), str):
         excess = len(data) - limit
         message_bytes = len(out["message"].encode())

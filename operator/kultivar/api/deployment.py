@@ -554,8 +554,31 @@ class UnseenCategories(KModel):
                                      "category (beyond the training data's own share of folded rare categories).")
 
 
+# Judged drift windows kept in status.drift.history: the newest 24 (four hours of the default 10m windows, a day of
+# hourly ones). An entry with its 10 features is ~0.6 KiB with 20-character feature names, so the history adds ~15 KiB
+# to the Deployment: small beside etcd's 1.5 MiB object limit, and cheap for every watcher that receives the object
+# on each status write.
+DRIFT_HISTORY_LIMIT = 24
+DRIFT_HISTORY_FEATURES = 10
+
+
+class DriftCheck(KModel):
+    """One judged drift window: what the report draws as drift per feature over time."""
+
+    time: str = Field(description="When the window was judged (RFC 3339).", json_schema_extra={"format": "date-time"})
+    version: int = Field(description="The version whose inputs were checked.")
+    samples: int = Field(default=0, description="Requests in the window.")
+    drifted: bool = Field(default=False, description="Whether the model was considered drifted.")
+    driftedShare: float | None = Field(default=None, description="Share of features past the threshold.")
+    unseenShare: float | None = Field(
+        default=None, description="The largest share of a feature's live values with a category unseen in training.")
+    features: list[FeatureDrift] = Field(
+        default_factory=list, max_length=DRIFT_HISTORY_FEATURES,
+        description=f"PSI of the most drifted features (top {DRIFT_HISTORY_FEATURES}).")
+
+
 class DriftStatus(KModel):
-    """The last drift check."""
+    """The last drift check, and the judged windows before it."""
 
     checkedAt: str = Field(description="When drift was last computed.", json_schema_extra={"format": "date-time"})
     version: int | None = Field(default=None, description="The version whose inputs were checked.")
@@ -572,6 +595,10 @@ class DriftStatus(KModel):
                                     json_schema_extra={"format": "date-time"})
     baseline: str | None = Field(default=None, description="Input counts at the window's start (JSON; metrics "
                                                            "source pods only).")
+    history: list[DriftCheck] = Field(
+        default_factory=list, max_length=DRIFT_HISTORY_LIMIT,
+        description=f"Judged drift windows of the served versions, oldest first; the newest {DRIFT_HISTORY_LIMIT} "
+                    "are kept (windows with too few requests to judge are not recorded).")
 
 
 class VersionPerformance(KModel):

@@ -25,6 +25,13 @@ Metric = Literal["accuracy", "f1", "roc_auc", "precision", "recall", "r2", "rmse
 BOUNDED_METRICS = CLASSIFICATION_METRICS  # scores in [0, 1]
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 SPACE_VALUES_ARE_LISTS = "each value must be a non-empty list of candidate values, e.g. {C: [0.1, 1, 10]}"
+# The held-out diagnostics a version records travel in the training pod's 4 KiB termination message: a confusion
+# matrix of 20 classes (400 counts, about 1-2 KiB) still fits beside the rest of the result, and is about as many
+# classes as an annotated heatmap can show legibly. More classes: the matrix is left out, with a note, and stays in
+# the model's manifest.json.
+CONFUSION_MATRIX_MAX_CLASSES = 20
+RESIDUAL_BINS = 20  # bins of the residual histogram (numpy.histogram over the residuals' range)
+MAX_OMITTED_NOTES = 8
 
 
 class DatasetReference(KModel):
@@ -198,6 +205,28 @@ class SegmentScore(KModel):
     production: float | None = Field(default=None, description="Production's metric on the same rows.")
 
 
+class ConfusionMatrix(KModel):
+    """Held-out rows counted by actual class (rows) and predicted class (columns), as
+    sklearn.metrics.confusion_matrix."""
+
+    labels: list[Annotated[str, Field(max_length=256)]] = Field(
+        max_length=CONFUSION_MATRIX_MAX_CLASSES,
+        description="The classes as text (the labels' original values, e.g. 0, 1 or setosa), in the order of the "
+                    f"rows and columns: the model's classes, then any other label of the rows. At most "
+                    f"{CONFUSION_MATRIX_MAX_CLASSES}.")
+    counts: list[Annotated[list[int], Field(max_length=CONFUSION_MATRIX_MAX_CLASSES)]] = Field(
+        max_length=CONFUSION_MATRIX_MAX_CLASSES,
+        description="counts[i][j]: held-out rows of class labels[i] predicted as labels[j].")
+
+
+class ResidualHistogram(KModel):
+    """Histogram of the held-out residuals (actual - predicted), as numpy.histogram."""
+
+    edges: list[float] = Field(max_length=RESIDUAL_BINS + 1,
+                               description="Bin edges, ascending: one more than the counts.")
+    counts: list[int] = Field(max_length=RESIDUAL_BINS, description="Held-out rows per bin.")
+
+
 class VersionEvaluation(KModel):
     """Candidate, production and a trivial baseline scored on the same held-out rows, by the training Job."""
 
@@ -218,6 +247,14 @@ class VersionEvaluation(KModel):
     difference: float | None = Field(default=None, description="candidate - production on the gate metric.")
     interval: DifferenceInterval | None = Field(default=None, description="Bootstrap interval of the difference.")
     segments: list[SegmentScore] | None = Field(default=None, description="The gate metric per segment.")
+    confusionMatrix: ConfusionMatrix | None = Field(
+        default=None, description="The candidate's confusion matrix on the held-out rows (classification).")
+    residuals: ResidualHistogram | None = Field(
+        default=None, description="The candidate's residuals on the held-out rows (regression).")
+    omitted: list[Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=MAX_OMITTED_NOTES,
+        description="What the training Job computed but left out of this record, and why (e.g. the confusion "
+                    "matrix of more classes than fit).")
 
 
 class TrainingRunStatus(KModel):

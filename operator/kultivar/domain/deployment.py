@@ -5,10 +5,11 @@
     planned = plan_deployment(observed, config, now)    # serving objects, rollout, drift, retraining
 
 plan_serving decides the versions, their objects and the rollout; this module adds what the metrics read for
-drift decide: the Drifted condition, status.drift, status.lastRetrain and status.retrainWait, the Dataset refresh a
-retraining asks for first, and the retraining run once that refresh has found new data (Plan actions that
-k8s/apply carries out). While a retraining waits for its refresh, every reconcile reads the stable version's
-inputs and its Dataset (request.dataset, k8s.observe.retrain_dataset) to see whether the refresh has finished.
+drift decide: the Drifted condition, status.drift (with its bounded history of judged windows, domain.drift_history),
+status.lastRetrain and status.retrainWait, the Dataset refresh a retraining asks for first, and the retraining run
+once that refresh has found new data (Plan actions that k8s/apply carries out). While a retraining waits for its
+refresh, every reconcile reads the stable version's inputs and its Dataset (request.dataset,
+k8s.observe.retrain_dataset) to see whether the refresh has finished.
 Last, spec.strategy.shadow (kultivar.domain.shadow) adds the shadow's objects beside the versions plan_serving
 settled on, and status.shadow from the counters read when its interval is due (request.shadow).
 """
@@ -23,6 +24,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.abtest import ab_decides
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
+from kultivar.domain.drift_history import with_history
 from kultivar.domain.jobs import owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, REFRESH_ANNOTATION, VERSION_LABEL
 from kultivar.domain.performance import (
@@ -142,6 +144,9 @@ def _monitor(observed: DeploymentObserved, planned: ServingPlan, now: datetime,
     if mon is None:
         return
     plan.status.update(mon.status)
+    if mon.status.get("drift") is not None:  # replaced whole: the judged windows before it are carried over
+        previous = ((obj.get("status") or {}).get("drift") or {}).get("history")
+        plan.status["drift"] = with_history(mon.status["drift"], previous, mon.judged)
     if mon.drifted is not None:
         plan.conditions.append(mon.drifted)
     plan.events.extend(mon.events)

@@ -331,6 +331,7 @@ class MonitoringPlan:
     create_run: dict[str, Any] | None = None
     refresh_dataset: str | None = None  # Dataset to validate again before the run trains
     requeue_after: float | None = None
+    judged: bool = False  # a window closed with enough requests and was judged now (status.drift.history)
 
 
 def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: int | None,
@@ -361,7 +362,8 @@ def plan_monitoring(deployment: dict[str, Any], monitoring: Monitoring, stable: 
     decision = check_drift(monitoring, status.get("drift"), stable, metrics.features, metrics.reference, now,
                            windowed)
     out = MonitoringPlan({"drift": decision.status}, Cond(DRIFTED, None, Reason.MEASURING, decision.message),
-                         [Event(*e) for e in decision.events], requeue_after=decision.requeue_after)
+                         [Event(*e) for e in decision.events], requeue_after=decision.requeue_after,
+                         judged=decision.evaluated and decision.status.get("driftedShare") is not None)
     if decision.evaluated:
         verdict_reason = Reason.DRIFT_DETECTED if decision.drifted else Reason.NO_DRIFT
         out.drifted = Cond(DRIFTED, decision.drifted, verdict_reason, decision.message)

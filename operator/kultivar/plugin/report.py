@@ -9,7 +9,8 @@ It shows what the objects hold, nothing more: a section whose data the objects d
 drawing something. The held-out evaluation's confusion matrix and residual histogram are drawn when the version
 record has them (status.versions[].evaluation.confusionMatrix: {labels, counts} with rows the actual and columns
 the predicted class, as sklearn.metrics.confusion_matrix; evaluation.residuals: {edges, counts}, a histogram of
-actual - predicted).
+actual - predicted; both recorded by the training Job, kultivar.workloads.diagnostics), and drift per feature over
+time from the Deployment's bounded history of judged drift windows (status.drift.history).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from html import escape
+from itertools import pairwise
 from typing import Any
 
 from kultivar.domain.conditions import parse_time
@@ -31,6 +33,10 @@ INSTALL_HINT = "pip install 'kultivar[report]'"
 
 # Colours a reader with the common colour-vision deficiencies can tell apart (Okabe & Ito's palette).
 BLUE, ORANGE, GREEN, RED, GREY, PURPLE = "#0072B2", "#E69F00", "#009E73", "#D55E00", "#999999", "#CC79A7"
+SKY, YELLOW, BLACK = "#56B4E9", "#F0E442", "#000000"
+# One line per feature in the drift-over-time chart: the palette's eight colours, so at most eight features (the
+# ones that drifted most over the history); the rest are named in the caption.
+FEATURE_COLOURS = (BLUE, ORANGE, GREEN, RED, PURPLE, SKY, BLACK, YELLOW)
 
 # Runs on load: marks the page as rendered (and counts its charts) so a headless browser -- or a reader -- can
 # tell a complete page from a broken one; any script error on the page is recorded beside it.
@@ -248,6 +254,73 @@ def drift_chart(dep: dict[str, Any], index: int) -> str | None:
                   f"({escape(fmt(drift.get('samples', 0)))} requests).")
 
 
+def drift_series(history: list[dict[str, Any]]) -> tuple[list[tuple[datetime, dict[str, Any]]], list[str]]:
+    """The judged windows in time order and the features to draw: those with the highest PSI over the history,
+    at most one per colour."""
+    timed = sorted(((t, h) for h in history if (t := parse_time(h.get("time"))) is not None), key=lambda th: th[0])
+    peak: dict[str, float] = {}
+    for _, h in timed:
+        for f in h.get("features") or []:
+            name = str(f.get("feature"))
+            peak[name] = max(peak.get(name, 0.0), float(f.get("psi", 0.0)))
+    features = sorted(peak, key=lambda name: (-peak[name], name))
+    return timed, features
+
+
+def drift_history_chart(dep: dict[str, Any], index: int) -> str | None:
+    """PSI per feature at each judged window (a gap where a feature was not among that window's most drifted),
+    the threshold, the windows judged drifted, and where the served version changed."""
+    history = ((dep.get("status") or {}).get("drift") or {}).get("history") or []
+    timed, features = drift_series(history)
+    if not timed or not features:
+        return None
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
+
+    threshold = float(((dep.get("spec") or {}).get("monitoring") or {}).get("threshold", 0.2))
+    drawn, left_out = features[:len(FEATURE_COLOURS)], features[len(FEATURE_COLOURS):]
+    times = [t for t, _ in timed]
+    fig = _figure(9.5, 3.6)
+    ax = fig.subplots()
+    for name, colour in zip(drawn, FEATURE_COLOURS, strict=False):
+        values = [next((float(f.get("psi", 0.0)) for f in h.get("features") or [] if str(f.get("feature")) == name),
+                       float("nan")) for _, h in timed]
+        ax.plot(times, values, color=colour, linewidth=1.3, marker="o", markersize=3.5, label=name)
+    ax.axhline(threshold, color="#444", linewidth=1, linestyle="--")
+    ax.annotate(f"threshold {fmt(threshold)}", (0.0, threshold), xycoords=ax.get_yaxis_transform(), xytext=(3, 3),
+                textcoords="offset points", fontsize=8, color="#444")
+    drifted = [t for t, h in timed if h.get("drifted")]
+    if drifted:  # along the top edge, where no line runs: the windows judged drifted
+        ax.scatter(drifted, [1.0] * len(drifted), transform=ax.get_xaxis_transform(), marker="v", s=40, color=RED,
+                   clip_on=False, zorder=4, label="judged drifted")
+    for (_, before), (t, after) in pairwise(timed):
+        if before.get("version") != after.get("version"):
+            ax.axvline(t, color=GREY, linewidth=0.9, linestyle=":")
+            # a blended transform takes plain numbers: the date as matplotlib's day number
+            ax.annotate(f"v{fmt(after.get('version'))}", (date2num(t), 0.0), xycoords=ax.get_xaxis_transform(),
+                        xytext=(3, 3), textcoords="offset points", fontsize=8, color="#444")
+    locator = AutoDateLocator()
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.set_ylabel("PSI against the training profile", fontsize=9)
+    ax.set_xlabel("judged (UTC)", fontsize=9)
+    ax.set_ylim(bottom=0)
+    # the axis spans every judged window, including those where none of the drawn features was among the top
+    start, end = date2num(times[0]), date2num(times[-1])
+    pad = max((end - start) * 0.04, 5 / 1440)  # at least five minutes either side of a single window
+    ax.set_xlim(start - pad, end + pad)
+    ax.legend(frameon=False, fontsize=8, ncols=min(5, len(drawn) + bool(drifted)), loc="upper left",
+              bbox_to_anchor=(0, 1.22))
+    _style_axes(ax)
+    first, last = timed[0][1], timed[-1][1]
+    checked = sorted({int(h["version"]) for _, h in timed if h.get("version") is not None})
+    caption = (f"Drift per feature over the last {len(timed)} judged windows of "
+               f"{escape(', '.join(f'v{v}' for v in checked))}, from {escape(str(first.get('time')))} to "
+               f"{escape(str(last.get('time')))}.")
+    if left_out:
+        caption += f" Not drawn (lower PSI): {escape(', '.join(left_out))}."
+    return _chart(f"drift-history-{index}", fig, caption)
+
+
 # --- HTML ---------------------------------------------------------------------------------------------------
 
 
@@ -356,9 +429,11 @@ def evaluation_section(record: dict[str, Any] | None) -> str:
             ["feature", "value", "rows", "this version", "production"],
             ([escape(s.get("feature", "")), escape(str(s.get("value", ""))), _e(s.get("rows")),
               _e(s.get("candidate")), _e(s.get("production"))] for s in segments), numeric=(2, 3, 4)))
-    if not (evaluation.get("confusionMatrix") or evaluation.get("residuals")):
+    for note in evaluation.get("omitted") or []:
+        parts.append(f"<p class='note'>Not recorded: {escape(str(note))}</p>")
+    if not (evaluation.get("confusionMatrix") or evaluation.get("residuals") or evaluation.get("omitted")):
         parts.append("<p class='note'>The version record holds no confusion matrix or residuals of its held-out "
-                     "rows, so none is drawn.</p>")
+                     "rows (trained by a Kultivar that did not record them), so none is drawn.</p>")
     return "".join(parts)
 
 
@@ -449,8 +524,9 @@ def deployment_section(dep: dict[str, Any], index: int) -> str:
                      + f", {_e(drift.get('driftedShare'), 3)} of the features past PSI {_e(threshold)}"
                      + (f", since {escape(drift['since'])}" if drift.get("since") else "") + ".</p>")
         parts.append(drift_chart(dep, index) or "<p class='note'>The check recorded no per-feature scores.</p>")
-        parts.append("<p class='note'>The Deployment's status keeps the last drift check only; the series over "
-                     "time is the operator's metric <code>kultivar_drift_psi</code> (per feature) in Prometheus.</p>")
+        parts.append(drift_history_chart(dep, index) or
+                     "<p class='note'>No judged drift window recorded yet, so drift over time is not drawn (the "
+                     "Deployment keeps its judged windows in <code>status.drift.history</code>).</p>")
     else:
         parts.append("<p class='note'>No drift check recorded yet.</p>")
     retrain = status.get("lastRetrain")

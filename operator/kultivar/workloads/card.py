@@ -108,6 +108,16 @@ def _evaluation_section(manifest: ModelManifest) -> list[str]:
         lines += [f"| {_cell(s.feature)} | {_cell(s.value)} | {s.rows} | {_number(s.candidate)} | "
                   f"{_number(s.production)} |" for s in evaluation.segments]
         lines.append("")
+    matrix = evaluation.confusionMatrix
+    if matrix is not None:
+        lines += ["### Confusion matrix (rows: actual class, columns: predicted)", "",
+                  "| | " + " | ".join(_cell(label) for label in matrix.labels) + " |",
+                  "|---|" + "---|" * len(matrix.labels)]
+        lines += [f"| **{_cell(label)}** | " + " | ".join(str(c) for c in row) + " |"
+                  for label, row in zip(matrix.labels, matrix.counts, strict=False)]
+        lines.append("")
+    for note in evaluation.omitted or []:
+        lines += [f"_Not recorded: {_cell(note)}_", ""]
     return lines
 
 

@@ -38,6 +38,7 @@ from kultivar.workloads.artifact import (
     load_model,
     read_manifest,
 )
+from kultivar.workloads.diagnostics import confusion_matrix, residual_histogram
 from kultivar.workloads.evaluate import Predictions, metrics_of, predict_held_out
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.storage import ArtifactStore
@@ -202,7 +203,19 @@ def compare(task: str, metric: str, confidence: float, held_out: HeldOut, candid
         result.interval = _interval(metric, confidence, held_out, candidate, other, against)
     if segments:
         result.segments = _segments(metric, held_out, segments, candidate, production)
+    _diagnose(result, task, held_out, candidate)
     return result
+
+
+def _diagnose(result: EvaluationResult, task: str, held_out: HeldOut, candidate: Scored) -> None:
+    """The candidate's confusion matrix or residual histogram on the held-out rows (or a note why there is none)."""
+    pred = candidate.predictions.pred
+    if task == "regression":
+        result.residuals, note = residual_histogram(held_out.y_test, pred)
+    else:
+        result.confusionMatrix, note = confusion_matrix(held_out.y_test, pred, held_out.classes)
+    if note:
+        result.omitted = [*(result.omitted or []), note]
 
 
 def _compared(ref: ProductionRef, scored: Scored) -> ComparedProductionResult:
