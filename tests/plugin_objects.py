@@ -204,3 +204,21 @@ def evaluated(model: dict[str, Any]) -> dict[str, Any]:
     for n, minute in ((1, "00"), (2, "20"), (3, "40")):  # distinct registration times: a line over time
         out["status"]["versions"][n - 1]["createdAt"] = f"2026-05-01T11:{minute}:00Z"
     return out
+
+
+# A settled v1 with v3 as its shadow (router replicas, live accuracy from feedback): status.shadow as the operator
+# writes it after a measured interval.
+SHADOWED: dict[str, Any] = settled(WATCHED, version=1)
+SHADOWED["metadata"]["name"] = "iris-shadowed"
+SHADOWED["spec"]["strategy"]["shadow"] = {"version": 3, "percent": 20}
+SHADOWED["status"].pop("performance")
+SHADOWED["status"].pop("lastAnalysis")
+SHADOWED["status"]["conditions"] = [c for c in SHADOWED["status"]["conditions"] if c["type"] != "Underperforming"]
+SHADOWED["status"]["shadow"] = {
+    "version": 3, "percent": 20, "stableVersion": 1, "state": "Running", "router": "replicas",
+    "startedAt": "2026-05-01T12:00:00Z", "measuredAt": "2026-05-01T12:09:30Z", "metricsSource": "pods",
+    "requests": 480, "errorRate": 0.0021, "latencyP95Seconds": 0.013, "compared": 1200, "agreement": 0.965,
+    "forwardErrors": 2, "dropped": 5, "predictionShift": 0.031, "liveMetric": "accuracy", "liveValue": 0.93,
+    "labels": 85, "stableLiveValue": 0.91,
+    "message": "480 copies answered; agreement 96.50% over 1200 rows; error rate 0.21%; p95 0.013s; 5 copies "
+               "dropped (queue full); live accuracy 0.93 on 85 labels"}

@@ -22,7 +22,7 @@ import yaml
 from kapi import get, path
 
 from helpers import wait_for
-from plugin_objects import AB, CANARY, DATASET, MODEL, evaluated, run, settled
+from plugin_objects import AB, CANARY, DATASET, MODEL, SHADOWED, evaluated, run, settled
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +115,26 @@ def test_views(kube, objects) -> None:
     assert compared["metrics"][0] == {"name": "accuracy", "a": 0.9, "b": 0.96, "delta": pytest.approx(0.06),
                                       "better": 2, "lowerIsBetter": False}
     assert {p["name"]: (p["a"], p["b"]) for p in compared["params"]}["C"] == (0.5, 1.0)
+
+
+def test_shadow_views(kube, objects) -> None:
+    """status.shadow as the API server stores it: in the Deployment's view, the Model tree and -o json."""
+    ns = objects
+    _put(kube, ns, SHADOWED)
+    out = kk(kube, ns, "get", "deployment", "iris-shadowed")
+    assert out.returncode == 0, out.stderr
+    assert "[shadow] shadow v3 (Running): 20% of v1's requests copied" in out.stdout
+    assert "96.50%" in out.stdout and "85 labels; v1 0.91 in the same window" in out.stdout
+    tree = kk(kube, ns, "get", "model", "iris").stdout
+    v3 = next(line for line in tree.splitlines() if "v3  " in line)
+    assert "[shadow] iris-shadowed shadow 20% copied" in v3
+    assert "[shadow] shadow v3 20%: 480 req, agreement 96.50% of 1200 rows" in tree
+    shadow = json.loads(kk(kube, ns, "get", "deployment", "iris-shadowed", "-o", "json").stdout)["status"]["shadow"]
+    assert (shadow["agreement"], shadow["dropped"], shadow["predictionShift"]) == (0.965, 5, 0.031)
+    assert yaml.safe_load(kk(kube, ns, "get", "deployment", "iris-shadowed", "-o", "yaml").stdout)[
+        "status"]["shadow"]["liveValue"] == 0.93
+    lineage = json.loads(kk(kube, ns, "lineage", "model", "iris", "3", "-o", "json").stdout)
+    assert lineage["shadowOf"] == [{"deployment": "iris-shadowed", "state": "Running", "percent": 20}]
 
 
 def test_report_writes_the_page_from_the_real_objects(kube, objects, tmp_path) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from kultivar.api.deployment import DeploymentSpec, DeploymentStatus
 from kultivar.api.model import ModelSpec, ModelStatus
 from kultivar.plugin import facts, render
 from kultivar.plugin.render import to_text
-from plugin_objects import AB, AB_DECIDED, CANARY, D2, DATASET, MODEL, NOW, WATCHED, run, settled
+from plugin_objects import AB, AB_DECIDED, CANARY, D2, DATASET, MODEL, NOW, SHADOWED, WATCHED, run, settled
 
 
-@pytest.mark.parametrize("obj", [MODEL, CANARY, AB, AB_DECIDED, WATCHED],
-                         ids=["model", "canary", "abtest", "abtest-decided", "performance"])
+@pytest.mark.parametrize("obj", [MODEL, CANARY, AB, AB_DECIDED, WATCHED, SHADOWED],
+                         ids=["model", "canary", "abtest", "abtest-decided", "performance", "shadow"])
 def test_recorded_objects_match_the_api(obj) -> None:
     spec, status = (ModelSpec, ModelStatus) if obj["kind"] == "Model" else (DeploymentSpec, DeploymentStatus)
     spec.model_validate(obj["spec"])
@@ -142,6 +144,93 @@ def test_model_and_deployment_show_live_performance_and_a_b_numbers() -> None:
     assert line_with(text, "v3       0.9").split() == ["v3", "0.9", "40"]
     assert "FAIL Underperforming=True BelowFloor: live accuracy of v1 is 0.8012" in text
     assert "Underperforming" not in to_text(render.deployment_view(CANARY, fancy=False, now=NOW), width=200)
+
+
+def shadow_of(**changes: object) -> dict:
+    """SHADOWED with status.shadow changed (None: the field removed), checked against the API."""
+    dep = copy.deepcopy(SHADOWED)
+    for key, value in changes.items():
+        if value is None:
+            dep["status"]["shadow"].pop(key, None)
+        else:
+            dep["status"]["shadow"][key] = value
+    DeploymentStatus.model_validate(dep["status"])
+    return dep
+
+
+def test_deployment_view_shows_the_shadows_numbers_since_its_window_began() -> None:
+    text = to_text(render.deployment_view(SHADOWED, fancy=False, now=NOW), width=200)
+    assert ("[shadow] shadow v3 (Running): 20% of v1's requests copied, router replicas; window since 10m ago, "
+            "measured 30s ago, pods") in text
+    assert line_with(text, "requests  ").split()[:2] == ["requests", "480"]
+    assert line_with(text, "error rate").split() == ["error", "rate", "0.0021"]
+    assert line_with(text, "p95 latency").split() == ["p95", "latency", "(s)", "0.013"]
+    assert line_with(text, "agreement").split()[:5] == ["agreement", "96.50%", "over", "1200", "compared"]
+    assert line_with(text, "forward errors").split()[:3] == ["forward", "errors", "2"]
+    assert line_with(text, "dropped").split()[:2] == ["dropped", "5"]
+    assert line_with(text, "prediction shift").split()[:4] == ["prediction", "shift", "(PSI)", "0.031"]
+    assert line_with(text, "live accuracy").split() == ["live", "accuracy", "0.93", "85", "labels;", "v1", "0.91",
+                                                        "in", "the", "same", "window"]
+    assert "mean |difference|" not in text
+    # a shadow is never judged: no verdicts in its block
+    block = text[text.index("[shadow]"):text.index("canary steps")]
+    assert not any(word in block.split() for word in ("ok", "FAIL", "inconclusive"))
+    fancy = to_text(render.deployment_view(SHADOWED, fancy=True, now=NOW), width=200)
+    assert "◌ shadow v3 (Running)" in fancy
+    assert "shadow" not in to_text(render.deployment_view(CANARY, fancy=False, now=NOW), width=200)
+
+
+def test_shadow_of_a_regressor_through_a_gateway_and_before_its_numbers() -> None:
+    regressor = shadow_of(agreement=None, meanAbsDifference=0.125, liveMetric="mae", liveValue=0.31,
+                          stableLiveValue=0.29)
+    text = to_text(render.deployment_view(regressor, fancy=False, now=NOW), width=200)
+    assert line_with(text, "mean |difference|").split()[:5] == ["mean", "|difference|", "0.125", "over", "1200"]
+    assert "agreement" not in text and line_with(text, "live mae").split()[:3] == ["live", "mae", "0.31"]
+    assert "mean |diff| 0.125 over 1200 rows" in to_text(render.deployment_line(regressor, False, NOW), 260)
+
+    mirrored = shadow_of(router="gatewayAPI", compared=None, agreement=None, forwardErrors=None, dropped=None)
+    text = to_text(render.deployment_view(mirrored, fancy=False, now=NOW), width=200)
+    assert "not compared per request (router gatewayAPI discards the shadow's answers)" in line_with(text,
+                                                                                                     "agreement")
+    assert "forward errors" not in text and "dropped" not in text
+    assert line_with(text, "prediction shift").split()[:4] == ["prediction", "shift", "(PSI)", "0.031"]
+
+    unlabelled = shadow_of(liveValue=None, labels=None, stableLiveValue=None)
+    assert "no labels counted for it yet" in line_with(
+        to_text(render.deployment_view(unlabelled, fancy=False, now=NOW), width=200), "live accuracy")
+
+    waiting = shadow_of(state="Waiting", measuredAt=None, requests=None,
+                        message="v3 answers users now (it is the canary): nothing is copied to it")
+    text = to_text(render.deployment_view(waiting, fancy=False, now=NOW), width=200)
+    assert "[shadow] shadow v3 (Waiting): 20% of v1's requests to copy, router replicas" in text
+    assert "v3 answers users now (it is the canary): nothing is copied to it" in text and "MEASURE" not in text
+    assert "[shadow] shadow v3 20% waiting" in to_text(render.deployment_line(waiting, False, NOW), 260)
+
+    starting = shadow_of(state="Running", measuredAt=None, message="copies flowing; first numbers after one interval")
+    text = to_text(render.deployment_view(starting, fancy=False, now=NOW), width=200)
+    assert "copies flowing; first numbers after one interval" in text and "MEASURE" not in text
+
+
+def test_model_tree_marks_the_shadow_version_and_its_numbers() -> None:
+    text = to_text(render.model_tree(MODEL, [CANARY, SHADOWED], fancy=False, now=NOW), width=300)
+    v1, v3 = line_with(text, "v1  "), line_with(text, "v3  ")
+    assert "[canary] iris canary 50%  [shadow] iris-shadowed shadow 20% copied" in v3
+    assert "[shadow]" not in v1 and "[served] iris-shadowed stable 100%" in v1
+    assert ("iris-shadowed  stable v1  [shadow] shadow v3 20%: 480 req, agreement 96.50% of 1200 rows, errors "
+            "0.0021, p95 0.013s, PSI 0.031, live accuracy 0.93 (85 labels) vs v1 0.91") in text
+    fancy = to_text(render.model_tree(MODEL, [SHADOWED], fancy=True, now=NOW), width=300)
+    assert "◌ iris-shadowed shadow 20% copied" in line_with(fancy, "v3  ")
+    starting = to_text(render.model_tree(MODEL, [shadow_of(state="Starting")], fancy=False, now=NOW), width=300)
+    assert "[shadow] iris-shadowed shadow 20% copied (starting)" in line_with(starting, "v3  ")
+
+
+def test_lineage_names_the_deployment_a_version_is_the_shadow_of() -> None:
+    data = facts.lineage(MODEL, 3, run(3, {"C": 1.0}, D2), DATASET, [CANARY, SHADOWED])
+    assert data["shadowOf"] == [{"deployment": "iris-shadowed", "state": "Running", "percent": 20}]
+    assert data["servedBy"] == [{"deployment": "iris", "role": "canary", "weight": 50}]
+    text = to_text(render.lineage_tree(data, fancy=False), width=200)
+    assert "[shadow] Deployment iris-shadowed (shadow, 20% of requests copied, Running)" in text
+    assert facts.lineage(MODEL, 1, None, None, [SHADOWED])["shadowOf"] == []
 
 
 def test_lineage_tree_goes_from_data_to_deployments() -> None:

@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 import pytest
 
 from kultivar.plugin import commands, facts, report
-from plugin_objects import AB, CANARY, MODEL, NOW, evaluated
+from plugin_objects import AB, CANARY, MODEL, NOW, SHADOWED, evaluated
 
 
 class Page(HTMLParser):
@@ -172,6 +172,14 @@ def test_rollbacks_are_shown_on_the_version_and_the_deployment() -> None:
     text = Page(report.build(model, [dep], now=NOW, version=2)).all_text()
     assert "Model card: v2 rolled back: ErrorRate 0.2 > 0.05" in text
     assert "of the v3 canary: Fail (ErrorRate)" in text and "Rolled back (not rolled out again): v2" in text
+
+
+def test_the_shadow_version_is_marked_shadow_not_served() -> None:
+    html = report.build(MODEL, [CANARY, SHADOWED], now=NOW)
+    text = Page(html).all_text()
+    assert "Model card: v3 production iris canary 50% iris-shadowed shadow 20% copied" in text
+    assert html.count('class="badge shadow"') == 2  # the card and the versions table, on v3 only
+    assert "iris-shadowed stable 100%" in text  # v1, which it copies requests from
 
 
 def test_a_chosen_version_and_an_unknown_one() -> None:

@@ -42,6 +42,18 @@ def served(deployments: list[dict[str, Any]]) -> dict[int, list[tuple[str, str, 
     return out
 
 
+def shadowed(deployments: list[dict[str, Any]]) -> dict[int, list[tuple[str, str, int]]]:
+    """version -> (Deployment, state, percent) for every version some Deployment sends copies of its requests to
+    (status.shadow): such a version answers no user, so it is not in served()."""
+    out: dict[int, list[tuple[str, str, int]]] = {}
+    for dep in deployments:
+        shadow = _status(dep).get("shadow")
+        if shadow and shadow.get("version") is not None:
+            out.setdefault(shadow["version"], []).append(
+                (dep["metadata"]["name"], shadow.get("state", "Starting"), int(shadow.get("percent") or 0)))
+    return out
+
+
 def short_digest(digest: str | None) -> str:
     if not digest:
         return "-"
@@ -95,6 +107,8 @@ def lineage(model: dict[str, Any], number: int, run: dict[str, Any] | None, data
         },
         "servedBy": [{"deployment": d, "role": role, "weight": w}
                      for d, role, w in served(deployments).get(number, [])],
+        "shadowOf": [{"deployment": d, "state": state, "percent": p}
+                     for d, state, p in shadowed(deployments).get(number, [])],
     }
 
 

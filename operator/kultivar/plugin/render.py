@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from kultivar.api.common import parse_duration
 from kultivar.domain.conditions import parse_time
-from kultivar.plugin.facts import condition, served, short_digest, versions
+from kultivar.plugin.facts import condition, served, shadowed, short_digest, versions
 
 # key -> (symbol on a terminal, word when piped, style)
 MARKS = {
@@ -25,6 +25,7 @@ MARKS = {
     "production": ("★ production", "[production]", "bold yellow"),
     "served": ("●", "[served]", "cyan"),
     "canary": ("◐", "[canary]", "magenta"),
+    "shadow": ("◌", "[shadow]", "blue"),
     "paused": ("⏸ paused", "[paused]", "yellow"),
     "drifted": ("⚠ drifted", "[drifted]", "bold red"),
     "rolledback": ("↩ rolled back", "[rolled back]", "red"),
@@ -120,6 +121,13 @@ def deployment_line(dep: dict[str, Any], fancy: bool, now: datetime) -> Text:
     for variant in status.get("variants") or []:
         if variant.get("role") == "variant":
             text.append(f"  v{variant['version']}={variant.get('weight', 0)}%")
+    shadow = status.get("shadow")
+    if shadow:
+        text.append("  ")
+        text.append_text(mark("shadow", fancy))
+        text.append(f" shadow v{shadow.get('version')} {fmt(shadow.get('percent'))}%")
+        measured = shadow.get("state") == "Running" and shadow.get("measuredAt")
+        text.append(f": {shadow_summary(shadow)}" if measured else f" {str(shadow.get('state', '-')).lower()}")
     analysis = status.get("lastAnalysis")
     if analysis:
         verdict = analysis.get("verdict")
@@ -176,7 +184,7 @@ def model_tree(model: dict[str, Any], deployments: list[dict[str, Any]], *, fanc
     if spec.get("production"):
         gate += f", pinned to v{spec['production']}"
     tree.add(Text(gate, style="dim"))
-    where = served(deployments)
+    where, shadows = served(deployments), shadowed(deployments)
     records = versions(model)
     branch = tree.add(Text(f"versions ({len(records)})", style="bold"))
     if not records:
@@ -191,6 +199,10 @@ def model_tree(model: dict[str, Any], deployments: list[dict[str, Any]], *, fanc
         for dep_name, role, weight in where.get(number, []):
             line.append_text(mark("canary" if role == "canary" else "served", fancy))
             line.append(f" {dep_name} {role} {weight}%  ")
+        for dep_name, state, percent in shadows.get(number, []):  # answers no user: copies of the stable's requests
+            line.append_text(mark("shadow", fancy))
+            line.append(f" {dep_name} shadow {percent}% copied" + ("" if state == "Running" else f" ({state.lower()})")
+                        + "  ")
         if record.get("rolledBack"):
             line.append_text(mark("rolledback", fancy))
             line.append("  ")
@@ -401,6 +413,80 @@ def performance_table(dep: dict[str, Any], fancy: bool, now: datetime) -> Group 
     return Group(Text(title), table)
 
 
+def _share(value: Any) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
+def _live(shadow: dict[str, Any]) -> str:
+    """The shadow's live metric against the stable's in the same window, with the shadow's label count."""
+    return (f"{fmt(shadow.get('liveValue'))} ({fmt(shadow.get('labels'))} labels) vs "
+            f"v{fmt(shadow.get('stableVersion'))} {fmt(shadow.get('stableLiveValue'))}")
+
+
+def shadow_summary(shadow: dict[str, Any]) -> str:
+    """status.shadow's numbers in one line (the Model tree's Deployment line)."""
+    parts = [f"{fmt(shadow.get('requests'))} req"]
+    if shadow.get("agreement") is not None:
+        parts.append(f"agreement {_share(shadow['agreement'])} of {fmt(shadow.get('compared'))} rows")
+    if shadow.get("meanAbsDifference") is not None:
+        parts.append(f"mean |diff| {fmt(shadow['meanAbsDifference'])} over {fmt(shadow.get('compared'))} rows")
+    parts.append(f"errors {fmt(shadow.get('errorRate'), 3)}, p95 {fmt(shadow.get('latencyP95Seconds'), 3)}s")
+    if shadow.get("predictionShift") is not None:
+        parts.append(f"PSI {fmt(shadow['predictionShift'], 3)}")
+    if shadow.get("liveValue") is not None:
+        parts.append(f"live {shadow.get('liveMetric')} {_live(shadow)}")
+    return ", ".join(parts)
+
+
+def shadow_view(dep: dict[str, Any], fancy: bool, now: datetime) -> Group | None:
+    """status.shadow: what the shadow version did with its copies since its window began. Nothing here is judged
+    (a shadow never answers users, so nothing acts on these numbers): values only, no verdicts."""
+    shadow = (dep.get("status") or {}).get("shadow")
+    if not shadow:
+        return None
+    state = shadow.get("state", "-")
+    source = f", {shadow['metricsSource']}" if shadow.get("metricsSource") else ""
+    running = state == "Running"
+    title = Text.assemble(mark("shadow", fancy),
+                          f" shadow v{fmt(shadow.get('version'))} ({state}): {fmt(shadow.get('percent'))}% of "
+                          f"v{fmt(shadow.get('stableVersion'))}'s requests {'copied' if running else 'to copy'}, "
+                          f"router {shadow.get('router') or '-'}"
+                          + (f"; window since {ago(shadow.get('startedAt'), now)}" if running else "")
+                          + (f", measured {ago(shadow['measuredAt'], now)}{source}" if running and
+                             shadow.get("measuredAt") else ""))
+    if not running or not shadow.get("measuredAt"):  # nothing measured yet: the message says why
+        return Group(title, Text(shadow.get("message") or "no numbers yet", style="dim"))
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("MEASURE", "VALUE", ""):
+        table.add_column(col)
+    compared = f"over {fmt(shadow.get('compared'))} compared rows" if shadow.get("compared") is not None else ""
+    rows: list[tuple[str, str, str]] = [
+        ("requests", fmt(shadow.get("requests")), "copies it answered"),
+        ("error rate", fmt(shadow.get("errorRate"), 3), ""),
+        ("p95 latency (s)", fmt(shadow.get("latencyP95Seconds"), 3), ""),
+    ]
+    if shadow.get("agreement") is not None:
+        rows.append(("agreement", _share(shadow["agreement"]), f"{compared}: same class as the stable"))
+    if shadow.get("meanAbsDifference") is not None:
+        rows.append(("mean |difference|", fmt(shadow["meanAbsDifference"]), f"{compared}: against the stable"))
+    if shadow.get("agreement") is None and shadow.get("meanAbsDifference") is None:
+        rows.append(("agreement", "-", "not compared per request (router gatewayAPI discards the shadow's answers)"
+                     if shadow.get("router") == "gatewayAPI" else compared or "no rows compared yet"))
+    if shadow.get("forwardErrors") is not None:
+        rows.append(("forward errors", fmt(shadow["forwardErrors"]), "copies it did not answer"))
+    if shadow.get("dropped") is not None:
+        rows.append(("dropped", fmt(shadow["dropped"]), "copies dropped: forwarding queue full"))
+    rows.append(("prediction shift (PSI)", fmt(shadow.get("predictionShift"), 3), "against the stable's predictions"))
+    if shadow.get("liveMetric"):
+        rows.append((f"live {shadow['liveMetric']}", fmt(shadow.get("liveValue")),
+                     f"{fmt(shadow.get('labels'))} labels; v{fmt(shadow.get('stableVersion'))} "
+                     f"{fmt(shadow.get('stableLiveValue'))} in the same window"
+                     if shadow.get("liveValue") is not None else "no labels counted for it yet"))
+    for row in rows:
+        table.add_row(*row)
+    return Group(title, table)
+
+
 def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bool = False) -> Group:
     meta, spec, status = dep["metadata"], dep.get("spec") or {}, dep.get("status") or {}
     strategy = (spec.get("strategy") or {}).get("type", "Canary")
@@ -430,6 +516,8 @@ def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bo
                               "production; strategy.type Canary then ends the test", style="dim"))
     if (performance := performance_table(dep, fancy, now)) is not None:
         parts.append(performance)
+    if (shadow := shadow_view(dep, fancy, now)) is not None:
+        parts.append(shadow)
     if strategy == "Canary":
         parts += [steps_table(dep, fancy, now), analysis_table(dep, fancy, now)]
     parts.append(drift_table(dep, fancy, now, top=50 if wide else 10))
@@ -492,6 +580,9 @@ def lineage_tree(facts: dict[str, Any], *, fancy: bool, wide: bool = False) -> T
     for s in facts["servedBy"]:
         node.add(Text.assemble(mark("canary" if s["role"] == "canary" else "served", fancy),
                                f" Deployment {s['deployment']} ({s['role']}, {s['weight']}%)"))
+    for s in facts.get("shadowOf") or []:  # answers no user: a copy of the Deployment's requests
+        node.add(Text.assemble(mark("shadow", fancy), f" Deployment {s['deployment']} (shadow, {s['percent']}% of "
+                                                      f"requests copied, {s['state']})"))
     return tree
 
 

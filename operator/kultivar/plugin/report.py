@@ -26,7 +26,7 @@ from typing import Any
 
 from kultivar.domain.conditions import parse_time
 from kultivar.domain.registry import LOWER_IS_BETTER
-from kultivar.plugin.facts import Refused, condition, served, short_digest, version_record, versions
+from kultivar.plugin.facts import Refused, condition, served, shadowed, short_digest, version_record, versions
 from kultivar.plugin.render import ANALYSIS_DEFAULTS, CHECKS, fmt
 
 INSTALL_HINT = "pip install 'kultivar[report]'"
@@ -71,7 +71,7 @@ dt { color: #666; } dd { margin: 0; }
 .ok { color: #007a55; } .fail { color: #b33c00; font-weight: 600; } .warn { color: #8a6d00; }
 .badge { display: inline-block; padding: 0 6px; border-radius: 8px; font-size: 12px; background: #eee; }
 .badge.production { background: #fff2c2; } .badge.canary { background: #f6dcec; } .badge.served { background: #d8ecf7; }
-.badge.rolledback { background: #f9dcd0; }
+.badge.rolledback { background: #f9dcd0; } .badge.shadow { background: #fff; border: 1px dashed #0072B2; }
 figure.chart { margin: 8px 0 16px; } figure.chart svg { max-width: 100%; height: auto; }
 footer { margin-top: 32px; color: #888; font-size: 12px; }
 """
@@ -357,6 +357,13 @@ def chosen(model: dict[str, Any], number: int | None) -> dict[str, Any] | None:
     return next((r for r in records if r["version"] == production), records[-1] if records else None)
 
 
+def _shadow_badges(deployments: list[dict[str, Any]], number: int) -> list[str]:
+    """The Deployments copying their requests to this version (status.shadow): it answers none of them."""
+    return [f'<span class="badge shadow">{escape(d)} shadow {p}% copied'
+            + ("" if state == "Running" else f" ({escape(state.lower())})") + "</span>"
+            for d, state, p in shadowed(deployments).get(number, [])]
+
+
 def card_section(model: dict[str, Any], record: dict[str, Any] | None, deployments: list[dict[str, Any]]) -> str:
     if record is None:
         return ("<h2>Model card</h2><p class='note'>No version registered yet: a TrainingRun with modelRef.name "
@@ -369,6 +376,7 @@ def card_section(model: dict[str, Any], record: dict[str, Any] | None, deploymen
     for dep, role, weight in served(deployments).get(n, []):
         badges.append(f'<span class="badge {"canary" if role == "canary" else "served"}">'
                       f"{escape(dep)} {escape(role)} {weight}%</span>")
+    badges += _shadow_badges(deployments, n)
     if record.get("rolledBack"):
         badges.append(f'<span class="badge rolledback">rolled back: {escape(record.get("rollbackReason") or "")}'
                       "</span>")
@@ -450,6 +458,7 @@ def versions_section(model: dict[str, Any], deployments: list[dict[str, Any]]) -
             marks.append('<span class="badge production">production</span>')
         marks += [f'<span class="badge {"canary" if role == "canary" else "served"}">{escape(d)} {escape(role)} '
                   f"{w}%</span>" for d, role, w in where.get(r["version"], [])]
+        marks += _shadow_badges(deployments, r["version"])
         if r.get("rolledBack"):
             marks.append('<span class="badge rolledback">rolled back</span>')
         headline = r.get("metric")
