@@ -20,11 +20,13 @@ from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
+from kultivar.domain.labels import MANAGED_BY, MANAGER
 from kultivar.domain.refusal import is_refusal
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 
 def _json(raw: bytes | str | None) -> Any:
@@ -95,10 +97,10 @@ class Api:
 
     def request(
         self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
-        content_type: str = "application/json",
+        content_type: str = "application/json", accept: str = "application/json",
     ) -> Any:
         self.calls[method] += 1
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -132,6 +134,18 @@ class Api:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
         return items
+
+    def list_names(self, kind: str, namespace: str) -> tuple[set[str], str | None]:
+        """The names of the objects of kind (ours, or Kultivar's Jobs) in namespace, and the list's resourceVersion.
+
+        Asks for metadata only (PartialObjectMetadataList): a fraction of the full list's bytes."""
+        if kind == "Job":
+            path, query = f"/apis/batch/v1/namespaces/{namespace}/jobs", {"labelSelector": f"{MANAGED_BY}={MANAGER}"}
+        else:
+            path, query = custom_path(kind, namespace), {}
+        out = self.request("GET", path, query=query, accept=METADATA_LIST) or {}
+        names = {str((item.get("metadata") or {}).get("name")) for item in out.get("items") or []}
+        return names, (out.get("metadata") or {}).get("resourceVersion")
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", custom_path(kind, namespace), body)
