@@ -47,6 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
     configure(settings)
     config = OperatorConfig.from_env()
     api = Api.connect()
+    api.post_events_in_background()
     operator = Operator(api, config)
     # Every replica watches and queues keys; only the Lease holder starts the workers that reconcile.
     identity = config.identity or lease.default_identity()
@@ -81,6 +82,8 @@ async def cleanup(memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         await operator.stop()
+    if operator and operator.api.events:
+        await asyncio.to_thread(operator.api.events.close)  # post what is queued before the Lease goes
     elector: LeaderElector | None = memo.get("elector")
     if elector:
         await elector.release()

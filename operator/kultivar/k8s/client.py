@@ -22,6 +22,7 @@ from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
 from kultivar.domain.labels import MANAGED_BY, MANAGER
 from kultivar.domain.refusal import is_refusal
+from kultivar.k8s.events import EventSender
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,12 @@ class Api:
         self.api_client = api_client
         self.request_timeout = request_timeout
         self.calls: Counter[str] = Counter()  # requests sent, by method (kopf's watches are not counted here)
+        self.events: EventSender | None = None  # when set, Events are posted in the background
+
+    def post_events_in_background(self) -> EventSender:
+        """From now on, post_event only queues the Event (see k8s/events.py)."""
+        self.events = EventSender(self._post_event)
+        return self.events
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None) -> Api:
@@ -234,7 +241,15 @@ class Api:
             "reportingComponent": "kultivar.io/operator",
             "reportingInstance": "kultivar",
         }
+        if self.events is not None:
+            self.events.send(event)
+        else:
+            self._post_event(event)
+
+    def _post_event(self, event: dict[str, Any]) -> None:
+        meta = event["metadata"]
         try:
             self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
         except ApiError as e:  # an event is best effort; never fail a reconcile over it
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+            log.warning("could not post event %s on %s/%s: %s", event["reason"], meta["namespace"],
+                        event["involvedObject"]["name"], e)
