@@ -7,6 +7,7 @@ event of a run only when what the registry reads of the run changed.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -55,13 +56,27 @@ def _operator() -> Operator:
 
 
 def _drain(op: Operator) -> set[Key]:
-    keys = set()
-    while len(op.queue):
-        keys.add(op.queue._queue.popleft())
+    """What is queued now or waits on a timer (the Model's batching), emptied."""
+    keys = set(op.queue._queue) | set(op.queue._timers)
+    op.queue._queue.clear()
     op.queue._queued.clear()
+    for _, handle in op.queue._timers.values():
+        handle.cancel()
+    op.queue._timers.clear()
     return keys
 
 
+def in_loop(test: Any) -> Any:
+    """Run the test inside an event loop: the work queue's timers need one."""
+    def run() -> None:
+        async def body() -> None:
+            test()
+        asyncio.run(body())
+    run.__name__ = test.__name__
+    return run
+
+
+@in_loop
 def test_a_model_status_write_reconciles_only_the_runs_waiting_for_it() -> None:
     op = _operator()
     runs = {
@@ -83,6 +98,7 @@ def test_a_model_status_write_reconciles_only_the_runs_waiting_for_it() -> None:
     assert _drain(op) == {Key("Dataset", NS, "iris"), Key("TrainingRun", NS, "new")}
 
 
+@in_loop
 def test_a_run_waiting_for_its_holdout_is_reconciled_when_the_holdout_changes() -> None:
     op = _operator()
     op.observe_event("TrainingRun", "ADDED", run("r", evaluation={"holdout": {"name": "later"}}))
@@ -91,10 +107,12 @@ def test_a_run_waiting_for_its_holdout_is_reconciled_when_the_holdout_changes() 
     assert Key("TrainingRun", NS, "r") in _drain(op)
 
 
+@in_loop
 def test_the_model_is_reconciled_for_a_run_event_only_when_the_registry_has_something_to_do() -> None:
     op = _operator()
     model_key = Key("Model", NS, "iris")
     op.observe_event("TrainingRun", "ADDED", run("r"))
+    assert model_key in op.queue._timers  # batched: runs created together reconcile their Model once
     assert model_key in _drain(op)  # a new run: the Model records that it started
     op.observe_event("TrainingRun", "MODIFIED", run("r", status=_started()))
     op.observe_event("TrainingRun", "MODIFIED", run("r", status=_started(attempts=2)))

@@ -30,6 +30,8 @@ log = logging.getLogger("kultivar")
 
 
 RESYNC_JITTER = 0.25
+# A Model is reconciled at most this long after an event of one of its runs (its own events: at once).
+MODEL_BATCH_SECONDS = 1.0
 
 
 def next_reconcile(requeue: float | None, resync: float, u: float) -> float:
@@ -106,7 +108,8 @@ class Operator:
         if kind == "TrainingRun" and model:  # the Model records runs that start and registers those that succeed
             view = None if deleted else registry_view(body)
             if deleted or self._run_views.get(key) != view:
-                self.queue.add(Key("Model", key.namespace, model))
+                # Batched: 500 runs created at once would reconcile their Model 500 times, each a pass over all.
+                self.queue.add_after(Key("Model", key.namespace, model), MODEL_BATCH_SECONDS)
             if view is None:
                 self._run_views.pop(key, None)
             else:
