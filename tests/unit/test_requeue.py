@@ -137,3 +137,13 @@ def test_lasting_decisions_name_the_runs_registered_and_those_whose_versions_are
                              runs, frozenset())
     assert lasting_decisions(observed, []) == {"done"}
     assert lasting_decisions(observed, [{"version": 1, "trainingRun": "settled"}]) == {"done", "settled"}
+
+
+def test_kopf_runs_the_event_handlers_on_the_event_loop() -> None:
+    """kopf runs a sync handler in a thread pool, where the work queue cannot set a timer (no running loop)."""
+    import inspect
+
+    from kultivar.controllers import handlers
+
+    assert len(handlers.EVENT_HANDLERS) == 5  # four kinds and the children
+    assert all(inspect.iscoroutinefunction(h) for h in handlers.EVENT_HANDLERS)
