@@ -97,7 +97,10 @@ def test_starts_one_deterministic_job_with_the_dataset_version() -> None:
     assert env["KULTIVAR_DATASET_DIGEST"] == "sha256:" + "a" * 64
     assert json.loads(env["KULTIVAR_FEATURES"]) == [{"name": "sepal_length", "type": "numeric"}]
     assert p.status["specAttempt"] == 1 and p.status["jobName"] == "run-1-train-1"
-    assert p.ready.reason == "Training"
+    # Pending until the Job's pod starts, in the very words the next reconcile uses (no second status write)
+    assert p.ready.reason == "Pending"
+    again = plan(run(status={**p.status, "conditions": []}), job=JobOutcome("Pending"))
+    assert again.ready.reason == "Pending" and again.ready.message == p.ready.message
 
 
 def _started(generation: int = 1, **extra):
@@ -128,6 +131,14 @@ def test_registered_version_makes_it_ready() -> None:
     # after success, a spec edit starts nothing new
     obj["metadata"]["generation"] = 2
     assert plan(obj, registered=4).jobs == []
+
+
+def test_a_registered_run_stays_registered_once_retention_dropped_its_version() -> None:
+    obj = run(status={**_started(), "completionTime": "x", "modelVersion": 4, "conditions": [
+        {"type": "Succeeded", "status": "True", "reason": "Trained", "message": "", "lastTransitionTime": "x"}]})
+    p = plan(obj, registered=None)  # the Model no longer lists v4
+    assert (p.ready.status, p.ready.reason) == (True, "Registered") and "version 4" in p.ready.message
+    assert p.events == [] and "modelVersion" not in p.status
 
 
 def test_failures_have_precise_reasons() -> None:
@@ -191,6 +202,7 @@ def test_the_estimator_check_keeps_scikit_learn_out_of_the_operator_process() ->
             "from kultivar.k8s.observe import estimator_problem\n"
             "assert estimator_problem('sklearn.linear_model.LogisticRegression', ('sklearn',)) is None\n"
             "assert 'has no class' in estimator_problem('sklearn.linear_model.Nope', ('sklearn',))\n"
-            "print(sorted(m for m in ('sklearn', 'pandas') if m in sys.modules))")
+            "print(sorted(m for m in ('sklearn', 'pandas', 'scipy.stats') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    # scipy.stats too (~60 MiB): only a canary's analysis imports it, when it runs (domain/stats/canary.py)
     assert out.stdout.strip() == "[]", out.stderr

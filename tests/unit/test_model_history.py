@@ -73,3 +73,23 @@ def test_history_is_bounded_keeping_the_newest() -> None:
     old = [history.entry(NOW, "Registered", str(i), version=i) for i in range(1, 60)]
     kept = history.appended(old, [history.entry(NOW, "Promoted", "new", version=60)])
     assert len(kept) == history.LIMIT and kept[-1]["version"] == 60 and kept[0]["version"] == 11
+
+
+def test_more_runs_under_way_than_the_history_keeps_write_it_once() -> None:
+    # 500 runs created together: the newest 50 TrainingStarted entries are kept. The runs whose entries fell off
+    # are not "new" again on the next reconcile (that rewrote the history at every reconcile, each write a Model
+    # event that reconciled the Model again: a loop that never went quiet).
+    runs = []
+    for i in range(history.LIMIT + 30):
+        r = run(f"r{i:03d}")
+        r["metadata"]["creationTimestamp"] = "2026-05-01T11:59:00Z"
+        runs.append(r)
+    first = plan(model(), runs)
+    assert len(first.status["history"]) == history.LIMIT
+    again = plan(model(status=first.status), runs, now=NOW + timedelta(seconds=5))
+    assert "history" not in again.status
+    # A run created after the oldest kept entry is news.
+    late = run("late")
+    late["metadata"]["creationTimestamp"] = "2026-05-01T12:00:10Z"
+    later = plan(model(status=first.status), [*runs, late], now=NOW + timedelta(seconds=20))
+    assert [h.get("trainingRun") for h in later.status["history"]][-1] == "late"

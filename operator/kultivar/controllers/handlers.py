@@ -47,6 +47,7 @@ async def startup(settings: kopf.OperatorSettings, memo: Any, logger: Any, **_: 
     configure(settings)
     config = OperatorConfig.from_env()
     api = Api.connect()
+    api.post_events_in_background()
     operator = Operator(api, config)
     # Every replica watches and queues keys; only the Lease holder starts the workers that reconcile.
     identity = config.identity or lease.default_identity()
@@ -81,17 +82,27 @@ async def cleanup(memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         await operator.stop()
+    if operator and operator.api.events:
+        await asyncio.to_thread(operator.api.events.close)  # post what is queued before the Lease goes
     elector: LeaderElector | None = memo.get("elector")
     if elector:
         await elector.release()
 
 
+# The event handlers are async so that kopf runs them on the event loop, one at a time: kopf runs a sync
+# handler in a thread pool, where the work queue's timers cannot be set (no running loop) and the reference
+# index and cache would be changed by several threads at once.
+EVENT_HANDLERS: list[Any] = []
+
+
 def _register_kind(kind: str, plural: str) -> None:
     @kopf.on.event(GROUP, VERSION, plural, id=f"enqueue-{plural}")
-    def enqueue(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+    async def enqueue(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
         operator: Operator | None = memo.get("operator")
         if operator:
             operator.observe_event(kind, event.get("type"), dict(body))
+
+    EVENT_HANDLERS.append(enqueue)
 
 
 for _kind in KINDS:
@@ -100,7 +111,10 @@ for _kind in KINDS:
 
 @kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY: MANAGER}, id="enqueue-job-owner")
 @kopf.on.event("apps", "v1", "deployments", labels={MANAGED_BY: MANAGER}, id="enqueue-deployment-owner")
-def child_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_changed(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     operator: Operator | None = memo.get("operator")
     if operator:
         operator.observe_child(dict(body), deleted=event.get("type") == "DELETED")
+
+
+EVENT_HANDLERS.append(child_changed)

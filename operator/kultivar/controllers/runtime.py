@@ -17,17 +17,21 @@ from kultivar.controllers.workqueue import WorkQueue
 from kultivar.domain.dataset import plan_dataset
 from kultivar.domain.deployment import metrics_needed, plan_deployment, route_refused
 from kultivar.domain.labels import OWNER_KIND, OWNER_NAME
+from kultivar.domain.plan import Plan
 from kultivar.domain.refusal import refused, still_refused
-from kultivar.domain.registry import plan_model
-from kultivar.domain.trainingrun import plan_training_run
+from kultivar.domain.registry import ModelObserved, lasting_decisions, plan_model, registry_view
+from kultivar.domain.trainingrun import plan_training_run, reference_matters
 from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
+from kultivar.k8s.cache import ObjectCache, job_summary
 from kultivar.k8s.client import Api, ApiError
 
 log = logging.getLogger("kultivar")
 
 
 RESYNC_JITTER = 0.25
+# A Model is reconciled at most this long after an event of one of its runs (its own events: at once).
+MODEL_BATCH_SECONDS = 1.0
 
 
 def next_reconcile(requeue: float | None, resync: float, u: float) -> float:
@@ -49,17 +53,24 @@ class Key(NamedTuple):
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
+# Kinds the reconciles read from the cache (see k8s/cache.py), so the ones it re-checks against fresh lists.
+CACHED_KINDS = ("TrainingRun", "Model", "Dataset", "Job")
+
+
 class Operator:
-    """Owns the queue, the workers and the reverse index of references between our objects."""
+    """Owns the queue, the workers, the cache of watched objects and the reverse index of references."""
 
     def __init__(self, api: Api, config: OperatorConfig) -> None:
         self.api = api
         self.config = config
         self.queue = WorkQueue()
+        self.cache = ObjectCache()
         self._workers: list[asyncio.Task[None]] = []
         # (namespace, kind, name) of a referenced object -> keys of the objects that reference it
         self._referrers: dict[tuple[str, str, str], set[Key]] = defaultdict(set)
         self._references: dict[Key, set[tuple[str, str, str]]] = {}
+        # TrainingRun -> registry_view of its last event: the Model is reconciled only when that changes
+        self._run_views: dict[Key, tuple[Any, ...]] = {}
         self._reconcilers: dict[str, Callable[[Key], float | None]] = {
             "Dataset": self._reconcile_dataset,
             "TrainingRun": self._reconcile_training_run,
@@ -72,6 +83,7 @@ class Operator:
     def start(self) -> None:
         for i in range(self.config.workers):
             self._workers.append(asyncio.create_task(self._work(), name=f"kultivar-worker-{i}"))
+        self._workers.append(asyncio.create_task(self._recheck_cache(), name="kultivar-cache-recheck"))
 
     async def stop(self) -> None:
         self.queue.close()
@@ -82,25 +94,41 @@ class Operator:
     # --- events -------------------------------------------------------------------------------------
 
     def observe_event(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
-        """Called for every watch event of our kinds: enqueue it and whatever depends on it."""
+        """Called for every watch event of our kinds: cache it, enqueue it and whatever depends on it."""
         meta = body.get("metadata") or {}
         key = Key(kind, meta.get("namespace", ""), meta.get("name", ""))
-        if event_type == "DELETED":
-            self._set_references(key, set())
-        else:
-            self._set_references(key, self._references_of(kind, body))
+        deleted = event_type == "DELETED"
+        self.cache.observe({**body, "kind": kind}, deleted=deleted)
+        self._set_references(key, set() if deleted else self._references_of(kind, body))
         self.queue.add(key)
         for referrer in list(self._referrers.get((key.namespace, kind, key.name), ())):
-            self.queue.add(referrer)
-        if kind in ("TrainingRun", "Deployment"):  # the Model registers runs and records rollbacks
-            model = ((body.get("spec") or {}).get("modelRef") or {}).get("name")
-            if model:
-                self.queue.add(Key("Model", key.namespace, model))
+            if self._waits_on(referrer, kind):
+                self.queue.add(referrer)
+        model = ((body.get("spec") or {}).get("modelRef") or {}).get("name")
+        if kind == "TrainingRun" and model:  # the Model records runs that start and registers those that succeed
+            view = None if deleted else registry_view(body)
+            if deleted or self._run_views.get(key) != view:
+                # Batched: 500 runs created at once would reconcile their Model 500 times, each a pass over all.
+                self.queue.add_after(Key("Model", key.namespace, model), MODEL_BATCH_SECONDS)
+            if view is None:
+                self._run_views.pop(key, None)
+            else:
+                self._run_views[key] = view
+        elif kind == "Deployment" and model:  # the Model records rollbacks and keeps served versions
+            self.queue.add(Key("Model", key.namespace, model))
+
+    def _waits_on(self, referrer: Key, kind: str) -> bool:
+        """Whether an event of a kind object can change the plan of referrer, which references it."""
+        if referrer.kind != "TrainingRun":
+            return True
+        run = self.cache.peek(referrer.kind, referrer.namespace, referrer.name)
+        return run is None or reference_matters(run, kind)
 
     def observe_child(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A Job (or other child) changed: reconcile the object that owns it."""
         if body.get("kind") == "Job":
             metrics.observe_job(body, deleted)
+            self.cache.observe(job_summary(body), deleted=deleted)
         labels = (body.get("metadata") or {}).get("labels") or {}
         kind, name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
         if kind in self._reconcilers and name:
@@ -114,6 +142,9 @@ class Operator:
         if kind == "TrainingRun":
             refs.add((ns, "Dataset", (spec.get("datasetRef") or {}).get("name", "")))
             refs.add((ns, "Model", (spec.get("modelRef") or {}).get("name", "")))
+            holdout = ((spec.get("evaluation") or {}).get("holdout") or {}).get("name")
+            if holdout:  # a run waiting for its holdout to be validated
+                refs.add((ns, "Dataset", holdout))
         elif kind == "Deployment":
             refs.add((ns, "Model", (spec.get("modelRef") or {}).get("name", "")))
         elif kind == "Dataset" and (spec.get("source") or {}).get("secretRef"):
@@ -139,6 +170,8 @@ class Operator:
                 requeue = await asyncio.to_thread(self._reconcilers[key.kind], key)
             except ApiError as e:
                 result = "conflict" if e.status == 409 else "error"
+                if e.status == 404:  # the object is gone (a write found nothing): stop serving it from the cache
+                    self.cache.forget(key.kind, key.namespace, key.name)
                 delay = self.queue.backoff(key)
                 level = logging.INFO if e.status == 409 else logging.WARNING
                 log.log(level, "%s: %s; retrying in %.1fs", key, e, delay)
@@ -158,35 +191,72 @@ class Operator:
                 metrics.RECONCILE_SECONDS.labels(key.kind).observe(elapsed)
                 log.debug("%s reconciled in %.3fs", key, elapsed)
 
+    # --- the cache against fresh lists -------------------------------------------------------------
+
+    async def _recheck_cache(self) -> None:
+        """Now and then, drop from the cache what a fresh list no longer has (deleted while no watch ran)."""
+        while True:
+            await asyncio.sleep(next_reconcile(None, self.config.resync_seconds, random.random()))
+            try:
+                gone = await asyncio.to_thread(self._recheck_cache_once)
+            except Exception:  # the next round tries again; reconciles go on meanwhile
+                log.warning("re-checking the cache against fresh lists failed", exc_info=True)
+                continue
+            for obj in gone:  # as if their DELETED events had come (here, on the event loop)
+                meta = obj["metadata"]
+                log.info("%s %s/%s was deleted while no watch ran", obj["kind"], meta["namespace"], meta["name"])
+                if obj["kind"] == "Job":
+                    self.observe_child(obj, deleted=True)
+                else:
+                    self.observe_event(obj["kind"], "DELETED", obj)
+
+    def _recheck_cache_once(self) -> list[dict[str, Any]]:
+        gone: list[dict[str, Any]] = []
+        for kind in CACHED_KINDS:
+            for namespace in sorted(self.cache.namespaces(kind)):
+                names, version = self.api.list_names(kind, namespace)
+                gone += self.cache.replace(kind, namespace, names, version)
+        return gone
+
     # --- reconcilers (run in a thread: the Kubernetes client is synchronous) ------------------------
 
     def _reconcile_dataset(self, key: Key) -> float | None:
-        observed = observe.dataset(self.api, self.config, key.namespace, key.name)
+        observed = observe.dataset(self.api, self.cache, self.config, key.namespace, key.name)
         if observed is None:
             return None
         plan = still_refused(observed.obj) or plan_dataset(observed, self.config, datetime.now(UTC))
-        apply_plan(self.api, observed.obj, plan)
+        apply_plan(self.api, observed.obj, plan, cache=self.cache)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 
     def _reconcile_training_run(self, key: Key) -> float | None:
-        observed = observe.training_run(self.api, self.config, key.namespace, key.name)
+        observed = observe.training_run(self.api, self.cache, self.config, key.namespace, key.name)
         if observed is None:
             return None
         plan = still_refused(observed.obj) or plan_training_run(observed, self.config, datetime.now(UTC))
-        apply_plan(self.api, observed.obj, plan)
+        apply_plan(self.api, observed.obj, plan, cache=self.cache)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 
     def _reconcile_model(self, key: Key) -> float | None:
-        observed = observe.model(self.api, key.namespace, key.name)
+        observed = observe.model(self.api, self.cache, key.namespace, key.name)
         if observed is None:
             return None
-        plan = still_refused(observed.obj) or plan_model(observed, datetime.now(UTC), self.config)[0]
+        plan = still_refused(observed.obj) or self._plan_model(observed)
         # Version numbers must never be handed out twice: write only if nobody wrote since we read.
-        apply_plan(self.api, observed.obj, plan, optimistic=True)
+        apply_plan(self.api, observed.obj, plan, optimistic=True, cache=self.cache)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
+
+    def _plan_model(self, observed: ModelObserved) -> Plan:
+        now = datetime.now(UTC)
+        plan, dropped = plan_model(observed, now, self.config)
+        unsure = lasting_decisions(observed, dropped)
+        if not unsure:
+            return plan
+        # The runs came from the cache: what cannot be undone (a version number, a dropped version) is decided
+        # on fresh reads of the runs it rests on.
+        return plan_model(observe.confirm_runs(self.api, observed, unsure), now, self.config)[0]
 
     def _reconcile_deployment(self, key: Key) -> float | None:
         observed = observe.deployment(self.api, self.config, key.namespace, key.name)

@@ -63,10 +63,16 @@ def started_runs(history: list[dict[str, Any]] | None, runs: list[dict[str, Any]
                  now: datetime) -> list[dict[str, Any]]:
     """TrainingStarted entries for runs of this Model that are under way and not yet in the history."""
     known = {h.get("trainingRun") for h in history or [] if h.get("type") == "TrainingStarted"}
+    # A full history has dropped its oldest entries: a run created before the oldest one kept was recorded
+    # then (or is too old to be news). Without this, more runs under way than LIMIT were "new" at every
+    # reconcile, and each rewrite of the history, a Model event, reconciled the Model again, without end.
+    horizon = min((h.get("time") or "" for h in history or []), default="") if len(history or []) >= LIMIT else ""
     out = []
     for run in sorted(runs, key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"])):
         name = run["metadata"]["name"]
         if name in known or name in registered or (run.get("status") or {}).get("completionTime"):
+            continue
+        if horizon and (run["metadata"].get("creationTimestamp") or "") < horizon:
             continue
         trigger = (run.get("spec") or {}).get("trigger", "manual")
         actor = OPERATOR if trigger in ("drift", "performance") else (creator(run) or "unknown")

@@ -182,6 +182,12 @@ def _finished_message(pod: dict[str, Any]) -> tuple[str | None, str]:
     return None, ""
 
 
+def job_finished(job: dict[str, Any]) -> bool:
+    """Whether the Job is Complete or Failed (only then do its pods have a result to read)."""
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
 def job_outcome(job: dict[str, Any] | None, pods: list[dict[str, Any]]) -> JobOutcome:
     if job is None:
         return JobOutcome("Pending")

@@ -232,6 +232,25 @@ def _succeeded(run: dict[str, Any]) -> bool:
     return bool(cond and cond.get("status") == "True" and (run.get("status") or {}).get("artifact"))
 
 
+def registry_view(run: dict[str, Any]) -> tuple[Any, ...]:
+    """What plan_model reads of a run that changes during the run's life: when this changes, the Model has
+    something to do (record that it started, register it, let retention drop a version it settled); when only
+    the rest changes (Pending -> Training, attempts), it does not, and is not reconciled for it."""
+    status = run.get("status") or {}
+    succeeded = get_condition(status.get("conditions"), "Succeeded") or {}
+    return ((run.get("spec") or {}).get("modelRef") or {}).get("name"), status.get("completionTime"), \
+        succeeded.get("status"), bool(status.get("artifact")), status.get("modelVersion")
+
+
+def lasting_decisions(observed: ModelObserved, dropped: list[dict[str, Any]]) -> set[str]:
+    """The runs that a plan's lasting decisions rest on: those it registers as new versions, and those whose
+    versions retention drops. When the runs came from a cache, these are read again fresh and the Model is
+    planned again, so a stale run can only delay a version, never register one twice or drop one early."""
+    versions = ((observed.obj.get("status") or {}).get("versions")) or []
+    names = {r["metadata"]["name"] for r in pending_registrations(observed.runs, versions)}
+    return names | {str(v["trainingRun"]) for v in dropped if v.get("trainingRun")}
+
+
 def pending_registrations(runs: list[dict[str, Any]], versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Succeeded runs that no version records yet, in completion order (so numbering follows it)."""
     known = {v.get("trainingRunUid") for v in versions} | {v.get("trainingRun") for v in versions}

@@ -10,6 +10,7 @@ from kultivar.domain.conditions import READY, get_condition, set_conditions
 from kultivar.domain.plan import Event, Plan
 from kultivar.domain.reasons import Reason, is_progress
 from kultivar.domain.refusal import refused
+from kultivar.k8s.cache import ObjectCache
 from kultivar.k8s.client import Api, ApiError, RefusedChild
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,13 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = False) -> dict[str, Any]:
-    """Make the plan true. With optimistic, the status write fails (409) if the object changed meanwhile."""
+def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = False,
+               cache: ObjectCache | None = None) -> dict[str, Any]:
+    """Make the plan true. With optimistic, the status write fails (409) if the object changed meanwhile.
+
+    With a cache, the object the status write returns goes into it at once: the next reconcile, which may start
+    before the watch reports the write, must not plan on the status from before it (it would start the same Job
+    again, find it there, and post its Events twice)."""
     meta = obj["metadata"]
     ns, name, kind = meta["namespace"], meta["name"], obj["kind"]
     for job_name in plan.delete_jobs:
@@ -93,7 +99,9 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
     new = desired_status(obj, plan, datetime.now(UTC))
     patch = status_patch(old, new)
     if patch:
-        api.patch_status(kind, ns, name, patch, meta.get("resourceVersion") if optimistic else None)
+        written = api.patch_status(kind, ns, name, patch, meta.get("resourceVersion") if optimistic else None)
+        if cache is not None and isinstance(written, dict):
+            cache.written(written)
 
     for event in plan.events:
         api.post_event(obj, event.type, event.reason, event.message)

@@ -20,11 +20,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kultivar.api.common import GROUP, VERSION
 from kultivar.api.resources import BY_KIND
+from kultivar.domain.labels import MANAGED_BY, MANAGER
 from kultivar.domain.refusal import is_refusal
+from kultivar.k8s.events import EventSender
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 
 
 def _json(raw: bytes | str | None) -> Any:
@@ -85,6 +88,12 @@ class Api:
         self.api_client = api_client
         self.request_timeout = request_timeout
         self.calls: Counter[str] = Counter()  # requests sent, by method (kopf's watches are not counted here)
+        self.events: EventSender | None = None  # when set, Events are posted in the background
+
+    def post_events_in_background(self) -> EventSender:
+        """From now on, post_event only queues the Event (see k8s/events.py)."""
+        self.events = EventSender(self._post_event)
+        return self.events
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None) -> Api:
@@ -95,10 +104,10 @@ class Api:
 
     def request(
         self, method: str, path: str, body: Any = None, *, query: dict[str, str] | None = None,
-        content_type: str = "application/json",
+        content_type: str = "application/json", accept: str = "application/json",
     ) -> Any:
         self.calls[method] += 1
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         try:
@@ -132,6 +141,18 @@ class Api:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", f"{GROUP}/{VERSION}")
         return items
+
+    def list_names(self, kind: str, namespace: str) -> tuple[set[str], str | None]:
+        """The names of the objects of kind (ours, or Kultivar's Jobs) in namespace, and the list's resourceVersion.
+
+        Asks for metadata only (PartialObjectMetadataList): a fraction of the full list's bytes."""
+        if kind == "Job":
+            path, query = f"/apis/batch/v1/namespaces/{namespace}/jobs", {"labelSelector": f"{MANAGED_BY}={MANAGER}"}
+        else:
+            path, query = custom_path(kind, namespace), {}
+        out = self.request("GET", path, query=query, accept=METADATA_LIST) or {}
+        names = {str((item.get("metadata") or {}).get("name")) for item in out.get("items") or []}
+        return names, (out.get("metadata") or {}).get("resourceVersion")
 
     def create(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", custom_path(kind, namespace), body)
@@ -220,7 +241,15 @@ class Api:
             "reportingComponent": "kultivar.io/operator",
             "reportingInstance": "kultivar",
         }
+        if self.events is not None:
+            self.events.send(event)
+        else:
+            self._post_event(event)
+
+    def _post_event(self, event: dict[str, Any]) -> None:
+        meta = event["metadata"]
         try:
             self.request("POST", f"/api/v1/namespaces/{meta['namespace']}/events", event)
         except ApiError as e:  # an event is best effort; never fail a reconcile over it
-            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+            log.warning("could not post event %s on %s/%s: %s", event["reason"], meta["namespace"],
+                        event["involvedObject"]["name"], e)

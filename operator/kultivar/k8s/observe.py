@@ -1,4 +1,11 @@
-"""Read everything one reconcile needs, fresh from the API server (no cache can be stale)."""
+"""Read everything one reconcile needs: from the watch cache where a stale read is safe, else from the API server.
+
+From the cache (k8s/cache.py), falling back to a GET for what it has not seen: a TrainingRun itself (the cache
+holds the operator's own last status write, so a reconcile never plans on a status older than that), the
+Dataset, Model and Jobs a reconcile references, a Model's TrainingRuns. Fresh from the API server: each Model
+(it hands out version numbers, written only if unchanged since read), Dataset and Deployment itself, the
+Deployments that protect versions from retention, Secrets and claims, and the pods of a finished Job.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +18,14 @@ from typing import Any
 from kultivar.config import OperatorConfig
 from kultivar.domain.dataset import DatasetObserved
 from kultivar.domain.deployment import MetricsRequest
-from kultivar.domain.jobs import JobOutcome, job_outcome
+from kultivar.domain.jobs import JobOutcome, job_finished, job_outcome
 from kultivar.domain.performance import Feedback
 from kultivar.domain.registry import ModelObserved
 from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved
 from kultivar.domain.shadow import ShadowObserved
-from kultivar.domain.trainingrun import TrainingRunObserved
+from kultivar.domain.trainingrun import TrainingRunObserved, registered_version
 from kultivar.k8s import prometheus, serving
+from kultivar.k8s.cache import ObjectCache
 from kultivar.k8s.client import Api
 from kultivar.k8s.estimators import estimator_problem
 
@@ -31,13 +39,24 @@ def _live(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     return obj
 
 
-def job(api: Api, namespace: str, name: str | None) -> JobOutcome | None:
+def cached(api: Api, cache: ObjectCache | None, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object from the cache, or from the API server when the cache has not seen it."""
     if not name:
         return None
-    found = api.get_job(namespace, name)
+    found = cache.get(kind, namespace, name) if cache is not None else None
+    return found if found is not None else api.get(kind, namespace, name)
+
+
+def job(api: Api, namespace: str, name: str | None, cache: ObjectCache | None = None) -> JobOutcome | None:
+    if not name:
+        return None
+    found = cache.get("Job", namespace, name) if cache is not None else None
+    if found is None:
+        found = api.get_job(namespace, name)
     if found is None:
         return None
-    return job_outcome(found, api.list_job_pods(namespace, name))
+    # Only a finished Job's pods say anything the planners read (the result in their termination message).
+    return job_outcome(found, api.list_job_pods(namespace, name) if job_finished(found) else [])
 
 
 CLAIM_SEEN_SECONDS = 60.0
@@ -64,50 +83,48 @@ def store_claim(api: Api, config: OperatorConfig, namespace: str) -> bool | None
     return found
 
 
-def dataset(api: Api, config: OperatorConfig, namespace: str, name: str) -> DatasetObserved | None:
+def dataset(api: Api, cache: ObjectCache | None, config: OperatorConfig, namespace: str, name: str
+            ) -> DatasetObserved | None:
     obj = _live(api.get("Dataset", namespace, name))
     if obj is None:
         return None
     secret = ((obj.get("spec") or {}).get("source") or {}).get("secretRef")
     secret_found = None if not secret else api.get_secret(namespace, secret["name"]) is not None
     progress = (obj.get("status") or {}).get("validation") or {}
-    return DatasetObserved(obj=obj, secret_found=secret_found, job=job(api, namespace, progress.get("job")),
+    return DatasetObserved(obj=obj, secret_found=secret_found, job=job(api, namespace, progress.get("job"), cache),
                            store_claim_found=store_claim(api, config, namespace))
 
 
-def registered_version(model: dict[str, Any] | None, run: dict[str, Any]) -> int | None:
-    for v in ((model or {}).get("status") or {}).get("versions") or []:
-        if v.get("trainingRunUid") == run["metadata"]["uid"]:
-            return int(v["version"])
-    return None
-
-
-def training_run(api: Api, config: OperatorConfig, namespace: str, name: str) -> TrainingRunObserved | None:
-    obj = _live(api.get("TrainingRun", namespace, name))
+def training_run(api: Api, cache: ObjectCache | None, config: OperatorConfig, namespace: str, name: str
+                 ) -> TrainingRunObserved | None:
+    obj = _live(cached(api, cache, "TrainingRun", namespace, name))
     if obj is None:
         return None
     spec = obj.get("spec") or {}
-    model = api.get("Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
+    model = cached(api, cache, "Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
     holdout = ((spec.get("evaluation") or {}).get("holdout") or {}).get("name")
     return TrainingRunObserved(
         obj=obj,
-        dataset=api.get("Dataset", namespace, (spec.get("datasetRef") or {}).get("name", "")),
+        dataset=cached(api, cache, "Dataset", namespace, (spec.get("datasetRef") or {}).get("name", "")),
         model=model,
-        job=job(api, namespace, (obj.get("status") or {}).get("jobName")),
+        job=job(api, namespace, (obj.get("status") or {}).get("jobName"), cache),
         registered_version=registered_version(model, obj),
-        holdout=api.get("Dataset", namespace, holdout) if holdout else None,
+        holdout=cached(api, cache, "Dataset", namespace, holdout) if holdout else None,
         store_claim_found=store_claim(api, config, namespace),
         estimator_problem=estimator_problem(str((spec.get("estimator") or {}).get("className") or ""),
                                             config.estimator_packages),
     )
 
 
-def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
+def model(api: Api, cache: ObjectCache | None, namespace: str, name: str) -> ModelObserved | None:
     obj = _live(api.get("Model", namespace, name))
     if obj is None:
         return None
-    runs = [r for r in api.list_objects("TrainingRun", namespace)
-            if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
+    # A run missing here or older than it is registers on its next event (each one of a run enqueues its Model);
+    # what lasts is decided on fresh reads (registry.lasting_decisions), and a version is only ever written
+    # against this Model's fresh resourceVersion, so none is handed out twice.
+    listed = api.list_objects("TrainingRun", namespace) if cache is None else cache.objects("TrainingRun", namespace)
+    runs = [r for r in listed if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
     served: set[int] = set()
     rolled_back: dict[int, str] = {}
     for d in api.list_objects("Deployment", namespace):
@@ -123,9 +140,20 @@ def model(api: Api, namespace: str, name: str) -> ModelObserved | None:
         if ((d.get("status") or {}).get("shadow") or {}).get("version"):  # a shadow is served too
             served.add(int(d["status"]["shadow"]["version"]))
     retiring = (obj.get("status") or {}).get("retiring") or []
-    cleanup = {item["job"]: job(api, namespace, item["job"]) for item in retiring}
+    cleanup = {item["job"]: job(api, namespace, item["job"], cache) for item in retiring}
     return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup,
                          rolled_back=rolled_back)
+
+
+def confirm_runs(api: Api, observed: ModelObserved, names: set[str]) -> ModelObserved:
+    """observed with the named runs read fresh from the API server (dropped when gone, added when the cache
+    had not seen them yet)."""
+    namespace, model_name = observed.obj["metadata"]["namespace"], observed.obj["metadata"]["name"]
+    fresh = {name: api.get("TrainingRun", namespace, name) for name in sorted(names)}
+    runs = [r for r in observed.runs if r["metadata"]["name"] not in fresh]
+    runs += [r for r in fresh.values()
+             if r is not None and ((r.get("spec") or {}).get("modelRef") or {}).get("name") == model_name]
+    return replace(observed, runs=runs)
 
 
 def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> DeploymentObserved | None:

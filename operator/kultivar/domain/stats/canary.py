@@ -19,8 +19,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from scipy import stats as sps
-
 from kultivar.domain.stats.live import RegressionSums
 
 Alternative = Literal["two-sided", "smaller", "larger"]
@@ -43,6 +41,9 @@ class TestResult:
 
 
 def _p_value(statistic: float, alternative: Alternative, df: float | None = None) -> float:
+    # Imported here: scipy.stats is ~60 MiB of the operator's RSS, for life, and only a canary's analysis needs it.
+    from scipy import stats as sps
+
     dist = sps.norm if df is None else sps.t(df)
     if alternative == "smaller":
         return float(dist.cdf(statistic))
