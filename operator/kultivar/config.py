@@ -28,7 +28,7 @@ class OperatorConfig:
     store_secret: str = ""
     runtime_image: str = "kultivar-runtime:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    workers: int = 4
+    workers: int = 8
     # Level-based safety net: every object is reconciled at least this often even without events.
     resync_seconds: float = 300.0
     # Top-level packages estimators may come from (chart value operator.estimatorPackages): TrainingRuns naming
