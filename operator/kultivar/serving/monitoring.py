@@ -16,6 +16,8 @@ metric                                                         meaning
 ``kultivar_model_info{model,version,digest}``                  always 1; the digest being served
 ``kultivar_model_backend{model,version,backend}``              1 for the backend running the model: ``onnx``
                                                                (the compiled model) or ``sklearn``
+``kultivar_compiled_model_rejected{model,version}``             1 when the version's compiled model was refused
+                                                               (see :mod:`.model`) and scikit-learn answers
 ``kultivar_inference_batches_total{model,version,backend}``    predict calls by the backend that answered them
                                                                (rows the compiled model cannot take, such as
                                                                empty-text categories, go to ``sklearn``)
@@ -266,6 +268,8 @@ class ServingMetrics:
         backend = Gauge("kultivar_model_backend", "1 for the backend running the model (onnx or sklearn).",
                         [*labels, "backend"], registry=self.registry)
         self._backend = {b: backend.labels(*values, b) for b in BACKENDS}
+        self._rejected = Gauge("kultivar_compiled_model_rejected", "1 when the version's compiled model was refused "
+                               "and scikit-learn answers instead.", labels, registry=self.registry).labels(*values)
         batches = Counter("kultivar_inference_batches", "Predict calls by the backend that answered them.",
                           [*labels, "backend"], registry=self.registry)
         self._batches = {b: batches.labels(*values, b) for b in BACKENDS}
@@ -308,9 +312,10 @@ class ServingMetrics:
         assert self.feedback is not None, "feedback is only taken once the model is bound"
         self.feedback.add(batch)
 
-    def set_backend(self, backend: str) -> None:
+    def set_backend(self, backend: str, rejected: bool = False) -> None:
         for name, gauge in self._backend.items():
             gauge.set(1 if name == backend else 0)
+        self._rejected.set(1 if rejected else 0)
 
     def batch(self, rows: Rows, predictions: np.ndarray, backend: str = "sklearn") -> None:
         self._batch.observe(rows.count)
