@@ -382,7 +382,7 @@ def _matrix(tensor: tuple[str, list[int], str, Any], features: Sequence[FeatureS
 def _plain_matrix(inputs: list[Any], layout: _Layout) -> Rows | None:
     """The common request - one FP tensor of all-numeric features, its data a flat list of JSON numbers - validated
     with a handful of checks; None for anything else (the general path then validates it, or names the problem).
-    What it accepts the general path accepts the same way (finite floats; a boolean feature 0 or 1)."""
+    What it accepts the general path accepts the same way (floats; a boolean feature 0 or 1)."""
     if len(inputs) != 1 or layout.categorical:
         return None
     raw = inputs[0]
@@ -399,10 +399,10 @@ def _plain_matrix(inputs: list[Any], layout: _Layout) -> Rows | None:
         values = np.asarray(data)
     except (ValueError, TypeError):  # ragged nesting
         return None
-    # float64: numbers only (text, nested lists and null give other dtypes, integers alone int64).
+    # float64: numbers only (text, nested lists and null give other dtypes, integers alone int64). No infinity
+    # check: JSON numbers are finite (the parser refuses 1e999; binary tensors take the general path).
     if values.dtype != np.float64 or values.ndim != 1 or values.size != rows * width:
         return None
-    _finite(values, "inputs[0]")
     values = values.reshape(rows, width)
     for j in layout.boolean:
         column = values[:, j]

@@ -65,6 +65,7 @@ from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.model import ModelLoadError, Prediction, ServedModel, load_served_model
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import (
+    DEFAULT_OUTPUTS,
     OUTPUT,
     PROBA_OUTPUT,
     FeatureSpec,
@@ -86,7 +87,6 @@ log = logging.getLogger("kultivar.serving")
 EXIT_OK, EXIT_RETRYABLE, EXIT_PERMANENT = 0, 1, 2
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INPUT_DATATYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
-HEADER_LENGTH = "inference-header-content-length"
 REQUEST_ID_HEADER = "Kultivar-Request-Id"
 VERSION_HEADER = "Kultivar-Model-Version"
 BIG_FEEDBACK = 64 * 1024  # bytes of feedback parsed in a worker thread rather than on the event loop
@@ -142,6 +142,8 @@ class InferenceService:
         self.feedback: FeedbackParser | None = None
         # Response ids: 48 random bits per process and a counter; no uuid4 (and no syscall) per request.
         self._id_prefix = secrets.token_hex(6)
+        self._v2_head = orjson.dumps({"model_name": config.model_name, "model_version": config.model_version,
+                                      "id": ""})[:-len(b'"id":""}')] + b'"id":'  # up to the id's value
         self._ids = itertools.count(1)
         self._loader: asyncio.Task[None] | None = None
         self.shadow: ShadowForwarder | None = None
@@ -277,6 +279,11 @@ class InferenceService:
     def encode_v2(self, prediction: Prediction, request: V2Request, response_id: str | None = None
                   ) -> tuple[bytes, int | None]:
         """The response body and, when some outputs are binary, the JSON header's length."""
+        if request.outputs is DEFAULT_OUTPUTS:  # the usual answer: labels as JSON, from a template
+            labels = prediction.labels
+            return b"".join((self._v2_head, orjson.dumps(response_id or request.id or ""), b',"outputs":[{"name":"',
+                             OUTPUT.encode(), b'","shape":[', str(labels.shape[0]).encode(), b'],"datatype":"',
+                             datatype_of(labels).encode(), b'","data":', orjson.dumps(labels.tolist()), b"}]}")), None
         outputs: list[dict[str, Any]] = []
         chunks: list[bytes] = []
         for wanted in request.outputs:
@@ -347,8 +354,21 @@ def _write_termination(error: ModelLoadError) -> None:
         log.warning("could not write the termination log %s: %s", path, e)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
+def _lengths(request: Request) -> tuple[bytes | None, bytes | None]:
+    """The Content-Length and Inference-Header-Content-Length headers, from one pass over the raw headers (ASGI
+    servers give names in lower case) rather than a Headers object per request."""
+    length = header = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            length = value
+        elif name == b"inference-header-content-length":
+            header = value
+    return length, header
+
+
+async def _body(request: Request, limit: int, length: bytes | None = None) -> bytes:
+    if length is None:
+        length, _ = _lengths(request)
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestTooLarge
     # The ASGI messages read directly (what Request.stream() does, without its async generator per request).
@@ -367,12 +387,11 @@ async def _body(request: Request, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH)
+def _header_length(raw: bytes | None) -> int | None:
     if raw is None:
         return None
     if not raw.strip().isdigit():
-        raise PayloadError(f"Inference-Header-Content-Length must be a byte count, got {raw!r}")
+        raise PayloadError(f"Inference-Header-Content-Length must be a byte count, got {raw.decode('latin-1')!r}")
     return int(raw)
 
 
@@ -402,7 +421,7 @@ class Routes:
         return None
 
     async def _infer(self, request: Request,
-                     answer: Callable[[Request, bytes], Awaitable[Encoded]]) -> Response:
+                     answer: Callable[[Request, bytes | None, bytes], Awaitable[Encoded]]) -> Response:
         started = time.perf_counter()
         outcome = "success"
         config = self.config
@@ -413,7 +432,9 @@ class Routes:
             if not self.service.ready:
                 outcome = "unavailable"
                 return _error(f"model {self.name!r} is not ready yet (it is still loading); retry shortly", 503)
-            body, header_length, response_id = await answer(request, await _body(request, config.max_request_bytes))
+            length, binary_header = _lengths(request)
+            body, header_length, response_id = await answer(
+                request, binary_header, await _body(request, config.max_request_bytes, length))
             if header_length is None:
                 return _Answer(body, self._answer_headers, response_id)
             headers = {REQUEST_ID_HEADER: response_id, VERSION_HEADER: self.version,
@@ -436,10 +457,10 @@ class Routes:
         finally:
             self.metrics.request(outcome, time.perf_counter() - started)
 
-    async def _v2_answer(self, request: Request, body: bytes) -> Encoded:
+    async def _v2_answer(self, request: Request, binary_header: bytes | None, body: bytes) -> Encoded:
         service = self.service
         assert service.model is not None
-        parsed = parse_v2(body, service.model.features, self.name, _header_length(request))
+        parsed = parse_v2(body, service.model.features, self.name, _header_length(binary_header))
         if parsed.probabilities:
             service.check_probabilities()
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
@@ -454,7 +475,7 @@ class Routes:
             self.service.shadow.offer(request.url.path, body, request.headers.get("content-type") or
                                       "application/json", prediction.labels, response_id)
 
-    async def _v1_answer(self, request: Request, body: bytes) -> Encoded:
+    async def _v1_answer(self, request: Request, _: bytes | None, body: bytes) -> Encoded:
         service = self.service
         assert service.model is not None
         parsed = parse_v1(body, service.model.features, self.name)
