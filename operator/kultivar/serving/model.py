@@ -58,16 +58,21 @@ class OnnxRunner:
         self.session = session(model_bytes, threads)
         self.inputs = input_names(self.session)
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.label_output = self.outputs[:1]
+        self.numeric = all(f.type != "categorical" for f in self.features)
 
     def run(self, rows: Rows, probabilities: bool) -> Prediction | None:
         """The graph's answers, or None for rows it cannot take (empty-text categories: scikit-learn's)."""
         from kultivar.workloads.compile import onnx_feed
 
-        feed = onnx_feed(rows.columns, self.features)
+        if self.numeric:  # float32 [rows, 1] per feature, as onnx_feed makes them, without its per-column checks
+            feed: list[np.ndarray] | None = [column.astype(np.float32).reshape(-1, 1) for column in rows.columns]
+        else:
+            feed = onnx_feed(rows.columns, self.features)
         if feed is None:
             return None
-        wanted = self.outputs if probabilities else self.outputs[:1]
-        out = self.session.run(wanted, dict(zip(self.inputs, feed, strict=True)))
+        out = self.session.run(self.outputs if probabilities else self.label_output,
+                               dict(zip(self.inputs, feed, strict=True)))
         labels = np.asarray(out[0]).reshape(rows.count)
         if labels.dtype == np.float32:
             labels = labels.astype(np.float64)
