@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -683,6 +684,35 @@ def test_backends_and_a_tampered_compiled_model(trained: Trained, tmp_path: Path
         status, body = srv.infer(rows)
         assert status == 200 and body["outputs"][0]["data"] == local_predictions(trained, rows)
         assert "serving with scikit-learn" in srv.output() and "changed after training" in srv.output()
+        assert meta["parameters"]["compiledRejected"] is True
+        assert srv.metrics()[("kultivar_compiled_model_rejected", (("model", MODEL), ("version", "3")))] == 1
+
+    # The registry's digest binds the compiled file: a manifest rewritten to describe the altered file does not
+    # make it acceptable, and the untouched one is run only when it has the registry's digest.
+    graph = onnx.load_from_string(trained.store.read_bytes(compiled["uri"]))
+    graph.doc_string = "not the graph training checked"  # a valid graph with another digest
+    store.delete(copy_prefix + "model.onnx")
+    forged_digest = store.write_once(copy_prefix + "model.onnx", graph.SerializeToString())["digest"]
+    forged = {**manifest, "compiled": {**manifest["compiled"], "artifact": {
+        **manifest["compiled"]["artifact"], "digest": forged_digest}}}
+    store.delete(copy_prefix + "manifest.json")
+    store.write_once(copy_prefix + "manifest.json", json.dumps(forged).encode())
+    with serving(Trained(store, uri, trained.digest, forged, trained.profile, trained.model), tmp_path) as srv:
+        assert backend_of(srv)[0] == "onnx"  # without the registry's digest the manifest alone decides
+    with serving(Trained(store, uri, trained.digest, forged, trained.profile, trained.model), tmp_path,
+                 KULTIVAR_COMPILED_DIGEST=compiled["digest"]) as srv:
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        assert meta["parameters"]["backend"] == "sklearn" and meta["parameters"]["compiledRejected"] is True
+        assert f"but the registry {compiled['digest']}" in meta["parameters"]["compiledNote"]
+        assert srv.infer(rows)[1]["outputs"][0]["data"] == local_predictions(trained, rows)
+    with serving(trained, tmp_path, KULTIVAR_COMPILED_DIGEST=compiled["digest"]) as srv:
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        assert meta["parameters"]["backend"] == "onnx" and "compiledRejected" not in meta["parameters"]
+    with serving(trained, tmp_path, KULTIVAR_COMPILED_DIGEST="sha256:" + "0" * 64) as srv:
+        _, meta = srv.call("GET", f"/v2/models/{MODEL}")
+        assert meta["parameters"]["backend"] == "sklearn" and meta["parameters"]["compiledRejected"] is True
+    store.delete(copy_prefix + "manifest.json")
+    store.write_once(copy_prefix + "manifest.json", json.dumps(manifest).encode())
     store.delete(copy_prefix + "model.onnx")
     with serving(tampered, tmp_path) as srv:
         _, meta = srv.call("GET", f"/v2/models/{MODEL}")

@@ -129,6 +129,13 @@ def test_serves_production_version(kube, namespace, trained) -> None:
     wait_for(lambda: _ready_server(ips[0]), timeout=60, message="v1 server ready")
     answer = infer(ips[0])
     assert answer["model_name"] == "iris" and answer["outputs"]
+    # The registry's digest of the compiled model is bound to the pods, and the operator records what runs it.
+    record = get(kube, namespace, "Model", "iris")["status"]["versions"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KULTIVAR_COMPILED_DIGEST"] == record["compiledArtifact"]["digest"]
+    variants = wait_for(lambda: [v for v in get(kube, namespace, "Deployment", "iris")["status"]["variants"]
+                                 if v.get("backend")], timeout=60, message="the served version's backend in status")
+    assert variants[0]["version"] == 1 and variants[0]["backend"] == "onnx" and "backendNote" not in variants[0]
 
 
 def test_canary_promotes_a_better_version(kube, namespace, trained) -> None:

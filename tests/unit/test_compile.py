@@ -165,3 +165,24 @@ def test_boosting_estimators_compile_through_onnxmltools(store: ArtifactStore, e
         assert entry.parity["labelsDiffering"] == 0
         assert outputs[0].tolist() == pipeline.predict(x_test).tolist()
         assert np.abs(outputs[1] - pipeline.predict_proba(x_test)).max() <= onnx_compile.PROBABILITY_ATOL
+
+
+def test_multiclass_xgboost_compiles_when_no_split_sits_on_a_data_value(store: ArtifactStore) -> None:
+    """Multi-class XGBoost (multi:softprob, one tree per class and round, a per-class base_score in XGBoost 3)
+    converts exactly: on continuous features the graph passes parity. What fails on data such as iris is not the
+    classes but float32 preprocessing: its histogram thresholds sit on repeated data values, which the graph's
+    float32 scaler can move by one ulp across a split (see the README's XGBoost and LightGBM section)."""
+    from xgboost import XGBClassifier
+
+    from kultivar.workloads.training import encode_labels
+
+    x, _ = mixed(600, 1)
+    x_test, _ = mixed(300, 2)
+    age = np.nan_to_num(x["age"].to_numpy(), nan=40)
+    y = np.where(age < 35, "a", np.where(age < 45, "b", "c")).astype(object)
+    pipeline = fitted(XGBClassifier(n_estimators=20, max_depth=3), MIXED, x, encode_labels(y, ["a", "b", "c"]))
+    entry = compile_model(pipeline, MIXED, "classification", x_test, store, "run/")
+    assert entry.compiled is True, entry.reason
+    outputs = run_graph(store, entry, x_test, MIXED)
+    assert outputs[1].shape == (300, 3)
+    assert np.abs(outputs[1] - pipeline.predict_proba(x_test)).max() <= onnx_compile.PROBABILITY_ATOL

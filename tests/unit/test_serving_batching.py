@@ -265,3 +265,52 @@ def test_rejects_nonsense_settings(kwargs: dict[str, Any]) -> None:
     process: Callable[[list[int]], list[int]] = lambda items: items  # noqa: E731
     with pytest.raises(ValueError):
         MicroBatcher(process, **kwargs)
+
+
+def test_eager_a_lone_request_is_processed_in_the_caller() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        clock = ManualClock()
+        batcher = MicroBatcher(rec, max_batch=32, max_wait=5.0, clock=clock, eager=True)
+        assert await batcher.submit(1) == 10  # answered in the caller: nothing pending, no timer, no future
+        assert batcher.pending == 0 and not clock.timers and (batcher.batches, batcher.items) == (1, 1)
+        await settle()
+        assert await batcher.submit(2) == 20  # the next loop iteration: alone again
+        with pytest.raises(ValueError, match="cannot process 'bad'"):
+            await MicroBatcher(Recorder(fail_on="bad"), eager=True).submit("bad")
+
+    run(main())
+    assert rec.batches == [[1], [2]]
+
+
+def test_eager_concurrency_in_one_loop_iteration_turns_batching_on() -> None:
+    rec = Recorder()
+
+    async def main() -> None:
+        clock = ManualClock()
+        batcher = MicroBatcher(rec, max_batch=32, max_wait=0.05, clock=clock, eager=True)
+        # Ten requests read in one loop iteration: the first is answered at once, the other nine (the sign of
+        # concurrency) form one batch at the end of the iteration.
+        first = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        assert first == [i * 10 for i in range(10)]
+        assert rec.batches == [[0], list(range(1, 10))]
+        # Now the recent batches show concurrency: the next arrivals wait for company instead of going alone.
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+        await settle()
+        assert batcher.pending == 3 and clock.timers
+        await clock.advance(0.05)
+        assert [t.result() for t in tasks] == [0, 10, 20]
+        assert rec.batches[-1] == [0, 1, 2]
+
+    run(main())
+
+
+def test_eager_refuses_once_closed() -> None:
+    async def main() -> None:
+        batcher: MicroBatcher[int, int] = MicroBatcher(Recorder(), eager=True)
+        await batcher.close()
+        with pytest.raises(BatcherClosed):
+            await batcher.submit(1)
+
+    run(main())

@@ -322,3 +322,33 @@ def test_binary_outputs_round_trip() -> None:
     proba = np.array([[0.25, 0.75], [1.0, 0.0]])
     assert np.frombuffer(encode_binary(proba, "FP64"), dtype="<f8").tolist() == [0.25, 0.75, 1.0, 0.0]
     assert np.frombuffer(encode_binary(np.array([3, 1]), "INT64"), dtype="<i8").tolist() == [3, 1]
+
+
+# --------------------------------------------------------------------- the plain-matrix fast path (floats)
+
+
+@pytest.mark.parametrize("features", [IRIS, [FeatureSpec("a", "numeric"), FeatureSpec("b", "boolean")] * 2])
+def test_plain_float_matrix_parses_as_the_general_path_does(features: list[FeatureSpec]) -> None:
+    data = [[5.1, 1.0, 1.4, 0.0], [6.7, 0.0, 5.2, 1.0], [4.9, 1.0, 0.5, 1.0]]
+    features = [FeatureSpec(f"{f.name}{j}", f.type) for j, f in enumerate(features)]
+    fast = parse_v2(v2(tensor([x for row in data for x in row], [3, 4])), features, "m")  # flat floats
+    general = parse_v2(v2(tensor(data, [3, 4])), features, "m")  # nested: the general path
+    assert columns(fast.rows) == columns(general.rows) == [list(c) for c in zip(*data, strict=True)]
+    assert fast.rows.count == 3 and all(c.dtype == np.float64 for c in fast.rows.columns)
+    fast.rows.columns[0][0] = -1.0  # the columns are the request's own arrays, not views of something shared
+    assert parse_v2(v2(tensor([x for row in data for x in row], [3, 4])), features, "m").rows.columns[0][0] == 5.1
+
+
+@pytest.mark.parametrize(("doc", "message"), [
+    (v2(tensor([1.5, "abc", 3.5, 4.5], [1, 4])), "inputs[0].data[1] is 'abc', not a number"),
+    (v2(tensor([1.5, 2.5, 3.5], [1, 4])), "shape [1, 4] needs 4 values but data has 3"),
+    (v2(tensor([1.5, 2.5, 3.5, 4.5], [1, 3])), "takes 4 features"),
+    (v2(tensor([1.5, 2.5, 3.5, 4.5], [1, 4], "BYTES")), "datatype BYTES cannot carry numeric features"),
+])
+def test_plain_float_matrix_errors_are_the_general_paths(doc: bytes, message: str) -> None:
+    with pytest.raises(PayloadError) as e:
+        parse_v2(doc, IRIS, "iris")
+    assert message in str(e.value)
+    booleans = [FeatureSpec("a", "numeric"), FeatureSpec("b", "boolean")]
+    with pytest.raises(PayloadError, match=re.escape("row 0, column 1 ('b') is 0.5")):
+        parse_v2(v2(tensor([1.5, 0.5], [1, 2])), booleans, "m")

@@ -14,7 +14,7 @@ from factories import model, obj
 from kultivar.api.common import ResourceRequirements
 from kultivar.config import OperatorConfig
 from kultivar.domain.metrics import parse
-from kultivar.domain.serving import DeploymentObserved, plan_serving, server_workers
+from kultivar.domain.serving import DeploymentObserved, plan_serving, server_threads, server_workers
 from kultivar.serving.config import ConfigError, ServingConfig
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import FeatureSpec, Rows
@@ -94,3 +94,24 @@ def test_group_reads_its_siblings_and_fails_without_them(tmp_path: Path) -> None
     assert not one.all_ready()
     two.mark_ready()
     assert one.all_ready() and two.all_ready()
+
+
+@pytest.mark.parametrize("limits,threads", [
+    (None, 1), ({"memory": "1Gi"}, 1), ({"cpu": "500m"}, 1), ({"cpu": "1"}, 1), ({"cpu": "1500m"}, 1),
+    ({"cpu": "2"}, 1), ({"cpu": "3500m"}, 1), ({"cpu": "512"}, 2), ({"cpu": "1000"}, 3),
+])
+def test_onnx_threads_are_the_cpu_limits_cores_per_worker(limits: dict[str, str] | None, threads: int) -> None:
+    resources = ResourceRequirements(limits=limits) if limits is not None else None
+    assert server_threads(resources) == threads
+
+
+def test_the_server_pods_get_the_onnx_thread_count() -> None:
+    registry = model(status={"productionVersion": 1, "versions": [
+        {"version": 1, "artifact": {"uri": "file:///store/v1/model.skops", "digest": "sha256:" + "b" * 64}}]})
+    deployment = obj("Deployment", "iris", {"modelRef": {"name": "iris"}, "replicas": 1,
+                                            "resources": {"limits": {"cpu": "600", "memory": "1Gi"}}}, None)
+    planned = plan_serving(DeploymentObserved(obj=deployment, model=registry, pods={}),
+                           OperatorConfig(store_url="file:///store", store_pvc=""), datetime(2026, 5, 1, tzinfo=UTC))
+    env = {e["name"]: e["value"] for e in planned.deployments[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KULTIVAR_SERVE_WORKERS"] == "256"
+    assert env["KULTIVAR_ONNX_THREADS"] == "2"

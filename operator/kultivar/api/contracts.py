@@ -361,6 +361,8 @@ class TrainingResult(Contract):
     adopted: bool | None = Field(default=None, description="A retried pod found a finished attempt and reports it.")
     evaluation: EvaluationResult | None = None
     cardUri: str | None = Field(default=None, description="The model card beside the artifact.")
+    compiledArtifact: ArtifactRef | None = Field(
+        default=None, description="The compiled model (model.onnx) and its sha256, when it passed the parity check.")
     timings: dict[str, float] | None = None
     warnings: list[str] | None = None
 
@@ -620,4 +622,5 @@ class ModelManifest(Contract):
             metric=self.metric, score=self.score, metrics=self.metrics, artifact=self.artifact,
             manifestUri=manifest_uri, datasetDigest=self.datasetDigest, bestParams=self.bestParams,
             sklearnVersion=self.sklearnVersion, evaluation=self.evaluation, cardUri=self.cardUri,
+            compiledArtifact=self.compiled.artifact if self.compiled is not None and self.compiled.compiled else None,
         )

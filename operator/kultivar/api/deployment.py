@@ -408,6 +408,12 @@ class VariantStatus(KModel):
                                   "analysis, or since the A/B test began (status.abTest).")
     errorRate: float | None = Field(default=None, description="Share of those requests that failed (500, 503).")
     latencyP95Seconds: float | None = Field(default=None, description="95th percentile latency of those requests.")
+    backend: Literal["onnx", "sklearn"] | None = Field(
+        default=None, description="What runs the model in its pods, as a ready pod reports it: onnx (the compiled "
+                                  "model) or sklearn (the skops file).")
+    backendNote: str | None = Field(
+        default=None, max_length=1024,
+        description="Why a compiled model recorded for the version is not run (Event CompiledModelRejected).")
 
 
 class AnalysisResult(KModel):

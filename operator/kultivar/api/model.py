@@ -136,6 +136,9 @@ class ModelVersion(KModel):
     dataset: str | None = Field(default=None, description="Name of that Dataset.")
     artifact: ArtifactRef = Field(description="The model file (skops) and its digest.")
     manifestUri: str | None = Field(default=None, description="The model's manifest (features, classes, metrics).")
+    compiledArtifact: ArtifactRef | None = Field(
+        default=None, description="The compiled model (ONNX) and its sha256; serving runs it only when the file has "
+                                  "this digest, else the skops file answers (Event CompiledModelRejected).")
     profileUri: str | None = Field(default=None, description="Reference profile of the training data (drift).")
     metric: str | None = Field(default=None, description="Headline metric name.")
     metrics: Metrics = Field(default_factory=dict, description="Evaluation metrics.")

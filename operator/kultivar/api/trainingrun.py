@@ -279,6 +279,9 @@ class TrainingRunStatus(KModel):
     evaluation: VersionEvaluation | None = Field(
         default=None, description="Candidate, production and baseline on the same held-out rows.")
     cardUri: str | None = Field(default=None, description="The model card (Markdown) beside the artifact.")
+    compiledArtifact: ArtifactRef | None = Field(
+        default=None, description="The compiled model (ONNX) and its sha256, when training proved it answers like "
+                                  "the saved model; unset when it was not compiled (the manifest says why).")
     modelVersion: int | None = Field(default=None, description="The version registered in the Model.")
     attempts: int | None = Field(default=None, description="Pods the Job started (1 plus retries).")
     specAttempt: int | None = Field(

@@ -85,6 +85,9 @@ class Reason(StrEnum):
     NO_REFERENCE_PROFILE = "NoReferenceProfile"
     METRIC_MISMATCH = "MetricMismatch"  # Underperforming=Unknown: the feedback is of the other task
     NOT_WATCHED = "NotWatched"  # Underperforming=Unknown: spec.monitoring.performance was removed
+    # Warning Event: a served version's compiled model (ONNX) was missing, had a digest other than the registry's,
+    # or did not load; its verified skops file answers instead (status.variants[].backend: sklearn).
+    COMPILED_MODEL_REJECTED = "CompiledModelRejected"
 
 
 def is_progress(kind: str, reason: str) -> bool:

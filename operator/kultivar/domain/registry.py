@@ -274,6 +274,7 @@ def _version_record(number: int, run: dict[str, Any], now: datetime) -> dict[str
         "dataset": (spec.get("datasetRef") or {}).get("name"),
         "artifact": st["artifact"],
         "manifestUri": st.get("manifestUri"),
+        "compiledArtifact": st.get("compiledArtifact"),
         "metric": st.get("metric"),
         "metrics": st.get("metrics") or {},
         "evaluation": st.get("evaluation"),

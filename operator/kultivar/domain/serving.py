@@ -32,7 +32,7 @@ from kultivar.domain.jobs import (
 from kultivar.domain.labels import DEPLOYMENT_LABEL, VERSION_LABEL
 from kultivar.domain.metrics import Snapshot
 from kultivar.domain.performance import Feedback
-from kultivar.domain.plan import Plan, blocked, invalid_spec
+from kultivar.domain.plan import Event, Plan, blocked, invalid_spec
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
 from kultivar.domain.shadow import ShadowObserved
@@ -57,6 +57,31 @@ class DeploymentObserved:
     drift: DriftObserved | None = None  # the stable version's input counts, read when drift was due
     performance: PerformanceObserved | None = None  # feedback counts, read when a performance window was due
     shadow: ShadowObserved | None = None  # the shadow's Deployment and, when due, its counters (domain.shadow)
+    backends: dict[int, ServedBackend] | None = None  # what ready pods run the model with (see backends_needed)
+
+
+@dataclass(frozen=True)
+class ServedBackend:
+    """What a version's ready pod reports running the model with (``parameters`` of its model metadata)."""
+
+    backend: str  # onnx or sklearn
+    rejected: bool = False  # a compiled model was recorded but refused (kultivar.serving.model)
+    note: str | None = None  # why
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ServedBackend | None:
+        params = metadata.get("parameters") if isinstance(metadata, dict) else None
+        if not isinstance(params, dict) or params.get("backend") not in ("onnx", "sklearn"):
+            return None  # a server from before backends were reported
+        note = params.get("compiledNote")
+        return cls(str(params["backend"]), params.get("compiledRejected") is True,
+                   str(note)[:1024] if note else None)
+
+
+def backends_needed(obj: dict[str, Any], pods: dict[int, Pods] | None) -> list[int]:
+    """Versions with a ready pod whose backend status.variants does not show yet: each is asked once."""
+    known = {int(v["version"]) for v in (obj.get("status") or {}).get("variants") or [] if v.get("backend")}
+    return sorted(v for v, p in (pods or {}).items() if p.ready > 0 and v not in known)
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,17 @@ def server_workers(resources: ResourceRequirements | None) -> int:
     return min(256, max(1, int(parse_quantity(limit)))) if limit is not None else 1
 
 
+def server_threads(resources: ResourceRequirements | None) -> int:
+    """onnxruntime intra-op threads per server process: the CPU limit's whole cores per worker (at least one;
+    no limit: one, like the worker count). With one worker per whole core that is one thread - the event loop
+    and a micro-batch of a few rows keep a core busy; a worker left with several cores (past the 256-worker cap)
+    gets them for its compiled model."""
+    limit = (resources.limits or {}).get("cpu") if resources else None
+    if limit is None:
+        return 1
+    return min(256, max(1, int(parse_quantity(limit) // server_workers(resources))))
+
+
 def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[str, Any], replicas: int,
                       config: OperatorConfig) -> dict[str, Any]:
     """The apps/v1 Deployment serving one version, probed on the V2 health endpoints."""
@@ -133,6 +169,7 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         # The packages whose types the model file may hold: the same chart value that let training save it.
         "KULTIVAR_ESTIMATOR_PACKAGES": ",".join(config.estimator_packages),
         "KULTIVAR_SERVE_WORKERS": str(server_workers(spec.resources)),
+        "KULTIVAR_ONNX_THREADS": str(server_threads(spec.resources)),
         "HOME": "/tmp",
     }
     if spec.serving.unknownCategories == "Refuse":
@@ -140,6 +177,9 @@ def server_deployment(obj: dict[str, Any], spec: DeploymentSpec, record: dict[st
         env["KULTIVAR_UNKNOWN_CATEGORIES"] = "refuse"
     if record.get("manifestUri"):
         env["KULTIVAR_MANIFEST_URI"] = record["manifestUri"]
+    if (record.get("compiledArtifact") or {}).get("digest"):
+        # The registry's digest of model.onnx: the server runs the compiled model only if the file has it.
+        env["KULTIVAR_COMPILED_DIGEST"] = record["compiledArtifact"]["digest"]
     if record.get("profileUri"):
         env["KULTIVAR_PROFILE_URI"] = record["profileUri"]
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
@@ -337,6 +377,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     previous = {int(v["version"]): v for v in status.get("variants") or [] if "version" in v}
     carry = _same_window(status, decision)
     variants = []
+    rejected: list[Event] = []
     for v, replicas in sorted(decision.replicas.items()):
         pods = (observed.pods or {}).get(v)
         role = "stable" if v == decision.stable else "canary" if v == decision.canary else "variant"
@@ -348,8 +389,18 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
             variant.update(decision.measured[v])
         elif carry:  # not measured this time: the last numbers of the same canary or test stand
             variant.update({k: previous[v][k] for k in NUMBERS if k in previous.get(v, {})})
+        reported = (observed.backends or {}).get(v)
+        if reported is not None:
+            variant["backend"] = reported.backend
+            if reported.rejected:
+                variant["backendNote"] = reported.note or "the compiled model was refused"
+                rejected.append(Event("Warning", Reason.COMPILED_MODEL_REJECTED,
+                                      f"v{v} answers from its verified skops file with scikit-learn, not its compiled "
+                                      f"model: {variant['backendNote']}"))
+        else:
+            variant.update({k: previous[v][k] for k in ("backend", "backendNote") if k in previous.get(v, {})})
         variants.append(variant)
-    plan = Plan(events=list(decision.events), requeue_after=decision.requeue_after)
+    plan = Plan(events=[*decision.events, *rejected], requeue_after=decision.requeue_after)
     plan.status.update(
         url=f"http://{name}.{obj['metadata']['namespace']}.svc/v2/models/{spec.modelRef.name}",
         stableVersion=decision.stable, canaryVersion=decision.canary,

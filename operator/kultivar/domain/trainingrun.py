@@ -277,6 +277,7 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
                 artifact=result.artifact.wire(), bestParams=result.bestParams or None,
                 manifestUri=result.manifestUri, evaluation=result.evaluation.wire() if result.evaluation else None,
                 cardUri=result.cardUri,
+                compiledArtifact=result.compiledArtifact.wire() if result.compiledArtifact else None,
             )
             plan.conditions.append(Cond(SUCCEEDED, True, "Trained",
                                         f"{result.metric}={result.score} on held-out data"))
@@ -359,7 +360,7 @@ def _start(
     plan.status.update(
         jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=version["digest"],
         startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None, manifestUri=None,
-        bestParams=None, attempts=0, evaluation=None, cardUri=None,
+        bestParams=None, attempts=0, evaluation=None, cardUri=None, compiledArtifact=None,
     )
     plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {version['digest'][:19]}"))
     plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"Job {name} created"))

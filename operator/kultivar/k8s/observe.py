@@ -21,7 +21,7 @@ from kultivar.domain.deployment import MetricsRequest
 from kultivar.domain.jobs import JobOutcome, job_finished, job_outcome
 from kultivar.domain.performance import Feedback
 from kultivar.domain.registry import ModelObserved
-from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved
+from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved, backends_needed
 from kultivar.domain.shadow import ShadowObserved
 from kultivar.domain.trainingrun import TrainingRunObserved, registered_version
 from kultivar.k8s import prometheus, serving
@@ -163,10 +163,14 @@ def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> D
     ref = ((obj.get("spec") or {}).get("modelRef") or {}).get("name", "")
     # The shadow's Deployment is asked for only while one is wanted or was run (status.shadow says so).
     shadowed = ((obj.get("spec") or {}).get("strategy") or {}).get("shadow") or (obj.get("status") or {}).get("shadow")
-    return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref),
-                              pods=serving.version_pods(api, namespace, name),
+    pods = serving.version_pods(api, namespace, name)
+    # Once per version: what its pods run the model with (a refused compiled model becomes a Warning Event).
+    needed = backends_needed(obj, pods)
+    backends = serving.served_backends(api, namespace, name, ref, needed) if needed else None
+    return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref), pods=pods,
                               store_claim_found=store_claim(api, config, namespace),
-                              shadow=serving.shadow_pods(api, namespace, name) if shadowed else None)
+                              shadow=serving.shadow_pods(api, namespace, name) if shadowed else None,
+                              backends=backends)
 
 
 def retrain_dataset(api: Api, namespace: str, request: MetricsRequest) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from kultivar.domain.serving import (
     DEPLOYMENT_LABEL,
     HTTP_PORT,
     VERSION_LABEL,
+    ServedBackend,
     ServingPlan,
     stale_objects,
     version_name,
@@ -85,6 +87,37 @@ def scrape(api: Api, namespace: str, name: str, versions: list[int], shadow: boo
             if snap is not None:
                 totals[version] = totals[version].add(snap)
     return totals
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (pod.get("status") or {}).get("conditions") or [])
+
+
+def _metadata(url: str) -> ServedBackend | None:
+    try:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+            return ServedBackend.from_metadata(json.loads(response.read()))
+    except (OSError, ValueError) as e:
+        log.info("could not read %s: %s", url, e)
+        return None
+
+
+def served_backends(api: Api, namespace: str, name: str, model: str, versions: list[int]
+                    ) -> dict[int, ServedBackend]:
+    """What one ready pod of each version runs the model with (its V2 model metadata); versions whose pods
+    could not be asked are left out (asked again next reconcile)."""
+    out = api.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                      query={"labelSelector": f"{DEPLOYMENT_LABEL}={name}"})
+    targets: dict[int, str] = {}
+    for pod in out.get("items") or []:
+        version = int(pod["metadata"]["labels"].get(VERSION_LABEL, 0))
+        ip = (pod.get("status") or {}).get("podIP")
+        if version in versions and version not in targets and ip and _ready(pod):
+            targets[version] = f"http://{ip}:{HTTP_PORT}/v2/models/{model}"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(_metadata, targets.values()))
+    return {v: a for v, a in zip(targets, answers, strict=True) if a is not None}
 
 
 def _upsert(api: Api, collection: str, desired: dict[str, Any], compare: tuple[str, ...]) -> None:

@@ -19,6 +19,12 @@ When the last batch had a single request there is no sign of concurrency, so nob
 processed at the end of the loop iteration. A lone client therefore pays no batching latency, and under load the
 requests that arrive while a batch is being predicted form the next batch by themselves.
 
+``eager`` (for a model whose ``process`` takes microseconds, such as a compiled one): when there is no sign of
+concurrency and nothing is pending, the request is processed at once, in the caller, without a future or a
+hop through the event loop - those cost more than such a prediction. A second request arriving in the same loop
+iteration as an eagerly processed one is the sign of concurrency: it is queued as above, its batch holds more
+than one request, and batching takes over until the recent batches are single again.
+
 Time comes from a :class:`Clock` (default: the event loop's clock and timers), so tests drive the waits with a
 manual clock instead of sleeping.
 
@@ -76,7 +82,7 @@ class MicroBatcher(Generic[T, R]):
     """
 
     def __init__(self, process: Callable[[list[T]], Sequence[R]], *, max_batch: int = 32, max_wait: float = 0.002,
-                 size: Callable[[T], int] | None = None, clock: Clock | None = None) -> None:
+                 size: Callable[[T], int] | None = None, clock: Clock | None = None, eager: bool = False) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         if max_wait < 0:
@@ -94,6 +100,8 @@ class MicroBatcher(Generic[T, R]):
         self._latest = 0.0
         self._recent: deque[int] = deque([1], maxlen=RECENT)
         self._closed = False
+        self.eager = eager
+        self._eager_this_iteration = False  # an item was processed eagerly in the current loop iteration
         self.batches = 0  # processed batches, for tests and diagnostics
         self.items = 0
 
@@ -110,6 +118,8 @@ class MicroBatcher(Generic[T, R]):
         if self._closed:
             raise BatcherClosed("the server is shutting down; retry on another replica")
         loop = asyncio.get_running_loop()
+        if self.eager and not self._pending and not self._eager_this_iteration and max(self._recent) == 1:
+            return self._process_now(item, loop)
         rows = self._size(item)
         if self._pending and self._pending_rows + rows > self.max_batch:
             self._flush()  # keep batches within max_batch: the newcomer starts the next one
@@ -131,6 +141,21 @@ class MicroBatcher(Generic[T, R]):
             self._handle.cancel()
             self._handle, self._timed = loop.call_soon(self._flush), False
         return await future
+
+    def _process_now(self, item: T, loop: asyncio.AbstractEventLoop) -> R:
+        """``item`` alone, in the caller (see ``eager`` in the module docstring)."""
+        self._eager_this_iteration = True
+        loop.call_soon(self._end_of_iteration)
+        self._recent.append(1)
+        self.batches += 1
+        self.items += 1
+        results = self._process([item])
+        if len(results) != 1:
+            raise RuntimeError(f"batch processing returned {len(results)} results for 1 item")
+        return results[0]
+
+    def _end_of_iteration(self) -> None:
+        self._eager_this_iteration = False
 
     def _on_timer(self) -> None:
         now = self._clock.time()

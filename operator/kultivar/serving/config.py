@@ -21,8 +21,14 @@ KULTIVAR_ESTIMATOR_PACKAGES  sklearn   packages whose types the model file may h
 KULTIVAR_BACKEND             auto      auto: the compiled model (model.onnx, digest-checked) when the version has
                                        one, else scikit-learn; sklearn: always scikit-learn; onnx: refuse to
                                        start without a usable compiled model
-KULTIVAR_ONNX_THREADS        1         onnxruntime intra-op threads per server process (micro-batches of a few
-                                       rows gain nothing from more; a pod with more cores runs more processes)
+KULTIVAR_COMPILED_DIGEST     (none)    the registry's ``sha256:<hex>`` of the compiled model (the operator sets it
+                                       from the version record): model.onnx runs only if it has this digest (and
+                                       the manifest records the same); else scikit-learn answers and the model
+                                       metadata's ``compiledRejected`` says why. Unset: the manifest's digest
+                                       alone decides (a server started by hand, a version from before)
+KULTIVAR_ONNX_THREADS        1         onnxruntime intra-op threads per server process; the operator sets it to
+                                       the CPU limit's whole cores per worker (see
+                                       :func:`kultivar.domain.serving.server_threads`)
 KULTIVAR_SERVE_WORKERS       1         server processes sharing the port, each with its own model copy and batcher;
                                        the operator sets it to the whole cores of the pod's CPU limit (see
                                        :mod:`kultivar.serving.workers`)
@@ -93,6 +99,7 @@ class ServingConfig:
     workers: int = 1
     unknown_categories: str = "accept"
     shadow: ShadowTarget | None = None  # forward copies to a shadow version (router replicas)
+    compiled_digest: str | None = None  # the registry's digest of model.onnx (KULTIVAR_COMPILED_DIGEST)
 
     @property
     def resolved_manifest_uri(self) -> str:
@@ -124,13 +131,13 @@ class ServingConfig:
         if missing:
             raise ConfigError(f"missing settings: set {', '.join(missing)} (the registry's model name, the URI of "
                               "model.skops and its sha256 digest)")
-        digest = str(text("model_digest", "KULTIVAR_MODEL_DIGEST"))
-        if not digest.startswith("sha256:") or len(digest) != 71 or not _is_hex(digest[7:]):
-            raise ConfigError(f"KULTIVAR_MODEL_DIGEST must be 'sha256:' followed by 64 hex digits, got {digest!r}")
+        digest = _digest(str(text("model_digest", "KULTIVAR_MODEL_DIGEST")), "KULTIVAR_MODEL_DIGEST")
+        compiled = text("compiled_digest", "KULTIVAR_COMPILED_DIGEST")
         return cls(
             model_name=str(text("model_name", "KULTIVAR_MODEL_NAME")),
             model_uri=str(text("model_uri", "KULTIVAR_MODEL_URI")),
-            model_digest=digest.lower(),
+            model_digest=digest,
+            compiled_digest=_digest(compiled, "KULTIVAR_COMPILED_DIGEST") if compiled else None,
             model_version=str(text("model_version", "KULTIVAR_MODEL_VERSION", "1")),
             manifest_uri=text("manifest_uri", "KULTIVAR_MANIFEST_URI"),
             profile_uri=text("profile_uri", "KULTIVAR_PROFILE_URI"),
@@ -181,6 +188,12 @@ def _shadow(env: Mapping[str, str]) -> ShadowTarget | None:
 def sibling(uri: str, name: str) -> str:
     """The URI of ``name`` in the same folder as ``uri`` (works for paths and scheme://bucket/key alike)."""
     return posixpath.join(posixpath.dirname(uri), name)
+
+
+def _digest(value: str, var: str) -> str:
+    if not value.startswith("sha256:") or len(value) != 71 or not _is_hex(value[7:]):
+        raise ConfigError(f"{var} must be 'sha256:' followed by 64 hex digits, got {value!r}")
+    return value.lower()
 
 
 def _is_hex(text: str) -> bool:

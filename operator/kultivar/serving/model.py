@@ -58,16 +58,21 @@ class OnnxRunner:
         self.session = session(model_bytes, threads)
         self.inputs = input_names(self.session)
         self.outputs = [o.name for o in self.session.get_outputs()]
+        self.label_output = self.outputs[:1]
+        self.numeric = all(f.type != "categorical" for f in self.features)
 
     def run(self, rows: Rows, probabilities: bool) -> Prediction | None:
         """The graph's answers, or None for rows it cannot take (empty-text categories: scikit-learn's)."""
         from kultivar.workloads.compile import onnx_feed
 
-        feed = onnx_feed(rows.columns, self.features)
+        if self.numeric:  # float32 [rows, 1] per feature, as onnx_feed makes them, without its per-column checks
+            feed: list[np.ndarray] | None = [column.astype(np.float32).reshape(-1, 1) for column in rows.columns]
+        else:
+            feed = onnx_feed(rows.columns, self.features)
         if feed is None:
             return None
-        wanted = self.outputs if probabilities else self.outputs[:1]
-        out = self.session.run(wanted, dict(zip(self.inputs, feed, strict=True)))
+        out = self.session.run(self.outputs if probabilities else self.label_output,
+                               dict(zip(self.inputs, feed, strict=True)))
         labels = np.asarray(out[0]).reshape(rows.count)
         if labels.dtype == np.float32:
             labels = labels.astype(np.float64)
@@ -85,6 +90,9 @@ class ServedModel:
     manifest: ModelManifest
     compiled: OnnxRunner | None = None
     compiled_note: str | None = None  # why a compiled model exists but is not used, when that is so
+    # A compiled model was recorded (by the registry or the manifest) but refused: missing, altered, unloadable or
+    # disagreeing. The operator turns this into a Warning Event (CompiledModelRejected).
+    compiled_rejected: bool = False
     _class_array: np.ndarray | None = None  # the classes by index, for labelsEncoded models
 
     @property
@@ -233,9 +241,9 @@ def load_served_model(config: ServingConfig) -> ServedModel:
     else:
         log.warning("no reference profile (neither KULTIVAR_PROFILE_URI nor the manifest's profileUri): serving "
                     "without input drift buckets")
-    compiled, note = _load_compiled(store, manifest, features, config)
+    compiled, note, rejected = _load_compiled(store, manifest, features, config)
     return ServedModel(estimator, features, task, list(classes) if classes is not None else None, profile, manifest,
-                       compiled, note)
+                       compiled, note, rejected)
 
 
 def feature_specs(manifest: ModelManifest, refuse_unknown: bool) -> tuple[FeatureSpec, ...]:
@@ -264,25 +272,36 @@ def feature_specs(manifest: ModelManifest, refuse_unknown: bool) -> tuple[Featur
 
 
 def _load_compiled(store: Any, manifest: ModelManifest, features: Sequence[FeatureSpec], config: ServingConfig
-                   ) -> tuple[OnnxRunner | None, str | None]:
-    """The version's ONNX model when it has a verified one (and the backend setting allows it), else why not.
+                   ) -> tuple[OnnxRunner | None, str | None, bool]:
+    """The version's ONNX model when it has a verified one (and the backend setting allows it), else why not,
+    and whether a recorded compiled model was refused.
 
+    The file must have the registry's digest (``KULTIVAR_COMPILED_DIGEST``, from the version record) and the
+    manifest must record the same one; without the registry's digest (a server started by hand), the manifest's.
     A missing or altered ONNX file is not fatal: the verified skops file serves instead, and the reason is
-    logged, shown in the model metadata and exported as the ``backend`` label. Only ``KULTIVAR_BACKEND=onnx``
-    (which insists on the compiled model) turns it into a refusal.
+    logged, shown in the model metadata (``compiledNote``, ``compiledRejected``) and the metrics
+    (``kultivar_model_backend``, ``kultivar_compiled_model_rejected``). Only ``KULTIVAR_BACKEND=onnx`` (which
+    insists on the compiled model) turns it into a refusal.
     """
     from kultivar.workloads.compile import compiled_artifact
     from kultivar.workloads.storage import digest_of
 
     if config.backend == "sklearn":
-        return None, "KULTIVAR_BACKEND=sklearn"
+        return None, "KULTIVAR_BACKEND=sklearn", False
     artifact = compiled_artifact(manifest)
+    registered = config.compiled_digest
     note: str | None = None
     if artifact is None:
         why = manifest.compiled.reason if manifest.compiled is not None else None
         note = f"the version has no compiled model ({why or 'trained before models were compiled'})"
+        if registered is not None:
+            note = (f"the registry records the compiled model {registered} but the manifest "
+                    f"{config.resolved_manifest_uri} has none ({why or 'no compiled entry'})")
+    elif registered is not None and artifact.digest != registered:
+        note = (f"the manifest records the compiled model {artifact.digest} but the registry {registered}: the "
+                "manifest or the version record changed after training")
     else:
-        uri, expected = artifact.uri, artifact.digest
+        uri, expected = artifact.uri, registered or artifact.digest
         try:
             data = store.read_bytes(uri)
         except FileNotFoundError:
@@ -292,19 +311,20 @@ def _load_compiled(store: Any, manifest: ModelManifest, features: Sequence[Featu
         else:
             actual = digest_of(data)
             if actual != expected:
-                note = (f"the compiled model {uri} has digest {actual}, not the {expected} its manifest records: "
-                        "it changed after training")
+                note = (f"the compiled model {uri} has digest {actual}, not the {expected} the "
+                        f"{'registry' if registered else 'manifest'} records: it changed after training")
             else:
                 try:
-                    return OnnxRunner(data, features, config.onnx_threads), None
+                    return OnnxRunner(data, features, config.onnx_threads), None, False
                 except ImportError as e:
                     note = f"onnxruntime is not installed ({e})"
                 except Exception as e:  # onnxruntime refuses the graph
                     note = f"onnxruntime cannot load the compiled model {uri}: {type(e).__name__}: {e}"
     if config.backend == "onnx":
         raise ModelLoadError("CompiledModelUnavailable", f"KULTIVAR_BACKEND=onnx but {note}")
-    if artifact is not None:  # a compiled model was recorded but cannot be used: worth a warning
+    rejected = artifact is not None or registered is not None
+    if rejected:  # a compiled model was recorded but cannot be used: worth a warning
         log.warning("serving with scikit-learn: %s; the verified skops file answers instead", note)
     else:
         log.info("serving with scikit-learn: %s", note)
-    return None, note
+    return None, note, rejected

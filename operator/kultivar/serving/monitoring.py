@@ -16,6 +16,8 @@ metric                                                         meaning
 ``kultivar_model_info{model,version,digest}``                  always 1; the digest being served
 ``kultivar_model_backend{model,version,backend}``              1 for the backend running the model: ``onnx``
                                                                (the compiled model) or ``sklearn``
+``kultivar_compiled_model_rejected{model,version}``             1 when the version's compiled model was refused
+                                                               (see :mod:`.model`) and scikit-learn answers
 ``kultivar_inference_batches_total{model,version,backend}``    predict calls by the backend that answered them
                                                                (rows the compiled model cannot take, such as
                                                                empty-text categories, go to ``sklearn``)
@@ -50,14 +52,16 @@ loop thread, so the counters need no lock.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from kultivar.domain.profile import OTHER, CategoricalProfile, NumericProfile, Profile, normalize_category
 from kultivar.serving.feedback import FeedbackBatch, FeedbackCounters
@@ -231,6 +235,57 @@ class _ValueHistogram(Collector):
         yield family
 
 
+class _Histogram:
+    """A Prometheus histogram's counts as plain numbers: observed without a lock or a labels lookup (the server
+    counts on the event loop thread, where scrapes read them too)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = list(bounds)
+        self.le = [floatToGoString(b) for b in self.bounds]
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # "le": the first bound >= the value
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative = list(accumulate(self.counts))
+        return [*zip(self.le, cumulative[:-1], strict=True), ("+Inf", cumulative[-1])]
+
+
+class _RequestCounts(Collector):
+    """Requests by outcome, their latency, rows per predict call and predict calls per backend: what every
+    request and batch updates, so kept as plain counters rather than prometheus_client's locked ones."""
+
+    def __init__(self, identity: _Identity) -> None:
+        self.identity = identity
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        self.latency = _Histogram(LATENCY_BUCKETS)
+        self.rows = _Histogram(BATCH_BUCKETS)
+        self.batches = dict.fromkeys(BACKENDS, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        names, values = self.identity.names, self.identity.values
+        requests = CounterMetricFamily("kultivar_inference_requests", "Inference requests by outcome.",
+                                       labels=[*names, "outcome"])
+        for outcome, count in self.outcomes.items():
+            requests.add_metric([*values, outcome], count)
+        yield requests
+        latency = HistogramMetricFamily("kultivar_inference_latency_seconds", "Inference request latency.",
+                                        labels=names)
+        latency.add_metric(values, self.latency.buckets(), self.latency.sum)
+        yield latency
+        rows = HistogramMetricFamily("kultivar_inference_batch_rows", "Rows per predict call.", labels=names)
+        rows.add_metric(values, self.rows.buckets(), self.rows.sum)
+        yield rows
+        batches = CounterMetricFamily("kultivar_inference_batches", "Predict calls by the backend that answered "
+                                      "them.", labels=[*names, "backend"])
+        for backend, count in self.batches.items():
+            batches.add_metric([*values, backend], count)
+        yield batches
+
+
 def _label(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -251,14 +306,8 @@ class ServingMetrics:
         self.identity = _Identity(model, version, deployment)
         self.registry = registry or CollectorRegistry()
         labels, values = self.identity.names, self.identity.values
-        requests = Counter("kultivar_inference_requests", "Inference requests by outcome.",
-                           [*labels, "outcome"], registry=self.registry)
-        # Resolved once: a labels() lookup per request would cost more than the increment itself.
-        self._outcome = {o: requests.labels(*values, o) for o in OUTCOMES}
-        self._latency = Histogram("kultivar_inference_latency_seconds", "Inference request latency.", labels,
-                                  buckets=LATENCY_BUCKETS, registry=self.registry).labels(*values)
-        self._batch = Histogram("kultivar_inference_batch_rows", "Rows per predict call.", labels,
-                                buckets=BATCH_BUCKETS, registry=self.registry).labels(*values)
+        self._counts = _RequestCounts(self.identity)
+        self.registry.register(self._counts)
         self._ready = Gauge("kultivar_model_ready", "1 once the model passed its test inference.", labels,
                             registry=self.registry).labels(*values)
         Gauge("kultivar_model_info", "The model being served.", [*labels, "digest"],
@@ -266,9 +315,8 @@ class ServingMetrics:
         backend = Gauge("kultivar_model_backend", "1 for the backend running the model (onnx or sklearn).",
                         [*labels, "backend"], registry=self.registry)
         self._backend = {b: backend.labels(*values, b) for b in BACKENDS}
-        batches = Counter("kultivar_inference_batches", "Predict calls by the backend that answered them.",
-                          [*labels, "backend"], registry=self.registry)
-        self._batches = {b: batches.labels(*values, b) for b in BACKENDS}
+        self._rejected = Gauge("kultivar_compiled_model_rejected", "1 when the version's compiled model was refused "
+                               "and scikit-learn answers instead.", labels, registry=self.registry).labels(*values)
         feedback = Counter("kultivar_feedback_requests", "Feedback requests by outcome (a refused batch counts "
                            "nothing).", [*labels, "outcome"], registry=self.registry)
         self._feedback_outcome = {o: feedback.labels(*values, o) for o in OUTCOMES}
@@ -297,8 +345,8 @@ class ServingMetrics:
         self.registry.register(self.feedback)
 
     def request(self, outcome: str, seconds: float) -> None:
-        self._outcome[outcome].inc()
-        self._latency.observe(seconds)
+        self._counts.outcomes[outcome] += 1
+        self._counts.latency.observe(seconds)
 
     def feedback_request(self, outcome: str) -> None:
         self._feedback_outcome[outcome].inc()
@@ -308,13 +356,14 @@ class ServingMetrics:
         assert self.feedback is not None, "feedback is only taken once the model is bound"
         self.feedback.add(batch)
 
-    def set_backend(self, backend: str) -> None:
+    def set_backend(self, backend: str, rejected: bool = False) -> None:
         for name, gauge in self._backend.items():
             gauge.set(1 if name == backend else 0)
+        self._rejected.set(1 if rejected else 0)
 
     def batch(self, rows: Rows, predictions: np.ndarray, backend: str = "sklearn") -> None:
-        self._batch.observe(rows.count)
-        self._batches[backend].inc()
+        self._counts.rows.observe(rows.count)
+        self._counts.batches[backend] += 1
         if self._classes is not None:
             self._classes.add(predictions)
         elif self._values is not None:

@@ -92,11 +92,14 @@ class RequestedOutput:
     binary: bool = False
 
 
+DEFAULT_OUTPUTS = (RequestedOutput(OUTPUT),)
+
+
 @dataclass(frozen=True)
 class V2Request:
     rows: Rows
     id: str | None = None
-    outputs: tuple[RequestedOutput, ...] = (RequestedOutput(OUTPUT),)
+    outputs: tuple[RequestedOutput, ...] = DEFAULT_OUTPUTS
 
     @property
     def probabilities(self) -> bool:
@@ -129,6 +132,32 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise PayloadError(f"the request body is not valid JSON: {e}") from None
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What validation needs to know about a model's features, worked out once per feature list (not per
+    request: these requests take tens of microseconds, so the sets and lists below would be a visible share)."""
+
+    features: Sequence[FeatureSpec]
+    names: frozenset[str]
+    categorical: tuple[str, ...]
+    boolean: tuple[int, ...]  # positions of the boolean features
+
+
+_layouts: dict[int, _Layout] = {}
+
+
+def _layout(features: Sequence[FeatureSpec]) -> _Layout:
+    layout = _layouts.get(id(features))
+    if layout is None or layout.features is not features:  # ids are reused once an object is freed
+        layout = _Layout(features, frozenset(f.name for f in features),
+                         tuple(f.name for f in features if f.type == "categorical"),
+                         tuple(j for j, f in enumerate(features) if f.type == "boolean"))
+        if len(_layouts) > 64:
+            _layouts.clear()
+        _layouts[id(features)] = layout
+    return layout
 
 
 def _object(doc: Any, what: str) -> dict[str, Any]:
@@ -188,6 +217,8 @@ def _floats(arr: np.ndarray, where: str, datatype: str) -> np.ndarray:
 
 
 def _finite(values: np.ndarray, where: str) -> None:
+    if values.size <= 16 and not any(map(math.isinf, values.ravel().tolist())):
+        return  # a few values (a one-row request): a Python loop beats two numpy calls
     bad = np.isinf(values)
     if bad.any():
         i = int(np.argmax(bad))
@@ -325,7 +356,8 @@ def _matrix(tensor: tuple[str, list[int], str, Any], features: Sequence[FeatureS
                            f"{width} columns (shape {shape})")
     if rows == 0:
         raise PayloadError(f"{where} has no rows; send at least one")
-    categorical = [f.name for f in features if f.type == "categorical"]
+    layout = _layout(features)
+    categorical = layout.categorical
     if categorical:
         raise PayloadError(f"model {model!r} has categorical features ({', '.join(categorical)}), which one numeric "
                            "tensor cannot carry; send one input per feature, named after it")
@@ -337,17 +369,46 @@ def _matrix(tensor: tuple[str, list[int], str, Any], features: Sequence[FeatureS
         raise PayloadError(f"{where}.data must be true/false for datatype BOOL; use FP64 for numbers")
     values = _floats(arr, where, datatype if datatype != "BOOL" else "FP64").reshape(rows, width)
     _finite(values, where)
-    columns = []
-    for j, feature in enumerate(features):
+    for j in layout.boolean:
         column = values[:, j]
-        if feature.type == "boolean":
-            bad = ~np.isnan(column) & (column != 0.0) & (column != 1.0)
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise PayloadError(f"{where}: row {i}, column {j} ({feature.name!r}) is {column[i]:g}; that feature "
-                                   "is boolean and takes 0 or 1")
-        columns.append(column)
-    return Rows(tuple(columns), rows)
+        bad = ~np.isnan(column) & (column != 0.0) & (column != 1.0)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise PayloadError(f"{where}: row {i}, column {j} ({features[j].name!r}) is {column[i]:g}; that feature "
+                               "is boolean and takes 0 or 1")
+    return Rows(tuple(values.T), rows)
+
+
+def _plain_matrix(inputs: list[Any], layout: _Layout) -> Rows | None:
+    """The common request - one FP tensor of all-numeric features, its data a flat list of JSON numbers - validated
+    with a handful of checks; None for anything else (the general path then validates it, or names the problem).
+    What it accepts the general path accepts the same way (floats; a boolean feature 0 or 1)."""
+    if len(inputs) != 1 or layout.categorical:
+        return None
+    raw = inputs[0]
+    if type(raw) is not dict or len(raw) != 4 or raw.get("datatype") not in FLOAT_TYPES:
+        return None  # parameters (binary data), a missing key, or another datatype
+    name, shape, data = raw.get("name"), raw.get("shape"), raw.get("data")
+    if (type(name) is not str or name in layout.names or type(shape) is not list or len(shape) != 2
+            or type(data) is not list):
+        return None
+    rows, width = shape
+    if type(rows) is not int or type(width) is not int or rows < 1 or width != len(layout.features):
+        return None
+    try:
+        values = np.asarray(data)
+    except (ValueError, TypeError):  # ragged nesting
+        return None
+    # float64: numbers only (text, nested lists and null give other dtypes, integers alone int64). No infinity
+    # check: JSON numbers are finite (the parser refuses 1e999; binary tensors take the general path).
+    if values.dtype != np.float64 or values.ndim != 1 or values.size != rows * width:
+        return None
+    values = values.reshape(rows, width)
+    for j in layout.boolean:
+        column = values[:, j]
+        if (~np.isnan(column) & (column != 0.0) & (column != 1.0)).any():
+            return None  # the general path names the row and column
+    return Rows(tuple(values.T), rows)
 
 
 def _per_feature(tensors: list[tuple[str, list[int], str, Any]], features: Sequence[FeatureSpec], model: str
@@ -442,6 +503,8 @@ def _attach_binary(inputs: list[Any], rest: bytes) -> None:
 
 def _requested_outputs(doc: dict[str, Any]) -> tuple[RequestedOutput, ...]:
     params = doc.get("parameters")
+    if params is None and "outputs" not in doc:
+        return DEFAULT_OUTPUTS
     if params is not None and not isinstance(params, dict):
         raise PayloadError("'parameters' must be an object")
     params = params or {}
@@ -489,10 +552,12 @@ def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str, header_le
         raise PayloadError("'inputs' must be a non-empty list of tensors, each {name, shape, datatype, data}")
     if header_length is not None:
         _attach_binary(inputs, rest)
+    elif (plain := _plain_matrix(inputs, _layout(features))) is not None:
+        return V2Request(plain, request_id, outputs)
     tensors = [_tensor(raw, i) for i, raw in enumerate(inputs)]
     # One tensor not named after a feature carries all features; otherwise each input is one feature (and a
     # missing one is reported as such rather than as a wrong matrix shape).
-    if len(tensors) == 1 and tensors[0][0] not in {f.name for f in features}:
+    if len(tensors) == 1 and tensors[0][0] not in _layout(features).names:
         return V2Request(_matrix(tensors[0], features, model), request_id, outputs)
     return V2Request(_per_feature(tensors, features, model), request_id, outputs)
 

@@ -34,7 +34,9 @@ ready, 500 if prediction itself fails.
 
 The model runs as its compiled ONNX graph (onnxruntime) when the version has a verified one, else as the
 scikit-learn pipeline (see :mod:`.model`); the metadata's ``parameters.backend`` and the metric
-``kultivar_model_backend`` say which.
+``kultivar_model_backend`` say which. When a compiled model was recorded but refused (missing, a digest other
+than the registry's, unloadable, or disagreeing with scikit-learn on the test row) the metadata also carries
+``compiledRejected: true`` and ``compiledNote`` (why), which the operator reports as a Warning Event.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -63,6 +65,7 @@ from kultivar.serving.feedback import FeedbackParser
 from kultivar.serving.model import ModelLoadError, Prediction, ServedModel, load_served_model
 from kultivar.serving.monitoring import ServingMetrics
 from kultivar.serving.payload import (
+    DEFAULT_OUTPUTS,
     OUTPUT,
     PROBA_OUTPUT,
     FeatureSpec,
@@ -84,7 +87,6 @@ log = logging.getLogger("kultivar.serving")
 EXIT_OK, EXIT_RETRYABLE, EXIT_PERMANENT = 0, 1, 2
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 INPUT_DATATYPES = {"numeric": "FP64", "boolean": "BOOL", "categorical": "BYTES"}
-HEADER_LENGTH = "inference-header-content-length"
 REQUEST_ID_HEADER = "Kultivar-Request-Id"
 VERSION_HEADER = "Kultivar-Model-Version"
 BIG_FEEDBACK = 64 * 1024  # bytes of feedback parsed in a worker thread rather than on the event loop
@@ -100,6 +102,18 @@ class Query:
 
     rows: Rows
     probabilities: bool = False
+
+
+class _Answer(Response):
+    """A 200 inference answer with its headers laid out directly: Starlette's generic header handling costs a
+    visible share of a request that takes tens of microseconds."""
+
+    def __init__(self, body: bytes, fixed: list[tuple[bytes, bytes]], response_id: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        self.raw_headers = [*fixed, (b"kultivar-request-id", response_id.encode("latin-1")),
+                            (b"content-length", str(len(body)).encode("latin-1"))]
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -128,6 +142,8 @@ class InferenceService:
         self.feedback: FeedbackParser | None = None
         # Response ids: 48 random bits per process and a counter; no uuid4 (and no syscall) per request.
         self._id_prefix = secrets.token_hex(6)
+        self._v2_head = orjson.dumps({"model_name": config.model_name, "model_version": config.model_version,
+                                      "id": ""})[:-len(b'"id":""}')] + b'"id":'  # up to the id's value
         self._ids = itertools.count(1)
         self._loader: asyncio.Task[None] | None = None
         self.shadow: ShadowForwarder | None = None
@@ -161,7 +177,10 @@ class InferenceService:
             return
         self.metrics.bind_model(model.features, model.task, model.classes, model.profile,
                                 self.config.drift_accounting)
-        self.metrics.set_backend(model.backend)
+        self.metrics.set_backend(model.backend, rejected=model.compiled_rejected)
+        # A compiled model predicts a row in microseconds: a lone request is answered at once rather than handed
+        # through the batcher's future (see kultivar.serving.batching); scikit-learn's milliseconds keep batching.
+        self.batcher.eager = model.backend == "onnx"
         self.feedback = FeedbackParser(self.config.model_name, model.task, model.classes)
         self.model = model
         self.ready = True
@@ -190,6 +209,7 @@ class InferenceService:
                                            f"test row where scikit-learn predicts {reference.labels.tolist()[0]!r}")
                     log.warning("serving with scikit-learn: %s", model.compiled_note)
                     model.compiled = None
+                    model.compiled_rejected = True
                     prediction = model.predict(sample, probabilities=model.has_probabilities)
             # The response path too: a prediction we cannot encode is a failure.
             self.encode_v2(prediction, V2Request(sample, None, (RequestedOutput(OUTPUT),)))
@@ -245,6 +265,8 @@ class InferenceService:
         rows = concat([query.rows for query in batch])
         prediction = model.predict(rows, probabilities=any(query.probabilities for query in batch))
         self.metrics.batch(rows, prediction.labels, prediction.backend)
+        if len(batch) == 1:
+            return [prediction]
         out, start = [], 0
         for query in batch:
             out.append(prediction[start:start + query.rows.count])
@@ -257,6 +279,11 @@ class InferenceService:
     def encode_v2(self, prediction: Prediction, request: V2Request, response_id: str | None = None
                   ) -> tuple[bytes, int | None]:
         """The response body and, when some outputs are binary, the JSON header's length."""
+        if request.outputs is DEFAULT_OUTPUTS:  # the usual answer: labels as JSON, from a template
+            labels = prediction.labels
+            return b"".join((self._v2_head, orjson.dumps(response_id or request.id or ""), b',"outputs":[{"name":"',
+                             OUTPUT.encode(), b'","shape":[', str(labels.shape[0]).encode(), b'],"datatype":"',
+                             datatype_of(labels).encode(), b'","data":', orjson.dumps(labels.tolist()), b"}]}")), None
         outputs: list[dict[str, Any]] = []
         chunks: list[bytes] = []
         for wanted in request.outputs:
@@ -300,6 +327,8 @@ class InferenceService:
                               "classes": model.classes, "backend": model.backend}
         if model.compiled_note:
             body["parameters"]["compiledNote"] = model.compiled_note
+        if model.compiled_rejected:
+            body["parameters"]["compiledRejected"] = True
         return body
 
 
@@ -325,26 +354,44 @@ def _write_termination(error: ModelLoadError) -> None:
         log.warning("could not write the termination log %s: %s", path, e)
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
+def _lengths(request: Request) -> tuple[bytes | None, bytes | None]:
+    """The Content-Length and Inference-Header-Content-Length headers, from one pass over the raw headers (ASGI
+    servers give names in lower case) rather than a Headers object per request."""
+    length = header = None
+    for name, value in request.scope["headers"]:
+        if name == b"content-length":
+            length = value
+        elif name == b"inference-header-content-length":
+            header = value
+    return length, header
+
+
+async def _body(request: Request, limit: int, length: bytes | None = None) -> bytes:
+    if length is None:
+        length, _ = _lengths(request)
     if length is not None and length.isdigit() and int(length) > limit:
         raise RequestTooLarge
+    # The ASGI messages read directly (what Request.stream() does, without its async generator per request).
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get(HEADER_LENGTH)
+def _header_length(raw: bytes | None) -> int | None:
     if raw is None:
         return None
     if not raw.strip().isdigit():
-        raise PayloadError(f"Inference-Header-Content-Length must be a byte count, got {raw!r}")
+        raise PayloadError(f"Inference-Header-Content-Length must be a byte count, got {raw.decode('latin-1')!r}")
     return int(raw)
 
 
@@ -360,6 +407,8 @@ class Routes:
         self.config = service.config
         self.name, self.version = service.config.model_name, service.config.model_version
         self.metrics = service.metrics
+        self._answer_headers = [(b"content-type", b"application/json"),
+                                (VERSION_HEADER.lower().encode("latin-1"), self.version.encode("latin-1"))]
 
     def other_model(self, request: Request) -> Response | None:
         asked = request.path_params.get("name")
@@ -372,7 +421,7 @@ class Routes:
         return None
 
     async def _infer(self, request: Request,
-                     answer: Callable[[Request, bytes], Awaitable[Encoded]]) -> Response:
+                     answer: Callable[[Request, bytes | None, bytes], Awaitable[Encoded]]) -> Response:
         started = time.perf_counter()
         outcome = "success"
         config = self.config
@@ -383,11 +432,13 @@ class Routes:
             if not self.service.ready:
                 outcome = "unavailable"
                 return _error(f"model {self.name!r} is not ready yet (it is still loading); retry shortly", 503)
-            body, header_length, response_id = await answer(request, await _body(request, config.max_request_bytes))
-            headers = {REQUEST_ID_HEADER: response_id, VERSION_HEADER: self.version}
+            length, binary_header = _lengths(request)
+            body, header_length, response_id = await answer(
+                request, binary_header, await _body(request, config.max_request_bytes, length))
             if header_length is None:
-                return Response(body, media_type="application/json", headers=headers)
-            headers["Inference-Header-Content-Length"] = str(header_length)
+                return _Answer(body, self._answer_headers, response_id)
+            headers = {REQUEST_ID_HEADER: response_id, VERSION_HEADER: self.version,
+                       "Inference-Header-Content-Length": str(header_length)}
             return Response(body, media_type="application/octet-stream", headers=headers)
         except PayloadError as e:
             outcome = "bad_request"
@@ -406,10 +457,10 @@ class Routes:
         finally:
             self.metrics.request(outcome, time.perf_counter() - started)
 
-    async def _v2_answer(self, request: Request, body: bytes) -> Encoded:
+    async def _v2_answer(self, request: Request, binary_header: bytes | None, body: bytes) -> Encoded:
         service = self.service
         assert service.model is not None
-        parsed = parse_v2(body, service.model.features, self.name, _header_length(request))
+        parsed = parse_v2(body, service.model.features, self.name, _header_length(binary_header))
         if parsed.probabilities:
             service.check_probabilities()
         prediction = await service.batcher.submit(Query(parsed.rows, parsed.probabilities))
@@ -424,7 +475,7 @@ class Routes:
             self.service.shadow.offer(request.url.path, body, request.headers.get("content-type") or
                                       "application/json", prediction.labels, response_id)
 
-    async def _v1_answer(self, request: Request, body: bytes) -> Encoded:
+    async def _v1_answer(self, request: Request, _: bytes | None, body: bytes) -> Encoded:
         service = self.service
         assert service.model is not None
         parsed = parse_v1(body, service.model.features, self.name)
