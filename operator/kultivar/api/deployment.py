@@ -372,11 +372,67 @@ class Serving(KModel):
     )
 
 
+MIN_ABOVE_MAX = "autoscaling.minReplicas must not exceed autoscaling.maxReplicas"
+NO_TARGET = ("autoscaling needs a target: set targetCPUUtilizationPercentage, targetRequestsPerSecond or both")
+CPU_TARGET_NEEDS_REQUEST = ("autoscaling.targetCPUUtilizationPercentage is a percentage of the pods' CPU request: "
+                            "set resources.requests.cpu")
+RPS_METRIC = "kultivar_requests_per_second"
+
+
+class Autoscaling(KModel):
+    """A HorizontalPodAutoscaler (autoscaling/v2) per served version, sized between minReplicas and maxReplicas.
+
+    The operator then no longer writes the replicas of the versions' apps/v1 Deployments: the autoscaler does.
+    A canary on the replicas router keeps its traffic share by having its autoscaler pinned to its share of the
+    stable version's current count (see the README, Autoscaling)."""
+
+    minReplicas: int = Field(default=1, ge=1, le=1000, description="Fewest serving pods per version (at least 1).")
+    maxReplicas: int = Field(ge=1, le=1000, description="Most serving pods per version.")
+    targetCPUUtilizationPercentage: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="Average CPU use of a version's pods to aim for, in percent of their CPU request "
+                    "(resources.requests.cpu is then required). Served by the cluster's metrics.k8s.io API "
+                    "(metrics-server).",
+    )
+    targetRequestsPerSecond: float | None = Field(
+        default=None, gt=0.0, le=1e6,
+        description="Average requests per second per pod to aim for, read as the Pods metric "
+                    "requestsPerSecondMetric from the custom.metrics.k8s.io API (e.g. prometheus-adapter computing "
+                    "rate(kultivar_requests_total[1m]) per pod from the servers' own metrics).",
+    )
+    requestsPerSecondMetric: str = Field(
+        default=RPS_METRIC, min_length=1, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:.-]*$",
+        description="Name of the per-pod requests-per-second metric in the custom metrics API "
+                    "(targetRequestsPerSecond).",
+    )
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+         "message": MIN_ABOVE_MAX, "fieldPath": ".minReplicas"},
+        {"rule": "has(self.targetCPUUtilizationPercentage) || has(self.targetRequestsPerSecond)",
+         "message": NO_TARGET},
+    ]})
+
+    @model_validator(mode="after")
+    def _bounds_and_target(self) -> Autoscaling:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError(f"minReplicas: {MIN_ABOVE_MAX}")
+        if self.targetCPUUtilizationPercentage is None and self.targetRequestsPerSecond is None:
+            raise ValueError(NO_TARGET)
+        return self
+
+    def clamp(self, replicas: int) -> int:
+        return min(self.maxReplicas, max(self.minReplicas, replicas))
+
+
 class DeploymentSpec(KModel):
     """Desired state of a Kultivar Deployment."""
 
     modelRef: ModelReference = Field(description="The Model to serve.")
-    replicas: int = Field(default=1, ge=0, le=100, description="Serving pods of the stable version.")
+    replicas: int = Field(
+        default=1, ge=0, le=100,
+        description="Serving pods of the stable version. With autoscaling: the count the first version starts with "
+                    "(within minReplicas..maxReplicas); after that its HorizontalPodAutoscaler decides.")
     resources: ResourceRequirements | None = Field(default=None, description="Resources of each serving pod.")
     image: str | None = Field(default=None, max_length=512,
                               description="Runtime image; unset uses the operator's configured runtime image.")
@@ -384,6 +440,22 @@ class DeploymentSpec(KModel):
     traffic: Traffic = Field(default_factory=Traffic, description="Traffic routing.")
     monitoring: Monitoring = Field(default_factory=Monitoring, description="Drift monitoring and retraining.")
     serving: Serving = Field(default_factory=Serving, description="How the model servers treat requests.")
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Scale each served version with a HorizontalPodAutoscaler; unset: spec.replicas "
+                                  "pods, written by the operator.")
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.autoscaling) || !has(self.autoscaling.targetCPUUtilizationPercentage) || "
+                 "(has(self.resources) && has(self.resources.requests) && 'cpu' in self.resources.requests)",
+         "message": CPU_TARGET_NEEDS_REQUEST, "fieldPath": ".autoscaling.targetCPUUtilizationPercentage"},
+    ]})
+
+    @model_validator(mode="after")
+    def _cpu_target_has_request(self) -> DeploymentSpec:
+        if self.autoscaling and self.autoscaling.targetCPUUtilizationPercentage is not None and \
+                "cpu" not in ((self.resources.requests or {}) if self.resources else {}):
+            raise ValueError(CPU_TARGET_NEEDS_REQUEST)
+        return self
 
 
 class HeaderMatch(KModel):

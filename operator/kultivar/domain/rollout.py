@@ -68,6 +68,26 @@ class RolloutInput:
     ab_test: dict[str, Any] | None = None  # status.abTest
     metrics_error: str | None = None  # the metrics source could not be read this time (why)
     stale_reference: str | None = None  # why stable's predictions are no reference for the canary's
+    # With spec.autoscaling: the count the rollout sizes versions from (kultivar.domain.autoscaling.scale_base,
+    # from the stable version's current, autoscaled count) instead of spec.replicas.
+    scale_base: int | None = None
+
+    @property
+    def n(self) -> int:
+        return self.spec.replicas if self.scale_base is None else self.scale_base
+
+    def sized(self, pods: Pods | None, count: int) -> bool:
+        """Whether a version's Deployment is at its planned size and ready. An autoscaled one may be above it:
+        its autoscaler's minReplicas is the planned count, load may ask for more."""
+        if pods is None or not pods.is_ready:
+            return False
+        return pods.desired >= count if self.scale_base is not None else pods.desired == count
+
+    def canary_count(self, weight: int) -> int:
+        """The canary's replicas at weight percent; with autoscaling never above maxReplicas."""
+        c = canary_replicas(self.n, weight, self.spec.traffic.router)
+        scaling = self.spec.autoscaling
+        return min(c, scaling.maxReplicas) if scaling is not None and self.scale_base is not None else c
 
 
 @dataclass
@@ -189,7 +209,7 @@ def _window(inp: RolloutInput, state: dict[str, Any], version: int) -> Snapshot:
 
 
 def decide(inp: RolloutInput) -> RolloutDecision:
-    spec, n = inp.spec, inp.spec.replicas
+    spec, n = inp.spec, inp.n
     strategy = spec.strategy
     if strategy.type == "ABTest" and strategy.abTest:
         return _ab_test(inp)
@@ -229,10 +249,9 @@ def decide(inp: RolloutInput) -> RolloutDecision:
 
 
 def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
-    spec, n, now = inp.spec, inp.spec.replicas, inp.now
+    spec, n, now = inp.spec, inp.n, inp.now
     canary = spec.strategy.canary
     steps, analysis = canary.steps, canary.analysis
-    router = spec.traffic.router
     rollout = dict(inp.rollout or {})
     stamp = now_rfc3339(now)
     events: list[Event] = []
@@ -256,7 +275,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
     if canary.paused and state in ("Starting", "Stepping"):
         # The user holds the canary (spec.strategy.canary.paused): traffic stays where it is, nothing is analysed
         # or advanced; resuming is a spec change, which reconciles again, so no requeue is needed.
-        c = canary_replicas(n, weight, router)
+        c = inp.canary_count(weight)
         live = state == "Stepping"
         where = f"step {step + 1}/{len(steps)} (v{target} at {weight}%)" if live else f"before step 1 (v{target} at 0%)"
         return decision({stable: n, target: c}, {stable: 100 - weight, target: weight} if live else
@@ -265,9 +284,9 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
                         f"(kubectl kultivar resume deployment) to continue", reason=Reason.CANARY_PAUSED_BY_USER)
 
     if state == "Starting":
-        c = canary_replicas(n, weight, router)
+        c = inp.canary_count(weight)
         pods = inp.pods.get(target)
-        if pods and pods.desired == c and pods.is_ready:
+        if inp.sized(pods, c):
             rollout.update(state="Stepping", stepStartedAt=stamp, baseline=_baseline(inp.metrics, spec))
             events.append(Event("Normal", "CanaryStep", f"v{target} takes {weight}% (step 1/{len(steps)})"))
             return decision({stable: n, target: c}, {stable: 100 - weight, target: weight},
@@ -277,7 +296,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
         return decision({stable: n, target: c}, {stable: 100, target: 0}, f"waiting for v{target}'s pods")
 
     if state == "Stepping":
-        c = canary_replicas(n, weight, router)
+        c = inp.canary_count(weight)
         weights = {stable: 100 - weight, target: weight}
         due = _step_due(rollout, steps[step].pause, now)
         if due > 0:
@@ -304,7 +323,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
 
     # Promoting: the canary grows to the full size first; the old stable goes only once it is Ready.
     pods = inp.pods.get(target)
-    if pods and pods.desired == n and pods.is_ready:
+    if inp.sized(pods, n):
         events.append(Event("Normal", "Promoted", f"v{target} passed every step and replaced v{stable}"))
         return RolloutDecision({target: n}, {target: 100}, target, None, None, inp.rolled_back, events=events)
     return decision({stable: n, target: n}, {stable: 100 - weight, target: weight},
@@ -314,7 +333,7 @@ def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
 def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any], stable: int, target: int,
                     c: int, weights: dict[int, int], events: list[Event],
                     measured: dict[int, dict[str, Any]]) -> RolloutDecision:
-    n, steps = inp.spec.replicas, inp.spec.strategy.canary.steps
+    n, steps = inp.n, inp.spec.strategy.canary.steps
     interval = parse_duration(inp.spec.strategy.canary.analysis.interval).total_seconds()
     stamp = now_rfc3339(inp.now)
     result = {**verdict.wire(stamp), "metricsSource": inp.spec.strategy.canary.analysis.metricsSource}
@@ -332,7 +351,7 @@ def _after_analysis(inp: RolloutInput, verdict: Verdict, rollout: dict[str, Any]
     if step + 1 < len(steps):
         nxt = steps[step + 1]
         rollout.update(step=step + 1, stepStartedAt=stamp, baseline=_baseline(inp.metrics, inp.spec))
-        c = canary_replicas(n, nxt.weight, inp.spec.traffic.router)
+        c = inp.canary_count(nxt.weight)
         events.append(Event("Normal", "CanaryStep", f"v{target} passed step {step + 1}; now {nxt.weight}% "
                                                     f"(step {step + 2}/{len(steps)})"))
         return RolloutDecision({stable: n, target: c}, {stable: 100 - nxt.weight, target: nxt.weight}, stable,
@@ -351,7 +370,7 @@ def _ab_test(inp: RolloutInput) -> RolloutDecision:
     spec = inp.spec
     ab_spec = spec.strategy.abTest
     assert ab_spec is not None
-    variants, n = ab_spec.variants, spec.replicas
+    variants, n = ab_spec.variants, inp.n
     # A header selects any variant, so with one even a 0 % variant needs a pod; without, it gets none.
     replicas = {v.version: max(1, round(n * v.weight / 100)) for v in variants if v.weight > 0 or ab_spec.header}
     weights = {v.version: v.weight for v in variants}

@@ -11,7 +11,7 @@ Deployment's series (kultivar.domain.promql) whatever the Prometheus scrape conf
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from kultivar.api.common import ResourceRequirements, parse_quantity
 from kultivar.api.deployment import DeploymentSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.abtest import AB_TEST_CONCLUDED, ab_decides, ab_test_condition
+from kultivar.domain.autoscaling import autoscaler, scale_base
 from kultivar.domain.conditions import READY, Cond, get_condition
 from kultivar.domain.jobs import (
     RESTRICTED_CONTAINER_SECURITY,
@@ -293,6 +294,13 @@ class ServingPlan:
     needs_metrics: bool = False
     spec: DeploymentSpec | None = None  # the parsed spec (None: the plan says why it is unusable)
     remove_shadow: bool = False  # delete the shadow's Deployment (spec.strategy.shadow gone, or it waits)
+    # spec.autoscaling: one HorizontalPodAutoscaler per version in deployments, whose replicas are then written
+    # only when a Deployment is created (its autoscaler owns them after that; kultivar.domain.autoscaling).
+    autoscalers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.spec is not None and self.spec.autoscaling is not None
 
 
 NUMBERS = ("requests", "errorRate", "latencyP95Seconds")
@@ -356,6 +364,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         now=now, last_analysis=status.get("lastAnalysis"), ab_test=status.get("abTest"),
         metrics_error=observed.metrics_error,
         stale_reference=stale_reference(observed.model, status, status.get("stableVersion"), version),
+        scale_base=scale_base(spec, status.get("stableVersion"), observed.pods or {}),
     ))
     deployments = []
     for v, replicas in sorted(decision.replicas.items()):
@@ -363,6 +372,10 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         if record is None:  # retired from the registry while still wanted: keep serving what exists
             continue
         deployments.append(server_deployment(obj, spec, record, replicas, config))
+    # The version that scales freely: the stable one, or before there is one, the version coming up.
+    free = decision.stable if decision.stable is not None else version
+    autoscalers = [autoscaler(obj, spec, d, int(d["metadata"]["labels"][VERSION_LABEL]), free)
+                   for d in deployments] if spec.autoscaling else []
     services = [service(obj, name, {DEPLOYMENT_LABEL: name})]
     routes = []
     if spec.traffic.router == "gatewayAPI":
@@ -427,4 +440,5 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         plan.conditions.append(Cond(READY, True, Reason.SERVING, f"v{decision.stable} serves at {plan.status['url']}"))
     else:
         plan.conditions.append(Cond(READY, False, Reason.DEPLOYING, p_message or f"starting v{version}"))
-    return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics, spec)
+    return ServingPlan(plan, deployments, services, routes, remove, decision.needs_metrics, spec,
+                       autoscalers=autoscalers)

@@ -28,6 +28,7 @@ from kultivar.k8s.client import Api, ApiError, RefusedChild, create_refused
 
 log = logging.getLogger(__name__)
 SCRAPE_TIMEOUT = 3.0
+HPA_PATH = "/apis/autoscaling/v2"
 
 
 def version_pods(api: Api, namespace: str, name: str) -> dict[int, Pods]:
@@ -189,6 +190,14 @@ def _prune(api: Api, obj: dict[str, Any], serving: ServingPlan) -> None:
         _delete(api, f"/apis/gateway.networking.k8s.io/v1/namespaces/{ns}/httproutes/{name}", (403, 404))
     for service_name in stale:
         _delete(api, f"/api/v1/namespaces/{ns}/services/{service_name}")
+    # Autoscalers of versions no longer served, or all of them once spec.autoscaling is unset (the operator then
+    # writes replicas again).
+    wanted = {h["metadata"]["name"] for h in serving.autoscalers}
+    scalers = api.request("GET", f"{HPA_PATH}/namespaces/{ns}/horizontalpodautoscalers",
+                          query={"labelSelector": selector})
+    for hpa in scalers.get("items") or []:
+        if hpa["metadata"]["name"] not in wanted:
+            _delete(api, f"{HPA_PATH}/namespaces/{ns}/horizontalpodautoscalers/{hpa['metadata']['name']}")
 
 
 @dataclass
@@ -207,9 +216,15 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> Servin
     if serving.spec is None:  # a spec the models reject (InvalidSpec): what serves now keeps serving, untouched
         return ServingOutcome()
     problem = None
+    # An autoscaled version's replicas belong to its HorizontalPodAutoscaler once the Deployment exists: they are
+    # sent on create only, never patched (kultivar.domain.autoscaling).
+    fields = ("template",) if serving.autoscaled else ("replicas", "template")
     try:
         for d in serving.deployments:
-            _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, ("replicas", "template"))
+            _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, fields)
+        for h in serving.autoscalers:
+            _upsert(api, f"{HPA_PATH}/namespaces/{ns}/horizontalpodautoscalers", h,
+                    ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics"))
         for s in serving.services:
             _upsert(api, f"/api/v1/namespaces/{ns}/services", s, ("selector",))
     except RefusedChild as e:
