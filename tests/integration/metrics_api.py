@@ -28,7 +28,6 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from helpers import wait_for
-
 from kultivar.devcluster.pki import CertificateAuthority
 
 NAMESPACE = "kultivar-test-metrics"
@@ -116,13 +115,13 @@ class MetricsApi:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802  (the http.server API)
+            def do_GET(self) -> None:
                 url = urlparse(self.path)
                 path = unquote(url.path)  # client-go escapes the "*" that names every pod
                 api.served.append(path)
                 try:
                     status, body = api.answer(path, parse_qs(url.query))
-                except Exception as e:  # noqa: BLE001  (answered, so the HPA's condition says what went wrong)
+                except Exception as e:
                     status, body = 500, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
                                          "code": 500, "message": f"test metrics API: {e}"}
                 data = json.dumps(body).encode()

@@ -91,6 +91,14 @@ INVALID = [
         segments=["region", "region"])), "spec.evaluation.segments"),
     ("significance at 100 %", _with("Model", lambda b: b["spec"]["promotion"].update(
         significance={"confidence": 1.0})), "spec.promotion.significance.confidence"),
+    # Autoscaling (#15 item 7).
+    ("autoscaling minimum above maximum", _with("Deployment", lambda b: b["spec"].update(autoscaling={
+        "minReplicas": 5, "maxReplicas": 2, "targetRequestsPerSecond": 10})), "spec.autoscaling.minReplicas"),
+    ("autoscaling without a target", _with("Deployment", lambda b: b["spec"].update(autoscaling={
+        "maxReplicas": 2})), "autoscaling needs a target"),
+    ("a CPU target without a CPU request", _with("Deployment", lambda b: b["spec"].update(autoscaling={
+        "maxReplicas": 2, "targetCPUUtilizationPercentage": 60})),
+     "spec.autoscaling.targetCPUUtilizationPercentage"),
 ]
 
 VALID_EDGES = [
