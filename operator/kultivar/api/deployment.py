@@ -398,7 +398,7 @@ class Autoscaling(KModel):
         default=None, gt=0.0, le=1e6,
         description="Average requests per second per pod to aim for, read as the Pods metric "
                     "requestsPerSecondMetric from the custom.metrics.k8s.io API (e.g. prometheus-adapter computing "
-                    "rate(kultivar_requests_total[1m]) per pod from the servers' own metrics).",
+                    "rate(kultivar_inference_requests_total[1m]) per pod from the servers' own metrics).",
     )
     requestsPerSecondMetric: str = Field(
         default=RPS_METRIC, min_length=1, max_length=253, pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:.-]*$",
