@@ -123,3 +123,24 @@ def test_the_hpa_scales_versions_and_a_canary_keeps_its_split(kube, namespace, t
              timeout=60, message="the autoscalers removed")
     wait_for(lambda: _replicas(kube, namespace, "iris-v1") == 1 and _replicas(kube, namespace, "iris-v2") == 1,
              timeout=60, message="spec.replicas written again")
+
+
+def test_a_cpu_target_scales_on_metrics_k8s_io(kube, namespace, trained, metrics_api) -> None:
+    body = sample("Deployment")
+    body["spec"]["replicas"] = 1
+    body["spec"]["resources"] = {"requests": {"cpu": "100m"}}
+    body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}
+    create(kube, namespace, body)
+    wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
+    hpa = wait_for(lambda: _hpa(kube, namespace, "iris-v1"), timeout=30, message="v1's HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]
+    # 150m used of 100m requested is 150 % against a target of 50 %: the HPA asks for 3 pods, capped at 2.
+    metrics_api.set_load(namespace, cpu_millicores=150)
+    wait_for(lambda: _replicas(kube, namespace, "iris-v1") == 2, timeout=120,
+             message=f"the HPA scales v1 to 2 on CPU (HPA: {_hpa(kube, namespace, 'iris-v1')})")
+    status = (_hpa(kube, namespace, "iris-v1") or {}).get("status") or {}
+    assert status["currentMetrics"][0]["resource"]["current"]["averageUtilization"] == 150
+    assert any(p == f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods" for p in metrics_api.served)
+    wait_for(lambda: _split(kube, namespace) == {1: (2, 100)}, timeout=60,
+             message=f"status reports the autoscaled count (now {_split(kube, namespace)})")
