@@ -178,3 +178,52 @@ def test_an_ab_test_sizes_variants_from_the_top_variants_current_count() -> None
     planned = plan({1: Pods(6, 6), 2: Pods(2, 2)}, {"stableVersion": 1}, versions=(1, 2), strategy=ab)
     assert by_version(planned)[2]["minReplicas"] == by_version(planned)[2]["maxReplicas"] == 2
     assert by_version(planned)[1]["minReplicas"] == 2 and by_version(planned)[1]["maxReplicas"] == 10
+
+
+class RecordingApi:
+    """A stand-in Api: objects that exist by path, every call recorded; listing autoscalers may be forbidden."""
+
+    def __init__(self, existing: dict[str, Any], forbid_autoscalers: bool = False) -> None:
+        self.existing, self.forbid, self.calls = existing, forbid_autoscalers, []  # type: list[tuple[str, str, Any]]
+
+    def request(self, method: str, path: str, body: Any = None, query: Any = None, **_: Any) -> Any:
+        from kultivar.k8s.client import ApiError
+
+        self.calls.append((method, path, body))
+        if method == "GET" and query is not None:
+            if self.forbid and "horizontalpodautoscalers" in path:
+                raise ApiError(403, "Forbidden")
+            return {"items": []}
+        if method == "GET":
+            if path in self.existing:
+                return self.existing[path]
+            raise ApiError(404, "Not Found")
+        return {}
+
+
+def test_an_autoscaled_deployments_replicas_are_never_patched() -> None:
+    from kultivar.k8s.serving import apply_serving
+
+    scaled = plan({1: Pods(7, 7)}, {"stableVersion": 1})
+    current = {**scaled.deployments[0], "spec": {**scaled.deployments[0]["spec"], "replicas": 5}}
+    api = RecordingApi({"/apis/apps/v1/namespaces/team-a/deployments/iris-v1": current})
+    dep = obj("Deployment", "iris", {"modelRef": {"name": "iris"}}, {})
+    apply_serving(api, dep, scaled)  # type: ignore[arg-type]  # a stand-in Api
+    assert not [c for c in api.calls if c[0] == "PATCH" and "/deployments/" in c[1]]
+    assert [c[1] for c in api.calls if c[0] == "POST"] == [
+        "/apis/autoscaling/v2/namespaces/team-a/horizontalpodautoscalers",
+        "/api/v1/namespaces/team-a/services"]
+    # Without autoscaling the same Deployment is sized back to spec.replicas.
+    fixed = plan({1: Pods(7, 7)}, {"stableVersion": 1}, autoscaling=None)
+    api = RecordingApi({"/apis/apps/v1/namespaces/team-a/deployments/iris-v1": current})
+    apply_serving(api, dep, fixed)  # type: ignore[arg-type]
+    assert [c[2] for c in api.calls if c[0] == "PATCH"] == [{"spec": {"replicas": 1}}]
+
+
+def test_a_deployment_without_autoscaling_serves_on_where_autoscalers_may_not_be_listed() -> None:
+    from kultivar.k8s.serving import apply_serving
+
+    api = RecordingApi({}, forbid_autoscalers=True)
+    dep = obj("Deployment", "iris", {"modelRef": {"name": "iris"}}, {})
+    outcome = apply_serving(api, dep, plan({}, autoscaling=None))  # type: ignore[arg-type]
+    assert outcome.refused is None
