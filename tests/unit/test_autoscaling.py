@@ -227,3 +227,9 @@ def test_a_deployment_without_autoscaling_serves_on_where_autoscalers_may_not_be
     dep = obj("Deployment", "iris", {"modelRef": {"name": "iris"}}, {})
     outcome = apply_serving(api, dep, plan({}, autoscaling=None))  # type: ignore[arg-type]
     assert outcome.refused is None
+
+
+def test_status_reports_the_count_the_autoscaler_set() -> None:
+    # Behind a gateway the canary's autoscaler may run more pods than its planned minimum of 1.
+    planned = plan({1: Pods(8, 8), 2: Pods(3, 3)}, {"stableVersion": 1}, versions=(1, 2), traffic=GATEWAY)
+    assert {v["version"]: v["replicas"] for v in planned.plan.status["variants"]} == {1: 8, 2: 3}

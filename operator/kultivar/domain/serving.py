@@ -394,6 +394,8 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
     for v, replicas in sorted(decision.replicas.items()):
         pods = (observed.pods or {}).get(v)
         role = "stable" if v == decision.stable else "canary" if v == decision.canary else "variant"
+        if spec.autoscaling and pods and pods.desired >= 1:  # what its autoscaler set, not the planned minimum
+            replicas = pods.desired
         variant: dict[str, Any] = {"version": v, "role": role, "weight": weights.get(v, 0), "replicas": replicas,
                                    "readyReplicas": pods.ready if pods else 0}
         if header:
