@@ -224,10 +224,11 @@ def apply_serving(api: Api, obj: dict[str, Any], serving: ServingPlan) -> Servin
         return ServingOutcome()
     problem = None
     # An autoscaled version's replicas belong to its HorizontalPodAutoscaler once the Deployment exists: they are
-    # sent on create only, never patched (kultivar.domain.autoscaling).
-    fields = ("template",) if serving.autoscaled else ("replicas", "template")
+    # sent on create only, never patched (kultivar.domain.autoscaling). Others (a shadow's) are the operator's.
+    scaled = {h["spec"]["scaleTargetRef"]["name"] for h in serving.autoscalers}
     try:
         for d in serving.deployments:
+            fields = ("template",) if d["metadata"]["name"] in scaled else ("replicas", "template")
             _upsert(api, f"/apis/apps/v1/namespaces/{ns}/deployments", d, fields)
         for h in serving.autoscalers:
             _upsert(api, f"{HPA_PATH}/namespaces/{ns}/horizontalpodautoscalers", h,
