@@ -233,3 +233,17 @@ def test_status_reports_the_count_the_autoscaler_set() -> None:
     # Behind a gateway the canary's autoscaler may run more pods than its planned minimum of 1.
     planned = plan({1: Pods(8, 8), 2: Pods(3, 3)}, {"stableVersion": 1}, versions=(1, 2), traffic=GATEWAY)
     assert {v["version"]: v["replicas"] for v in planned.plan.status["variants"]} == {1: 8, 2: 3}
+
+
+def test_a_shadow_is_sized_from_the_autoscaled_stable_and_has_no_autoscaler() -> None:
+    from kultivar.domain.deployment import plan_deployment
+
+    strategy = {"type": "Canary", "shadow": {"version": 2, "percent": 20}}
+    dep = obj("Deployment", "iris", {"modelRef": {"name": "iris"}, "replicas": 1, "autoscaling": SCALING,
+                                     "strategy": strategy}, {"stableVersion": 1})
+    production_1 = registry(1, 2)
+    production_1["status"]["productionVersion"] = 1  # v2 is only shadowed
+    planned = plan_deployment(DeploymentObserved(obj=dep, model=production_1, pods={1: Pods(10, 10)}), CONFIG, T0)
+    shadow = next(d for d in planned.deployments if d["metadata"]["name"] == "iris-shadow")
+    assert shadow["spec"]["replicas"] == 2  # 20 % of the stable's 10 pods, not of spec.replicas
+    assert [h["metadata"]["name"] for h in planned.autoscalers] == ["iris-v1"]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from kultivar.config import OperatorConfig
 from kultivar.domain.abtest import ab_decides
+from kultivar.domain.autoscaling import scale_base
 from kultivar.domain.conditions import Cond, get_condition, now_rfc3339
 from kultivar.domain.drift import DRIFTED, awaiting_refresh, drift_due, drift_due_in, drift_since, plan_monitoring
 from kultivar.domain.drift_history import with_history
@@ -221,7 +222,9 @@ def _plan_shadow(observed: DeploymentObserved, planned: ServingPlan, config: Ope
     target = wanted(spec, stable, canary, observed.model or {})
     record = version_record(observed.model or {}, target[0]) if target[0] is not None else None
     server = server_deployment(obj, spec, record, 1, config) if record is not None else None
-    return plan_shadow(obj, spec, target, stable, server, observed.shadow, now)
+    # Autoscaled: sized from the stable's current count, as a canary is (kultivar.domain.autoscaling).
+    return plan_shadow(obj, spec, target, stable, server, observed.shadow, now,
+                       stable_replicas=scale_base(spec, stable, observed.pods or {}))
 
 
 def _shadow(observed: DeploymentObserved, planned: ServingPlan, config: OperatorConfig, now: datetime) -> None:

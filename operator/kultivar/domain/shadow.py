@@ -192,9 +192,11 @@ def _message(numbers: dict[str, Any]) -> str:
 
 
 def plan_shadow(obj: dict[str, Any], spec: DeploymentSpec, target: tuple[int | None, str], stable: int | None,
-                server: dict[str, Any] | None, observed: ShadowObserved | None, now: datetime) -> ShadowPlan:
+                server: dict[str, Any] | None, observed: ShadowObserved | None, now: datetime,
+                stable_replicas: int | None = None) -> ShadowPlan:
     """Shadow traffic for one reconcile. target: wanted()'s answer; server: the server Deployment made for the
-    shadow's version (as for any served version); observed: the shadow as found (None: nothing read)."""
+    shadow's version (as for any served version); observed: the shadow as found (None: nothing read);
+    stable_replicas: the stable's current count under spec.autoscaling (None: spec.replicas)."""
     observed = observed or ShadowObserved()
     previous = dict((obj.get("status") or {}).get("shadow") or {})
     shadow_spec = spec.strategy.shadow
@@ -210,7 +212,8 @@ def plan_shadow(obj: dict[str, Any], spec: DeploymentSpec, target: tuple[int | N
         return ShadowPlan(remove=remove, status={**base, "state": "Waiting", "message": why,
                                                  "startedAt": previous.get("startedAt") or stamp})
     # Sized for its share of the stable's traffic; a Deployment scaled to zero runs no shadow either.
-    replicas = max(1, math.ceil(spec.replicas * shadow_spec.percent / 100)) if spec.replicas else 0
+    stable_count = spec.replicas if stable_replicas is None else stable_replicas
+    replicas = max(1, math.ceil(stable_count * shadow_spec.percent / 100)) if stable_count else 0
     deployment, service = shadow_objects(server, obj, replicas)
     ready = observed.version == version and observed.pods is not None and observed.pods.ready > 0
     same = all(previous.get(k) == base[k] for k in ("version", "stableVersion", "metricsSource", "router"))
