@@ -71,6 +71,7 @@ bench:
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_drift.py
+	$(PY) bench/bench_feedback.py
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
