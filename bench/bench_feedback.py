@@ -16,7 +16,8 @@ then measures two things.
    /proc/<pid>/task/*/schedstat; the verdict is the median of the per-slice ratios. At concurrency 32 the batch
    sizes each server happens to form move the CPU per request too, so the mean batch sizes are printed beside
    it, and an in-process line times the id path's own work (an id, the answer with vs without its id and
-   version fields) as a share of the measured CPU per request - the number the process ratio should agree with.
+   version fields) as a share of the measured CPU per request: a lower bound for the process ratio, which also
+   carries uvicorn's per-header checks and writes for the two extra headers.
 
 2. **One POST of 10,000 feedback items** (classification labels, each with an id, a version, a prediction and
    an actual) to ``/v2/models/iris/feedback`` on a server pinned to one core, the client on the other core:
@@ -186,8 +187,9 @@ def compare_ids(on: Server, off: Server, bodies: Sequence[bytes], plan: Plan) ->
     print(f"  c={CONCURRENCY} CPU per request ids on / off (median of slices) {ratio:.3f}  (goal <= "
           f"{GOAL_ID_CPU_RATIO:g}: {verdict(ratio <= GOAL_ID_CPU_RATIO)}; load average now {loadavg()})")
     cost = id_path_cost_us()
-    print(f"  in-process: an id and the answer's id/version fields and headers cost {cost:.2f} us per request, "
-          f"{cost / b.cpu_per_request_us * 100:.2f}% of the ids-off CPU per request")
+    print(f"  in-process: making an id and writing the answer's id/version fields and header values cost {cost:.2f} "
+          f"us per request, {cost / b.cpu_per_request_us * 100:.2f}% of the ids-off CPU per request (a lower bound: "
+          "uvicorn's checks and writes of the two extra headers and the longer body are not in it)")
     return a.cpu_per_request_us
 
 
