@@ -7,7 +7,7 @@ import copy
 import pytest
 import urllib3.exceptions
 
-from kultivar.devcluster.localkubelet import LocalKubelet, readiness_differs, reported_readiness
+from kultivar.devcluster.localkubelet import LocalKubelet, readiness_differs, report_restart, reported_readiness
 from kultivar.devcluster.statuswrites import Backoff, PendingWrites, transient
 from kultivar.k8s.client import ApiError
 
@@ -134,6 +134,12 @@ class ProbedServer:
     def probe(self) -> bool:
         return self.ready
 
+    def exited(self) -> None:  # a server that keeps running
+        return None
+
+    def restart_due(self) -> bool:
+        return False
+
 
 def test_a_pod_marked_not_ready_by_the_node_controller_is_reported_ready_again(tmp_path) -> None:
     pod = {"metadata": {"namespace": "ns", "name": "serve-1"}, "spec": {"containers": [{"name": "c"}]},
@@ -149,3 +155,19 @@ def test_a_pod_marked_not_ready_by_the_node_controller_is_reported_ready_again(t
     assert api.puts == 1 and reported_readiness(api.pod) == (True, "127.0.0.9")
     kubelet._sync_servers([api.pod])
     assert api.puts == 1
+
+
+def test_a_server_that_exited_is_reported_as_a_kubelet_does_and_running_again_after_its_back_off() -> None:
+    running = {"name": "server", "ready": True, "restartCount": 0, "state": {"running": {"startedAt": "t0"}}}
+    api = FakePodApi({"metadata": {"namespace": "ns", "name": "serve-1"},
+                      "status": {"phase": "Running", "containerStatuses": [running]}})
+    report_restart(api, "ns", "serve-1", 1, (2, '{"ok": false}'))  # type: ignore[arg-type]
+    status = api.pod["status"]["containerStatuses"][0]
+    assert status["restartCount"] == 1 and status["ready"] is False
+    assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert status["lastState"]["terminated"] == {"exitCode": 2, "reason": "Error", "startedAt": "t0",
+                                                 "finishedAt": status["lastState"]["terminated"]["finishedAt"],
+                                                 "message": '{"ok": false}'}
+    report_restart(api, "ns", "serve-1", 1, None)  # type: ignore[arg-type]
+    status = api.pod["status"]["containerStatuses"][0]
+    assert "running" in status["state"] and status["lastState"]["terminated"]["exitCode"] == 2

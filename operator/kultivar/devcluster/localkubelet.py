@@ -196,6 +196,29 @@ def set_pod_status(api: Api, namespace: str, name: str, ready: bool, ip: str | N
     _update_pod_status(api, namespace, name, change)
 
 
+def report_restart(api: Api, namespace: str, name: str, restarts: int, exit_status: tuple[int, str] | None) -> None:
+    """A server container that exited (exit_status: its code and termination message) and waits out its back-off,
+    or that runs again (None): the status a kubelet writes, the last exit kept in lastState until the next one."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def change(pod: dict[str, Any]) -> bool:
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            cs["restartCount"] = restarts
+            if exit_status is None:
+                cs["state"] = {"running": {"startedAt": stamp}}
+                continue
+            code, message = exit_status
+            started = ((cs.get("state") or {}).get("running") or {}).get("startedAt") or stamp
+            terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+                          "finishedAt": stamp, **({"message": message} if message else {})}
+            cs.update(ready=False, started=False, lastState={"terminated": terminated},
+                      state={"waiting": {"reason": "CrashLoopBackOff",
+                                         "message": f"back-off restarting failed container {cs.get('name')}"}})
+        return True
+
+    _update_pod_status(api, namespace, name, change)
+
+
 class Server:
     """A long-running pod (an inference server) as a local process on its own loopback address."""
 
@@ -208,13 +231,18 @@ class Server:
         self.ip = loopback_address(port)
         self.tmp = tempfile.TemporaryDirectory()
         pod_env = {e["name"]: rewrite(e.get("value", "")) for e in container.get("env") or []}
-        env = {"PATH": os.environ.get("PATH", ""), **pod_env, "HOME": self.tmp.name, "KULTIVAR_HTTP_HOST": self.ip}
+        # The container's /dev/termination-log: what the server writes there when it refuses to start.
+        self.termination = Path(self.tmp.name) / "termination-log"
+        self.env = {"PATH": os.environ.get("PATH", ""), **pod_env, "HOME": self.tmp.name, "KULTIVAR_HTTP_HOST": self.ip,
+                    "KULTIVAR_TERMINATION_LOG": str(self.termination)}
+        self.argv = [sys.executable, "-m", "kultivar.cli", *command[1:]]
+        self.restarts = 0
+        self.restart_at: float | None = None  # exited: when the kubelet's back-off lets it start again
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"serve-{self.ip}-{time.time_ns()}.log"
         self._log = self.log_path.open("ab")
         try:
-            self.proc = children.start("serve", [sys.executable, "-m", "kultivar.cli", *command[1:]], env=env,
-                                       stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = self._start()
         except BaseException:
             self._log.close()
             self.tmp.cleanup()
@@ -222,6 +250,30 @@ class Server:
         self.url = f"http://{self.ip}:{port}"
         probe = (container.get("readinessProbe") or {}).get("httpGet") or {}
         self.probe_url = f"{self.url}{probe.get('path', '/')}" if probe else None
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        self.termination.unlink(missing_ok=True)
+        return self.children.start("serve", self.argv, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+
+    def exited(self) -> tuple[int, str] | None:
+        """The exit code and termination message of a server that stopped since it was (re)started, once."""
+        code = self.proc.poll()
+        if code is None or self.restart_at is not None:
+            return None
+        self.children.stop(self.proc)  # whatever it left behind (its process group)
+        self.restarts += 1
+        # restartPolicy Always: the kubelet's CrashLoopBackOff, 10 s doubling to 5 min.
+        self.restart_at = time.monotonic() + min(300.0, 10.0 * 2 ** (self.restarts - 1))
+        message = self.termination.read_text() if self.termination.exists() else ""
+        return code, message[-4096:]
+
+    def restart_due(self) -> bool:
+        if self.restart_at is None or time.monotonic() < self.restart_at:
+            return False
+        self.restart_at = None
+        self.proc = self._start()
+        return True
 
     def probe(self) -> bool:
         """The readiness probe: what decides whether a Service sends the pod traffic."""
@@ -299,6 +351,12 @@ class LocalKubelet:
             # The pod's IP is a loopback address on this machine: unlike the Service, the host can reach it.
             log.info("serving pod %s at %s", key, self.servers[key].url)
         for key, server in self.servers.items():
+            namespace, name = key.split("/", 1)
+            if (exit_status := server.exited()) is not None:
+                log.info("server of pod %s exited %d; restarting after back-off", key, exit_status[0])
+                report_restart(self.api, namespace, name, server.restarts, exit_status)
+            elif server.restart_due():
+                report_restart(self.api, namespace, name, server.restarts, None)
             ready = server.probe()
             if readiness_differs(live[key], ready, server.ip):
                 namespace, name = key.split("/", 1)

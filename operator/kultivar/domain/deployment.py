@@ -38,6 +38,7 @@ from kultivar.domain.performance import (
 from kultivar.domain.plan import Annotate, Plan
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import metrics_since, windowed
+from kultivar.domain.server_failures import report_server_failures, served_versions
 from kultivar.domain.serving import (
     DEGRADED,
     DeploymentObserved,
@@ -270,6 +271,9 @@ def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: d
         _requeue(planned.plan, due_in)  # wake up when the open window closes
     _performance(observed, planned, now)
     _shadow(observed, planned, config, now)
+    if observed.server_failures is not None:  # read: a version is not ready yet
+        report_server_failures(planned.plan, observed.server_failures, served_versions(planned.deployments),
+                               observed.obj["metadata"]["name"])
     return planned
 
 

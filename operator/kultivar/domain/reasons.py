@@ -81,6 +81,7 @@ class Reason(StrEnum):
     HTTPROUTE_FORBIDDEN = "HTTPRouteForbidden"
     HTTPROUTE_REJECTED = "HTTPRouteRejected"
     CHILD_REJECTED = "ChildRejected"  # the API server refused an object the spec makes us create
+    SERVER_FAILED = "ServerFailed"  # a version's model server refused to start for good (its reason in the message)
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # Drifted=Unknown
     NO_REFERENCE_PROFILE = "NoReferenceProfile"
     METRIC_MISMATCH = "MetricMismatch"  # Underperforming=Unknown: the feedback is of the other task

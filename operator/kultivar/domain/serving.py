@@ -36,6 +36,7 @@ from kultivar.domain.performance import Feedback
 from kultivar.domain.plan import Event, Plan, blocked, invalid_spec
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods, RolloutDecision, RolloutInput, decide, stale_reference
+from kultivar.domain.server_failures import ServerFailure
 from kultivar.domain.shadow import ShadowObserved
 
 HTTP_PORT = 8080
@@ -59,6 +60,8 @@ class DeploymentObserved:
     performance: PerformanceObserved | None = None  # feedback counts, read when a performance window was due
     shadow: ShadowObserved | None = None  # the shadow's Deployment and, when due, its counters (domain.shadow)
     backends: dict[int, ServedBackend] | None = None  # what ready pods run the model with (see backends_needed)
+    # Per version, a server pod that refused to start for good (read only while a version is not ready).
+    server_failures: dict[int, ServerFailure] | None = None
 
 
 @dataclass(frozen=True)

@@ -167,7 +167,10 @@ def deployment(api: Api, config: OperatorConfig, namespace: str, name: str) -> D
     # Once per version: what its pods run the model with (a refused compiled model becomes a Warning Event).
     needed = backends_needed(obj, pods)
     backends = serving.served_backends(api, namespace, name, ref, needed) if needed else None
+    # Why a version's pods do not come up, only while one does not (its servers' termination messages).
+    starting = any(p.ready < p.desired or not p.updated for p in pods.values())
     return DeploymentObserved(obj=obj, model=api.get("Model", namespace, ref), pods=pods,
+                              server_failures=serving.server_failures(api, namespace, name) if starting else None,
                               store_claim_found=store_claim(api, config, namespace),
                               shadow=serving.shadow_pods(api, namespace, name) if shadowed else None,
                               backends=backends)

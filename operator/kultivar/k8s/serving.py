@@ -14,6 +14,8 @@ from kultivar.domain.labels import SHADOW_LABEL
 from kultivar.domain.metrics import Snapshot, parse
 from kultivar.domain.reasons import Reason
 from kultivar.domain.rollout import Pods
+from kultivar.domain.server_failures import ServerFailure
+from kultivar.domain.server_failures import server_failures as failures_of
 from kultivar.domain.serving import (
     DEPLOYMENT_LABEL,
     HTTP_PORT,
@@ -44,6 +46,14 @@ def version_pods(api: Api, namespace: str, name: str) -> dict[int, Pods]:
             int(st.get("updatedReplicas") or 0) >= desired
         pods[version] = Pods(desired=desired, ready=int(st.get("readyReplicas") or 0), updated=updated)
     return pods
+
+
+def server_failures(api: Api, namespace: str, name: str) -> dict[int, ServerFailure]:
+    """The permanent failures the servers of a Deployment's versions reported in their termination messages
+    (one LIST of its pods: called only while a version is not ready)."""
+    out = api.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                      query={"labelSelector": f"{DEPLOYMENT_LABEL}={name}"})
+    return failures_of(out.get("items") or [])
 
 
 def shadow_pods(api: Api, namespace: str, name: str) -> ShadowObserved:
