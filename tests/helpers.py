@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import json
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,3 +103,37 @@ def socket_inodes(pid: int) -> set[int]:
         if target.startswith("socket:["):
             inodes.add(int(target[len("socket:[") : -1]))
     return inodes
+
+
+def post_json(url: str, body: Any, timeout: float = 5) -> Any:
+    """POST ``body`` as JSON and return the decoded answer (urllib raises on a non-2xx status)."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class BackgroundLoop:
+    """Calls :meth:`tick` on a daemon thread, ``pause`` seconds apart, while its ``with`` block runs: the live
+    traffic (requests, feedback) integration tests send to real servers while they wait on the operator."""
+
+    pause = 0.2
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.tick()
+            self._stop.wait(self.pause)
+
+    def tick(self) -> None:
+        raise NotImplementedError

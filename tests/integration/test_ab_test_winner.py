@@ -6,56 +6,43 @@ Event, with the user's spec left as it was."""
 from __future__ import annotations
 
 import contextlib
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from kapi import create, events_for, get, wait_reason
-from test_live_performance import _post
 from test_loop import TIMEOUT, _ready_ips, explained, objects, write_data
 
-from helpers import wait_for
+from helpers import BackgroundLoop, post_json, wait_for
 
 STRATEGY = {"type": "ABTest", "canary": {"analysis": {"interval": "2s"}},
             "abTest": {"variants": [{"version": 1, "weight": 50}, {"version": 2, "weight": 50}],
                        "decision": {"metric": "accuracy", "confidence": 0.95, "minSamples": 50}}}
 
 
-class LabelledTraffic:
+class LabelledTraffic(BackgroundLoop):
     """Live requests to every Ready server, and the true class of each (x1 + x2 > 0, the rule the data follows)
     sent back as feedback, all of it to one replica: any pod counts feedback about any version."""
 
     def __init__(self, kube: Any, namespace: str) -> None:
+        super().__init__()
         self.kube, self.namespace = kube, namespace
         self.rng = np.random.default_rng(11)
         self.counted: list[dict[str, Any]] = []
         self.versions: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> LabelledTraffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            ips = _ready_ips(self.kube, self.namespace)
-            for ip in ips:
-                rows = self.rng.normal(0.0, 1.0, size=(10, 2))
-                actual = (rows.sum(axis=1) > 0).astype(int).tolist()
-                with contextlib.suppress(OSError, ValueError):
-                    answer = _post(f"http://{ip}:8080/v2/models/shop/infer", {"inputs": [
-                        {"name": "x", "shape": [10, 2], "datatype": "FP64", "data": rows.ravel().tolist()}]})
-                    self.versions.add(answer["model_version"])
-                    items = [{"id": answer["id"], "version": answer["model_version"], "prediction": p, "actual": a}
-                             for p, a in zip(answer["outputs"][0]["data"], actual, strict=True)]
-                    self.counted.append(_post(f"http://{ips[0]}:8080/v2/models/shop/feedback", {"items": items}))
-            self._stop.wait(0.2)
+    def tick(self) -> None:
+        ips = _ready_ips(self.kube, self.namespace)
+        for ip in ips:
+            rows = self.rng.normal(0.0, 1.0, size=(10, 2))
+            actual = (rows.sum(axis=1) > 0).astype(int).tolist()
+            with contextlib.suppress(OSError, ValueError):
+                answer = post_json(f"http://{ip}:8080/v2/models/shop/infer", {"inputs": [
+                    {"name": "x", "shape": [10, 2], "datatype": "FP64", "data": rows.ravel().tolist()}]})
+                self.versions.add(answer["model_version"])
+                items = [{"id": answer["id"], "version": answer["model_version"], "prediction": p, "actual": a}
+                         for p, a in zip(answer["outputs"][0]["data"], actual, strict=True)]
+                self.counted.append(post_json(f"http://{ips[0]}:8080/v2/models/shop/feedback", {"items": items}))
 
 
 def test_ab_test_concludes_for_the_better_version(kube, namespace, kubelet, tmp_path: Path) -> None:

@@ -5,9 +5,6 @@ feedback endpoint, counted for the version that answered, judged below the floor
 from __future__ import annotations
 
 import contextlib
-import json
-import threading
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,44 +12,27 @@ import numpy as np
 from kapi import create, get, wait_reason
 from test_loop import TIMEOUT, _ready_ips, explained, objects, write_data
 
-from helpers import wait_for
+from helpers import BackgroundLoop, post_json, wait_for
 
 
-def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
-
-
-class WrongAnswers:
+class WrongAnswers(BackgroundLoop):
     """Live requests whose true outcome turns out to be the other class: feedback says the model is wrong."""
 
     def __init__(self, kube: Any, namespace: str) -> None:
+        super().__init__()
         self.kube, self.namespace = kube, namespace
         self.rng = np.random.default_rng(9)
         self.counted: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> WrongAnswers:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for ip in _ready_ips(self.kube, self.namespace)[:1]:  # one replica takes every label
-                rows = self.rng.normal(0.0, 1.0, size=(10, 2))
-                with contextlib.suppress(OSError, ValueError):
-                    answer = _post(f"http://{ip}:8080/v2/models/shop/infer", {"inputs": [
-                        {"name": "x", "shape": [10, 2], "datatype": "FP64", "data": rows.ravel().tolist()}]})
-                    items = [{"id": answer["id"], "version": answer["model_version"], "prediction": p,
-                              "actual": 1 - p} for p in answer["outputs"][0]["data"]]
-                    self.counted.append(_post(f"http://{ip}:8080/v2/models/shop/feedback", {"items": items}))
-            self._stop.wait(0.2)
+    def tick(self) -> None:
+        for ip in _ready_ips(self.kube, self.namespace)[:1]:  # one replica takes every label
+            rows = self.rng.normal(0.0, 1.0, size=(10, 2))
+            with contextlib.suppress(OSError, ValueError):
+                answer = post_json(f"http://{ip}:8080/v2/models/shop/infer", {"inputs": [
+                    {"name": "x", "shape": [10, 2], "datatype": "FP64", "data": rows.ravel().tolist()}]})
+                items = [{"id": answer["id"], "version": answer["model_version"], "prediction": p,
+                          "actual": 1 - p} for p in answer["outputs"][0]["data"]]
+                self.counted.append(post_json(f"http://{ip}:8080/v2/models/shop/feedback", {"items": items}))
 
 
 def test_wrong_answers_trip_the_floor_and_start_a_performance_run(kube, namespace, kubelet, tmp_path: Path) -> None:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from kapi import create, events_for, get, wait_reason
 
-from helpers import wait_for
+from helpers import BackgroundLoop, post_json, wait_for
 
 TIMEOUT = 240
 
@@ -69,33 +67,22 @@ def _ready_ips(kube, namespace: str) -> list[str]:
             and any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])]
 
 
-class DriftedTraffic:
+class DriftedTraffic(BackgroundLoop):
     """Live inputs from a shifted distribution, sent to every Ready serving pod."""
 
+    pause = 0.01
+
     def __init__(self, kube, namespace: str, shift: float) -> None:
+        super().__init__()
         self.kube, self.namespace, self.shift = kube, namespace, shift
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self.rng = np.random.default_rng(5)
 
-    def __enter__(self) -> DriftedTraffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for ip in _ready_ips(self.kube, self.namespace):
-                row = self.rng.normal(self.shift, 1.0, size=2).tolist()
-                body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": row}]}
-                request = urllib.request.Request(f"http://{ip}:8080/v2/models/shop/infer", json.dumps(body).encode(),
-                                                 {"Content-Type": "application/json"})
-                with contextlib.suppress(OSError):
-                    urllib.request.urlopen(request, timeout=2).read()
-            self._stop.wait(0.01)
+    def tick(self) -> None:
+        for ip in _ready_ips(self.kube, self.namespace):
+            row = self.rng.normal(self.shift, 1.0, size=2).tolist()
+            body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": row}]}
+            with contextlib.suppress(OSError, ValueError):
+                post_json(f"http://{ip}:8080/v2/models/shop/infer", body, timeout=2)
 
 
 def explain(kube, namespace: str) -> str:

@@ -8,7 +8,6 @@ by the local kubelet with exactly the pod's configuration; the operator scrapes 
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 
@@ -26,7 +25,7 @@ from kapi import (
     weak_first_run,
 )
 
-from helpers import wait_for
+from helpers import BackgroundLoop, wait_for
 
 TIMEOUT = 180
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
@@ -60,35 +59,26 @@ def _ready_server(ip: str) -> bool:
         return False
 
 
-class Traffic:
+class Traffic(BackgroundLoop):
     """Sends requests to every serving pod until stopped, as a Service spreading load over pods would."""
 
+    pause = 0.05
+    rows = (IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5])
+
     def __init__(self, kube, namespace: str) -> None:
+        super().__init__()
         self.kube, self.namespace = kube, namespace
         self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        rows = [IRIS_ROW, [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
-        while not self._stop.is_set():
-            ips = [ip for group in _serving_pods(self.kube, self.namespace).values() for ip in group]
-            for ip in ips:
-                for row in rows:
-                    try:
-                        infer(ip, row, timeout=2)
-                        self.sent += 1
-                    except OSError:
-                        pass
-            self._stop.wait(0.05)
+    def tick(self) -> None:
+        ips = [ip for group in _serving_pods(self.kube, self.namespace).values() for ip in group]
+        for ip in ips:
+            for row in self.rows:
+                try:
+                    infer(ip, row, timeout=2)
+                    self.sent += 1
+                except OSError:
+                    pass
 
 
 @pytest.fixture
