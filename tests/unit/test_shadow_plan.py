@@ -186,3 +186,18 @@ def test_prometheus_reads_the_forwarding_counters_per_shadow_version() -> None:
     snap = snapshots(answers, [1, 2])[1]
     assert snap.shadow == {(2, "rows:agree"): 12.0, (2, "absdiff"): 0.5}
     assert Snapshot.from_wire(snap.wire()) == snap  # kept in status.shadow.baseline as it is read
+
+
+def test_a_blocked_serving_plan_leaves_the_shadow_as_it_is() -> None:
+    """The artifact store missing (or the Model, or a spec plan_serving cannot use) blocks every served object:
+    the shadow's pods and status.shadow stay as they are, like the stable's, until the block is lifted."""
+    dep = deployment(running(requests=480))
+    no_store = OperatorConfig(store_url="file:///store", store_pvc="kultivar-artifacts")
+    observed = DeploymentObserved(obj=dep, model=registry(), pods={1: Pods(2, 2)},
+                                  shadow=ShadowObserved(2, Pods(1, 1)), store_claim_found=False)
+    planned = plan_deployment(observed, no_store, T0)
+    ready = next(c for c in planned.plan.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == (False, "ArtifactStoreUnavailable")
+    assert "shadow" not in planned.plan.status and not planned.remove_shadow
+    assert not planned.deployments and not planned.services
+    assert metrics_needed(observed, no_store, T0).shadow is None

@@ -97,8 +97,8 @@ def metrics_needed(observed: DeploymentObserved, config: OperatorConfig, now: da
     performance = spec.monitoring.performance
     # Feedback about any version may be counted by any pod: every version's pods are read.
     labelled = versions if performance_due(performance, status.get("performance"), stable, now) else []
-    shadow = _plan_shadow(observed, planned, config, now)
-    copied = shadow.status.get("version") if shadow.needs_metrics and shadow.status else None
+    shadow = _plan_shadow(observed, planned, config, now) if _settled(planned) else None
+    copied = shadow.status.get("version") if shadow and shadow.needs_metrics and shadow.status else None
     if windowed(spec):  # Prometheus answers each window's counts directly
         return MetricsRequest(
             "prometheus", spec.strategy.canary.analysis.prometheusUrl,
@@ -214,6 +214,13 @@ def _performance(observed: DeploymentObserved, planned: ServingPlan, now: dateti
         _requeue(plan, due_in)
 
 
+def _settled(planned: ServingPlan) -> bool:
+    """Whether plan_serving decided the versions (stable, canary) this reconcile. When it is blocked (the Model
+    or the artifact store missing, a spec it cannot use) the shadow is left as it is, objects and status alike,
+    like every other served object."""
+    return planned.spec is not None and "stableVersion" in planned.plan.status
+
+
 def _plan_shadow(observed: DeploymentObserved, planned: ServingPlan, config: OperatorConfig,
                  now: datetime) -> ShadowPlan:
     """spec.strategy.shadow's plan (kultivar.domain.shadow) for the versions the serving plan settled on."""
@@ -232,8 +239,9 @@ def _shadow(observed: DeploymentObserved, planned: ServingPlan, config: Operator
     """Add the shadow's objects to the serving plan: its Deployment and Service, the mirror filter on the route
     (gatewayAPI) or the forwarding settings on the stable version's servers (replicas), and status.shadow."""
     status = observed.obj.get("status") or {}
-    if planned.spec is None or (planned.spec.strategy.shadow is None and not status.get("shadow")
-                                and not (observed.shadow and observed.shadow.version)):
+    spec = planned.spec
+    if spec is None or not _settled(planned) or (spec.strategy.shadow is None and not status.get("shadow")
+                                                 and not (observed.shadow and observed.shadow.version)):
         return
     shadow = _plan_shadow(observed, planned, config, now)
     plan = planned.plan
