@@ -44,12 +44,17 @@ def source_format(uri: str, declared: str = "auto") -> str | None:
     """csv, parquet or jsonl: ``declared``, or (auto) by the URI's extension; None when the extension says nothing."""
     if declared != "auto":
         return declared
+    return EXTENSIONS.get(source_extension(uri))
+
+
+def source_extension(uri: str) -> str:
+    """The extension of the URI's file name under any compression suffix (``.csv`` for ``a.csv.gz``); may be empty."""
     name = uri.split("?", 1)[0].rstrip("/").lower()
     for compression in COMPRESSIONS:
         if name.endswith(compression):
             name = name[: -len(compression)]
             break
-    return EXTENSIONS.get(posixpath.splitext(name)[1])
+    return posixpath.splitext(name)[1]
 
 
 def missing_tokens(uri: str, declared: str = "auto") -> tuple[str, ...]:

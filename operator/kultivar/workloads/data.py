@@ -34,6 +34,7 @@ from kultivar.api.dataset import (
     SKLEARN_DATASETS,
     DatasetSchema,
     DatasetSource,
+    source_extension,
     source_format,
 )
 
@@ -68,12 +69,7 @@ def detect_format(uri: str, declared: str = "auto") -> str:
     fmt = source_format(uri, declared)
     if fmt is not None:
         return fmt
-    name = uri.split("?", 1)[0].rstrip("/").lower()
-    for comp in COMPRESSIONS:
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-            break
-    ext = posixpath.splitext(name)[1]
+    ext = source_extension(uri)
     raise SourceUnreadable(
         f"cannot tell the format of {uri!r} from its extension {ext or '(none)'!r}; "
         "set spec.source.format to csv, parquet or jsonl"
