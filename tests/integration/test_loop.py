@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,14 +20,21 @@ from helpers import BackgroundLoop, post_json, wait_for
 TIMEOUT = 240
 
 
-def write_data(path: Path, shift: float, noise: float, rows: int = 600, seed: int = 0) -> None:
-    """Two numeric features; the class is x1 + x2 > 2*shift, with a share `noise` of labels flipped."""
+def write_data(path: Path, shift: float, noise: float, rows: int = 600, seed: int = 0,
+               regions: Sequence[str] = ()) -> None:
+    """Two numeric features; the class is x1 + x2 > 2*shift, with a share `noise` of labels flipped. With
+    ``regions``, a categorical column ``region`` drawn from them, with no signal of its own."""
     rng = np.random.default_rng(seed)
     x = rng.normal(shift, 1.0, size=(rows, 2))
     y = (x.sum(axis=1) > 2 * shift).astype(int)
     flip = rng.random(rows) < noise
     y[flip] = 1 - y[flip]
-    lines = ["x1,x2,y"] + [f"{a:.6f},{b:.6f},{c}" for (a, b), c in zip(x, y, strict=True)]
+    if regions:
+        region = rng.choice(list(regions), rows)
+        lines = ["x1,x2,region,y"] + [f"{a:.6f},{b:.6f},{r},{c}"
+                                      for (a, b), r, c in zip(x, region, y, strict=True)]
+    else:
+        lines = ["x1,x2,y"] + [f"{a:.6f},{b:.6f},{c}" for (a, b), c in zip(x, y, strict=True)]
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     tmp.replace(path)

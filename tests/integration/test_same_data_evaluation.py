@@ -10,26 +10,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 from kapi import create, get, path, wait_reason
+from test_loop import write_data
 
 from helpers import wait_for
 
 TIMEOUT = 300
 
 
-def write_data(file: Path, shift: float, noise: float, rows: int = 600, seed: int = 0) -> None:
-    """Class x1 + x2 > 2*shift with a share `noise` of labels flipped, and a region with no signal of its own."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(shift, 1.0, size=(rows, 2))
-    y = (x.sum(axis=1) > 2 * shift).astype(int)
-    flip = rng.random(rows) < noise
-    y[flip] = 1 - y[flip]
-    region = rng.choice(["north", "south"], rows)
-    lines = ["x1,x2,region,y"] + [f"{a:.6f},{b:.6f},{r},{c}" for (a, b), r, c in zip(x, region, y, strict=True)]
-    tmp = file.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(file)
+REGIONS = ("north", "south")  # a segment feature with no signal of its own
 
 
 def objects(data: Path) -> list[dict]:
@@ -73,7 +62,7 @@ def refresh(kube, namespace: str, old_digest: str) -> str:
 def test_v2_is_compared_with_v1_on_the_same_rows_of_the_new_data(kube, namespace, kubelet, tmp_path,
                                                                     store_dir) -> None:
     data = tmp_path / "shop.csv"
-    write_data(data, shift=0.0, noise=0.15)  # data A
+    write_data(data, shift=0.0, noise=0.15, regions=REGIONS)  # data A
     for body in objects(data):
         create(kube, namespace, body)
     create(kube, namespace, training_run("shop-1"))
@@ -91,7 +80,7 @@ def test_v2_is_compared_with_v1_on_the_same_rows_of_the_new_data(kube, namespace
     assert card.startswith("# Model card: shop") and "Predicts whether a shopper buys." in card
     assert first["model"]["productionVersion"] == 1
 
-    write_data(data, shift=3.0, noise=0.0, seed=1)  # data B: the population moved
+    write_data(data, shift=3.0, noise=0.0, seed=1, regions=REGIONS)  # data B: the population moved
     digest_b = refresh(kube, namespace, digest_a)
     create(kube, namespace, training_run("shop-2"))
     second = registered(kube, namespace, "shop-2")
