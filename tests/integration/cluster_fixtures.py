@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from kapi import create, sample, wait_reason, weak_first_run
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from operator_process import OperatorProcess
@@ -260,3 +261,13 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep("-", "kultivar cluster")
         terminalreporter.write_line(_startup["mode"])
         terminalreporter.write_line(f"CRDs applied: {len(_startup.get('crds', []))}")
+
+
+@pytest.fixture
+def iris_v1(kube: Kube, namespace: str, kubelet: LocalKubelet) -> Iterator[None]:
+    """v1 of Model iris registered and promoted, trained for real (the weaker first run, so a later one can win)."""
+    create(kube, namespace, sample("Dataset"))
+    create(kube, namespace, sample("Model"))
+    create(kube, namespace, weak_first_run())
+    wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "Registered", timeout=180)
+    yield

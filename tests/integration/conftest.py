@@ -3,6 +3,7 @@
 from cluster_fixtures import (  # noqa: F401  (pytest finds fixtures and hooks by name here)
     Kube,
     control_plane,
+    iris_v1,
     kube,
     kubelet,
     namespace,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kapi import BETTER_C, assert_promoted, create, get, patch_spec, sample, wait_reason, weak_first_run
+from kapi import BETTER_C, assert_promoted, create, get, patch_spec, sample, wait_reason
 from metrics_api import MetricsApi
 
 from helpers import wait_for
@@ -24,16 +24,6 @@ def metrics_api(kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metr
     api = MetricsApi(kube, tmp_path_factory.mktemp("metrics-api")).start()
     yield api
     api.stop()
-
-
-@pytest.fixture
-def trained(kube, namespace, kubelet) -> Iterator[None]:
-    """v1 of Model iris registered and promoted, trained for real."""
-    create(kube, namespace, sample("Dataset"))
-    create(kube, namespace, sample("Model"))
-    create(kube, namespace, weak_first_run())
-    wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "Registered", timeout=TIMEOUT)
-    yield
 
 
 def _hpa(kube, namespace: str, name: str) -> dict[str, Any] | None:
@@ -59,7 +49,7 @@ def _split(kube, namespace: str) -> dict[int, tuple[int, int]]:
     return {v["version"]: (v["replicas"], v["weight"]) for v in status.get("variants") or []}
 
 
-def test_the_hpa_scales_versions_and_a_canary_keeps_its_split(kube, namespace, trained, metrics_api) -> None:
+def test_the_hpa_scales_versions_and_a_canary_keeps_its_split(kube, namespace, iris_v1, metrics_api) -> None:
     body = sample("Deployment")
     body["spec"]["replicas"] = 1
     body["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 2, "targetRequestsPerSecond": 10}
@@ -125,7 +115,7 @@ def test_the_hpa_scales_versions_and_a_canary_keeps_its_split(kube, namespace, t
              timeout=60, message="spec.replicas written again")
 
 
-def test_a_cpu_target_scales_on_metrics_k8s_io(kube, namespace, trained, metrics_api) -> None:
+def test_a_cpu_target_scales_on_metrics_k8s_io(kube, namespace, iris_v1, metrics_api) -> None:
     body = sample("Deployment")
     body["spec"]["replicas"] = 1
     body["spec"]["resources"] = {"requests": {"cpu": "100m"}}

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 
-import pytest
 from kapi import (
     BETTER_C,
     assert_promoted,
@@ -22,7 +20,6 @@ from kapi import (
     ready,
     sample,
     wait_reason,
-    weak_first_run,
 )
 
 from helpers import BackgroundLoop, wait_for
@@ -81,16 +78,6 @@ class Traffic(BackgroundLoop):
                     pass
 
 
-@pytest.fixture
-def trained(kube, namespace, kubelet) -> Iterator[None]:
-    """v1 of Model iris registered and promoted, trained for real."""
-    create(kube, namespace, sample("Dataset"))
-    create(kube, namespace, sample("Model"))
-    create(kube, namespace, weak_first_run())
-    wait_reason(kube, namespace, "TrainingRun", "iris-logreg-1", "Registered", timeout=TIMEOUT)
-    yield
-
-
 def _deployment(**strategy) -> dict:
     body = sample("Deployment")
     body["spec"]["replicas"] = 1
@@ -101,7 +88,7 @@ def _deployment(**strategy) -> dict:
     return body
 
 
-def test_serves_production_version(kube, namespace, trained) -> None:
+def test_serves_production_version(kube, namespace, iris_v1) -> None:
     create(kube, namespace, _deployment())
     cond = wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
     assert "v1" in cond["message"]
@@ -128,7 +115,7 @@ def test_serves_production_version(kube, namespace, trained) -> None:
     assert variants[0]["version"] == 1 and variants[0]["backend"] == "onnx" and "backendNote" not in variants[0]
 
 
-def test_canary_promotes_a_better_version(kube, namespace, trained) -> None:
+def test_canary_promotes_a_better_version(kube, namespace, iris_v1) -> None:
     create(kube, namespace, _deployment())
     wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
     run = sample("TrainingRun")
@@ -150,7 +137,7 @@ def test_canary_promotes_a_better_version(kube, namespace, trained) -> None:
              timeout=60, message="old stable removed")
 
 
-def test_bad_canary_is_rolled_back(kube, namespace, trained) -> None:
+def test_bad_canary_is_rolled_back(kube, namespace, iris_v1) -> None:
     create(kube, namespace, _deployment())
     wait_reason(kube, namespace, "Deployment", "iris", "Serving", timeout=TIMEOUT)
     # A model that always predicts one class: its predictions shift far from the stable version's.
