@@ -20,7 +20,7 @@ from kultivar.api.contracts import (
 )
 from kultivar.api.model import ModelVersion
 from kultivar.api.trainingrun import CONFUSION_MATRIX_MAX_CLASSES, RESIDUAL_BINS, VersionEvaluation
-from kultivar.workloads.comparison import HeldOut, Scored, compare
+from kultivar.workloads.comparison import HeldOut, Scored, compare, score_references
 from kultivar.workloads.diagnostics import confusion, confusion_matrix, residual_histogram
 from kultivar.workloads.evaluate import Predictions, metrics_of
 
@@ -108,15 +108,18 @@ def test_the_evaluation_records_the_matrix_of_a_classifier_and_the_residuals_of_
     pred = noisy(y, classes)
     proba = np.column_stack([(pred == "no").astype(float), (pred == "yes").astype(float)])
     predictions = Predictions(pred, proba, tuple(classes))
-    result = compare("classification", "accuracy", 0.95, held_out(y, classes),
-                     Scored(metrics_of(y, predictions, "classification"), predictions), None, None, ())  # type: ignore[arg-type]
+    rows = held_out(y, classes)
+    result = compare("classification", "accuracy", 0.95, rows,
+                     Scored(metrics_of(y, predictions, "classification"), predictions), None,
+                     score_references("classification", rows, None, None, ()))  # type: ignore[arg-type]
     assert result.confusionMatrix is not None and result.residuals is None and result.omitted is None
     assert result.confusionMatrix.counts == sk_confusion_matrix(y, pred, labels=classes).tolist()
 
     values = RNG.normal(0, 1, 300)
     estimates = Predictions(values + RNG.normal(0, 0.1, 300))
-    result = compare("regression", "r2", 0.95, held_out(values, []),
-                     Scored(metrics_of(values, estimates, "regression"), estimates), None, None, ())  # type: ignore[arg-type]
+    rows = held_out(values, [])
+    result = compare("regression", "r2", 0.95, rows, Scored(metrics_of(values, estimates, "regression"), estimates),
+                     None, score_references("regression", rows, None, None, ()))  # type: ignore[arg-type]
     assert result.confusionMatrix is None and result.residuals is not None
     assert result.residuals.counts == np.histogram(values - estimates.pred, bins=RESIDUAL_BINS)[0].tolist()
 
@@ -163,3 +166,23 @@ def test_when_the_message_is_too_long_the_matrix_goes_before_the_segments_the_ga
     assert ev["omitted"] == ["confusion matrix: left out of the termination message (4 KiB) to fit; it is in the "
                              "model's manifest.json"]
     VersionEvaluation.model_validate(ev)
+
+
+@pytest.mark.parametrize("classes", [["no", "yes"], [0, 1], ["a", "b", "c", "d"], [3, 7, 11]])
+def test_held_out_metrics_are_sklearns(classes: list) -> None:
+    # metrics_of counts class positions instead of calling sklearn; the numbers must be sklearn's, including a
+    # class that is never predicted (zero_division=0) and labels the model does not know (sklearn decides).
+    from sklearn import metrics as m
+
+    labels = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
+    y = labels[RNG.integers(0, len(classes), 400)]
+    pred = np.where(RNG.random(400) < 0.6, y, labels[0])
+    binary = len(classes) == 2
+    avg = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    expected = {"accuracy": m.accuracy_score(y, pred), "f1": m.f1_score(y, pred, zero_division=0, **avg),
+                "precision": m.precision_score(y, pred, zero_division=0, **avg),
+                "recall": m.recall_score(y, pred, zero_division=0, **avg)}
+    got = metrics_of(y, Predictions(pred, None, tuple(classes)), "classification")
+    assert got == pytest.approx(expected)
+    never = metrics_of(y, Predictions(np.full(400, labels[0]), None, tuple(classes)), "classification")
+    assert never["precision"] == pytest.approx(m.precision_score(y, np.full(400, labels[0]), zero_division=0, **avg))

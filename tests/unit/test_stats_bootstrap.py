@@ -201,3 +201,19 @@ def test_bad_input_is_refused_with_a_message() -> None:
         paired_bootstrap_difference(y, a, b, "accuracy", confidence=95)
     with pytest.raises(ValueError, match="pos_label"):
         paired_bootstrap_difference(y, a, b, "f1", pos_label="daisy")
+
+
+@pytest.mark.parametrize("values", [
+    np.array([5, 3, 3, -2, 9, 5]),                 # small integers: counted
+    np.array([True, False, True]),                 # booleans: counted
+    np.array([0, 10**12, 7]),                      # a wide range: sorted by np.unique
+    np.array(["b", "a", "b"], dtype=object),       # text: sorted by np.unique
+    np.array([2.5, 1.0, 2.5]),                     # floats: sorted by np.unique
+])
+def test_unique_inverse_is_numpys_unique(values: np.ndarray) -> None:
+    from kultivar.domain.stats.metrics import unique_inverse
+
+    found, inverse, counts = unique_inverse(values)
+    expected, expected_inverse, expected_counts = np.unique(values, return_inverse=True, return_counts=True)
+    assert found.tolist() == expected.tolist() and found.dtype == expected.dtype
+    assert inverse.tolist() == expected_inverse.tolist() and counts.tolist() == expected_counts.tolist()

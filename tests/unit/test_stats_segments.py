@@ -63,3 +63,32 @@ def test_lower_is_better_metrics_and_undefined_scores() -> None:
     assert found[0].message == "segment region=north (200 rows): mae 3 vs production 2"
     with pytest.raises(ValueError, match="margin"):
         worst_segment_regression(candidate, production, margin=-1, min_rows=0)
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "precision", "recall"])
+@pytest.mark.parametrize("pos_label", [None, 1, 2])
+def test_counted_segments_equal_the_metric_of_each_slice(metric: str, pos_label: int | None) -> None:
+    # Integer labels take the one-count path; the same labels as text take the per-slice path. Both must give
+    # sklearn's score of each slice; F1, precision and recall are NaN where the positive class is neither true nor
+    # predicted in a slice (sklearn would say 0 with a warning), accuracy is defined there.
+    rng = np.random.default_rng(3)
+    n = 3000
+    region = rng.integers(0, 7, n)
+    y = rng.integers(0, 3, n)
+    pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, 3, n))
+    if pos_label is not None:  # two classes only, and region 6 never sees the positive class
+        y, pred = np.minimum(y, 1) + 1, np.minimum(pred, 1) + 1
+        y[region == 6], pred[region == 6] = 3 - pos_label, 3 - pos_label
+    counted = segment_metrics(y, pred, {"region": region}, metric, pos_label=pos_label)
+    sliced = segment_metrics(y.astype(str), pred.astype(str), {"region": region}, metric,
+                             pos_label=None if pos_label is None else str(pos_label))
+    assert [(s.value, s.rows) for s in counted] == [(s.value, s.rows) for s in sliced]
+    for c, s in zip(counted, sliced, strict=True):
+        rows = region == int(c.value)
+        if pos_label is not None and c.value == "6" and metric != "accuracy":
+            assert math.isnan(c.score) and math.isnan(s.score)
+            continue
+        args = {"average": "binary", "pos_label": pos_label} if pos_label else {"average": "macro"}
+        expected = (skm.accuracy_score(y[rows], pred[rows]) if metric == "accuracy" else
+                    getattr(skm, f"{metric}_score")(y[rows], pred[rows], zero_division=0, **args))
+        assert c.score == pytest.approx(expected) and s.score == pytest.approx(expected)

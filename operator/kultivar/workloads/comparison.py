@@ -39,7 +39,7 @@ from kultivar.workloads.artifact import (
     read_manifest,
 )
 from kultivar.workloads.diagnostics import confusion_matrix, residual_histogram
-from kultivar.workloads.evaluate import Predictions, metrics_of, predict_held_out
+from kultivar.workloads.evaluate import Predictions, label_codes, metrics_of, predict_held_out
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.storage import ArtifactStore
 
@@ -173,20 +173,36 @@ def resamples_for(metric: str, rows: int) -> int:
     return max(MIN_RESAMPLES, min(RESAMPLES, ROW_RESAMPLE_BUDGET // max(rows, 1)))
 
 
-def compare(task: str, metric: str, confidence: float, held_out: HeldOut, candidate: Scored,
-            production_ref: ProductionRef | None, store: ArtifactStore, estimator_packages: Sequence[str],
-            segments: Sequence[str] = ()) -> EvaluationResult:
-    """The evaluation block of a version: every model on the same held-out rows, the difference on the gate metric
-    with its bootstrap interval (against production, or against the baseline for a first version), the segments."""
-    base = baseline(task, held_out)
+@dataclass(frozen=True)
+class References:
+    """What a candidate is compared with, scored without it: the baseline, and production or why it is missing."""
+
+    baseline: Scored
     production: Scored | None = None
-    problem = None
-    if production_ref is not None:
-        try:
-            production = score_production(production_ref, task, held_out, store, estimator_packages)
-        except ComparisonImpossible as e:
-            problem = str(e)
-            log.warning("no comparison with production: %s", problem)
+    problem: str | None = None
+
+
+def score_references(task: str, held_out: HeldOut, production_ref: ProductionRef | None, store: ArtifactStore,
+                     estimator_packages: Sequence[str]) -> References:
+    """The baseline and production scored on the held-out rows. Neither needs the candidate, so training scores
+    them while the candidate is fitted."""
+    base = baseline(task, held_out)
+    if production_ref is None:
+        return References(base)
+    try:
+        return References(base, score_production(production_ref, task, held_out, store, estimator_packages))
+    except ComparisonImpossible as e:
+        log.warning("no comparison with production: %s", e)
+        return References(base, problem=str(e))
+
+
+def compare(task: str, metric: str, confidence: float, held_out: HeldOut, candidate: Scored,
+            production_ref: ProductionRef | None, references: References, segments: Sequence[str] = ()
+            ) -> EvaluationResult:
+    """The evaluation block of a version: every model on the same held-out rows, the difference on the gate metric
+    with its bootstrap interval (against production, or against the baseline for a first version), the segments.
+    ``references`` are :func:`score_references` of the same rows and production version."""
+    base, production, problem = references.baseline, references.production, references.problem
     other, against = (production, "production") if production is not None else (base, "baseline")
     result = EvaluationResult(
         source="holdout" if held_out.holdout else "split", dataset=held_out.holdout,
@@ -199,21 +215,51 @@ def compare(task: str, metric: str, confidence: float, held_out: HeldOut, candid
         result.production = _compared(production_ref, production)
         if metric in candidate.metrics and metric in production.metrics:
             result.difference = candidate.metrics[metric] - production.metrics[metric]
+    coded, cand, prod, versus = _coded(task, held_out, candidate, production, other)
     if production_ref is None or production is not None:
-        result.interval = _interval(metric, confidence, held_out, candidate, other, against)
+        result.interval = _interval(metric, confidence, coded, cand, versus, against)
     if segments:
-        result.segments = _segments(metric, held_out, segments, candidate, production)
-    _diagnose(result, task, held_out, candidate)
+        result.segments = _segments(metric, coded, segments, cand, prod)
+    _diagnose(result, task, coded.y_test, cand.predictions.pred, held_out.classes, positions=coded is not held_out)
     return result
 
 
-def _diagnose(result: EvaluationResult, task: str, held_out: HeldOut, candidate: Scored) -> None:
-    """The candidate's confusion matrix or residual histogram on the held-out rows (or a note why there is none)."""
-    pred = candidate.predictions.pred
+def _coded(task: str, held_out: HeldOut, candidate: Scored, production: Scored | None, other: Scored
+           ) -> tuple[HeldOut, Scored, Scored | None, Scored]:
+    """The held-out rows and the models' predicted labels as positions in the classes, when every label is one.
+
+    The interval and the segment table group and count labels many times; positions are counted in linear
+    time, while labels (text most of all) are sorted on every call. The metrics are the same: positions are a
+    one-to-one renaming, with the second class still the positive one of a binary problem.
+    """
+    unchanged = held_out, candidate, production, other
     if task == "regression":
-        result.residuals, note = residual_histogram(held_out.y_test, pred)
+        return unchanged
+    classes = list(held_out.classes)
+    positions = tuple(range(len(classes)))
+    truth = label_codes(held_out.y_test, classes)
+    recoded: dict[int, Scored] = {}
+    for model in (candidate, production, other):
+        if model is None or id(model) in recoded:
+            continue
+        pred = label_codes(model.predictions.pred, classes)
+        if pred is None:
+            return unchanged
+        recoded[id(model)] = replace(model, predictions=replace(model.predictions, pred=pred, classes=positions))
+    if truth is None:
+        return unchanged
+    return (replace(held_out, y_test=truth, classes=positions), recoded[id(candidate)],
+            None if production is None else recoded[id(production)], recoded[id(other)])
+
+
+def _diagnose(result: EvaluationResult, task: str, truth: np.ndarray, pred: np.ndarray, classes: Sequence[Any], *,
+              positions: bool = False) -> None:
+    """The candidate's confusion matrix or residual histogram on the held-out rows (or a note why there is none).
+    ``positions``: the labels are positions in ``classes`` (see :func:`_coded`)."""
+    if task == "regression":
+        result.residuals, note = residual_histogram(truth, pred)
     else:
-        result.confusionMatrix, note = confusion_matrix(held_out.y_test, pred, held_out.classes)
+        result.confusionMatrix, note = confusion_matrix(truth, pred, classes, positions=positions)
     if note:
         result.omitted = [*(result.omitted or []), note]
 

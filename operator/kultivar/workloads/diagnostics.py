@@ -48,10 +48,15 @@ def confusion(y_true: Any, y_pred: Any, classes: Sequence[Any]) -> tuple[list[An
     return labels, counts
 
 
-def confusion_matrix(y_true: Any, y_pred: Any, classes: Sequence[Any]
+def confusion_matrix(y_true: Any, y_pred: Any, classes: Sequence[Any], *, positions: bool = False
                      ) -> tuple[ConfusionMatrixResult | None, str | None]:
-    """The record's confusion matrix, or None and the note saying why it is left out (too many classes)."""
-    labels, counts = confusion(y_true, y_pred, classes)
+    """The record's confusion matrix, or None and the note saying why it is left out (too many classes).
+    ``positions``: the values are already positions in ``classes`` (every label is one of them)."""
+    if positions:
+        labels, k = list(classes), len(classes)
+        counts = np.bincount(np.asarray(y_true) * k + np.asarray(y_pred), minlength=k * k).reshape(k, k)
+    else:
+        labels, counts = confusion(y_true, y_pred, classes)
     if len(labels) > CONFUSION_MATRIX_MAX_CLASSES:
         return None, (f"confusion matrix: {len(labels)} classes, more than the {CONFUSION_MATRIX_MAX_CLASSES} a "
                       "version records")

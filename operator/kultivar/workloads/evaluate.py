@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kultivar.api.trainingrun import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingRunSpec
+from kultivar.domain.stats.metrics import from_confusion
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import transform_inputs
 
@@ -97,16 +98,49 @@ def metrics_of(y_test: Any, predictions: Predictions, task: str) -> dict[str, fl
         return {k: v for k, v in out.items() if math.isfinite(v)}
     classes = list(predictions.classes)
     binary = len(classes) == 2
-    avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
-    out["accuracy"] = float(m.accuracy_score(y_test, pred))
-    # One pass over the confusion matrix for all three (each *_score call would redo it).
-    precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
-    out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
+    truth, predicted = label_codes(y_test, classes), label_codes(pred, classes)
+    if truth is not None and predicted is not None:
+        out.update(count_metrics(truth, predicted, len(classes)))
+    else:  # a true label the model does not know (a holdout with another class): sklearn's checks decide
+        avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+        out["accuracy"] = float(m.accuracy_score(y_test, pred))
+        precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
+        out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
     if predictions.proba is not None:
         auc = _roc_auc(predictions.proba, y_test, classes)
         if auc is not None:
             out["roc_auc"] = auc
     return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def label_codes(values: Any, classes: Sequence[Any]) -> np.ndarray | None:
+    """Each value's position in ``classes``, or None when a value is not among them. Numbers are looked up in
+    sorted classes (as a fitted estimator's ``classes_`` are) by bisection, anything else by hashing; neither
+    sorts the values."""
+    found = np.asarray(values)
+    known = np.asarray(list(classes))
+    if (found.dtype.kind in "iufb" and known.dtype.kind in "iufb" and known.size
+            and bool(np.all(known[:-1] < known[1:]))):
+        positions = np.minimum(np.searchsorted(known, found), known.size - 1)
+        return positions.astype(np.intp) if bool(np.all(known[positions] == found)) else None
+    codes = pd.Index(list(classes)).get_indexer(found)
+    return None if (codes < 0).any() else codes.astype(np.intp)
+
+
+def count_metrics(truth: np.ndarray, predicted: np.ndarray, k: int) -> dict[str, float]:
+    """Accuracy, F1, precision and recall of class positions in ``range(k)``, from one confusion count.
+
+    sklearn's conventions (``precision_recall_fscore_support(zero_division=0)``; the unit tests compare them):
+    two classes are scored as "binary" for the second class, more as the "macro" mean over the classes seen in
+    the true or predicted values. Counting positions takes linear time; sklearn sorts the labels for every call,
+    which was most of the evaluation time of a large held-out split.
+    """
+    actual = np.bincount(truth, minlength=k)
+    guessed = np.bincount(predicted, minlength=k)
+    hits = np.bincount(truth[truth == predicted], minlength=k)
+    average = [1] if k == 2 else np.flatnonzero(actual + guessed)
+    return {name: float(from_confusion(name, hits, guessed, actual, average))
+            for name in ("accuracy", "f1", "precision", "recall")}
 
 
 def _proba(final: Any, features: Any) -> np.ndarray | None:

@@ -48,7 +48,15 @@ from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.workloads.artifact import MANIFEST_NAME, MODEL_NAME, dump_model, read_manifest, write_manifest
 from kultivar.workloads.canonical import as_features, canonical_frame_digest, coerce_frame
 from kultivar.workloads.card import CARD_NAME, provisional_decision, render_card, write_card
-from kultivar.workloads.comparison import HeldOut, Scored, check_segments, compare, gate_settings
+from kultivar.workloads.comparison import (
+    HeldOut,
+    References,
+    Scored,
+    check_segments,
+    compare,
+    gate_settings,
+    score_references,
+)
 from kultivar.workloads.compile import Answers, compile_model
 from kultivar.workloads.estimator import build_estimator, build_search, needs_encoded_labels
 from kultivar.workloads.evaluate import Predictions, evaluate_predictions, headline_metric, scorer
@@ -135,11 +143,18 @@ def _run_training(spec: TrainingRunSpec, snapshot_uri: str, dataset_digest: str,
     prepared = _load_verified(spec, store, snapshot_uri, dataset_digest, task, target, features, estimator, metric,
                               timings)
     holdout = _load_holdout(store, registry.holdout, task, target, features) if registry.holdout else None
-    model, best_params, notes = _fit(spec, prepared, timings)
     comparing = _Comparing(gate_metric, confidence, registry.production, dataset_digest, spec.evaluation.seed,
                            spec.evaluation.segments, holdout)
-    metrics, artifact, trusted_types, evaluation, compiled = _evaluate_and_save(
-        model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, timings)
+    held_out = _held_out(prepared, comparing, features)
+    # The baseline and production need only the held-out rows: score them while the candidate is fitted, so the
+    # same-data comparison adds little to the run's time (the fit leaves a core free most of the time).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="references") as pool:
+        references = pool.submit(score_references, task, held_out, registry.production, store,
+                                 estimator_packages)
+        model, best_params, notes = _fit(spec, prepared, timings)
+        metrics, artifact, trusted_types, evaluation, compiled = _evaluate_and_save(
+            model, prepared, metric, task, features, prefix, store, estimator_packages, comparing, held_out,
+            references, timings)
     manifest = _manifest(spec, task, target, described, prepared, metric, metrics, best_params, artifact,
                          trusted_types, dataset_digest, snapshot_uri, profile_uri)
     manifest.evaluation = evaluation
@@ -341,9 +356,23 @@ def _load_holdout(store: ArtifactStore, ref: HoldoutRef, task: str, target: str,
     return _Holdout(ref, x, y)
 
 
+def _held_out(prepared: _Prepared, comparing: _Comparing, features: list[Feature]) -> HeldOut:
+    """The rows every model is scored on (the run's held-out split or the holdout Dataset), in the labels
+    themselves: a model fitted on class indexes (labels_encoded) has its predictions mapped back first."""
+    few_values = [f.name for f in features if f.type != "numeric"]
+    y_train = _label_decoder(prepared)(prepared.y_train)
+    if comparing.holdout is None:
+        y_test = prepared.y_test_labels if prepared.y_test_labels is not None else prepared.y_test
+        return HeldOut(prepared.x_test, y_test, y_train, prepared.classes, comparing.data_digest, comparing.seed,
+                       few_values=few_values)
+    hold = comparing.holdout
+    return HeldOut(hold.x, hold.y, y_train, prepared.classes, hold.ref.digest, comparing.seed,
+                   holdout=hold.ref.name, few_values=few_values)
+
+
 def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, features: list[Feature],
                        prefix: str, store: ArtifactStore, estimator_packages: tuple[str, ...], comparing: _Comparing,
-                       timings: dict[str, float]
+                       held_out: HeldOut, references: Future[References], timings: dict[str, float]
                        ) -> tuple[dict[str, float], ArtifactRefDict, list[str], EvaluationResult, CompiledModel]:
     """The held-out metrics, the stored model file, the types beyond skops' defaults it holds, the comparison
     with production and the baseline on the same rows, and the compiled model (or why there is none)."""
@@ -355,38 +384,30 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
         local = os.path.join(tmp, MODEL_NAME)
         dumping = pool.submit(dump_model, model, local, estimator_packages)
         metrics, predictions = evaluate_predictions(model, prepared.x_test, prepared.y_test, task,
-                                                    [f.name for f in features if f.type != "numeric"])
+                                                    held_out.few_values)
         timings["evaluate"] = time.perf_counter() - t
         if metric not in metrics:
             raise TrainingFailure("EvaluationFailed",
                                   f"the headline metric {metric} could not be computed on the held-out split "
                                   f"(computed: {', '.join(metrics) or 'none'}); use more data or another metric")
         log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        # Compile while production and the baseline are scored: model.onnx (or why not), checked against the
-        # predictions the held-out metrics were computed from.
+        # Compile while the candidate is compared: model.onnx (or why not), checked against the predictions the
+        # held-out metrics were computed from.
         compiling = pool.submit(compile_model, model, features, task, prepared.x_test, store, prefix,
                                 Answers(predictions.pred, predictions.proba))
 
         t = time.perf_counter()
-        few_values = [f.name for f in features if f.type != "numeric"]
-        # Production and the baseline are compared in the labels themselves: a model fitted on class indexes
-        # (labels_encoded) has its predictions mapped back to the classes first.
         decode = _label_decoder(prepared)
-        y_train = decode(prepared.y_train)
         if comparing.holdout is None:
-            y_test = prepared.y_test_labels if prepared.y_test_labels is not None else prepared.y_test
-            held_out = HeldOut(prepared.x_test, y_test, y_train, prepared.classes,
-                               comparing.data_digest, comparing.seed, few_values=few_values)
             candidate = Scored(metrics, _decoded(predictions, decode, prepared))
         else:
             hold = comparing.holdout
-            held_out = HeldOut(hold.x, hold.y, y_train, prepared.classes, hold.ref.digest, comparing.seed,
-                               holdout=hold.ref.name, few_values=few_values)
             hold_y = encode_labels(hold.y, prepared.classes) if prepared.labels_encoded else hold.y
-            hold_metrics, hold_predictions = evaluate_predictions(model, hold.x, hold_y, task, few_values)
+            hold_metrics, hold_predictions = evaluate_predictions(model, hold.x, hold_y, task, held_out.few_values)
             candidate = Scored(hold_metrics, _decoded(hold_predictions, decode, prepared))
+        # Only the part of the references' scoring that did not overlap the fit counts here.
         evaluation = compare(task, comparing.metric, comparing.confidence, held_out, candidate,
-                             comparing.production, store, estimator_packages, comparing.segments)
+                             comparing.production, references.result(), comparing.segments)
         timings["compare"] = time.perf_counter() - t
         log.info("same-data comparison on %d rows: %s", evaluation.rows, evaluation.wire())
 

@@ -38,6 +38,7 @@ from kultivar.domain.stats.metrics import (
     from_confusion,
     higher_is_better,
     score,
+    unique_inverse,
 )
 
 METHOD = "percentile paired bootstrap"
@@ -155,7 +156,7 @@ class _CountDifference:
                  pos_label: Any | None) -> None:
         labels, (t, pa, pb) = encode_labels(y, a, b)
         k = len(labels)
-        triples, cells, counts = np.unique((t * k + pa) * k + pb, return_inverse=True, return_counts=True)
+        triples, cells, counts = unique_inverse((t * k + pa) * k + pb)
         self.cells = cells.astype(np.intp)  # each row's triple
         self.metric, self.n, self.proportions = metric, len(y), counts / len(y)
         ct, ca, cb = triples // (k * k), (triples // k) % k, triples % k

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kultivar.domain.stats.metrics import improvement, score
+from kultivar.domain.stats.metrics import (
+    COUNT_METRICS,
+    encode_labels,
+    from_confusion,
+    improvement,
+    score,
+    unique_inverse,
+)
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,49 @@ def segment_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, segments: Mapp
     label arguments are those of :func:`kultivar.domain.stats.metrics.score`.
     """
     y, pred = np.asarray(y_true), np.asarray(y_pred)
-    out = []
+    # Count metrics of integer labels (class positions): one count of (segment, true, predicted) per feature.
+    counted = metric in COUNT_METRICS and y.dtype.kind in "iub" and pred.dtype.kind in "iub"
+    out: list[SegmentMetric] = []
     for feature in sorted(segments):
         raw = np.asarray(segments[feature])
         # Integer codes group as they are (sorting numbers is far faster than sorting their text); the rest by text.
         column = raw if raw.dtype.kind in "iu" else raw.astype(str)
         if len(column) != len(y):
             raise ValueError(f"segment feature {feature} has {len(column)} rows, the predictions {len(y)}")
-        values, inverse = np.unique(column, return_inverse=True)
-        for position, value in enumerate(values):
-            rows = inverse == position
-            value_score = _safe_score(metric, y[rows], pred[rows], pos_label, labels)
-            out.append(SegmentMetric(feature, str(value), int(rows.sum()), metric, value_score))
+        values, inverse, sizes = unique_inverse(column)
+        if counted:
+            scores = _count_scores(metric, y, pred, inverse, len(values), pos_label)
+        else:
+            scores = [_safe_score(metric, y[inverse == i], pred[inverse == i], pos_label, labels)
+                      for i in range(len(values))]
+        out.extend(SegmentMetric(feature, str(value), int(size), metric, value_score)
+                   for value, size, value_score in zip(values, sizes, scores, strict=True))
     return out
+
+
+def _count_scores(metric: str, y: npt.NDArray[Any], pred: npt.NDArray[Any], segment: npt.NDArray[np.intp],
+                  n_segments: int, pos_label: Any | None) -> list[float]:
+    """The count metric of each segment, as :func:`score` of its rows gives it, from one count of (segment, true,
+    predicted) cells: a "binary" F1, precision or recall is undefined (NaN) in a segment where ``pos_label`` is
+    neither true nor predicted, "macro" averages over the labels seen in the segment."""
+    labels, (t, p) = encode_labels(y, pred)
+    k = len(labels)
+    cells = np.bincount((segment * k + t) * k + p, minlength=n_segments * k * k).reshape(n_segments, k, k)
+    actual, predicted = cells.sum(axis=2), cells.sum(axis=1)
+    hits = cells[:, np.arange(k), np.arange(k)]
+    positive = np.flatnonzero(labels == pos_label) if pos_label is not None else None
+    scores = []
+    for s in range(n_segments):
+        seen = np.flatnonzero(actual[s] + predicted[s])
+        if positive is None or metric == "accuracy":
+            average = seen
+        elif positive.size and np.isin(positive, seen).all():
+            average = positive
+        else:
+            scores.append(float("nan"))
+            continue
+        scores.append(float(from_confusion(metric, hits[s], predicted[s], actual[s], average)))
+    return scores
 
 
 def _safe_score(metric: str, y: npt.NDArray[Any], pred: npt.NDArray[Any], pos_label: Any | None,
