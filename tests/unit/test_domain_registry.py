@@ -213,3 +213,13 @@ def test_manual_pin_of_a_rolled_back_version_is_explicit() -> None:
     assert (p.ready.status, p.ready.reason) == (False, "ProductionRolledBack")
     assert "spec.production pins v2" in p.ready.message and "Deployment iris failed analysis" in p.ready.message
     assert p.status["versions"][1]["rolledBack"] is True
+
+
+def test_a_rollback_for_a_failed_model_server_names_the_servers_reason_in_the_model() -> None:
+    runs, promotion, status = _two_versions()
+    observed = ModelObserved(model(promotion=promotion, status=status), runs, frozenset({1, 2}),
+                             rolled_back={2: "iris"}, server_failed={2: "ModelDigestMismatch: altered"})
+    p, _ = plan_model(observed, NOW)
+    assert p.status["productionVersion"] == 1
+    assert p.status["versions"][1]["rollbackReason"] == ("its model server failed in Deployment iris "
+                                                         "(ModelDigestMismatch: altered)")

@@ -33,6 +33,9 @@ class ModelObserved:
     served_versions: frozenset[int]  # versions some Deployment serves (never removed by retention)
     cleanup_jobs: dict[str, JobOutcome | None] = field(default_factory=dict)  # by name, for status.retiring
     rolled_back: dict[int, str] = field(default_factory=dict)  # version -> Deployment whose canary of it failed
+    # version -> its model server's reason and message, when that Deployment rolled it back for a server that
+    # failed for good rather than for its analysis (kultivar.domain.rollout.server_failure_cause)
+    server_failed: dict[int, str] = field(default_factory=dict)
 
 
 def retire_job_name(model: str, version: int) -> str:
@@ -369,7 +372,9 @@ def plan_model(observed: ModelObserved, now: datetime, config: OperatorConfig | 
         rolled = by_number.get(number)
         if rolled is not None and not rolled.get("rolledBack"):
             rolled["rolledBack"] = True
-            rolled["rollbackReason"] = f"its canary in Deployment {deployment} failed analysis"
+            cause = observed.server_failed.get(number)
+            rolled["rollbackReason"] = f"its canary in Deployment {deployment} failed analysis" if cause is None \
+                else f"its model server failed in Deployment {deployment} ({cause})"
             plan.events.append(Event("Warning", "VersionRolledBack", f"v{number}: {rolled['rollbackReason']}"))
             happened.append(history.entry(now, "RolledBack", rolled["rollbackReason"], version=number))
 

@@ -7,6 +7,8 @@ States (status.rollout.state) of a canary of version C while version S is stable
                Pass -> next step (or Promoting after the last), Fail -> rolled back, Inconclusive -> wait.
   Promoting -> C scales to the full replica count; once Ready, C becomes stable and S is removed.
 spec.strategy.canary.paused holds Starting and Stepping where they are (the user's pause); Promoting finishes.
+A canary whose model server failed for good (its termination message, kultivar.domain.server_failures) is rolled
+back in any state, paused or not, like a failed analysis (failedCheck ServerFailed): waiting would wait forever.
 A rolled-back version is remembered (status.rolledBack) and never rolled out again by itself.
 The prediction-shift check is reported but not enforced when stable's predictions are no reference for the
 canary's (see stale_reference()): a canary retrained on new data after its stable drifted must predict otherwise.
@@ -35,8 +37,12 @@ from kultivar.domain.metrics import Snapshot, Verdict, analyse, summarize
 from kultivar.domain.performance import Feedback, canary_outcome
 from kultivar.domain.plan import Event
 from kultivar.domain.reasons import Reason
+from kultivar.domain.server_failures import ServerFailure
 
 # The Progressing reason of each canary state: explicit, so a reason seen in `kubectl describe` is greppable.
+# status.lastAnalysis.failedCheck of a rollout ended because the canary's model server failed for good.
+SERVER_FAILED_CHECK = Reason.SERVER_FAILED.value
+
 CANARY_REASONS = {"Starting": Reason.CANARY_STARTING, "Stepping": Reason.CANARY_STEPPING,
                   "Promoting": Reason.CANARY_PROMOTING}
 
@@ -71,6 +77,8 @@ class RolloutInput:
     # With spec.autoscaling: the count the rollout sizes versions from (kultivar.domain.autoscaling.scale_base,
     # from the stable version's current, autoscaled count) instead of spec.replicas.
     scale_base: int | None = None
+    # Per version, a server that refused to start for good (read from its pods while a version is not ready).
+    server_failures: dict[int, ServerFailure] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -232,11 +240,12 @@ def decide(inp: RolloutInput) -> RolloutDecision:
 
     if target in inp.rolled_back:
         why = inp.last_analysis or {}
-        cause = f" after failing {why['failedCheck']} ({why.get('message', '')})" if why.get("failedCheck") else ""
-        return RolloutDecision(
-            {stable: n}, {stable: 100}, stable, None, None, inp.rolled_back,
-            degraded=(True, Reason.ROLLED_BACK, f"v{target} was rolled back{cause} and is not retried; register a new "
-                                          f"version or pin another one (stable stays v{stable})"))
+        return RolloutDecision({stable: n}, {stable: 100}, stable, None, None, inp.rolled_back,
+                               degraded=(True, Reason.ROLLED_BACK, _rolled_back_message(target, stable, why)))
+
+    failure = _server_failed(inp, stable, target)
+    if failure is not None:
+        return _server_rollback(inp, stable, target, failure)
 
     if strategy.type == "Immediate":
         pods = inp.pods.get(target)
@@ -246,6 +255,49 @@ def decide(inp: RolloutInput) -> RolloutDecision:
         return RolloutDecision({stable: n, target: n}, {stable: 100, target: 0}, stable, target, None,
                                inp.rolled_back, progressing=(True, Reason.REPLACING, f"starting v{target}"))
     return _canary(inp, stable, target)
+
+
+def _server_failed(inp: RolloutInput, stable: int, target: int) -> ServerFailure | None:
+    """The target's permanent server failure, when it is the version's own: a stable failing for good too (its
+    pods restarted with the same new settings, say spec.serving.unknownCategories) means the Deployment's spec is
+    the cause, which Ready=False ServerFailed reports, and rolling the version back would blame it for that."""
+    failure = inp.server_failures.get(target)
+    return failure if failure is not None and stable not in inp.server_failures else None
+
+
+def server_failure_cause(status: dict[str, Any], version: int) -> str | None:
+    """The server's reason and message when a Deployment rolled version back because its server failed for good
+    (None: another cause). status.lastAnalysis describes the newest rollback, the last entry of status.rolledBack,
+    until a later analysis replaces it: the Model reads this as the rollback appears."""
+    rolled, last = status.get("rolledBack") or [], status.get("lastAnalysis") or {}
+    if rolled and rolled[-1] == version and last.get("failedCheck") == SERVER_FAILED_CHECK:
+        return str(last.get("message") or "")
+    return None
+
+
+def _server_message(target: int, failure: ServerFailure) -> str:
+    return f"v{target}'s model server failed: {failure.reason}: {failure.message}"
+
+
+def _rolled_back_message(target: int, stable: int, why: dict[str, Any]) -> str:
+    """Degraded's message while a rolled-back version is wanted: the same on every reconcile (from status)."""
+    retry = f"is not retried; register a new version or pin another one (stable stays v{stable})"
+    if why.get("failedCheck") == SERVER_FAILED_CHECK:
+        return f"v{target}'s model server failed: {why.get('message', '')}; rolled back to v{stable}; v{target} {retry}"
+    cause = f" after failing {why['failedCheck']} ({why.get('message', '')})" if why.get("failedCheck") else ""
+    return f"v{target} was rolled back{cause} and {retry}"
+
+
+def _server_rollback(inp: RolloutInput, stable: int, target: int, failure: ServerFailure) -> RolloutDecision:
+    """End the rollout of a version whose server cannot start, as a failed analysis ends it (status.rolledBack,
+    which the Model reads to move production back under Automatic): traffic never reached it, stable serves on."""
+    analysis = {"time": now_rfc3339(inp.now), "verdict": "Fail", "failedCheck": SERVER_FAILED_CHECK,
+                "message": f"{failure.reason}: {failure.message}"}
+    event = Event("Warning", Reason.ROLLED_BACK, f"{_server_message(target, failure)}; rolled back to v{stable} "
+                                                 f"(pod {failure.pod})")
+    return RolloutDecision({stable: inp.n}, {stable: 100}, stable, None, None, [*inp.rolled_back, target],
+                           degraded=(True, Reason.ROLLED_BACK, _rolled_back_message(target, stable, analysis)),
+                           analysis=analysis, events=[event])
 
 
 def _canary(inp: RolloutInput, stable: int, target: int) -> RolloutDecision:
@@ -378,7 +430,12 @@ def _ab_test(inp: RolloutInput) -> RolloutDecision:
     events: list[Event] = []
     ab, needs, measured, requeue, note = _measure_ab(inp, sorted(replicas), events)
     waiting = [v for v in replicas if not (inp.pods.get(v) and inp.pods[v].is_ready)]
-    progressing = (True, Reason.DEPLOYING, f"waiting for {', '.join(f'v{v}' for v in waiting)}") if waiting else \
+    # Fixed variants have nothing to roll back to: a variant that cannot start is named with its server's reason
+    # (Ready=False ServerFailed says the same), the others serve on.
+    failed = [_server_message(v, inp.server_failures[v]) for v in waiting if v in inp.server_failures]
+    starting = [f"v{v}" for v in waiting if v not in inp.server_failures]
+    why = "; ".join([*failed, *([f"waiting for {', '.join(starting)}"] if starting else [])])
+    progressing = (True, Reason.DEPLOYING, why) if waiting else \
         (False, Reason.AB_TEST_RUNNING, ", ".join(f"v{v.version}={v.weight}%" for v in variants) + note)
     return RolloutDecision(replicas, weights, top, None, None, inp.rolled_back, progressing=progressing,
                            needs_metrics=needs, requeue_after=requeue, ab_test=ab, measured=measured,

@@ -368,6 +368,7 @@ def plan_serving(observed: DeploymentObserved, config: OperatorConfig, now: date
         metrics_error=observed.metrics_error,
         stale_reference=stale_reference(observed.model, status, status.get("stableVersion"), version),
         scale_base=scale_base(spec, status.get("stableVersion"), observed.pods or {}),
+        server_failures=observed.server_failures or {},
     ))
     deployments = []
     for v, replicas in sorted(decision.replicas.items()):

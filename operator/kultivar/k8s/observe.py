@@ -21,6 +21,7 @@ from kultivar.domain.deployment import MetricsRequest
 from kultivar.domain.jobs import JobOutcome, job_finished, job_outcome
 from kultivar.domain.performance import Feedback
 from kultivar.domain.registry import ModelObserved
+from kultivar.domain.rollout import server_failure_cause
 from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved, backends_needed
 from kultivar.domain.shadow import ShadowObserved
 from kultivar.domain.trainingrun import TrainingRunObserved, registered_version
@@ -127,12 +128,15 @@ def model(api: Api, cache: ObjectCache | None, namespace: str, name: str) -> Mod
     runs = [r for r in listed if ((r.get("spec") or {}).get("modelRef") or {}).get("name") == name]
     served: set[int] = set()
     rolled_back: dict[int, str] = {}
+    server_failed: dict[int, str] = {}
     for d in api.list_objects("Deployment", namespace):
         spec = d.get("spec") or {}
         if (spec.get("modelRef") or {}).get("name") != name:
             continue
         for version in (d.get("status") or {}).get("rolledBack") or []:
             rolled_back[int(version)] = d["metadata"]["name"]
+            if (cause := server_failure_cause(d.get("status") or {}, int(version))) is not None:
+                server_failed[int(version)] = cause
         if (spec.get("modelRef") or {}).get("version"):
             served.add(int(spec["modelRef"]["version"]))
         for variant in (d.get("status") or {}).get("variants") or []:
@@ -142,7 +146,7 @@ def model(api: Api, cache: ObjectCache | None, namespace: str, name: str) -> Mod
     retiring = (obj.get("status") or {}).get("retiring") or []
     cleanup = {item["job"]: job(api, namespace, item["job"], cache) for item in retiring}
     return ModelObserved(obj=obj, runs=runs, served_versions=frozenset(served), cleanup_jobs=cleanup,
-                         rolled_back=rolled_back)
+                         rolled_back=rolled_back, server_failed=server_failed)
 
 
 def confirm_runs(api: Api, observed: ModelObserved, names: set[str]) -> ModelObserved:
