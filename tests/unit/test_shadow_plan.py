@@ -17,6 +17,7 @@ from kultivar.config import OperatorConfig
 from kultivar.domain.deployment import metrics_needed, plan_deployment
 from kultivar.domain.metrics import Snapshot, distribution_shift
 from kultivar.domain.rollout import Pods
+from kultivar.domain.server_failures import STARTING_RECHECK_SECONDS, ServerFailure
 from kultivar.domain.serving import DeploymentObserved, ServingPlan
 from kultivar.domain.shadow import ShadowObserved
 
@@ -201,3 +202,31 @@ def test_a_blocked_serving_plan_leaves_the_shadow_as_it_is() -> None:
     assert "shadow" not in planned.plan.status and not planned.remove_shadow
     assert not planned.deployments and not planned.services
     assert metrics_needed(observed, no_store, T0).shadow is None
+
+
+# --- a shadow whose server refused to start for good ---------------------------------------------------------
+
+
+def test_a_shadow_whose_server_failed_for_good_is_reported_once_and_never_touches_the_stable() -> None:
+    starting = plan(deployment(), ShadowObserved(2, Pods(1, 0)))
+    assert starting.plan.status["shadow"]["state"] == "Starting"
+    assert starting.plan.requeue_after == STARTING_RECHECK_SECONDS  # a crash loop changes nothing watched
+    failure = ServerFailure(2, "iris-shadow-x", "ModelDigestMismatch", "altered")
+    failed = plan(deployment(), ShadowObserved(2, Pods(1, 0), failure=failure))
+    shadow = failed.plan.status["shadow"]
+    assert shadow["state"] == "Failed"
+    assert shadow["message"].startswith("v2's model server failed: ModelDigestMismatch: altered (pod iris-shadow-x)")
+    assert [(e.type, e.reason) for e in failed.plan.events] == [("Warning", "ShadowFailed")]
+    DeploymentStatus.model_validate(failed.plan.status)
+    # The stable serves on as before: no forwarding settings, Ready from its own pods, nothing rolled back.
+    assert "KULTIVAR_SHADOW_URL" not in env(named(failed, "iris-v1"))
+    ready = next(c for c in failed.plan.conditions if c.type == "Ready")
+    assert ready.status is True and failed.plan.status["stableVersion"] == 1
+    assert not failed.plan.status.get("rolledBack")
+    # Level-based: the next reconcile, crashed again or between two crashes, says the same without a new Event.
+    for again in (ShadowObserved(2, Pods(1, 0), failure=failure), ShadowObserved(2, Pods(1, 0))):
+        later = plan(deployment({"shadow": shadow}), again)
+        assert later.plan.status["shadow"] == shadow and not later.plan.events
+    # Another shadow version starts afresh.
+    other = deployment({"shadow": shadow}, strategy={**SHADOW, "shadow": {"version": 1, "percent": 20}})
+    assert plan(other).plan.status["shadow"]["state"] == "Waiting"

@@ -573,9 +573,11 @@ class ShadowStatus(KModel):
     version: int = Field(description="The shadow version.")
     percent: int = Field(description="Percent of the stable version's requests copied to it.")
     stableVersion: int | None = Field(default=None, description="The version whose requests are copied.")
-    state: Literal["Starting", "Running", "Waiting"] = Field(
+    state: Literal["Starting", "Running", "Waiting", "Failed"] = Field(
         description="Starting: its pods are coming up; Running: it receives copies; Waiting: it answers users "
-                    "now (it is the stable or the canary), so nothing is copied to it (see message).")
+                    "now (it is the stable or the canary), so nothing is copied to it (see message); Failed: its "
+                    "model server refused to start for good (the server's reason and message in message), so "
+                    "nothing is copied to it and the stable version serves on.")
     message: str = Field(default="", description="The numbers, or why nothing is copied.")
     router: Literal["replicas", "gatewayAPI"] | None = Field(
         default=None, description="How copies reach it: forwarded by the stable servers (replicas), or the "

@@ -262,6 +262,7 @@ def _shadow(observed: DeploymentObserved, planned: ServingPlan, config: Operator
             container["env"] = [{"name": k, "value": v} for k, v in sorted(env.items())]
     if shadow.requeue_after is not None:
         _requeue(plan, shadow.requeue_after)
+    plan.events.extend(shadow.events)
 
 
 def plan_deployment(observed: DeploymentObserved, config: OperatorConfig, now: datetime,

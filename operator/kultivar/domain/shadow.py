@@ -32,7 +32,9 @@ from kultivar.domain.jobs import owner_labels, owner_reference
 from kultivar.domain.labels import DEPLOYMENT_LABEL, SHADOW_LABEL, VERSION_LABEL
 from kultivar.domain.metrics import Snapshot, distribution_shift, summarize
 from kultivar.domain.performance import Feedback, live_metric
+from kultivar.domain.plan import Event
 from kultivar.domain.rollout import Pods
+from kultivar.domain.server_failures import STARTING_RECHECK_SECONDS, ServerFailure
 
 SHADOW_ENV_URL = "KULTIVAR_SHADOW_URL"
 SHADOW_ENV_VERSION = "KULTIVAR_SHADOW_VERSION"
@@ -53,6 +55,7 @@ class ShadowObserved:
     pods: Pods | None = None
     metrics: dict[int, Snapshot] | None = None
     error: str | None = None  # the metrics source failed (why)
+    failure: ServerFailure | None = None  # a shadow pod's server refused to start for good (read while not ready)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class ShadowPlan:
     remove: bool = False  # delete the shadow Deployment that exists
     needs_metrics: bool = False
     requeue_after: float | None = None
+    events: list[Event] = field(default_factory=list)
 
 
 def wanted(spec: DeploymentSpec, stable: int | None, canary: int | None,
@@ -220,8 +224,16 @@ def plan_shadow(obj: dict[str, Any], spec: DeploymentSpec, target: tuple[int | N
     running = ready or (same and previous.get("state") == "Running")
     plan = ShadowPlan(deployment=deployment, service=service)
     if not running:
+        failure = observed.failure if observed.version == version else None
+        if failure is not None and failure.version == version:
+            return _failed(plan, base, previous, failure, stamp)
+        if same and previous.get("state") == "Failed":  # a pod between two crashes says nothing new: it stands
+            plan.status = {**previous, **base}
+            return plan
         plan.status = {**base, "state": "Starting", "message": f"waiting for v{version}'s shadow pods",
                        "startedAt": stamp}
+        # A crash-looping pod changes nothing the operator watches: look again soon for a server that refused.
+        plan.requeue_after = STARTING_RECHECK_SECONDS
         return plan
     # Copies flow only once the shadow can answer them: the stable servers are restarted once, not twice.
     if spec.traffic.router == "gatewayAPI":
@@ -262,6 +274,21 @@ def plan_shadow(obj: dict[str, Any], spec: DeploymentSpec, target: tuple[int | N
         status[key] = numbers.get(key)
     status.update(measuredAt=stamp, message=_message(numbers))
     plan.status, plan.requeue_after = status, interval
+    return plan
+
+
+def _failed(plan: ShadowPlan, base: dict[str, Any], previous: dict[str, Any], failure: ServerFailure,
+            stamp: str) -> ShadowPlan:
+    """A shadow whose server refused to start for good: said in status.shadow and once as a Warning Event. Its
+    Deployment stays (as a served version's does) for the user to fix the cause or name another version; no copy
+    is sent to it, so the stable version is untouched. A pod ready again (a fixed file) is seen on its Deployment's
+    next change."""
+    message = (f"v{failure.version}'s model server failed: {failure.reason}: {failure.message} (pod {failure.pod}); "
+               "nothing is copied to it and the stable version serves on; fix the cause or name another version "
+               "in spec.strategy.shadow.version")
+    if previous.get("state") != "Failed" or previous.get("version") != failure.version:
+        plan.events.append(Event("Warning", "ShadowFailed", message))
+    plan.status = {**base, "state": "Failed", "message": message, "startedAt": previous.get("startedAt") or stamp}
     return plan
 
 

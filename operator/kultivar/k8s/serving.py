@@ -69,7 +69,13 @@ def shadow_pods(api: Api, namespace: str, name: str) -> ShadowObserved:
     updated = (st.get("observedGeneration") or 0) >= found["metadata"].get("generation", 0) and \
         int(st.get("updatedReplicas") or 0) >= desired
     version = int(found["metadata"]["labels"][VERSION_LABEL])
-    return ShadowObserved(version, Pods(desired=desired, ready=int(st.get("readyReplicas") or 0), updated=updated))
+    pods = Pods(desired=desired, ready=int(st.get("readyReplicas") or 0), updated=updated)
+    failure = None
+    if not pods.is_ready:  # why its pods do not come up: their servers' termination messages (one LIST)
+        listed = api.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                             query={"labelSelector": f"{SHADOW_LABEL}={name}"})
+        failure = failures_of(listed.get("items") or []).get(version)
+    return ShadowObserved(version, pods, failure=failure)
 
 
 def _scrape(url: str) -> Snapshot | None:
