@@ -285,3 +285,14 @@ def test_history_table() -> None:
                                                       "v1", "(was", "v3)"]
     assert "5m ago" in line_with(text, "Pinned") and "iris-retrain-1" in line_with(text, "TrainingStarted")
     assert "no recorded history yet" in to_text(render.history_table(MODEL, fancy=False, now=NOW))
+
+
+def test_a_canary_rolled_back_for_its_model_server_shows_why_in_the_analysis_table() -> None:
+    failed = {**CANARY, "status": {**CANARY["status"], "lastAnalysis": {
+        "time": "2026-05-01T11:59:00Z", "verdict": "Fail", "failedCheck": "ServerFailed",
+        "message": "ModelDigestMismatch: model.skops has another digest"}}}
+    DeploymentStatus.model_validate(failed["status"])
+    text = to_text(render.deployment_view(failed, fancy=False, now=NOW), width=200)
+    assert line_with(text, "model server").split()[-3:] == ["failed", "starts", "FAIL"]
+    assert "ModelDigestMismatch: model.skops has another digest" in text
+    assert line_with(text, "error rate").split()[-1] == "measured"  # "not measured": no traffic reached it

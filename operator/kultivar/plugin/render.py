@@ -317,6 +317,8 @@ def analysis_table(dep: dict[str, Any], fancy: bool, now: datetime) -> Table | T
             ok = value >= limit if op == ">=" else value <= limit
             result = mark("ok" if ok else "fail", fancy)
         table.add_row(label, fmt(value), f"{op} {fmt(limit)}", result)
+    if analysis.get("failedCheck") == "ServerFailed":  # rolled back before any traffic: its server never started
+        table.add_row("model server", "failed", "starts", mark("fail", fancy))
     if analysis.get("message"):
         table.caption = analysis["message"]
         table.caption_justify = "left"
