@@ -493,7 +493,9 @@ class AnalysisResult(KModel):
 
     time: str = Field(description="When it ran.", json_schema_extra={"format": "date-time"})
     verdict: Literal["Pass", "Fail", "Inconclusive"] = Field(description="Outcome of the analysis.")
-    failedCheck: str | None = Field(default=None, description="The check that failed, if any.")
+    failedCheck: str | None = Field(default=None, description="The check that failed, if any; ServerFailed: the "
+                                                              "canary's model server refused to start for good "
+                                                              "(its reason and message in message).")
     message: str = Field(default="", description="The numbers that decided it.")
     requests: int | None = Field(default=None, description="Canary requests in the step.")
     errorRate: float | None = Field(default=None, description="Canary error rate.")
@@ -750,7 +752,8 @@ class DeploymentStatus(KModel):
     variants: list[VariantStatus] = Field(default_factory=list, description="Served versions.")
     rollout: Rollout | None = Field(default=None, description="State of the current canary rollout.")
     rolledBack: list[int] | None = Field(
-        default=None, description="Versions whose canary failed analysis; they are not rolled out again."
+        default=None, description="Versions whose canary failed analysis or whose model server failed for good "
+                                  "(lastAnalysis.failedCheck ServerFailed); they are not rolled out again."
     )
     lastAnalysis: AnalysisResult | None = Field(default=None, description="The last canary analysis.")
     abTest: ABTestStatus | None = Field(default=None, description="The running A/B test (strategy ABTest).")
