@@ -101,6 +101,13 @@ def test_views(kube, objects) -> None:
 
     out = kk(kube, ns, "get", "deployment", "iris")
     assert out.returncode == 0 and "canary v3 (Stepping)" in out.stdout and "petal_length" in out.stdout
+    # the judged drift windows the API server stored (status.drift.history), one ASCII mark each when piped
+    assert "drift over time  __:=::  6 judged windows of v1" in out.stdout
+    assert "2026-05-01T11:45:00Z" in out.stdout and "[drifted]" in out.stdout
+    stored = json.loads(kk(kube, ns, "get", "deployment", "iris", "-o", "json").stdout)["status"]["drift"]
+    assert [w["time"] for w in stored["history"]][-1] == "2026-05-01T12:05:00Z"
+    timeline = json.loads(kk(kube, ns, "history", "deployment", "iris", "-o", "json").stdout)
+    assert len(timeline["driftWindows"]) == 6 and [e["field"] for e in timeline["events"]] == ["lastAnalysis"]
     out = kk(kube, ns, "get", "deployment", "iris-ab")
     assert "versions (A/B test since" in out.stdout and " 700 " in out.stdout
 

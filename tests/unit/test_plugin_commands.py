@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import io
+import json
 
 import pytest
 from rich.console import Console
@@ -102,3 +103,25 @@ def test_watch_of_a_rollback_or_past_its_timeout_fails() -> None:
         _fake_watch([CANARY, rolled], _watch_args())
     with pytest.raises(Failed, match="timed out after 0s"):
         _fake_watch([CANARY] * 3, _watch_args(timeout="0s"))
+
+
+def test_history_takes_a_deployment_and_views_take_no_color() -> None:
+    args = build_parser().parse_args(["history", "deployment", "iris", "--no-color", "-o", "json"])
+    assert (args.kind, args.no_color, args.output) == ("Deployment", True, "json")
+    for argv in (["get", "deployment", "iris"], ["lineage", "model", "iris", "1"], ["compare", "model", "i", "1", "2"]):
+        assert build_parser().parse_args([*argv, "--no-color"]).no_color is True
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    assert commands._fancy(terminal, argparse.Namespace(no_color=False)) is True
+    assert commands._fancy(terminal, argparse.Namespace(no_color=True)) is False
+
+
+def test_history_deployment_prints_the_timeline_or_its_facts(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(commands.fetch, "get", lambda target, kind, name: copy.deepcopy(CANARY))
+    args = build_parser().parse_args(["history", "deployment", "iris", "-o", "json"])
+    assert commands.cmd_history(args, None) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["deployment"] == "iris" and data["driftWindows"] == CANARY["status"]["drift"]["history"]
+    assert [e["field"] for e in data["events"]] == ["lastAnalysis"] and data["rolledBack"] == []
+    assert commands.cmd_history(build_parser().parse_args(["history", "deployment", "iris"]), None) == 0
+    out = capsys.readouterr().out
+    assert "Deployment iris: drift and decisions over time" in out and "drift over time  __:=::" in out

@@ -296,3 +296,117 @@ def test_a_canary_rolled_back_for_its_model_server_shows_why_in_the_analysis_tab
     assert line_with(text, "model server").split()[-3:] == ["failed", "starts", "FAIL"]
     assert "ModelDigestMismatch: model.skops has another digest" in text
     assert line_with(text, "error rate").split()[-1] == "measured"  # "not measured": no traffic reached it
+
+
+# --- drift over time (status.drift.history) ------------------------------------------------------------------
+
+
+def _with_history(history: list[dict], **status) -> dict:
+    dep = copy.deepcopy(CANARY)
+    dep["status"]["drift"]["history"] = history
+    dep["status"].update(status)
+    DeploymentStatus.model_validate(dep["status"])  # the fixture is what the API server would store
+    return dep
+
+
+def _windows(count: int, new_version_at: int | None = None) -> list[dict]:
+    """``count`` judged windows five minutes apart ending 12:05, their drifted share rising and falling; from
+    index ``new_version_at`` on they are v3's."""
+    out = []
+    for i in range(count):
+        minute = 12 * 60 + 5 - 5 * (count - 1 - i)
+        share = [0.0, 0.25, 0.5, 0.75, 1.0, 0.5][i % 6]
+        out.append({"time": f"2026-05-01T{minute // 60:02d}:{minute % 60:02d}:00Z",
+                    "version": 3 if new_version_at is not None and i >= new_version_at else 1,
+                    "samples": 100 + i, "drifted": share >= 0.5, "driftedShare": share, "unseenShare": 0.0,
+                    "features": [{"feature": "sepal_width", "psi": 0.01},
+                                 {"feature": f"f{i}", "psi": round(0.1 + share / 2, 3)}]})
+    return out
+
+
+def test_drift_history_of_a_deployment_without_a_judged_window_says_so() -> None:
+    empty = _with_history([])
+    assert "no judged window yet" in to_text(render.drift_history_view(empty, fancy=False, now=NOW))
+    assert "no judged window yet" in to_text(render.deployment_view(empty, fancy=False, now=NOW), width=200)
+    never_checked = {**CANARY, "status": {k: v for k, v in CANARY["status"].items() if k != "drift"}}
+    assert render.drift_history_view(never_checked, fancy=False, now=NOW) is None  # "no drift check yet" says it
+    text = to_text(render.deployment_view(never_checked, fancy=False, now=NOW), width=200)
+    assert "no drift check yet" in text and "drift over time" not in text
+
+
+def test_one_judged_window_is_one_row_and_one_mark() -> None:
+    dep = _with_history(_windows(1)[-1:])
+    text = to_text(render.deployment_view(dep, fancy=False, now=NOW), width=200)
+    summary = line_with(text, "drift over time")
+    assert summary.split()[3] == "_" and "1 judged window of v1 5m ago, 0 judged drifted" in summary
+    row = line_with(text, "2026-05-01T12:05:00Z (5m ago)")
+    assert row.split()[3:] == ["v1", "0%", "ok", "f0", "0.1", "100"]  # the worst feature, not the first listed
+    assert "older window" not in text
+
+
+def test_24_windows_list_the_newest_and_count_the_older_ones() -> None:
+    dep = _with_history(_windows(24, new_version_at=20))
+    text = to_text(render.deployment_view(dep, fancy=False, now=NOW), width=200)
+    rows = [line for line in lines(text) if line.startswith(" 2026-05-01T")]
+    assert len(rows) == render.DRIFT_ROWS == 8
+    assert rows[0].split()[0] == "2026-05-01T11:30:00Z" and rows[-1].split()[0] == "2026-05-01T12:05:00Z"
+    assert rows[-1].split()[3:] == ["v3", "50%", "[drifted]", "f23", "0.35", "123"]  # newest last
+    assert line_with(text, "11:55:00Z").split()[3:6] == ["v3", "75%", "[drifted]"]
+    assert "16 older windows not listed: -o wide or kubectl kultivar history deployment iris lists all 24" in text
+    # the sparkline still covers every kept window: 24 marks, | where v3 took over
+    spark = line_with(text, "drift over time").split()[3]
+    assert spark == "_:=*#=" * 3 + "_:|=*#=" and "24 judged windows of v1, v3" in text
+    assert "16 judged drifted" in text  # shares 0.5, 0.75, 1, 0.5 of every six
+    wide = to_text(render.deployment_view(dep, fancy=False, now=NOW, wide=True), width=200)
+    assert len([line for line in lines(wide) if line.startswith(" 2026-05-01T")]) == 24
+    assert "older window" not in wide
+
+
+def test_drift_history_piped_is_ascii_and_on_a_terminal_block_characters() -> None:
+    dep = _with_history(_windows(6))
+    piped = to_text(render.drift_history_view(dep, fancy=False, now=NOW), width=200)
+    assert piped.isascii() and "_:=*#=" in piped and "[drifted]" in piped
+    fancy = to_text(render.drift_history_view(dep, fancy=True, now=NOW), width=200)
+    assert "▁▃▅▇█▅" in fancy and "⚠ drifted" in fancy and "▁ no feature past the threshold .. █ all" in fancy
+
+
+@pytest.mark.parametrize(("share", "level"), [(0.0, 0), (0.01, 1), (1 / 7, 1), (0.25, 2), (0.5, 4), (0.99, 7),
+                                              (1.0, 7), (1.5, 7)])
+def test_spark_levels_never_show_a_drifted_feature_as_none(share, level) -> None:
+    assert render.spark_level(share) == level
+
+
+def test_a_window_recorded_without_a_share_is_a_question_mark() -> None:
+    window = {k: v for k, v in _windows(1)[0].items() if k != "driftedShare"}
+    assert render.drift_sparkline([window], fancy=True).plain == "?"
+
+
+def test_deployment_history_is_one_timeline_of_drift_and_decisions() -> None:
+    dep = _with_history(_windows(3), rolledBack=[2], lastRetrain={
+        "trainingRun": "iris-drift-1", "time": "2026-05-01T11:57:00Z", "reason": "v1 drifted", "trigger": "drift",
+        "recent": ["2026-05-01T11:57:00Z"], "count": 1})
+    history = facts.deployment_history(dep)
+    assert [e["field"] for e in history["events"]] == ["lastRetrain", "lastAnalysis"]
+    assert history["driftWindows"] == dep["status"]["drift"]["history"] and history["rolledBack"] == [2]
+    text = to_text(render.deployment_history_table(history, fancy=False, now=NOW), width=200)
+    whats = [line.split("ago)")[1].split("  ")[1].strip() for line in lines(text) if line.startswith(" 2026-")]
+    assert whats == ["ok drift window", "- retraining started", "ok drift window", "[drifted] window",
+                     "ok canary analysis Pass"]
+    assert "TrainingRun iris-drift-1 (drift): v1 drifted" in text and "[rolled back]: v2" in text
+    assert "50% of features drifted, worst f2 PSI 0.35, 102 requests" in text
+
+
+def test_deployment_history_names_a_failed_check_and_a_waiting_or_skipped_retraining() -> None:
+    dep = _with_history([], lastAnalysis={"time": "2026-05-01T12:01:00Z", "verdict": "Fail",
+                                          "failedCheck": "ServerFailed", "message": "CrashLoopBackOff"},
+                        retrainWait={"version": 1, "dataset": "iris", "productionDigest": "sha256:" + "a" * 64,
+                                     "requestedAt": "2026-05-01T11:59:00Z", "message": ""})
+    text = to_text(render.deployment_history_table(facts.deployment_history(dep), fancy=False, now=NOW), width=200)
+    assert "ServerFailed failed: CrashLoopBackOff" in text and "drift over time" not in text
+    assert line_with(text, "11:59:00Z").split()[3:6] == ["inconclusive", "retraining", "waits"]
+    dep["status"]["retrainWait"].update(skippedAt="2026-05-01T12:03:00Z", message="the source has no new data")
+    text = to_text(render.deployment_history_table(facts.deployment_history(dep), fancy=False, now=NOW), width=200)
+    assert "retraining skipped" in line_with(text, "12:03:00Z") and "the source has no new data" in text
+    bare = {"metadata": {"name": "new"}, "status": {}}
+    assert "nothing recorded yet" in to_text(render.deployment_history_table(facts.deployment_history(bare),
+                                                                             fancy=False, now=NOW))

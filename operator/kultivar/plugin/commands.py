@@ -26,10 +26,11 @@ EXAMPLES = """\
 examples:
   kubectl kultivar get models                       # every Model in the namespace
   kubectl kultivar get model iris --watch           # versions and Deployments, live until the rollout ends
-  kubectl kultivar get deployment iris -n ml        # canary steps, last analysis, drift, A/B numbers
+  kubectl kultivar get deployment iris -n ml        # canary steps, last analysis, drift (now and over time), A/B
   kubectl kultivar lineage model iris 3             # data -> validation -> TrainingRun -> v3 -> Deployments
   kubectl kultivar compare model iris 2 3           # metrics, parameters and data side by side
   kubectl kultivar history model iris               # registered, promoted, pinned, rolled back: when, why, by whom
+  kubectl kultivar history deployment iris          # judged drift windows, last analysis and retraining: a timeline
   kubectl kultivar report model iris -o iris.html   # one HTML page: card, metrics, evaluation, drift, canary
   kubectl kultivar promote model iris 2             # pin v2 as production (spec.production)
   kubectl kultivar promote model iris 2 --print     # the same change as YAML to commit (GitOps)
@@ -91,6 +92,11 @@ def _output(parser: argparse.ArgumentParser, wide: bool = True) -> None:
                         help="json or yaml for scripts" + (", wide for full digests and URIs" if wide else ""))
 
 
+def _no_color(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-color", action="store_true",
+                        help="plain words and characters without colour, as when piped, also on a terminal")
+
+
 def _print_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--print", dest="print_only", action="store_true",
                         help="print the change as YAML to commit (GitOps) instead of applying it")
@@ -107,8 +113,8 @@ def add_commands(subparsers: Any) -> None:
 
     p = sub("get", "show a Model (tree of versions and Deployments) or a Deployment (rollout, analysis, drift)",
             "Show a Model as a tree (versions with metric, gate, production/served markers, data digest; its "
-            "Deployments) or a Deployment (canary steps, last analysis per check, drift per feature, numbers per "
-            "version). Without NAME: a table of all of them.")
+            "Deployments) or a Deployment (canary steps, last analysis per check, drift per feature and over the last "
+            "judged windows, numbers per version). Without NAME: a table of all of them.")
     p.add_argument("kind", type=_kind(["Model", "Deployment"]), help="model or deployment (plural for a list)")
     p.add_argument("name", nargs="?", help="object name (omit for a list)")
     _output(p)
@@ -117,6 +123,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
     p.add_argument("--timeout", type=duration_arg, default=None,
                    help="give up watching after this long (e.g. 10m); exit 1")
+    _no_color(p)
     p.set_defaults(func=cmd_get)
 
     p = sub("lineage", "where a model version came from and where it is served",
@@ -126,6 +133,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("version", type=version_arg)
     _output(p)
+    _no_color(p)
     p.set_defaults(func=cmd_lineage)
 
     p = sub("compare", "two versions side by side", "Metrics (noting whether both were evaluated on the same "
@@ -135,14 +143,18 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("first", type=version_arg)
     p.add_argument("second", type=version_arg)
     _output(p)
+    _no_color(p)
     p.set_defaults(func=cmd_compare)
 
-    p = sub("history", "what happened to a Model, and who caused it",
-            "The Model's recorded history (status.history): versions registered, promoted, pinned, rolled back, "
-            "training started; with time, reason and who caused it (operator, or the field manager of your change).")
-    p.add_argument("kind", type=_kind(["Model"]), help="model")
+    p = sub("history", "what happened to a Model or a Deployment over time",
+            "model: the Model's recorded history (status.history): versions registered, promoted, pinned, rolled "
+            "back, training started; with time, reason and who caused it (operator, or the field manager of your "
+            "change). deployment: one timeline of the judged drift windows the Deployment keeps "
+            "(status.drift.history) and its last canary analysis and retraining, with the versions rolled back.")
+    p.add_argument("kind", type=_kind(["Model", "Deployment"]), help="model or deployment")
     p.add_argument("name")
     p.add_argument("-o", "--output", choices=["json", "yaml"], help="json or yaml for scripts")
+    _no_color(p)
     p.set_defaults(func=cmd_history)
 
     p = sub("report", "write one self-contained HTML page about a Model",
@@ -225,11 +237,17 @@ def _target(args: argparse.Namespace) -> Target:
     return connect(getattr(args, "kubeconfig", None), getattr(args, "context", None), getattr(args, "namespace", None))
 
 
-def _console() -> Console:
-    console = Console(soft_wrap=False, highlight=False)
+def _console(args: argparse.Namespace | None = None) -> Console:
+    no_color = bool(getattr(args, "no_color", False))
+    console = Console(soft_wrap=False, highlight=False, no_color=no_color)
     if not console.is_terminal:  # piped: one line per item as kubectl prints, not wrapped at 80 columns
         console = Console(soft_wrap=False, highlight=False, width=max(console.width, 200))
     return console
+
+
+def _fancy(console: Console, args: argparse.Namespace) -> bool:
+    """Symbols, block characters and colour on a terminal; the piped words and ASCII with --no-color too."""
+    return console.is_terminal and not getattr(args, "no_color", False)
 
 
 def _dump(obj: Any, fmt: str) -> str:
@@ -298,8 +316,8 @@ def _combined_state(deployments: list[dict[str, Any]]) -> facts.RolloutState:
 
 
 def cmd_get(args: argparse.Namespace, target: Target) -> int:
-    console, fancy = _console(), None
-    fancy = console.is_terminal
+    console = _console(args)
+    fancy = _fancy(console, args)
     wide = args.output == "wide"
     if not args.name:
         if args.watch:
@@ -398,8 +416,8 @@ def _structured(args: argparse.Namespace, data: dict[str, Any], renderable: Call
     if args.output in ("json", "yaml"):
         sys.stdout.write(_dump(data, args.output))
         return 0
-    console = _console()
-    console.print(renderable(console.is_terminal, args.output == "wide"))
+    console = _console(args)
+    console.print(renderable(_fancy(console, args), args.output == "wide"))
     return 0
 
 
@@ -422,6 +440,10 @@ def cmd_compare(args: argparse.Namespace, target: Target) -> int:
 
 
 def cmd_history(args: argparse.Namespace, target: Target) -> int:
+    if args.kind == "Deployment":
+        data = facts.deployment_history(fetch.get(target, "Deployment", args.name))
+        return _structured(args, data,
+                           lambda fancy, wide: render.deployment_history_table(data, fancy=fancy, now=_now()))
     model = fetch.get(target, "Model", args.name)
     entries = (model.get("status") or {}).get("history") or []
     return _structured(args, {"model": args.name, "history": entries},

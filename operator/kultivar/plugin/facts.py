@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
+from kultivar.domain.conditions import parse_time
 from kultivar.domain.registry import LOWER_IS_BETTER
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Refused(Exception):
@@ -182,3 +186,35 @@ def rollout_state(dep: dict[str, Any]) -> RolloutState:
         return RolloutState(True, False, f"{name}: {degraded.get('message') or degraded.get('reason')}")
     stable = status.get("stableVersion")
     return RolloutState(True, True, f"{name}: v{stable} serves all traffic" if stable else f"{name}: settled")
+
+
+# --- a Deployment over time ---------------------------------------------------------------------------------
+
+
+def drift_windows(dep: dict[str, Any]) -> list[dict[str, Any]]:
+    """status.drift.history as stored: the judged drift windows, oldest first (domain/drift_history.py keeps the
+    newest DRIFT_HISTORY_LIMIT; windows with too few requests to judge are not in it)."""
+    return list((_status(dep).get("drift") or {}).get("history") or [])
+
+
+def worst_feature(window: dict[str, Any]) -> dict[str, Any] | None:
+    """The window's feature with the highest PSI (its features are the top ones; their order is not relied on)."""
+    return max(window.get("features") or [], key=lambda f: f.get("psi", 0.0), default=None)
+
+
+def deployment_history(dep: dict[str, Any]) -> dict[str, Any]:
+    """What the Deployment's status keeps of its past: the judged drift windows, and the last record of each
+    rollout and retraining decision, each under the status field it comes from and with the time it carries
+    (status keeps the last analysis and the last retraining only, not every one)."""
+    status = _status(dep)
+    events: list[dict[str, Any]] = []
+    if analysis := status.get("lastAnalysis"):
+        events.append({"time": analysis.get("time"), "field": "lastAnalysis", "record": analysis})
+    if retrain := status.get("lastRetrain"):
+        events.append({"time": retrain.get("time"), "field": "lastRetrain", "record": retrain})
+    if wait := status.get("retrainWait"):
+        events.append({"time": wait.get("skippedAt") or wait.get("requestedAt"), "field": "retrainWait",
+                       "record": wait})
+    events.sort(key=lambda e: parse_time(e["time"]) or EPOCH)
+    return {"deployment": (dep.get("metadata") or {}).get("name"), "driftWindows": drift_windows(dep),
+            "events": events, "rolledBack": list(status.get("rolledBack") or [])}

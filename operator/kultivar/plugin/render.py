@@ -4,6 +4,7 @@ words instead of symbols, so that grep and diff see what a terminal user sees in
 from __future__ import annotations
 
 import io
+import math
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +15,18 @@ from rich.text import Text
 from rich.tree import Tree
 
 from kultivar.api.common import parse_duration
+from kultivar.api.deployment import DRIFT_HISTORY_LIMIT
 from kultivar.domain.conditions import parse_time
-from kultivar.plugin.facts import condition, served, shadowed, short_digest, versions
+from kultivar.plugin.facts import (
+    EPOCH,
+    condition,
+    drift_windows,
+    served,
+    shadowed,
+    short_digest,
+    versions,
+    worst_feature,
+)
 
 # key -> (symbol on a terminal, word when piped, style)
 MARKS = {
@@ -348,6 +359,86 @@ def drift_table(dep: dict[str, Any], fancy: bool, now: datetime, top: int = 10) 
     return table
 
 
+# --- drift over time (status.drift.history) ----------------------------------------------------------------
+
+SPARK = "▁▂▃▄▅▆▇█"
+SPARK_ASCII = "_.:-=+*#"  # the same eight levels in characters every pipe, log and font carries
+DRIFT_ROWS = 8  # judged windows listed by get deployment; -o wide and history deployment list all
+
+
+def _percent(share: Any) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
+def spark_level(share: float) -> int:
+    """0 for no drifted feature, 7 for all of them; a window with any drifted feature never looks like none."""
+    if share <= 0:
+        return 0
+    return max(1, math.ceil(min(share, 1.0) * 7))
+
+
+def drift_sparkline(windows: list[dict[str, Any]], fancy: bool) -> Text:
+    """One mark per judged window, oldest first: its share of features past the threshold. `|` where the version
+    changed (a new version's drift starts from scratch), `?` for a window recorded without a share; on a
+    terminal the windows judged drifted are red."""
+    levels = SPARK if fancy else SPARK_ASCII
+    text, previous = Text(), None
+    for w in windows:
+        if previous is not None and w.get("version") != previous:
+            text.append("|", style="dim")
+        previous = w.get("version")
+        share = w.get("driftedShare")
+        text.append("?" if share is None else levels[spark_level(float(share))],
+                    style="red" if w.get("drifted") else "green")
+    return text
+
+
+def drift_history_summary(windows: list[dict[str, Any]], fancy: bool, now: datetime) -> Text:
+    """The whole history in one line: the sparkline, how many windows of which versions over what span, and how
+    many of them were judged drifted."""
+    levels = SPARK if fancy else SPARK_ASCII
+    served_versions = ", ".join(dict.fromkeys(f"v{fmt(w.get('version'))}" for w in windows))
+    drifted = sum(bool(w.get("drifted")) for w in windows)
+    first, last = ago(windows[0].get("time"), now), ago(windows[-1].get("time"), now)
+    span = f"{len(windows)} judged windows of {served_versions} from {first} to {last}" if len(windows) > 1 else \
+        f"1 judged window of {served_versions} {last}"
+    return Text.assemble("drift over time  ", drift_sparkline(windows, fancy),
+                         f"  {span}, {drifted} judged drifted ({levels[0]} no feature past the threshold .. "
+                         f"{levels[-1]} all)")
+
+
+def drift_window_row(w: dict[str, Any], fancy: bool, now: datetime) -> list[str | Text]:
+    worst = worst_feature(w) or {}
+    return [f"{w.get('time', '-')} ({ago(w.get('time'), now)})", f"v{fmt(w.get('version'))}",
+            _percent(w.get("driftedShare")), mark("drifted", fancy) if w.get("drifted") else mark("ok", fancy),
+            worst.get("feature", "-"), fmt(worst.get("psi"), 3), fmt(w.get("samples"))]
+
+
+def drift_history_view(dep: dict[str, Any], fancy: bool, now: datetime, rows: int | None = DRIFT_ROWS
+                       ) -> Group | Text | None:
+    """status.drift.history: the sparkline of every kept window, then the newest ``rows`` judged windows (all with
+    None), newest last, and how many older ones are not listed."""
+    if not (dep.get("status") or {}).get("drift"):
+        return None  # drift_table already says there was no check
+    windows = drift_windows(dep)
+    if not windows:
+        return Text("drift over time: no judged window yet (a window with too few requests to judge is not "
+                    "recorded)", style="dim")
+    shown = windows[-rows:] if rows else windows
+    table = Table(title="judged drift windows (newest last)", title_justify="left",
+                  box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("TIME", "VERSION", "DRIFTED SHARE", "VERDICT", "WORST FEATURE", "PSI", "REQUESTS"):
+        table.add_column(col)
+    for w in shown:
+        table.add_row(*drift_window_row(w, fancy, now))
+    parts: list[RenderableType] = [drift_history_summary(windows, fancy, now), table]
+    if older := len(windows) - len(shown):
+        name = dep["metadata"]["name"]
+        parts.append(Text(f"{older} older window{'s' if older != 1 else ''} not listed: -o wide or kubectl kultivar "
+                          f"history deployment {name} lists all {len(windows)}", style="dim"))
+    return Group(*parts)
+
+
 def variants_table(dep: dict[str, Any], fancy: bool) -> Table:
     """Per served version: weight, pods and the measured numbers; with an A/B decision also each variant's live
     metric and labels since the test began (ab_verdict says what they decided)."""
@@ -523,6 +614,8 @@ def deployment_view(dep: dict[str, Any], *, fancy: bool, now: datetime, wide: bo
     if strategy == "Canary":
         parts += [steps_table(dep, fancy, now), analysis_table(dep, fancy, now)]
     parts.append(drift_table(dep, fancy, now, top=50 if wide else 10))
+    if (history := drift_history_view(dep, fancy, now, rows=None if wide else DRIFT_ROWS)) is not None:
+        parts.append(history)
     retrain = status.get("lastRetrain")
     if retrain:
         parts.append(Text(f"last drift retraining: TrainingRun {retrain.get('trainingRun')} "
@@ -641,3 +734,60 @@ def history_table(model: dict[str, Any], *, fancy: bool, now: datetime) -> Table
                       f"v{h['version']}" if h.get("version") else (h.get("trainingRun") or "-"),
                       h.get("actor", "-"), h.get("reason", ""))
     return table
+
+
+def _event_row(event: dict[str, Any], fancy: bool) -> tuple[Text, str, str]:
+    """What a status record of a decision says, in the timeline's WHAT, VERSION and DETAIL columns."""
+    record = event["record"]
+    if event["field"] == "lastAnalysis":
+        verdict = record.get("verdict")
+        what = Text.assemble(mark({"Pass": "ok", "Fail": "fail"}.get(verdict or "", "wait"), fancy),
+                             f" canary analysis {verdict}")
+        failed = f"{record['failedCheck']} failed: " if record.get("failedCheck") else ""
+        return what, "-", f"{failed}{record.get('message', '')}"
+    if event["field"] == "lastRetrain":
+        trigger = f" ({record['trigger']})" if record.get("trigger") else ""
+        return (Text.assemble(mark("info", fancy), " retraining started"), "-",
+                f"TrainingRun {record.get('trainingRun')}{trigger}: {record.get('reason', '')}")
+    if record.get("skippedAt"):
+        return (Text.assemble(mark("info", fancy), " retraining skipped"), f"v{fmt(record.get('version'))}",
+                record.get("message", ""))
+    return (Text.assemble(mark("wait", fancy), " retraining waits"), f"v{fmt(record.get('version'))}",
+            f"for Dataset {record.get('dataset')} to be validated again")
+
+
+def deployment_history_table(history: dict[str, Any], *, fancy: bool, now: datetime) -> Group:
+    """facts.deployment_history as one timeline, oldest first: every kept judged drift window and the last
+    record of each rollout and retraining decision."""
+    name, windows, events = history["deployment"], history["driftWindows"], history["events"]
+    title = Text.assemble(("Deployment ", "bold"), (str(name), "bold cyan"), ": drift and decisions over time "
+                                                                            "(oldest first)")
+    if not windows and not events and not history["rolledBack"]:
+        return Group(title, Text("nothing recorded yet: no judged drift window, canary analysis or retraining",
+                                 style="dim"))
+    rows: list[tuple[datetime, str | None, list[str | Text]]] = []  # (when, its stamp as stored, the cells)
+    for w in windows:
+        worst = worst_feature(w) or {}
+        what = (Text.assemble(mark("drifted", fancy), " window") if w.get("drifted")
+                else Text.assemble(mark("ok", fancy), " drift window"))
+        rows.append((parse_time(w.get("time")) or EPOCH, w.get("time"), [
+            what, f"v{fmt(w.get('version'))}",
+            f"{_percent(w.get('driftedShare'))} of features drifted, worst {worst.get('feature', '-')} PSI "
+            f"{fmt(worst.get('psi'), 3)}, {fmt(w.get('samples'))} requests"]))
+    for e in events:
+        rows.append((parse_time(e.get("time")) or EPOCH, e.get("time"), list(_event_row(e, fancy))))
+    table = Table(box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
+    for col in ("TIME", "WHAT", "VERSION", "DETAIL"):
+        table.add_column(col)
+    for _, stamp, cells in sorted(rows, key=lambda r: r[0]):  # stable: a window before a decision of its time
+        table.add_row(f"{stamp or '-'} ({ago(stamp, now)})", *cells)
+    parts: list[RenderableType] = [title]
+    if windows:
+        parts.append(drift_history_summary(windows, fancy, now))
+    parts.append(table)
+    if history["rolledBack"]:
+        parts.append(Text.assemble(mark("rolledback", fancy), ": " + ", ".join(
+            f"v{v}" for v in history["rolledBack"]) + " (not rolled out again)"))
+    parts.append(Text(f"status keeps the newest {DRIFT_HISTORY_LIMIT} judged drift windows and only the last canary "
+                      "analysis and retraining", style="dim"))
+    return Group(*parts)
