@@ -121,3 +121,23 @@ def test_retrain_repeats_productions_run_on_the_latest_data() -> None:
     assert same["spec"]["datasetRef"]["digest"] == D2 and same["metadata"]["name"] == "again"
     with pytest.raises(Refused, match="no TrainingRun to repeat"):
         changes.retrain(MODEL, None, now)
+
+
+def test_deployment_history_keeps_the_status_records_as_stored_in_time_order() -> None:
+    dep = copy.deepcopy(CANARY)
+    wait = {"version": 1, "dataset": "iris", "productionDigest": D1, "requestedAt": "2026-05-01T11:00:00Z",
+            "skippedAt": "2026-05-01T12:30:00.5Z", "message": "the source has no new data"}
+    retrain = {"trainingRun": "iris-drift-1", "time": "2026-05-01T12:30:00Z", "reason": "drift"}
+    dep["status"].update(retrainWait=wait, lastRetrain=retrain, rolledBack=[2, 3])
+    history = facts.deployment_history(dep)
+    # the skip is dated by when it happened, the later of its two times; fractional seconds order as time
+    assert [(e["field"], e["time"]) for e in history["events"]] == [
+        ("lastAnalysis", "2026-05-01T12:09:00Z"), ("lastRetrain", "2026-05-01T12:30:00Z"),
+        ("retrainWait", "2026-05-01T12:30:00.5Z")]
+    assert history["events"][2]["record"] == wait and history["rolledBack"] == [2, 3]
+    assert history["driftWindows"] == CANARY["status"]["drift"]["history"]
+    assert facts.worst_feature({"features": [{"feature": "a", "psi": 0.1}, {"feature": "b", "psi": 0.3}]}) == {
+        "feature": "b", "psi": 0.3}
+    assert facts.worst_feature({"features": []}) is None
+    assert facts.deployment_history({"metadata": {"name": "x"}}) == {
+        "deployment": "x", "driftWindows": [], "events": [], "rolledBack": []}
