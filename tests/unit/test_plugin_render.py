@@ -339,26 +339,27 @@ def test_one_judged_window_is_one_row_and_one_mark() -> None:
     text = to_text(render.deployment_view(dep, fancy=False, now=NOW), width=200)
     summary = line_with(text, "drift over time")
     assert summary.split()[3] == "_" and "1 judged window of v1 5m ago, 0 judged drifted" in summary
-    row = line_with(text, "2026-05-01T12:05:00Z (5m ago)")
-    assert row.split()[3:] == ["v1", "0%", "ok", "f0", "0.1", "100"]  # the worst feature, not the first listed
+    row = line_with(text, "2026-05-01T12:05:00Z")
+    # the worst feature, not the first listed
+    assert row.split() == ["2026-05-01T12:05:00Z", "v1", "0%", "f0", "0.1", "100"]
     assert "older window" not in text
 
 
 def test_24_windows_list_the_newest_and_count_the_older_ones() -> None:
     dep = _with_history(_windows(24, new_version_at=20))
     text = to_text(render.deployment_view(dep, fancy=False, now=NOW), width=200)
-    rows = [line for line in lines(text) if line.startswith(" 2026-05-01T")]
+    rows = [line for line in lines(text) if line.startswith("2026-05-01T")]
     assert len(rows) == render.DRIFT_ROWS == 8
     assert rows[0].split()[0] == "2026-05-01T11:30:00Z" and rows[-1].split()[0] == "2026-05-01T12:05:00Z"
-    assert rows[-1].split()[3:] == ["v3", "50%", "[drifted]", "f23", "0.35", "123"]  # newest last
-    assert line_with(text, "11:55:00Z").split()[3:6] == ["v3", "75%", "[drifted]"]
+    assert rows[-1].split()[1:] == ["v3", "50%", "[drifted]", "f23", "0.35", "123"]  # newest last
+    assert line_with(text, "11:55:00Z").split()[1:4] == ["v3", "75%", "[drifted]"]
     assert "16 older windows not listed: -o wide or kubectl kultivar history deployment iris lists all 24" in text
     # the sparkline still covers every kept window: 24 marks, | where v3 took over
     spark = line_with(text, "drift over time").split()[3]
     assert spark == "_:=*#=" * 3 + "_:|=*#=" and "24 judged windows of v1, v3" in text
     assert "16 judged drifted" in text  # shares 0.5, 0.75, 1, 0.5 of every six
     wide = to_text(render.deployment_view(dep, fancy=False, now=NOW, wide=True), width=200)
-    assert len([line for line in lines(wide) if line.startswith(" 2026-05-01T")]) == 24
+    assert len([line for line in lines(wide) if line.startswith("2026-05-01T")]) == 24
     assert "older window" not in wide
 
 
@@ -366,7 +367,10 @@ def test_drift_history_piped_is_ascii_and_on_a_terminal_block_characters() -> No
     dep = _with_history(_windows(6))
     piped = to_text(render.drift_history_view(dep, fancy=False, now=NOW), width=200)
     assert piped.isascii() and "_:=*#=" in piped and "[drifted]" in piped
-    fancy = to_text(render.drift_history_view(dep, fancy=True, now=NOW), width=200)
+    fancy = to_text(render.drift_history_view(dep, fancy=True, now=NOW), width=80)
+    # one line per window on an 80-column terminal
+    assert line_with(fancy, "12:05:00Z").split() == ["2026-05-01T12:05:00Z", "v1", "50%", "⚠", "drifted", "f5",
+                                                     "0.35", "105"]
     assert "▁▃▅▇█▅" in fancy and "⚠ drifted" in fancy and "▁ no feature past the threshold .. █ all" in fancy
 
 

@@ -407,11 +407,15 @@ def drift_history_summary(windows: list[dict[str, Any]], fancy: bool, now: datet
                          f"{levels[-1]} all)")
 
 
-def drift_window_row(w: dict[str, Any], fancy: bool, now: datetime) -> list[str | Text]:
+def drift_window_row(w: dict[str, Any], fancy: bool) -> list[str | Text]:
+    """TIME as stored (the summary line says how long ago the windows were), so that the row fits 80 columns."""
     worst = worst_feature(w) or {}
-    return [f"{w.get('time', '-')} ({ago(w.get('time'), now)})", f"v{fmt(w.get('version'))}",
-            _percent(w.get("driftedShare")), mark("drifted", fancy) if w.get("drifted") else mark("ok", fancy),
-            worst.get("feature", "-"), fmt(worst.get("psi"), 3), fmt(w.get("samples"))]
+    drifted = Text(_percent(w.get("driftedShare")))
+    if w.get("drifted"):
+        drifted.append(" ")
+        drifted.append_text(mark("drifted", fancy))
+    return [w.get("time", "-"), f"v{fmt(w.get('version'))}", drifted, worst.get("feature", "-"),
+            fmt(worst.get("psi"), 3), fmt(w.get("samples"))]
 
 
 def drift_history_view(dep: dict[str, Any], fancy: bool, now: datetime, rows: int | None = DRIFT_ROWS
@@ -426,11 +430,11 @@ def drift_history_view(dep: dict[str, Any], fancy: bool, now: datetime, rows: in
                     "recorded)", style="dim")
     shown = windows[-rows:] if rows else windows
     table = Table(title="judged drift windows (newest last)", title_justify="left",
-                  box=box.SIMPLE_HEAD if fancy else None, show_edge=False)
-    for col in ("TIME", "VERSION", "DRIFTED SHARE", "VERDICT", "WORST FEATURE", "PSI", "REQUESTS"):
-        table.add_column(col)
+                  box=box.SIMPLE_HEAD if fancy else None, show_edge=False, pad_edge=False)
+    for col in ("TIME", "VERSION", "DRIFTED", "WORST FEATURE", "PSI", "REQUESTS"):
+        table.add_column(col, no_wrap=True)  # one line per window; a long feature name is cut with …
     for w in shown:
-        table.add_row(*drift_window_row(w, fancy, now))
+        table.add_row(*drift_window_row(w, fancy))
     parts: list[RenderableType] = [drift_history_summary(windows, fancy, now), table]
     if older := len(windows) - len(shown):
         name = dep["metadata"]["name"]
