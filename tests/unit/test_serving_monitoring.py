@@ -51,3 +51,32 @@ def test_small_batches_count_like_large_ones() -> None:
     counted = buckets(whole)
     assert counted == buckets(singles)
     assert sum(v for k, v in counted.items() if k[0].startswith("kultivar_predictions_total")) == 400
+
+
+def test_numeric_matrix_rows_count_like_columns() -> None:
+    """Rows parsed as one numeric matrix take the per-row path for a few rows and numpy for many: same buckets."""
+    features = [FeatureSpec("x", "numeric"), FeatureSpec("member", "boolean")]
+    rng = np.random.default_rng(5)
+    reference = Profile(rows=500, features={
+        "x": numeric_profile(rng.normal(0, 1, 500)),
+        "member": categorical_profile(rng.choice([True, False], 500).tolist(), boolean=True),
+    })
+    data = rows(400)
+    matrix = np.column_stack([data.columns[0], data.columns[2]])
+    labels = np.array([0, 1, 2, 1] * 100)
+    by_columns, by_matrix, in_threes = (ServingMetrics("m", "1", "sha256:x") for _ in range(3))
+    for metrics in (by_columns, by_matrix, in_threes):
+        metrics.bind_model(features, "classification", [0, 1, 2], reference, drift_accounting=True)
+    by_columns.batch(Rows((matrix[:, 0].copy(), matrix[:, 1].copy()), 400), labels)
+    by_matrix.batch(Rows.of_matrix(matrix), labels)
+    for start in range(0, 400, 3):
+        in_threes.batch(Rows.of_matrix(matrix[start:start + 3]), labels[start:start + 3])
+
+    def buckets(metrics: ServingMetrics) -> dict[tuple[str, ...], float]:
+        text = metrics.exposition().decode()
+        return {tuple(line.split(" ")[:-1]): float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith(("kultivar_feature_bucket_total", "kultivar_predictions_total"))}
+
+    counted = buckets(by_columns)
+    assert counted == buckets(by_matrix) == buckets(in_threes)
+    assert sum(v for k, v in counted.items() if k[0].startswith("kultivar_feature_bucket_total")) == 800

@@ -99,6 +99,7 @@ class MicroBatcher(Generic[T, R]):
         self._first = 0.0  # loop time of the pending batch's first and latest arrival
         self._latest = 0.0
         self._recent: deque[int] = deque([1], maxlen=RECENT)
+        self._largest_recent = 1
         self._closed = False
         self.eager = eager
         self._eager_this_iteration = False  # an item was processed eagerly in the current loop iteration
@@ -111,14 +112,30 @@ class MicroBatcher(Generic[T, R]):
 
     def _target(self) -> int:
         """Requests to wait for: as many as the largest recent batch."""
-        return max(self._recent)
+        return self._largest_recent
+
+    def _record(self, size: int) -> None:
+        """A processed batch's request count, into the recent sizes (and their maximum, read on every submit)."""
+        recent = self._recent
+        dropped = recent[0] if len(recent) == recent.maxlen else 0
+        recent.append(size)
+        if size >= self._largest_recent:
+            self._largest_recent = size
+        elif dropped == self._largest_recent:
+            self._largest_recent = max(recent)
 
     async def submit(self, item: T) -> R:
         """Queue ``item`` and wait for its result (or the exception ``process`` raised for it)."""
+        pending = self.enqueue(item)
+        return await pending if isinstance(pending, asyncio.Future) else pending
+
+    def enqueue(self, item: T) -> R | asyncio.Future[R]:
+        """``item``'s result when it was processed at once (``eager``), else the future that will hold it: what
+        :meth:`submit` awaits, for callers that would rather not add a coroutine to every request."""
         if self._closed:
             raise BatcherClosed("the server is shutting down; retry on another replica")
         loop = asyncio.get_running_loop()
-        if self.eager and not self._pending and not self._eager_this_iteration and max(self._recent) == 1:
+        if self.eager and not self._pending and not self._eager_this_iteration and self._largest_recent == 1:
             return self._process_now(item, loop)
         rows = self._size(item)
         if self._pending and self._pending_rows + rows > self.max_batch:
@@ -131,22 +148,22 @@ class MicroBatcher(Generic[T, R]):
             self._flush()
         elif self._handle is None:
             self._first = self._latest
-            if self._target() > 1 and self.max_wait > 0:
+            if self._largest_recent > 1 and self.max_wait > 0:
                 self._handle = self._clock.call_at(self._latest + self.max_wait, self._on_timer)
                 self._timed = True
             else:
                 self._handle, self._timed = loop.call_soon(self._flush), False
-        elif self._timed and len(self._pending) >= self._target():
+        elif self._timed and len(self._pending) >= self._largest_recent:
             assert self._handle is not None
             self._handle.cancel()
             self._handle, self._timed = loop.call_soon(self._flush), False
-        return await future
+        return future
 
     def _process_now(self, item: T, loop: asyncio.AbstractEventLoop) -> R:
         """``item`` alone, in the caller (see ``eager`` in the module docstring)."""
         self._eager_this_iteration = True
         loop.call_soon(self._end_of_iteration)
-        self._recent.append(1)
+        self._record(1)
         self.batches += 1
         self.items += 1
         results = self._process([item])
@@ -173,7 +190,7 @@ class MicroBatcher(Generic[T, R]):
         live = [(item, future) for item, future in batch if not future.done()]  # done: the client went away
         if not live:
             return
-        self._recent.append(len(live))
+        self._record(len(live))
         self.batches += 1
         self.items += len(live)
         items = [item for item, _ in live]

@@ -72,6 +72,7 @@ MISSING = "__missing__"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BACKENDS = ("onnx", "sklearn")
 SMALL_BATCH = 64
+FEW_ROWS = SMALL_BATCH // 8  # drift accounting counts batches up to this size value by value, without numpy
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 16384)
 DEFAULT_VALUE_BUCKETS = (-1000.0, -100.0, -10.0, -1.0, 0.0, 1.0, 10.0, 100.0, 1000.0)
 
@@ -83,22 +84,29 @@ class _NumericCounter:
         self.inner = np.asarray(profile.edges, dtype=np.float64)[1:-1]
         self.inner_list = self.inner.tolist()
         self.labels = [str(i) for i in range(profile.bins)] + [MISSING]
-        self.counts = np.zeros(len(self.labels), dtype=np.int64)
+        self.counts = np.zeros(len(self.labels), dtype=np.int64)  # from batches counted with numpy
+        self.few = [0] * len(self.labels)  # from a few rows at a time (a list item is cheaper to bump than numpy's)
         kept = 1.0 - profile.missingFraction
         self.reference = [kept * p for p in profile.proportions] + [profile.missingFraction]
 
+    def totals(self) -> list[int]:
+        return [a + b for a, b in zip(self.counts.tolist(), self.few, strict=True)]
+
     def add(self, values: np.ndarray) -> None:
-        # Same rule as kultivar.domain.profile.bin_indices: only inner edges decide, so the outer bins are open.
-        if len(values) <= SMALL_BATCH // 8:
-            # A few rows (a lone client's batch): per-value bisection beats four numpy calls' fixed overhead, which
-            # would otherwise cost as much as the compiled model's prediction.
-            counts, inner, missing = self.counts, self.inner_list, len(self.labels) - 1
-            for v in values.tolist():
-                counts[missing if v != v else bisect_right(inner, v)] += 1
+        if len(values) <= FEW_ROWS:
+            self.add_few(values.tolist())
             return
+        # Same rule as kultivar.domain.profile.bin_indices: only inner edges decide, so the outer bins are open.
         index = np.searchsorted(self.inner, values, side="right")
         index[np.isnan(values)] = len(self.labels) - 1
         self.counts += np.bincount(index, minlength=len(self.labels))
+
+    def add_few(self, values: list[Any]) -> None:
+        """A few values as Python floats (a lone client's batch): per-value bisection beats four numpy calls'
+        fixed overhead, which would otherwise cost as much as the compiled model's prediction."""
+        few, inner, missing = self.few, self.inner_list, len(self.labels) - 1
+        for v in values:
+            few[missing if v != v else bisect_right(inner, v)] += 1
 
 
 class _CategoryCounter:
@@ -114,15 +122,17 @@ class _CategoryCounter:
         self.boolean_column = boolean_column
         self.profile = profile
         self.counts = np.zeros(len(self.labels), dtype=np.int64)
+        self.few = [0] * len(self.labels)  # as in _NumericCounter
         if boolean_column:  # the model gets booleans as 1.0/0.0: look the two keys up once
             self.true = self.position.get("true", self.other)
             self.false = self.position.get("false", self.other)
 
+    def totals(self) -> list[int]:
+        return [a + b for a, b in zip(self.counts.tolist(), self.few, strict=True)]
+
     def add(self, values: np.ndarray) -> None:
-        if len(values) <= SMALL_BATCH // 8:  # a few rows: no numpy calls (see _NumericCounter.add)
-            counts = self.counts
-            for v in values.tolist():
-                counts[self._small_key(v)] += 1
+        if len(values) <= FEW_ROWS:  # a few rows: no numpy calls (see _NumericCounter.add_few)
+            self.add_few(values.tolist())
             return
         if self.boolean_column:
             index = np.where(values == 1.0, self.true, self.false)
@@ -134,6 +144,11 @@ class _CategoryCounter:
                 (get(v, other) if type(v) is str else self._key(v, boolean) for v in values),
                 dtype=np.int64, count=len(values))
         self.counts += np.bincount(index, minlength=len(self.labels))
+
+    def add_few(self, values: list[Any]) -> None:
+        few = self.few
+        for v in values:
+            few[self._small_key(v)] += 1
 
     def _small_key(self, v: Any) -> int:
         if self.boolean_column:
@@ -168,6 +183,13 @@ class _FeatureBuckets(Collector):
                 self.counters.append((j, f.name, _CategoryCounter(ref, boolean_column=f.type == "boolean")))
 
     def add(self, rows: Rows) -> None:
+        if rows.matrix is not None and rows.count <= FEW_ROWS:
+            # A few rows of one numeric matrix (the usual lone request): its values by feature as Python floats in
+            # one call, rather than a numpy view per feature.
+            by_feature = rows.matrix.T.tolist()
+            for j, _, counter in self.counters:
+                counter.add_few(by_feature[j])
+            return
         for j, _, counter in self.counters:
             counter.add(rows.columns[j])
 
@@ -179,7 +201,7 @@ class _FeatureBuckets(Collector):
                                       "Training-profile share of each input bucket (drift reference).",
                                       labels=[*self.identity.names, "feature", "bucket"])
         for _, name, counter in self.counters:
-            for label, count, ratio in zip(counter.labels, counter.counts.tolist(), counter.reference, strict=True):
+            for label, count, ratio in zip(counter.labels, counter.totals(), counter.reference, strict=True):
                 family.add_metric([*self.identity.values, name, label], count)
                 reference.add_metric([*self.identity.values, name, label], ratio)
         yield family
@@ -190,16 +212,23 @@ class _ClassCounts(Collector):
     def __init__(self, identity: _Identity, classes: Sequence[Any] | None) -> None:
         self.identity = identity
         self.counts: dict[str, int] = {_label(c): 0 for c in classes or ()}
+        # Each predicted value's label, worked out once (a model predicts its classes, all of one type).
+        self._labels: dict[Any, str] = {}
 
     def add(self, predictions: np.ndarray) -> None:
         if len(predictions) <= SMALL_BATCH:
             # np.unique sorts and allocates: for the few rows of a micro-batch a dict update is several times faster.
+            counts, labels = self.counts, self._labels
             for value in predictions.tolist():
-                key = _label(value)
-                self.counts[key] = self.counts.get(key, 0) + 1
+                key = labels.get(value)
+                if key is None:
+                    key = _label(value)
+                    if len(labels) < 4096:
+                        labels[value] = key
+                counts[key] = counts.get(key, 0) + 1
             return
-        values, counts = np.unique(predictions, return_counts=True)
-        for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        values, per_value = np.unique(predictions, return_counts=True)
+        for value, count in zip(values.tolist(), per_value.tolist(), strict=True):
             key = _label(value)
             self.counts[key] = self.counts.get(key, 0) + count
 

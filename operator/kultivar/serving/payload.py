@@ -78,12 +78,37 @@ class FeatureSpec:
     allowed: frozenset[str] | None = None
 
 
-@dataclass(frozen=True)
 class Rows:
-    """Validated model input: one array per feature in model order (float64, or object for categorical)."""
+    """Validated model input: one array per feature in model order (float64, or object for categorical).
 
-    columns: tuple[np.ndarray, ...]
-    count: int
+    ``matrix``: the same values as one C-ordered [count, features] float64 array when they came as one (a numeric
+    V2 tensor, V1 numeric rows, or a batch of those); ``columns`` are then views of it, made when first asked for.
+    A compiled model reads the matrix whole and drift accounting reads its rows, so the usual request never needs
+    the per-feature views. (A plain class rather than a dataclass: it is made per request, and a frozen
+    dataclass's ``__init__`` costs several times as much.)"""
+
+    __slots__ = ("_columns", "count", "matrix")
+
+    def __init__(self, columns: tuple[np.ndarray, ...], count: int) -> None:
+        self._columns: tuple[np.ndarray, ...] | None = columns
+        self.count = count
+        self.matrix: np.ndarray | None = None
+
+    @classmethod
+    def of_matrix(cls, matrix: np.ndarray) -> Rows:
+        rows = cls((), matrix.shape[0])
+        rows._columns, rows.matrix = None, matrix
+        return rows
+
+    @property
+    def columns(self) -> tuple[np.ndarray, ...]:
+        if self._columns is None:
+            assert self.matrix is not None
+            self._columns = tuple(self.matrix.T)
+        return self._columns
+
+    def __repr__(self) -> str:
+        return f"Rows({self.count} rows of {len(self.columns)} features)"
 
 
 @dataclass(frozen=True)
@@ -95,18 +120,21 @@ class RequestedOutput:
 DEFAULT_OUTPUTS = (RequestedOutput(OUTPUT),)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class V2Request:
+    """A parsed V2 request (made per request: a slotted dataclass, not a frozen one, whose ``__init__`` costs
+    three times as much)."""
+
     rows: Rows
     id: str | None = None
     outputs: tuple[RequestedOutput, ...] = DEFAULT_OUTPUTS
 
     @property
     def probabilities(self) -> bool:
-        return any(o.name == PROBA_OUTPUT for o in self.outputs)
+        return self.outputs is not DEFAULT_OUTPUTS and any(o.name == PROBA_OUTPUT for o in self.outputs)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class V1Request:
     rows: Rows
     probabilities: bool = False
@@ -376,7 +404,7 @@ def _matrix(tensor: tuple[str, list[int], str, Any], features: Sequence[FeatureS
             i = int(np.argmax(bad))
             raise PayloadError(f"{where}: row {i}, column {j} ({features[j].name!r}) is {column[i]:g}; that feature "
                                "is boolean and takes 0 or 1")
-    return Rows(tuple(values.T), rows)
+    return Rows.of_matrix(values)
 
 
 def _plain_matrix(inputs: list[Any], layout: _Layout) -> Rows | None:
@@ -408,7 +436,7 @@ def _plain_matrix(inputs: list[Any], layout: _Layout) -> Rows | None:
         column = values[:, j]
         if (~np.isnan(column) & (column != 0.0) & (column != 1.0)).any():
             return None  # the general path names the row and column
-    return Rows(tuple(values.T), rows)
+    return Rows.of_matrix(values)
 
 
 def _per_feature(tensors: list[tuple[str, list[int], str, Any]], features: Sequence[FeatureSpec], model: str
@@ -609,13 +637,13 @@ def _v1_rows(doc: dict[str, Any], features: Sequence[FeatureSpec], model: str) -
         if arr is not None and arr.dtype.kind in "fiub" and arr.ndim == 2 and arr.shape[1] == width:
             values = arr.astype(np.float64)
             _finite(values, "instances")
-            cols = tuple(values[:, j] for j in range(width))
-            for f, col in zip(features, cols, strict=True):
+            rows = Rows.of_matrix(values)
+            for f, col in zip(features, rows.columns, strict=True):
                 if f.type == "boolean" and (bad := ~np.isnan(col) & (col != 0) & (col != 1)).any():
                     i = int(np.argmax(bad))
                     raise PayloadError(f"instances[{i}] {f.name!r} is {col[i]:g}; that feature is boolean and takes "
                                        "0 or 1")
-            return Rows(cols, len(instances))
+            return rows
     columns: list[list[Any]] = [[] for _ in features]
     for r, row in enumerate(instances):
         if isinstance(row, list):
@@ -668,6 +696,8 @@ def concat(batch: Sequence[Rows]) -> Rows:
     """One Rows holding the rows of every item in order (what a batch's single predict call gets)."""
     if len(batch) == 1:
         return batch[0]
+    if all(rows.matrix is not None for rows in batch):
+        return Rows.of_matrix(np.concatenate([rows.matrix for rows in batch if rows.matrix is not None]))
     width = len(batch[0].columns)
     columns = tuple(np.concatenate([rows.columns[j] for rows in batch]) for j in range(width))
     return Rows(columns, sum(rows.count for rows in batch))
