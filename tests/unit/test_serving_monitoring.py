@@ -80,3 +80,28 @@ def test_numeric_matrix_rows_count_like_columns() -> None:
     counted = buckets(by_columns)
     assert counted == buckets(by_matrix) == buckets(in_threes)
     assert sum(v for k, v in counted.items() if k[0].startswith("kultivar_feature_bucket_total")) == 800
+
+
+def test_batches_past_the_pending_bound_are_all_counted() -> None:
+    """Batches are counted many at a time (PENDING_ROWS at most wait): whether counted on the way or at the scrape,
+    every row lands once."""
+    from kultivar.serving.monitoring import PENDING_ROWS
+
+    features = [FeatureSpec("x", "numeric")]
+    reference = Profile(rows=500, features={"x": numeric_profile(np.random.default_rng(6).normal(0, 1, 500))})
+    values = np.random.default_rng(7).normal(0, 1.2, PENDING_ROWS * 2 + 37).reshape(-1, 1)
+    labels = np.arange(len(values)) % 2
+    whole, singles = (ServingMetrics("m", "1", "sha256:x") for _ in range(2))
+    for metrics in (whole, singles):
+        metrics.bind_model(features, "classification", [0, 1], reference, drift_accounting=True)
+    whole.batch(Rows.of_matrix(values), labels)
+    for i in range(len(values)):
+        singles.batch(Rows.of_matrix(values[i:i + 1]), labels[i:i + 1])
+
+    def samples(metrics: ServingMetrics) -> list[str]:
+        return [line for line in metrics.exposition().decode().splitlines()
+                if line.startswith(("kultivar_feature_bucket_total", "kultivar_predictions_total"))]
+
+    assert samples(whole) == samples(singles)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in samples(singles)
+               if line.startswith("kultivar_predictions_total")) == len(values)

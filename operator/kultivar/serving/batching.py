@@ -92,7 +92,9 @@ class MicroBatcher(Generic[T, R]):
         self._process = process
         self._size = size or (lambda _item: 1)
         self._clock: Clock = clock or LoopClock()
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        # The pending batch: items and their futures side by side (no pair per item to build and unpack).
+        self._pending: list[T] = []
+        self._futures: list[asyncio.Future[R]] = []
         self._pending_rows = 0
         self._handle: Timer | None = None
         self._timed = False  # _handle is the wait timer (not an end-of-iteration flush)
@@ -141,7 +143,8 @@ class MicroBatcher(Generic[T, R]):
         if self._pending and self._pending_rows + rows > self.max_batch:
             self._flush()  # keep batches within max_batch: the newcomer starts the next one
         future: asyncio.Future[R] = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append(item)
+        self._futures.append(future)
         self._pending_rows += rows
         self._latest = self._clock.time()
         if self._pending_rows >= self.max_batch:
@@ -186,29 +189,34 @@ class MicroBatcher(Generic[T, R]):
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        batch, self._pending, self._pending_rows = self._pending, [], 0
-        live = [(item, future) for item, future in batch if not future.done()]  # done: the client went away
-        if not live:
+        items, futures = self._pending, self._futures
+        self._pending, self._futures, self._pending_rows = [], [], 0
+        for future in futures:
+            if future.done():  # the client went away (its request was cancelled): leave its item out
+                kept = [(item, f) for item, f in zip(items, futures, strict=True) if not f.done()]
+                items, futures = [item for item, _ in kept], [f for _, f in kept]
+                break
+        if not items:
             return
-        self._record(len(live))
+        self._record(len(items))
         self.batches += 1
-        self.items += len(live)
-        items = [item for item, _ in live]
+        self.items += len(items)
         try:
             results = self._process(items)
             if len(results) != len(items):
                 raise RuntimeError(f"batch processing returned {len(results)} results for {len(items)} items")
         except Exception as e:
-            if len(live) == 1:
-                _settle(live[0][1], error=e)
+            if len(items) == 1:
+                _settle(futures[0], error=e)
             else:
-                self._one_by_one(live)
+                self._one_by_one(items, futures)
             return
-        for (_, future), result in zip(live, results, strict=True):
-            _settle(future, result=result)
+        for future, result in zip(futures, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
-    def _one_by_one(self, live: list[tuple[T, asyncio.Future[R]]]) -> None:
-        for item, future in live:
+    def _one_by_one(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+        for item, future in zip(items, futures, strict=True):
             try:
                 (result,) = self._process([item])
             except Exception as e:

@@ -52,13 +52,16 @@ class Prediction:
 
 
 class _Bound:
-    """An onnxruntime IOBinding whose inputs are views of one float32 buffer (one [rows, 1] slice per feature)."""
+    """An onnxruntime IOBinding whose inputs are views of one float32 [rows, features] buffer, one column per
+    feature. Column-major, so that each column is contiguous (as onnxruntime reads an input) and a request's
+    row-major matrix is copied in with one assignment."""
 
     def __init__(self, session: Any, inputs: Sequence[str], outputs: Sequence[str], rows: int) -> None:
-        self.buffer = np.zeros((len(inputs), rows, 1), dtype=np.float32)
+        self.buffer = np.zeros((rows, len(inputs)), dtype=np.float32, order="F")
         self.binding = session.io_binding()
         for j, name in enumerate(inputs):
-            self.binding.bind_cpu_input(name, self.buffer[j])  # by reference: filling the buffer fills the input
+            # By reference: filling the buffer fills the input.
+            self.binding.bind_cpu_input(name, self.buffer[:, j:j + 1])
         for name in outputs:
             self.binding.bind_output(name)
 
@@ -117,10 +120,10 @@ class OnnxRunner:
                                               self.outputs if probabilities else self.label_output, rows.count)
         buffer = bound.buffer
         if rows.matrix is not None:
-            buffer[:, :, 0] = rows.matrix.T
+            buffer[...] = rows.matrix
         else:
             for j, column in enumerate(rows.columns):
-                buffer[j, :, 0] = column
+                buffer[:, j] = column
         self.session.run_with_iobinding(bound.binding)
         outputs: list[np.ndarray] = bound.binding.copy_outputs_to_cpu()
         return outputs
@@ -176,7 +179,9 @@ class ServedModel:
         import pandas as pd
 
         if rows.matrix is not None:
-            frame = pd.DataFrame(rows.matrix, columns=self.names, copy=False)
+            # A copy, as column_stack below makes one: the request's matrix is also kept for drift accounting, and
+            # a pipeline step may write into its input.
+            frame = pd.DataFrame(rows.matrix.copy(), columns=self.names, copy=False)
         elif all(c.dtype == np.float64 for c in rows.columns):
             # One float block, as in training: pandas and the pipeline's column selection work on it directly.
             frame = pd.DataFrame(np.column_stack(rows.columns), columns=self.names, copy=False)

@@ -96,8 +96,9 @@ class Rows:
 
     @classmethod
     def of_matrix(cls, matrix: np.ndarray) -> Rows:
-        rows = cls((), matrix.shape[0])
-        rows._columns, rows.matrix = None, matrix
+        """Rows holding ``matrix`` (C-ordered float64 [rows, features], as the parsers and ``concat`` make it)."""
+        rows = cls.__new__(cls)
+        rows._columns, rows.count, rows.matrix = None, len(matrix), matrix
         return rows
 
     @property

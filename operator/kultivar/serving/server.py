@@ -276,11 +276,22 @@ class InferenceService:
     def _predict_batch(self, batch: list[Query]) -> list[Prediction]:
         model = self.model
         assert model is not None, "requests are only batched once the model is ready"
-        rows = concat([query.rows for query in batch])
-        prediction = model.predict(rows, probabilities=any(query.probabilities for query in batch))
-        self.metrics.batch(rows, prediction.labels, prediction.backend)
         if len(batch) == 1:
+            query = batch[0]
+            prediction = model.predict(query.rows, query.probabilities)
+            self.metrics.batch(query.rows, prediction.labels, prediction.backend)
             return [prediction]
+        probabilities = False
+        for query in batch:
+            probabilities = probabilities or query.probabilities
+        rows = concat([query.rows for query in batch])
+        prediction = model.predict(rows, probabilities)
+        labels, proba, backend = prediction.labels, prediction.probabilities, prediction.backend
+        self.metrics.batch(rows, labels, backend)
+        if rows.count == len(batch):  # one row each (the usual micro-batch)
+            if proba is None:
+                return [Prediction(labels[i:i + 1], None, backend) for i in range(len(batch))]
+            return [Prediction(labels[i:i + 1], proba[i:i + 1], backend) for i in range(len(batch))]
         out, start = [], 0
         for query in batch:
             out.append(prediction[start:start + query.rows.count])
