@@ -1,7 +1,8 @@
 """The floor for bench_serving.py: Kultivar's own server stack with a no-op V2 endpoint.
 
 The same process as ``kultivar serve`` (settings from the same ``KULTIVAR_*`` variables, the same Starlette app
-from :func:`kultivar.serving.server.create_app`, uvicorn with the same settings, the model loaded as usual) plus
+from :func:`kultivar.serving.server.create_app`, uvicorn with the same settings, the model loaded as usual and the
+heap then frozen for the garbage collector) plus
 ``POST /v2/models/noop/infer``, which reads the body and answers a fixed one-row V2 response without parsing or
 predicting. Its throughput is what HTTP, the event loop and the framework cost: no inference server built on
 this stack can beat it, so the benchmark states Kultivar's goals as fractions of it.

@@ -27,6 +27,7 @@ from kultivar.serving.payload import FeatureSpec, Rows
 log = logging.getLogger("kultivar.serving")
 
 BOUND_ROWS = 64  # batches of up to this many rows run through a kept onnxruntime binding (one per row count)
+BOUND_VALUES = 16_384  # input values one binding's buffer holds at most (wide models bind fewer rows)
 
 
 class ModelLoadError(Exception):
@@ -89,11 +90,14 @@ class OnnxRunner:
                                  for i in self.session.get_inputs())
                          and all(o.type.startswith("tensor(") and o.type != "tensor(string)"
                                  for o in self.session.get_outputs()))
+        # Batches of up to this many rows are bound; at most 2 x BOUND_ROWS bindings (per row count, with and
+        # without probabilities), whose buffers stay within BOUND_VALUES floats each for wide models.
+        self.bound_rows = min(BOUND_ROWS, BOUND_VALUES // max(len(self.inputs), 1))
         self._bound: dict[tuple[int, bool], _Bound] = {}
 
     def run(self, rows: Rows, probabilities: bool) -> Prediction | None:
         """The graph's answers, or None for rows it cannot take (empty-text categories: scikit-learn's)."""
-        if self.bindable and rows.count <= BOUND_ROWS:
+        if self.bindable and rows.count <= self.bound_rows:
             out = self._run_bound(rows, probabilities)
         else:
             from kultivar.workloads.compile import onnx_feed
