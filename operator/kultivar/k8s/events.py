@@ -5,9 +5,9 @@ requests a TrainingRun's start waits for: at 500 runs at once, the workers spent
 Here a reconcile hands its Events to a bounded queue that a few threads post; when the queue is full (an API
 server that does not answer for long) the newest are dropped and counted, never blocking a reconcile.
 
-Posting is rate-limited (a token bucket: bursts of `burst`, then `rate` a second), as client-go limits its
-Event sink: 500 TrainingRuns at once make over a thousand Events, which posted at full speed took the API
-server from the Jobs and status writes the runs wait for. Below the burst an Event is posted at once.
+Posting is rate-limited (a token bucket: bursts of `burst`, then `rate` a second), as the kubelet limits its
+Events (eventRecordQPS): 500 TrainingRuns at once make over a thousand Events, which posted at full speed took the
+API server from the Jobs and status writes the runs wait for. Below the burst an Event is posted at once.
 """
 
 from __future__ import annotations
