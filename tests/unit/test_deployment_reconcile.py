@@ -222,3 +222,19 @@ def test_progress_reasons_are_per_kind_and_canary_reasons_are_explicit() -> None
     assert not is_progress("TrainingRun", "SomePodReportedFailure")
     assert all(is_progress("Deployment", r) for r in CANARY_REASONS.values())
     assert str(Reason.CANARY_STEPPING) == "CanaryStepping"
+
+
+def test_a_run_that_created_its_job_leaves_status_and_events_to_the_next_reconcile() -> None:
+    from factories import run
+
+    api = RecordingApi()
+    job = {"metadata": {"name": "run-1-train-1"}}
+    plan = Plan(conditions=[Cond(READY, False, "Pending", "waiting")], status={"jobName": "run-1-train-1"},
+                jobs=[job], events=[Event("Normal", "TrainingStarted", "x")])
+    obj = run()
+    assert apply_plan(api, obj, plan, status_after_new_job=True) == {}
+    assert [c[0] for c in api.calls] == ["create_job"]  # the start is one request
+    api.calls.clear()
+    api.create_job = lambda ns, body: False  # type: ignore[method-assign] - found: an earlier reconcile created it
+    apply_plan(api, obj, plan, status_after_new_job=True)
+    assert [c[0] for c in api.calls] == ["patch_status", "post_event", "post_event"]

@@ -206,3 +206,70 @@ def test_the_estimator_check_keeps_scikit_learn_out_of_the_operator_process() ->
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     # scipy.stats too (~60 MiB): only a canary's analysis imports it, when it runs (domain/stats/canary.py)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def _created_job(obj, generation: int = 1, digest: str = "sha256:" + "c" * 64):
+    """The Job an earlier reconcile created for obj, as the watch cache holds it (its status not yet recorded)."""
+    p = plan_training_run(TrainingRunObserved(obj, DS, MODEL, None, None), CONFIG, NOW)
+    (job,) = p.jobs
+    assert job["metadata"]["name"] == f"run-1-train-{generation}"
+    job["metadata"]["annotations"]["kultivar.io/dataset-digest"] = digest
+    return job
+
+
+def test_a_job_created_before_its_status_was_written_is_recorded_not_created_again() -> None:
+    from kultivar.domain.trainingrun import generation_job
+
+    obj = run()
+    job = _created_job(obj)
+    assert generation_job(obj, job) is job
+    # Recorded with the data it trains on (the Job's, even if the Dataset moved on since), references unread.
+    p = plan_training_run(TrainingRunObserved(obj, None, None, None, None, generation_job=job), CONFIG, NOW)
+    assert p.jobs == [] and p.delete_jobs == []
+    assert p.status["jobName"] == "run-1-train-1" and p.status["specAttempt"] == 1
+    assert p.status["datasetDigest"] == "sha256:" + "c" * 64
+    assert p.ready.reason == "Pending" and [e.reason for e in p.events] == ["TrainingStarted"]
+    # What the reconcile that created it would have written, but for the digest: one status, one set of Events.
+    fresh = plan(obj)
+    assert {**fresh.status, "datasetDigest": None} == {**p.status, "datasetDigest": None}
+    assert fresh.ready == p.ready and fresh.events[0].reason == "TrainingStarted"
+
+
+def test_only_this_generations_job_of_this_run_is_adopted() -> None:
+    from kultivar.domain.trainingrun import generation_job
+
+    job = _created_job(run())
+    assert generation_job(run(generation=2), job) is None  # an older generation's Job: a new one starts
+    other = run()
+    other["metadata"]["uid"] = "another-run-of-the-same-name"
+    assert generation_job(other, job) is None  # a deleted run's Job, waiting for garbage collection
+    assert generation_job(run(status=_started()), job) is None  # recorded already
+
+
+def test_a_job_found_running_is_recorded_running_in_one_write() -> None:
+    obj = run()
+    job = _created_job(obj)
+    running = JobOutcome("Running", attempts=1, start_time="2026-05-01T11:59:00Z")
+    p = plan_training_run(TrainingRunObserved(obj, DS, MODEL, running, None, generation_job=job), CONFIG, NOW)
+    assert p.jobs == [] and p.status["jobName"] == "run-1-train-1"
+    assert p.status["startTime"] == "2026-05-01T11:59:00Z" and p.status["attempts"] == 1
+    assert p.ready.reason == "Training" and [e.reason for e in p.events] == ["TrainingStarted"]
+    # The next reconcile, with the status written, finds nothing to change.
+    again = plan(run(status={**p.status, "conditions": []}), job=running)
+    assert again.ready == p.ready and again.status == {"attempts": 1}
+
+
+def test_a_job_created_but_never_recorded_is_superseded_by_a_spec_edit() -> None:
+    from kultivar.domain.trainingrun import unrecorded_jobs
+
+    first = run()
+    old = _created_job(first)  # created for generation 1; the spec changed before the status recorded it
+    edited = run(generation=2)
+    assert unrecorded_jobs(edited, [old]) == ("run-1-train-1",)
+    assert unrecorded_jobs(first, [old]) == ()  # the current generation's is adopted, not superseded
+    finished = {**old, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert unrecorded_jobs(edited, [finished]) == ()  # kept, as a recorded finished Job is
+    assert unrecorded_jobs(run(generation=2, status={"jobName": "run-1-train-1"}), [old]) == ()  # the status's own
+    p = plan_training_run(TrainingRunObserved(edited, DS, MODEL, None, None, unrecorded_jobs=("run-1-train-1",)),
+                          CONFIG, NOW)
+    assert p.delete_jobs == ["run-1-train-1"] and [j["metadata"]["name"] for j in p.jobs] == ["run-1-train-2"]

@@ -10,7 +10,7 @@ from kultivar.k8s.events import EventSender
 
 def test_every_queued_event_is_posted_before_close_returns() -> None:
     posted: list[dict[str, Any]] = []
-    sender = EventSender(posted.append, threads=2)
+    sender = EventSender(posted.append, threads=2, rate=1000)
     for i in range(100):
         sender.send({"reason": f"R{i}"})
     sender.close(timeout=10)
@@ -40,3 +40,28 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking_a_reconcile() -> None
     assert sender.dropped >= 2
     gate.set()
     sender.close(timeout=10)
+
+
+def test_posting_is_rate_limited_after_a_burst() -> None:
+    from kultivar.k8s.events import TokenBucket
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    bucket = TokenBucket(rate=10, burst=3, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        bucket.take()
+    assert slept == []  # the burst goes at once
+    bucket.take()
+    bucket.take()
+    assert [round(s, 6) for s in slept] == [0.1, 0.1]  # then 10 a second
+    now[0] += 10
+    for _ in range(3):
+        bucket.take()
+    assert len(slept) == 2  # an idle while refills the burst, never beyond it
+    bucket.take()
+    assert len(slept) == 3

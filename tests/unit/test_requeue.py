@@ -57,8 +57,9 @@ def _operator() -> Operator:
 
 def _drain(op: Operator) -> set[Key]:
     """What is queued now or waits on a timer (the Model's batching), emptied."""
-    keys = set(op.queue._queue) | set(op.queue._timers)
-    op.queue._queue.clear()
+    keys = set(op.queue._queued) | set(op.queue._timers)
+    op.queue._high.clear()
+    op.queue._low.clear()
     op.queue._queued.clear()
     for _, handle in op.queue._timers.values():
         handle.cancel()
@@ -147,3 +148,32 @@ def test_kopf_runs_the_event_handlers_on_the_event_loop() -> None:
 
     assert len(handlers.EVENT_HANDLERS) == 5  # four kinds and the children
     assert all(inspect.iscoroutinefunction(h) for h in handlers.EVENT_HANDLERS)
+
+
+def _lanes(op: Operator) -> dict[Key, bool]:
+    """What is queued now, each with its lane (True: the low lane), emptied."""
+    lanes = dict(op.queue._queued)
+    _drain(op)
+    return lanes  # type: ignore[return-value]
+
+
+@in_loop
+def test_starts_go_first_and_follow_ups_wait_in_the_low_lane() -> None:
+    op = _operator()
+    new = run("new")
+    op.observe_event("TrainingRun", "ADDED", new)
+    assert _lanes(op) == {Key("TrainingRun", NS, "new"): False}  # its Job is to be created
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": "new-train-1", "namespace": NS, "resourceVersion": "2",
+                        "labels": {"app.kubernetes.io/managed-by": "kultivar", "kultivar.io/owner-kind": "TrainingRun",
+                                   "kultivar.io/owner-name": "new"},
+                        "ownerReferences": [{"uid": new["metadata"]["uid"], "kind": "TrainingRun", "name": "new"}]}}
+    op.observe_child(job)
+    assert _lanes(op) == {Key("TrainingRun", NS, "new"): True}  # created: recording it is a follow-up
+    # Its status does not say so yet, but its Job exists: it neither starts again nor waits on its references.
+    op.observe_event("TrainingRun", "MODIFIED", new)
+    assert _lanes(op) == {Key("TrainingRun", NS, "new"): True}
+    op.observe_event("Model", "MODIFIED", model(status={"latestVersion": 1}))
+    assert Key("TrainingRun", NS, "new") not in _drain(op)
+    op.observe_event("TrainingRun", "MODIFIED", run("running", status=_started()))
+    assert _lanes(op) == {Key("TrainingRun", NS, "running"): True}

@@ -59,3 +59,25 @@ def test_status_write_is_skipped_when_nothing_changed() -> None:
     assert status_patch(obj["status"], again) == {}
     removed = desired_status(obj, Plan(status={"rows": None}), t0)
     assert status_patch(obj["status"], removed) == {"rows": None}
+
+
+def test_the_low_lane_waits_for_the_other_and_a_key_moves_up_once() -> None:
+    async def scenario() -> None:
+        q = WorkQueue()
+        q.add("status-1", low=True)
+        q.add("start-1")
+        q.add("status-2", low=True)
+        q.add("start-2", low=True)
+        q.add("start-2")  # moved up: handed out in the first lane, and only once
+        q.add("start-1", low=True)  # already in the first lane: stays there
+        assert len(q) == 4
+        assert [await q.get() for _ in range(4)] == ["start-1", "start-2", "status-1", "status-2"]
+        assert len(q) == 0
+        q.add("later", low=True)
+        assert await q.get() == "later"  # the stale low entry of start-2 was skipped
+        q.add("status-1", low=True)  # while processing: again once done, in the lane it was asked for
+        q.done("status-1")
+        q.add("x")
+        assert [await q.get() for _ in range(2)] == ["x", "status-1"]
+
+    asyncio.run(scenario())

@@ -27,12 +27,27 @@ PREFIX = "kultivar.io"
 SCAN_CLUSTER = True  # False when only listed namespaces are watched (Roles, no cluster-wide list rights)
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf's last-handled state, for change handlers: there are none here, so nothing is built or stored.
+
+    kopf builds the "essence" of every object on every watch event (a deep copy of the whole body) to detect
+    changes for on.create/on.update handlers. With only event handlers nothing reads it, yet at 500 runs at once
+    it was about a tenth of the operator's CPU."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings) -> None:
     # If kopf ever stores anything on our objects, it goes under our own prefix, never into spec or status.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     settings.scanning.disabled = not SCAN_CLUSTER
     # We post our own Events with CamelCase reasons; kopf's log-derived events would be noise.

@@ -14,13 +14,21 @@ from typing import Any, NamedTuple, cast
 from kultivar.config import OperatorConfig
 from kultivar.controllers import metrics
 from kultivar.controllers.workqueue import WorkQueue
+from kultivar.domain.conditions import get_condition
 from kultivar.domain.dataset import plan_dataset
 from kultivar.domain.deployment import metrics_needed, plan_deployment, route_refused
 from kultivar.domain.labels import OWNER_KIND, OWNER_NAME
 from kultivar.domain.plan import Plan
 from kultivar.domain.refusal import refused, still_refused
 from kultivar.domain.registry import ModelObserved, lasting_decisions, plan_model, registry_view
-from kultivar.domain.trainingrun import plan_training_run, reference_matters
+from kultivar.domain.trainingrun import (
+    SUCCEEDED,
+    generation_job,
+    plan_training_run,
+    reference_matters,
+    started,
+    training_job_name,
+)
 from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
 from kultivar.k8s.cache import ObjectCache, job_summary
@@ -100,7 +108,7 @@ class Operator:
         deleted = event_type == "DELETED"
         self.cache.observe({**body, "kind": kind}, deleted=deleted)
         self._set_references(key, set() if deleted else self._references_of(kind, body))
-        self.queue.add(key)
+        self.queue.add(key, low=kind == "TrainingRun" and not deleted and not self._may_start(body))
         for referrer in list(self._referrers.get((key.namespace, kind, key.name), ())):
             if self._waits_on(referrer, kind):
                 self.queue.add(referrer)
@@ -117,12 +125,27 @@ class Operator:
         elif kind == "Deployment" and model:  # the Model records rollbacks and keeps served versions
             self.queue.add(Key("Model", key.namespace, model))
 
+    def _job_unrecorded(self, run: dict[str, Any]) -> bool:
+        """Whether the run's Job for its generation exists while its status does not record it yet."""
+        meta = run["metadata"]
+        job = self.cache.peek("Job", meta.get("namespace", ""),
+                              training_job_name(meta.get("name", ""), int(meta.get("generation") or 0)))
+        return generation_job(run, job) is not None
+
+    def _may_start(self, run: dict[str, Any]) -> bool:
+        """Whether a reconcile of this run may create its Job (else it only follows up: the low lane)."""
+        succeeded = get_condition((run.get("status") or {}).get("conditions"), SUCCEEDED)
+        if started(run) or (succeeded and succeeded.get("status") == "True"):
+            return False
+        return not self._job_unrecorded(run)
+
     def _waits_on(self, referrer: Key, kind: str) -> bool:
         """Whether an event of a kind object can change the plan of referrer, which references it."""
         if referrer.kind != "TrainingRun":
             return True
         run = self.cache.peek(referrer.kind, referrer.namespace, referrer.name)
-        return run is None or reference_matters(run, kind)
+        # A run whose Job exists waits on nothing but recording it, which the Job's event queued.
+        return run is None or (reference_matters(run, kind) and not self._job_unrecorded(run))
 
     def observe_child(self, body: dict[str, Any], deleted: bool = False) -> None:
         """A Job (or other child) changed: reconcile the object that owns it."""
@@ -132,7 +155,8 @@ class Operator:
         labels = (body.get("metadata") or {}).get("labels") or {}
         kind, name = labels.get(OWNER_KIND), labels.get(OWNER_NAME)
         if kind in self._reconcilers and name:
-            self.queue.add(Key(kind, body["metadata"]["namespace"], name))
+            # A child changed: its owner follows up (status), in the low lane behind objects that start work.
+            self.queue.add(Key(kind, body["metadata"]["namespace"], name), low=True)
 
     @staticmethod
     def _references_of(kind: str, body: dict[str, Any]) -> set[tuple[str, str, str]]:
@@ -183,7 +207,9 @@ class Operator:
                 self.queue.add_after(key, delay)
             else:
                 self.queue.forget(key)
-                self.queue.add_after(key, next_reconcile(requeue, self.config.resync_seconds, random.random()))
+                # A resync is a follow-up (low lane); a requeue the plan asked for is not.
+                self.queue.add_after(key, next_reconcile(requeue, self.config.resync_seconds, random.random()),
+                                     low=requeue is None)
             finally:
                 self.queue.done(key)
                 elapsed = time.monotonic() - started
@@ -234,7 +260,7 @@ class Operator:
         if observed is None:
             return None
         plan = still_refused(observed.obj) or plan_training_run(observed, self.config, datetime.now(UTC))
-        apply_plan(self.api, observed.obj, plan, cache=self.cache)
+        apply_plan(self.api, observed.obj, plan, cache=self.cache, status_after_new_job=True)
         metrics.observe_plan(observed.obj, plan)
         return plan.requeue_after
 

@@ -22,7 +22,7 @@ from kultivar.api.dataset import missing_tokens
 from kultivar.api.trainingrun import TrainingRunSpec
 from kultivar.config import OperatorConfig
 from kultivar.domain.conditions import READY, Cond, get_condition, now_rfc3339, parse_time
-from kultivar.domain.jobs import JobOutcome, limit_failure, store_problem, workload_job
+from kultivar.domain.jobs import JobOutcome, job_finished, limit_failure, store_problem, workload_job
 from kultivar.domain.labels import DATASET_DIGEST_ANNOTATION, GENERATION_ANNOTATION, REFRESH_ANNOTATION, WORKLOAD
 from kultivar.domain.plan import Event, Plan, invalid_spec
 
@@ -44,12 +44,43 @@ class TrainingRunObserved:
     obj: dict[str, Any]
     dataset: dict[str, Any] | None
     model: dict[str, Any] | None
-    job: JobOutcome | None  # the Job of status.jobName
+    job: JobOutcome | None  # the Job of status.jobName, or generation_job's when there is one
     registered_version: int | None  # the Model version that records this run, if any
     store_claim_found: bool | None = None  # None: the store needs no PVC
     holdout: dict[str, Any] | None = None  # the Dataset named by spec.evaluation.holdout
     # Why the estimator class cannot be imported in the operator (found by observing, only for permitted packages).
     estimator_problem: str | None = None
+    # The Job of the current spec generation (its deterministic name, owned by this run) while the status does
+    # not record it yet: the reconcile that created it left the status write to the next one (see adopt_job).
+    generation_job: dict[str, Any] | None = None
+    # This run's unfinished Jobs of earlier generations other than status.jobName (created by a reconcile whose
+    # status write had not happened yet when the spec changed): superseded like the one status.jobName names.
+    unrecorded_jobs: tuple[str, ...] = ()
+
+
+def unrecorded_jobs(run: dict[str, Any], jobs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """Of jobs, the names of this run's unfinished training Jobs of earlier generations its status does not name."""
+    meta = run["metadata"]
+    generation = int(meta.get("generation") or 0)
+    names = {training_job_name(meta["name"], g) for g in range(1, generation)} - {
+        (run.get("status") or {}).get("jobName")}
+    return tuple(sorted(
+        j["metadata"]["name"] for j in jobs
+        if j["metadata"].get("name") in names and not job_finished(j) and not j["metadata"].get("deletionTimestamp")
+        and any(o.get("uid") == meta.get("uid") for o in j["metadata"].get("ownerReferences") or [])
+    ))
+
+
+def generation_job(run: dict[str, Any], job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """job when it is the run's Job for its current spec generation that the status does not record yet."""
+    if job is None or started(run):
+        return None
+    meta = run["metadata"]
+    if job["metadata"].get("name") != training_job_name(meta["name"], int(meta.get("generation") or 0)):
+        return None
+    owners = job["metadata"].get("ownerReferences") or []
+    # A run deleted and created again under its name: the old run's Job waits for garbage collection.
+    return job if any(o.get("uid") == meta.get("uid") for o in owners) else None
 
 
 def registered_version(model: dict[str, Any] | None, run: dict[str, Any]) -> int | None:
@@ -264,6 +295,7 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
         return _registered(Plan(), status, spec, observed)
 
     plan = Plan()
+    plan.delete_jobs.extend(observed.unrecorded_jobs)
     job = observed.job
     current = status.get("specAttempt") == generation and status.get("jobName")
     stamp = now_rfc3339(now)
@@ -295,12 +327,16 @@ def plan_training_run(observed: TrainingRunObserved, config: OperatorConfig, now
         if job is None:  # deleted by hand or not yet visible: create it again under the same name
             return _start(plan, obj, spec, observed, config, stamp, status.get("datasetDigest"))
         if job.state == "Running":
-            plan.status["attempts"] = job.attempts
-            if job.start_time and not status.get("startTime"):
-                plan.status["startTime"] = job.start_time
-            plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"attempt {job.attempts} running"))
-            return plan.not_ready("Training", f"training in Job {status['jobName']} (attempt {job.attempts})")
+            return _running(plan, status["jobName"], job, status.get("startTime"))
         return plan.not_ready("Pending", pending_message(status["jobName"]))
+
+    if observed.generation_job is not None:
+        # Started already: record the Job and the data it trains on (its annotation), whatever the references
+        # say now, as for any Job the status records.
+        job_meta = observed.generation_job["metadata"]
+        digest = str((job_meta.get("annotations") or {}).get(DATASET_DIGEST_ANNOTATION) or "")
+        # Its pod may run already (the record waited behind other runs' starts): then one write says both.
+        return _started(plan, obj, job_meta["name"], digest, job)
 
     # A new spec generation (or the first one): check references, then start a Job for it.
     if status.get("jobName") and not status.get("completionTime"):
@@ -355,14 +391,29 @@ def _start(
     if waiting:
         return plan.not_ready(*waiting)
     job = plan_training_job(obj, spec, dataset, version, config, observed.model, holdout)
-    name = job["metadata"]["name"]
     plan.jobs.append(job)
+    return _started(plan, obj, job["metadata"]["name"], str(version["digest"]))
+
+
+def _running(plan: Plan, name: str, job: JobOutcome, recorded_start: str | None) -> Plan:
+    plan.status["attempts"] = job.attempts
+    if job.start_time and not recorded_start:
+        plan.status["startTime"] = job.start_time
+    plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"attempt {job.attempts} running"))
+    return plan.not_ready("Training", f"training in Job {name} (attempt {job.attempts})")
+
+
+def _started(plan: Plan, obj: dict[str, Any], name: str, digest: str, job: JobOutcome | None = None) -> Plan:
+    """The status, conditions and Event of a run whose Job for this generation is name (created, or found with
+    its state job)."""
     plan.status.update(
-        jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=version["digest"],
+        jobName=name, specAttempt=int(obj["metadata"].get("generation") or 0), datasetDigest=digest or None,
         startTime=None, completionTime=None, metric=None, score=None, metrics=None, artifact=None, manifestUri=None,
         bestParams=None, attempts=0, evaluation=None, cardUri=None, compiledArtifact=None,
     )
-    plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {version['digest'][:19]}"))
+    plan.events.append(Event("Normal", "TrainingStarted", f"Job {name} trains on {digest[:19]}"))
+    if job is not None and job.state == "Running":
+        return _running(plan, name, job, None)
     plan.conditions.append(Cond(SUCCEEDED, None, "Training", f"Job {name} created"))
     # Pending, as the next reconcile finds the new Job: "Training" here flapped Training -> Pending -> Training
     # (two status writes and two Events per run more, for nothing).

@@ -62,19 +62,26 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = False,
-               cache: ObjectCache | None = None) -> dict[str, Any]:
+               cache: ObjectCache | None = None, status_after_new_job: bool = False) -> dict[str, Any]:
     """Make the plan true. With optimistic, the status write fails (409) if the object changed meanwhile.
 
     With a cache, the object the status write returns goes into it at once: the next reconcile, which may start
     before the watch reports the write, must not plan on the status from before it (it would start the same Job
-    again, find it there, and post its Events twice)."""
+    again, find it there, and post its Events twice).
+
+    With status_after_new_job, a reconcile that created a Job stops there: the status and Events that record it
+    are left to the reconcile the Job's watch event queues, which finds the Job by its deterministic name and
+    plans them again (domain/trainingrun.generation_job). A run's start is then one request, not two, and its
+    status write waits in the low lane behind the starts of other runs (controllers/workqueue.py)."""
     meta = obj["metadata"]
     ns, name, kind = meta["namespace"], meta["name"], obj["kind"]
     for job_name in plan.delete_jobs:
         api.delete_job(ns, job_name)
+    created = False
     try:
         for job in plan.jobs:
             if api.create_job(ns, job):
+                created = True
                 log.info("%s %s/%s: created Job %s", kind, ns, name, job["metadata"]["name"])
         # Before the status that records them: a reconcile that fails in between plans the same names again.
         for note in plan.annotate:
@@ -96,6 +103,8 @@ def apply_plan(api: Api, obj: dict[str, Any], plan: Plan, *, optimistic: bool = 
         refused(plan, e.kind, e.name, e.message)
 
     old = obj.get("status") or {}
+    if created and status_after_new_job:
+        return old
     new = desired_status(obj, plan, datetime.now(UTC))
     patch = status_patch(old, new)
     if patch:

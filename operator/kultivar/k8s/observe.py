@@ -24,7 +24,14 @@ from kultivar.domain.registry import ModelObserved
 from kultivar.domain.rollout import server_failure_cause
 from kultivar.domain.serving import DeploymentObserved, DriftObserved, PerformanceObserved, backends_needed
 from kultivar.domain.shadow import ShadowObserved
-from kultivar.domain.trainingrun import TrainingRunObserved, registered_version
+from kultivar.domain.trainingrun import (
+    TrainingRunObserved,
+    generation_job,
+    registered_version,
+    started,
+    training_job_name,
+    unrecorded_jobs,
+)
 from kultivar.k8s import prometheus, serving
 from kultivar.k8s.cache import ObjectCache
 from kultivar.k8s.client import Api
@@ -104,16 +111,30 @@ def training_run(api: Api, cache: ObjectCache | None, config: OperatorConfig, na
     spec = obj.get("spec") or {}
     model = cached(api, cache, "Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
     holdout = ((spec.get("evaluation") or {}).get("holdout") or {}).get("name")
+    # Not started by the status: this generation's Job may exist all the same (created by the reconcile before,
+    # which left the status to this one). Only the cache is asked: a miss plans the create again, which finds it.
+    created: dict[str, Any] | None = None
+    unrecorded: tuple[str, ...] = ()
+    generation = int(obj["metadata"].get("generation") or 0)
+    if cache is not None and not started(obj):
+        created = cache.peek("Job", namespace, training_job_name(name, generation))
+    if cache is not None and generation > 1:  # a Job of an earlier spec may have been created and never recorded
+        unrecorded = unrecorded_jobs(obj, cache.objects("Job", namespace))
+    adopted = generation_job(obj, created)
+    # The Job the plan reads: the one the status records, or this generation's when it is to be recorded.
+    job_name = adopted["metadata"]["name"] if adopted else (obj.get("status") or {}).get("jobName")
     return TrainingRunObserved(
         obj=obj,
         dataset=cached(api, cache, "Dataset", namespace, (spec.get("datasetRef") or {}).get("name", "")),
         model=model,
-        job=job(api, namespace, (obj.get("status") or {}).get("jobName"), cache),
+        job=job(api, namespace, job_name, cache),
         registered_version=registered_version(model, obj),
         holdout=cached(api, cache, "Dataset", namespace, holdout) if holdout else None,
         store_claim_found=store_claim(api, config, namespace),
         estimator_problem=estimator_problem(str((spec.get("estimator") or {}).get("className") or ""),
                                             config.estimator_packages),
+        generation_job=adopted,
+        unrecorded_jobs=unrecorded,
     )
 
 
