@@ -21,14 +21,7 @@ from kultivar.domain.labels import OWNER_KIND, OWNER_NAME
 from kultivar.domain.plan import Plan
 from kultivar.domain.refusal import refused, still_refused
 from kultivar.domain.registry import ModelObserved, lasting_decisions, plan_model, registry_view
-from kultivar.domain.trainingrun import (
-    SUCCEEDED,
-    generation_job,
-    plan_training_run,
-    reference_matters,
-    started,
-    training_job_name,
-)
+from kultivar.domain.trainingrun import SUCCEEDED, plan_training_run, reference_matters, started
 from kultivar.k8s import observe, serving
 from kultivar.k8s.apply import apply_plan
 from kultivar.k8s.cache import ObjectCache, job_summary
@@ -127,10 +120,7 @@ class Operator:
 
     def _job_unrecorded(self, run: dict[str, Any]) -> bool:
         """Whether the run's Job for its generation exists while its status does not record it yet."""
-        meta = run["metadata"]
-        job = self.cache.peek("Job", meta.get("namespace", ""),
-                              training_job_name(meta.get("name", ""), int(meta.get("generation") or 0)))
-        return generation_job(run, job) is not None
+        return observe.unrecorded_generation_job(self.cache, run) is not None
 
     def _may_start(self, run: dict[str, Any]) -> bool:
         """Whether a reconcile of this run may create its Job (else it only follows up: the low lane)."""

@@ -28,7 +28,6 @@ from kultivar.domain.trainingrun import (
     TrainingRunObserved,
     generation_job,
     registered_version,
-    started,
     training_job_name,
     unrecorded_jobs,
 )
@@ -103,6 +102,15 @@ def dataset(api: Api, cache: ObjectCache | None, config: OperatorConfig, namespa
                            store_claim_found=store_claim(api, config, namespace))
 
 
+def unrecorded_generation_job(cache: ObjectCache, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The Job of the run's current spec generation when its status does not record it yet: created by the
+    reconcile before, which left the status to the next one. Only the cache is asked: a miss plans the create
+    again, which finds the Job (409) and records it."""
+    meta = run["metadata"]
+    name = training_job_name(meta.get("name", ""), int(meta.get("generation") or 0))
+    return generation_job(run, cache.peek("Job", meta.get("namespace", ""), name))
+
+
 def training_run(api: Api, cache: ObjectCache | None, config: OperatorConfig, namespace: str, name: str
                  ) -> TrainingRunObserved | None:
     obj = _live(cached(api, cache, "TrainingRun", namespace, name))
@@ -111,16 +119,12 @@ def training_run(api: Api, cache: ObjectCache | None, config: OperatorConfig, na
     spec = obj.get("spec") or {}
     model = cached(api, cache, "Model", namespace, (spec.get("modelRef") or {}).get("name", ""))
     holdout = ((spec.get("evaluation") or {}).get("holdout") or {}).get("name")
-    # Not started by the status: this generation's Job may exist all the same (created by the reconcile before,
-    # which left the status to this one). Only the cache is asked: a miss plans the create again, which finds it.
-    created: dict[str, Any] | None = None
+    adopted = unrecorded_generation_job(cache, obj) if cache is not None else None
     unrecorded: tuple[str, ...] = ()
     generation = int(obj["metadata"].get("generation") or 0)
-    if cache is not None and not started(obj):
-        created = cache.peek("Job", namespace, training_job_name(name, generation))
     if cache is not None and generation > 1:  # a Job of an earlier spec may have been created and never recorded
-        unrecorded = unrecorded_jobs(obj, cache.objects("Job", namespace))
-    adopted = generation_job(obj, created)
+        earlier = (cache.peek("Job", namespace, training_job_name(name, g)) for g in range(1, generation))
+        unrecorded = unrecorded_jobs(obj, [j for j in earlier if j is not None])
     # The Job the plan reads: the one the status records, or this generation's when it is to be recorded.
     job_name = adopted["metadata"]["name"] if adopted else (obj.get("status") or {}).get("jobName")
     return TrainingRunObserved(
