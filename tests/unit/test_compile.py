@@ -186,3 +186,75 @@ def test_multiclass_xgboost_compiles_when_no_split_sits_on_a_data_value(store: A
     outputs = run_graph(store, entry, x_test, MIXED)
     assert outputs[1].shape == (300, 3)
     assert np.abs(outputs[1] - pipeline.predict_proba(x_test)).max() <= onnx_compile.PROBABILITY_ATOL
+
+
+# ------------------------------------------------------------------------------ split thresholds and float32
+
+NUMERIC = [Feature(name=name, type="numeric") for name in ("a", "b", "c")]
+
+
+def on_thresholds(rows: int, seed: int, integer_valued: bool) -> tuple[pd.DataFrame, np.ndarray]:
+    """Regression data; with ``integer_valued`` two features take few distinct values, as counts and ratings do."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 3))
+    if integer_valued:
+        x[:, 0], x[:, 1] = np.round(x[:, 0] * 3), np.round(x[:, 1] * 2)
+    return pd.DataFrame(x, columns=["a", "b", "c"]), x[:, 0] * 10 + x[:, 1]
+
+
+def graph_answers(model_bytes: bytes, x: pd.DataFrame) -> np.ndarray:
+    feed = onnx_feed([x[f.name].to_numpy() for f in NUMERIC], NUMERIC)
+    assert feed is not None
+    sess = session(model_bytes)
+    return np.asarray(sess.run(None, dict(zip(input_names(sess), feed, strict=True)))[0]).ravel()
+
+
+@pytest.mark.parametrize("integer_valued", [False, True])
+def test_tree_models_are_not_scaled_so_the_graph_agrees_on_training_values(integer_valued: bool) -> None:
+    """XGBoost's split thresholds are data values; a graph that standardised in float32 (where scikit-learn does
+    in float64) sent training rows lying on them down the other branch. Trees are not scaled, and the graph then
+    gets the float32 values XGBoost does: it agrees on every training row."""
+    from xgboost import XGBRegressor
+
+    from kultivar.workloads.pipeline import splits_on_thresholds
+
+    x, y = on_thresholds(400, 0, integer_valued)
+    pipeline = build_pipeline(NUMERIC, XGBRegressor(n_estimators=30))
+    assert splits_on_thresholds(pipeline[-1])
+    assert [name for name, _ in pipeline[0].transformers[0][1].steps] == ["impute"]
+    pipeline.fit(x, y)
+    expected = pipeline.predict(x)
+    # Equal up to float32 summation order (a row sent down another branch would be off by a leaf's value).
+    np.testing.assert_allclose(graph_answers(onnx_compile.convert(pipeline, NUMERIC), x), expected, rtol=0,
+                               atol=1e-6 * np.abs(expected).max())
+
+
+def test_parity_is_checked_on_training_rows_too() -> None:
+    """The scaled XGBoost pipeline of before: its graph agrees on the held-out rows of continuous data and not on
+    some training rows. The check compares both and refuses it, naming the training rows."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xgboost import XGBRegressor
+
+    x, y = on_thresholds(500, 0, integer_valued=False)
+    train, test = x.iloc[:400], x.iloc[400:]
+    scaled = Pipeline([("preprocess", ColumnTransformer([("numeric", Pipeline([
+        ("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), ["a", "b", "c"])])),
+        ("model", XGBRegressor(n_estimators=30))]).fit(train, y[:400])
+    graph = onnx_compile.convert(scaled, NUMERIC)
+    held_out = onnx_compile.check_parity(graph, scaled, test, NUMERIC, "regression")
+    assert held_out["rows"] == 100 and held_out["maxRelativeError"] < onnx_compile.REGRESSION_RTOL
+    with pytest.raises(onnx_compile.CompileFailure, match="training rows"):
+        onnx_compile.check_parity(graph, scaled, test, NUMERIC, "regression", x_train=train)
+
+
+def test_parity_reports_the_training_rows_it_compared(store: ArtifactStore) -> None:
+    x, y = mixed(300, 3)
+    pipeline = fitted(__import__("sklearn.linear_model", fromlist=["x"]).LogisticRegression(), MIXED,
+                      x.iloc[:200], y[:200])
+    entry = compile_model(pipeline, MIXED, "classification", x.iloc[200:], store, "run/", x_train=x.iloc[:200])
+    assert entry.compiled, entry.reason
+    assert entry.parity["rows"] == 100 and entry.parity["trainingRows"] == 200
+    assert entry.parity["labelsDiffering"] == 0

@@ -547,8 +547,10 @@ class CompiledModel(Contract):
     tolerances: dict[str, float] = Field(default_factory=dict,
                                          description="probabilityAbsolute and regressionRelative parity bounds.")
     parity: dict[str, float] = Field(default_factory=dict,
-                                     description="What the check measured on the held-out rows (rows, "
-                                                 "labelsDiffering, maxProbabilityError or maxRelativeError).")
+                                     description="What the check measured: the held-out rows and the "
+                                                 "training rows it compared (rows, trainingRows) and the worst "
+                                                 "difference on either (labelsDiffering, maxProbabilityError or "
+                                                 "maxRelativeError).")
     inputs: list[CompiledInput] = Field(default_factory=list, description="Graph inputs in feature order.")
     probabilities: bool | None = Field(default=None, description="The 'probabilities' output holds the "
                                                                  "classifier's predict_proba.")

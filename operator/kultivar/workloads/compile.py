@@ -5,12 +5,13 @@ scikit-learn classes (:func:`register_boosting_converters`), and held to the sam
 
 scikit-learn spends milliseconds of per-call overhead on a one-row ``predict`` of a Kultivar pipeline; the same
 pipeline as an ONNX graph runs in microseconds with onnxruntime. Training therefore writes ``model.onnx`` beside
-``model.skops`` - but only once the graph has been shown to give the same answers on the held-out split:
+``model.skops`` - but only once the graph has been shown to give the same answers, on the held-out rows and on a
+sample of the training rows (see :func:`check_parity`):
 
-* classifiers: the **same label for every held-out row**, and (when the estimator has ``predict_proba``) every
+* classifiers: the **same label for every row**, and (when the estimator has ``predict_proba``) every
   class probability within ``PROBABILITY_ATOL`` of scikit-learn's;
 * regressors: every prediction within ``REGRESSION_RTOL`` of scikit-learn's, relative to the largest absolute
-  held-out prediction (so values near zero are not held to a tighter bound than the model's scale).
+  prediction on those rows (so values near zero are not held to a tighter bound than the model's scale).
 
 The tolerances allow for float32 arithmetic: the graph computes in float32 (onnxruntime's ``Imputer`` and the
 ONNX-ML operators have no float64 kernels), scikit-learn in float64. When conversion or parity fails the manifest
@@ -51,6 +52,7 @@ MISSING_TEXT = ""
 PROBABILITY_ATOL = 1e-4
 REGRESSION_RTOL = 1e-4
 PARITY_ROWS = 200_000  # held-out rows compared at most (the first ones): enough to prove it, bounded time
+TRAINING_PARITY_ROWS = 20_000  # training rows compared at most (spread evenly over the split)
 LABEL, PROBABILITIES, VALUE = "label", "probabilities", "variable"
 ONNX_ML_OPSET_BOOSTING = 3  # the ai.onnx.ml version onnxmltools' XGBoost and LightGBM converters write
 
@@ -256,20 +258,41 @@ def _frame_columns(x: Any, features: Sequence[FeatureLike]) -> list[np.ndarray]:
 
 
 def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Sequence[FeatureLike], task: str,
-                 answers: Answers | None = None) -> dict[str, Any]:
-    """Raise :class:`CompileFailure` unless the graph answers like ``pipeline`` on ``x_test``; returns the
-    measured differences.
+                 answers: Answers | None = None, x_train: Any = None) -> dict[str, Any]:
+    """Raise :class:`CompileFailure` unless the graph answers like ``pipeline`` on ``x_test`` and on a sample of
+    ``x_train``; returns the measured differences (the worst of the two).
 
     ``answers`` are the pipeline's own predictions on ``x_test`` when the caller already has them (training
     computed them for the held-out metrics): recomputing them would double the cost of the check on big data.
+
+    Why training rows too: values that lie exactly on a split threshold are where float32 arithmetic can send a
+    row the other way, and training values are where thresholds are (XGBoost's are data values). Held-out rows of
+    continuous data rarely hit one, so a graph could pass on them and still answer differently for a request that
+    repeats a training row.
     """
+    sess = session(model_bytes)
     rows = x_test.iloc[:PARITY_ROWS]
-    expected = answers if answers is not None else Answers.of(pipeline, rows, task)
+    checked = _parity_on(sess, pipeline, rows, features, task,
+                         answers if answers is not None else Answers.of(pipeline, rows, task), "held-out rows")
+    if x_train is not None and len(x_train):
+        picked = np.unique(np.linspace(0, len(x_train) - 1, min(len(x_train), TRAINING_PARITY_ROWS)).astype(np.intp))
+        sample = x_train.iloc[picked]
+        seen = _parity_on(sess, pipeline, sample, features, task, Answers.of(pipeline, sample, task),
+                          "training rows")
+        checked["trainingRows"] = seen.pop("rows")
+        for key, value in seen.items():
+            checked[key] = max(checked.get(key, value), value)
+    return checked
+
+
+def _parity_on(sess: Any, pipeline: Any, rows: Any, features: Sequence[FeatureLike], task: str,
+               expected: Answers, where: str) -> dict[str, Any]:
+    """The graph's answers on ``rows`` against ``expected`` (the pipeline's); raises CompileFailure naming
+    ``where`` the rows come from when they differ beyond the tolerances."""
     feed = onnx_feed(_frame_columns(rows, features), features)
     if feed is None:
-        raise CompileFailure("the held-out rows have categorical values that are empty text, which the compiled "
+        raise CompileFailure(f"the {where} have categorical values that are empty text, which the compiled "
                              "model reads as missing")
-    sess = session(model_bytes)
     outputs = sess.run(None, dict(zip(input_names(sess), feed, strict=True)))
     checked: dict[str, Any] = {"rows": len(rows)}
     if task == "regression":
@@ -280,7 +303,7 @@ def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Seque
         checked["maxRelativeError"] = worst
         if not math.isfinite(worst) or worst > REGRESSION_RTOL:
             raise CompileFailure(f"the compiled model's predictions differ from scikit-learn's by up to {worst:.3g} "
-                                 f"of the largest prediction on the held-out rows (tolerance {REGRESSION_RTOL:g})")
+                                 f"of the largest prediction on the {where} (tolerance {REGRESSION_RTOL:g})")
         return checked
     expected_labels = np.asarray(expected.pred[:PARITY_ROWS])
     labels = np.asarray(outputs[0]).ravel()
@@ -294,7 +317,7 @@ def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Seque
     checked["labelsDiffering"] = differ
     if differ:
         raise CompileFailure(f"the compiled model predicts a different label than scikit-learn for {differ} of "
-                             f"{len(rows)} held-out rows")
+                             f"{len(rows)} {where}")
     if hasattr(pipeline, "predict_proba"):
         given = expected.proba if expected.proba is not None else pipeline.predict_proba(rows)
         expected_proba = np.asarray(given[:PARITY_ROWS], dtype=np.float64)
@@ -306,7 +329,7 @@ def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Seque
         checked["maxProbabilityError"] = worst
         if not math.isfinite(worst) or worst > PROBABILITY_ATOL:
             raise CompileFailure(f"the compiled model's probabilities differ from scikit-learn's by up to "
-                                 f"{worst:.3g} on the held-out rows (tolerance {PROBABILITY_ATOL:g})")
+                                 f"{worst:.3g} on the {where} (tolerance {PROBABILITY_ATOL:g})")
     return checked
 
 
@@ -314,9 +337,10 @@ def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Seque
 
 
 def compile_model(pipeline: Any, features: Sequence[FeatureLike], task: str, x_test: Any, store: Any,
-                  prefix: str, answers: Answers | None = None) -> CompiledModel:
+                  prefix: str, answers: Answers | None = None, x_train: Any = None) -> CompiledModel:
     """Convert, check and store ``model.onnx`` under ``prefix``; the manifest's ``compiled`` entry. ``answers``:
-    the pipeline's predictions on ``x_test``, if already computed (see :func:`check_parity`).
+    the pipeline's predictions on ``x_test``, if already computed; ``x_train``: the training rows, a sample of
+    which is checked too (see :func:`check_parity`).
 
     Never raises for a model that cannot be compiled (the entry then says why, and scikit-learn serves it).
     Storage errors are raised (the training attempt is retried).
@@ -324,7 +348,7 @@ def compile_model(pipeline: Any, features: Sequence[FeatureLike], task: str, x_t
     tolerances = {"probabilityAbsolute": PROBABILITY_ATOL, "regressionRelative": REGRESSION_RTOL}
     try:
         model_bytes = convert(pipeline, features)
-        parity = check_parity(model_bytes, pipeline, x_test, features, task, answers)
+        parity = check_parity(model_bytes, pipeline, x_test, features, task, answers, x_train)
         names = input_names(session(model_bytes))
     except ImportError as e:
         reason = f"the ONNX tools are not installed ({e.name or e}); serving uses scikit-learn"
@@ -345,8 +369,9 @@ def compile_model(pipeline: Any, features: Sequence[FeatureLike], task: str, x_t
     import onnxruntime
     import skl2onnx
 
-    log.info("compiled to ONNX (%s, %d bytes); parity on %d held-out rows: %s", artifact["digest"],
-             artifact["sizeBytes"], parity["rows"], {k: v for k, v in parity.items() if k != "rows"})
+    log.info("compiled to ONNX (%s, %d bytes); parity on %d held-out and %d training rows: %s", artifact["digest"],
+             artifact["sizeBytes"], parity["rows"], parity.get("trainingRows", 0),
+             {k: v for k, v in parity.items() if k not in ("rows", "trainingRows")})
     return CompiledModel(
         compiled=True, format="onnx", artifact=ArtifactRef.model_validate(artifact), tolerances=tolerances,
         parity=parity, inputs=[CompiledInput(feature=f.name, name=n) for f, n in zip(features, names, strict=True)],

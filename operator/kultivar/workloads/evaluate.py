@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kultivar.api.trainingrun import CLASSIFICATION_METRICS, REGRESSION_METRICS, TrainingRunSpec
-from kultivar.domain.stats.metrics import from_confusion
+from kultivar.domain.stats.metrics import classification_score, from_confusion
 from kultivar.workloads.failure import TrainingFailure
 from kultivar.workloads.pipeline import transform_inputs
 
@@ -101,11 +101,13 @@ def metrics_of(y_test: Any, predictions: Predictions, task: str) -> dict[str, fl
     truth, predicted = label_codes(y_test, classes), label_codes(pred, classes)
     if truth is not None and predicted is not None:
         out.update(count_metrics(truth, predicted, len(classes)))
-    else:  # a true label the model does not know (a holdout with another class): sklearn's checks decide
-        avg: dict[str, Any] = {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
-        out["accuracy"] = float(m.accuracy_score(y_test, pred))
-        precision, recall, f1, _ = m.precision_recall_fscore_support(y_test, pred, zero_division=0, **avg)
-        out["f1"], out["precision"], out["recall"] = float(f1), float(precision), float(recall)
+    else:
+        # A true label the model does not know: a class only the held-out split (or a holdout Dataset) has. It is
+        # a miss wherever it occurs; two known classes are still scored as binary for the second one, with the
+        # unknown label on the negative side (sklearn's "binary" average refuses a third label outright).
+        pos_label = classes[1] if binary else None
+        for name in ("accuracy", "f1", "precision", "recall"):
+            out[name] = classification_score(name, y_test, pred, pos_label)
     if predictions.proba is not None:
         auc = _roc_auc(predictions.proba, y_test, classes)
         if auc is not None:

@@ -29,8 +29,10 @@ def build_pipeline(features: Sequence[Feature], estimator: Any) -> Any:
     categorical = [f.name for f in features if f.type != "numeric"]
     transformers = []
     if numeric:
-        transformers.append(("numeric", Pipeline([("impute", SimpleImputer(strategy="median")),
-                                                  ("scale", StandardScaler())]), numeric))
+        numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if not splits_on_thresholds(estimator):
+            numeric_steps.append(("scale", StandardScaler()))
+        transformers.append(("numeric", Pipeline(numeric_steps), numeric))
     if categorical:
         transformers.append(("categorical", Pipeline([
             ("impute", SimpleImputer(strategy="most_frequent")),
@@ -39,6 +41,21 @@ def build_pipeline(features: Sequence[Feature], estimator: Any) -> Any:
     # Dense output: several estimators (e.g. HistGradientBoosting*) refuse sparse input.
     preprocess = ColumnTransformer(transformers, sparse_threshold=0.0)
     return Pipeline([("preprocess", preprocess), (STEP, estimator)])
+
+
+# Estimators that split on feature thresholds, which scaling does not change, by the module of their class.
+TREE_MODULES = ("sklearn.tree", "sklearn.ensemble._forest", "sklearn.ensemble._gb",
+                "sklearn.ensemble._hist_gradient_boosting", "xgboost", "lightgbm")
+
+
+def splits_on_thresholds(estimator: Any) -> bool:
+    """Whether ``estimator`` is a tree or an ensemble of trees: such models are not scaled. Scaling cannot change
+    their splits, and it would make the compiled model answer differently: the graph scales in float32 where
+    scikit-learn scales in float64, so a value lying on a split threshold - as training values do for XGBoost,
+    whose thresholds are data values - can land on the other side of it (seen on a third of the rows of data with
+    integer-valued features)."""
+    module = type(estimator).__module__
+    return any(module == m or module.startswith(m + ".") for m in TREE_MODULES)
 
 
 def _row_wise(transformer: Any) -> bool:

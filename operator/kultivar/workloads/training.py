@@ -394,7 +394,7 @@ def _evaluate_and_save(model: Any, prepared: _Prepared, metric: str, task: str, 
         # Compile while the candidate is compared: model.onnx (or why not), checked against the predictions the
         # held-out metrics were computed from.
         compiling = pool.submit(compile_model, model, features, task, prepared.x_test, store, prefix,
-                                Answers(predictions.pred, predictions.proba))
+                                Answers(predictions.pred, predictions.proba), prepared.x_train)
 
         t = time.perf_counter()
         decode = _label_decoder(prepared)
