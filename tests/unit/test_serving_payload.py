@@ -274,6 +274,24 @@ def test_requested_outputs() -> None:
     assert v1.probabilities
 
 
+@pytest.mark.parametrize("request_body,problem", [
+    ({"parameters": {"probabilities": "yes"}}, "parameters.probabilities must be true or false, got 'yes'"),
+    ({"parameters": {"binary_data_output": 1}}, "parameters.binary_data_output must be true or false, got 1"),
+    ({"outputs": [{"name": "predict", "parameters": {"binary_data": "true"}}]},
+     "outputs[0].parameters.binary_data must be true or false"),
+    ({"outputs": [{"name": "predict", "parameters": ["binary_data"]}]}, "outputs[0].parameters must be an object"),
+])
+def test_flags_of_ours_with_other_values_are_refused(request_body: dict[str, Any], problem: str) -> None:
+    """A flag this server reads, given something other than true or false, is a 400 naming it - not silently
+    read as false. Parameters it does not read (a client's priority or timeout) are left alone."""
+    one = tensor([1, 2, 3, 4], [1, 4])
+    with pytest.raises(PayloadError, match=re.escape(problem)):
+        parse_v2(v2(one, **request_body), IRIS, "m")
+    with pytest.raises(PayloadError, match="parameters.probabilities must be true or false"):
+        parse_v1(body({"instances": [[1, 2, 3, 4]], "parameters": {"probabilities": 1}}), IRIS, "m")
+    assert parse_v2(v2(one, parameters={"priority": 3, "timeout": 1000}), IRIS, "m").outputs[0].name == "predict"
+
+
 def binary_body(header: dict[str, Any], *chunks: bytes) -> tuple[bytes, int]:
     text = json.dumps(header).encode()
     return text + b"".join(chunks), len(text)

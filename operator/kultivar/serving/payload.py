@@ -537,10 +537,11 @@ def _requested_outputs(doc: dict[str, Any]) -> tuple[RequestedOutput, ...]:
     if params is not None and not isinstance(params, dict):
         raise PayloadError("'parameters' must be an object")
     params = params or {}
-    binary_default = params.get("binary_data_output") is True
+    binary_default = _flag(params, "binary_data_output", "parameters")
+    probabilities = _flag(params, "probabilities", "parameters")
     outputs = doc.get("outputs")
     if outputs is None:
-        names = [OUTPUT, PROBA_OUTPUT] if params.get("probabilities") is True else [OUTPUT]
+        names = [OUTPUT, PROBA_OUTPUT] if probabilities else [OUTPUT]
         return tuple(RequestedOutput(n, binary_default) for n in names)
     if not isinstance(outputs, list) or not outputs:
         raise PayloadError("'outputs' must be a non-empty list such as [{\"name\": \"predict\"}]")
@@ -550,13 +551,25 @@ def _requested_outputs(doc: dict[str, Any]) -> tuple[RequestedOutput, ...]:
             raise PayloadError(f"outputs[{i}] asks for {_show(out)}; this model's outputs are "
                                f"{' and '.join(map(repr, OUTPUTS))}")
         out_params = out.get("parameters") or {}
-        binary = out_params.get("binary_data") is True if isinstance(out_params, dict) else False
+        if not isinstance(out_params, dict):
+            raise PayloadError(f"outputs[{i}].parameters must be an object such as {{\"binary_data\": true}}")
+        binary = _flag(out_params, "binary_data", f"outputs[{i}].parameters")
         if any(w.name == out["name"] for w in wanted):
             raise PayloadError(f"outputs[{i}] asks for {out['name']!r} twice")
         wanted.append(RequestedOutput(out["name"], binary))
-    if params.get("probabilities") is True and not any(w.name == PROBA_OUTPUT for w in wanted):
+    if probabilities and not any(w.name == PROBA_OUTPUT for w in wanted):
         wanted.append(RequestedOutput(PROBA_OUTPUT, binary_default))
     return tuple(wanted)
+
+
+def _flag(params: dict[str, Any], key: str, where: str) -> bool:
+    """A boolean parameter this server reads (absent: false). Other parameters are the client's business (V2
+    clients send their own, such as priority or timeout) and are left alone; but a flag of ours with another
+    value would otherwise be ignored without a word."""
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise PayloadError(f"{where}.{key} must be true or false, got {_show(value)}")
+    return value
 
 
 def parse_v2(body: bytes, features: Sequence[FeatureSpec], model: str, header_length: int | None = None
@@ -620,7 +633,7 @@ def parse_v1(body: bytes, features: Sequence[FeatureSpec], model: str) -> V1Requ
     params = doc.get("parameters")
     if params is not None and not isinstance(params, dict):
         raise PayloadError("'parameters' must be an object such as {\"probabilities\": true}")
-    return V1Request(_v1_rows(doc, features, model), bool(params and params.get("probabilities") is True))
+    return V1Request(_v1_rows(doc, features, model), _flag(params or {}, "probabilities", "parameters"))
 
 
 def _v1_rows(doc: dict[str, Any], features: Sequence[FeatureSpec], model: str) -> Rows:
