@@ -287,7 +287,7 @@ def test_flags_of_ours_with_other_values_are_refused(request_body: dict[str, Any
     one = tensor([1, 2, 3, 4], [1, 4])
     with pytest.raises(PayloadError, match=re.escape(problem)):
         parse_v2(v2(one, **request_body), IRIS, "m")
-    with pytest.raises(PayloadError, match="parameters.probabilities must be true or false"):
+    with pytest.raises(PayloadError, match=re.escape("parameters.probabilities must be true or false")):
         parse_v1(body({"instances": [[1, 2, 3, 4]], "parameters": {"probabilities": 1}}), IRIS, "m")
     assert parse_v2(v2(one, parameters={"priority": 3, "timeout": 1000}), IRIS, "m").outputs[0].name == "predict"
 
