@@ -103,6 +103,33 @@ def test_pvc_uris_map_to_the_mount(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert str(df["plan"].dtype) != "object" or df["plan"].map(type).isin([str, float]).all()
 
 
+def test_a_column_name_used_twice_is_refused(tmp_path: Path) -> None:
+    """pandas would read the second 'x' of a CSV header as 'x.1': which one a feature means would be a guess."""
+    schema = DatasetSchema(target="y", task="classification")
+    (tmp_path / "twice.csv").write_text("x,x,y\n1,2,a\n3,4,b\n")
+    with pytest.raises(SourceUnreadable, match="more than one column named 'x'") as info:
+        load_source(DatasetSource(uri=str(tmp_path / "twice.csv")), schema)
+    assert not info.value.transient
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2]), pa.array(["a"])], names=["x", "x", "y"]),
+                   tmp_path / "twice.parquet")
+    with pytest.raises(SourceUnreadable, match=r"twice\.parquet"):  # pyarrow itself refuses to pick one
+        load_source(DatasetSource(uri=str(tmp_path / "twice.parquet")), schema)
+    # A column really named like pandas' renaming is not a duplicate.
+    (tmp_path / "dotted.csv").write_text("x,x.1,y\n1,2,a\n3,4,b\n")
+    assert list(load_source(DatasetSource(uri=str(tmp_path / "dotted.csv")), schema).columns) == ["x", "x.1", "y"]
+
+
+def test_a_header_read_as_one_column_names_the_likely_separator(tmp_path: Path) -> None:
+    (tmp_path / "semi.csv").write_text("x;c;y\n1;a;p\n2;b;q\n")
+    schema = DatasetSchema(target="y", task="classification")
+    df = load_source(DatasetSource(uri=str(tmp_path / "semi.csv")), schema)
+    message = failures(validate(df, schema, checks()))["MissingTarget"].message
+    assert "separate values with semicolons" in message and "read with commas" in message
+
+
 def test_categorical_codes_stay_text_in_csv(tmp_path: Path) -> None:
     (tmp_path / "z.csv").write_text("zip,y\n01234,1\n98765,0\n")
     schema = DatasetSchema(target="y", task="classification", features=[Feature(name="zip", type="categorical")])

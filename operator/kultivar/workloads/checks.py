@@ -82,7 +82,7 @@ def validate(df: pd.DataFrame, schema: DatasetSchema, checks: DatasetChecks) -> 
     if target not in df.columns:
         fail(Failure("MissingTarget",
                      f"the target column {target!r} is not in the data (columns: {_cols(df.columns)}); fix "
-                     "spec.schema.target or the data", column=target))
+                     f"spec.schema.target or the data{_separator_hint(df.columns)}", column=target))
     for name in names:
         if name not in df.columns:
             fail(Failure("MissingColumn",
@@ -145,6 +145,18 @@ def validate(df: pd.DataFrame, schema: DatasetSchema, checks: DatasetChecks) -> 
     if report.ok:
         report.frame = frame
     return report
+
+
+def _separator_hint(columns: Any) -> str:
+    """When the whole header was read as one column holding another separator, the likely cause."""
+    if len(columns) != 1:
+        return ""
+    found = [name for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "vertical bars"))
+             if sep in str(columns[0])]
+    if not found:
+        return ""
+    return (f" (the header was read as one column: the file seems to separate values with {found[0]}; CSV "
+            "sources are read with commas, and files named .tsv with tabs)")
 
 
 def _cols(columns: Iterable[Any], limit: int = 12) -> str:

@@ -18,6 +18,8 @@ decompressed on the fly).
 
 from __future__ import annotations
 
+import collections
+import csv
 import inspect
 import os
 import posixpath
@@ -176,4 +178,25 @@ def load_source(source: DatasetSource, schema: DatasetSchema) -> pd.DataFrame:
     if not isinstance(df, pd.DataFrame):
         raise SourceUnreadable(f"{uri} did not contain a table")
     df.columns = [str(c) for c in df.columns]
+    twice = _named_twice(df, path, fmt, sep)
+    if twice:
+        raise SourceUnreadable(f"{uri} has more than one column named {twice[0]!r}"
+                               f"{f' (and {len(twice) - 1} more such names)' if len(twice) > 1 else ''}; "
+                               "give each column its own name - which one a feature or the target means would be "
+                               "a guess")
     return df
+
+
+def _named_twice(df: pd.DataFrame, path: str, fmt: str, sep: str) -> list[str]:
+    """Column names the source uses more than once. Parquet keeps them as they are; pandas' CSV reader renames
+    the second ``x`` to ``x.1``, so a CSV with such a pair has its header read once more (only then) to tell a
+    renamed duplicate from a column really named ``x.1``."""
+    repeated = [name for name, n in collections.Counter(df.columns).items() if n > 1]
+    if repeated or fmt != "csv":
+        return repeated
+    names = set(df.columns)
+    if not any(c.rpartition(".")[0] in names and c.rpartition(".")[2].isdigit() for c in df.columns):
+        return []
+    with fsspec.open(path, "rt", compression="infer", encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f, delimiter=sep), [])
+    return [name for name, n in collections.Counter(header).items() if n > 1]
