@@ -4,6 +4,7 @@ the gate decides on those numbers; the model card shows them."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -371,6 +372,29 @@ def test_a_tampered_production_makes_the_comparison_impossible(store: ArtifactSt
         decision = gate(Promotion(), {"metric": "accuracy", "evaluation": block},
                         {"version": ref.version, "metrics": {}})
         assert decision.reason == "ComparisonFailed" and f"production v{ref.version}" in decision.message
+
+
+def test_a_production_predicting_labels_of_another_type_is_not_compared(store: ArtifactStore,
+                                                                          churn: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    """The target went from text ("yes"/"no") to numbers (1/0): production's answers cannot even be sorted with
+    the new labels. The comparison is impossible and says why, instead of failing the run."""
+    weak = _train(store, churn, {"max_iter": 500}, RegistryContext())
+    production = ProductionRef(version=6, uri=weak["artifact"]["uri"], digest=weak["artifact"]["digest"])
+    frame = mixed_frame(600)
+    path = tmp_path / "churn-numbers.parquet"
+    frame.assign(churn=(frame["churn"] == "yes").astype(int)).to_parquet(path, index=False)
+    spec = DatasetSpec.model_validate({"source": {"uri": str(path)}, "schema": {
+        "target": "churn", "task": "classification", "features": [
+            {"name": "age", "type": "numeric", "nullable": True},
+            {"name": "plan", "type": "categorical", "nullable": True},
+            {"name": "member", "type": "boolean"}]}})
+    numbers = run_validation(spec, "ns", "churn-numbers", store)
+    assert numbers["ok"], numbers
+    block = _train(store, numbers, {"max_iter": 500}, RegistryContext(production=production))["evaluation"]
+    assert "production" not in block
+    assert "production v6 predicts labels such as 'yes'" in block["productionError"], block["productionError"]
+    assert "the target's values changed" in block["productionError"]
 
 
 def _held_out_frame(store: ArtifactStore, data: dict[str, Any]) -> pd.DataFrame:

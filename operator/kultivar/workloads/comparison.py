@@ -132,7 +132,13 @@ def score_production(ref: ProductionRef, task: str, held_out: HeldOut, store: Ar
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise ComparisonImpossible(f"production v{ref.version} could not score the held-out rows (its inputs "
                                    f"differ from this run's?): {type(e).__name__}: {e}") from e
-    return Scored(metrics_of(held_out.y_test, predictions, task), predictions)
+    try:
+        return Scored(metrics_of(held_out.y_test, predictions, task), predictions)
+    except TypeError as e:  # labels of two types (text and numbers) do not even sort together
+        shown = ", ".join(map(repr, np.asarray(predictions.pred)[:2].tolist()))
+        raise ComparisonImpossible(f"production v{ref.version} predicts labels such as {shown} where this data's "
+                                   f"are such as {', '.join(map(repr, np.asarray(held_out.y_test)[:2].tolist()))}: "
+                                   "the target's values changed, so the two cannot be compared on these rows") from e
 
 
 class ComparisonImpossible(Exception):
