@@ -145,6 +145,15 @@ def test_missing_values_categoricals_and_string_labels(store: ArtifactStore, dat
     assert set(model.predict(live)) <= {"yes", "no"}
 
 
+def test_a_constant_regression_target_has_nothing_to_learn(store: ArtifactStore, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) % 7, "y": 5.0})
+    frame.to_parquet(tmp_path / "flat.parquet", index=False)
+    data = _validate(store, "flat", str(tmp_path / "flat.parquet"), "y", "regression")
+    result = train(store, data, spec("sklearn.linear_model.Ridge"))
+    assert not result["ok"] and result["reason"] == "DataValidationFailed"
+    assert "the same value (5) in every training row" in result["message"]
+
+
 def test_grid_search(store: ArtifactStore, datasets: dict[str, Any]) -> None:
     run_spec = spec("sklearn.linear_model.LogisticRegression", {"max_iter": 500},
                     search={"method": "grid", "space": {"C": [0.01, 1.0, 10.0]}, "cv": 3})

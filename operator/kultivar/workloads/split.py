@@ -132,6 +132,11 @@ def prepare_inputs(frame: pd.DataFrame, features: Sequence[Feature], target: str
     if task == "classification" and len(classes) < 2:
         raise TrainingFailure("DataValidationFailed",
                               "the training split has a single class; add data of other classes")
+    if task == "regression" and len(y_train) and bool(np.all(y_train == y_train[0])):
+        # Nothing to learn, and R2 is undefined on such rows (scikit-learn would report a perfect 1.0).
+        raise TrainingFailure("DataValidationFailed",
+                              f"the target {target!r} has the same value ({y_train[0]:g}) in every training row, so "
+                              "there is nothing to learn; add data where it varies")
     return x_train, x_test, y_train, y_test, classes
 
 
