@@ -269,18 +269,22 @@ def store() -> ArtifactStore:
     return ArtifactStore(f"memory://evaluation-{uuid.uuid4().hex[:8]}")
 
 
-@pytest.fixture(scope="module")
-def churn(store: ArtifactStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    path = tmp_path_factory.mktemp("data") / "churn.parquet"
-    mixed_frame(600).to_parquet(path, index=False)
+def validated_churn(store: ArtifactStore, frame: pd.DataFrame, path: Path, name: str = "churn") -> dict[str, Any]:
+    """``frame`` (churn's columns) written to ``path`` and validated as a Dataset named ``name``."""
+    frame.to_parquet(path, index=False)
     spec = DatasetSpec.model_validate({"source": {"uri": str(path)}, "schema": {
         "target": "churn", "task": "classification", "features": [
             {"name": "age", "type": "numeric", "nullable": True},
             {"name": "plan", "type": "categorical", "nullable": True},
             {"name": "member", "type": "boolean"}]}})
-    result = run_validation(spec, "ns", "churn", store)
+    result = run_validation(spec, "ns", name, store)
     assert result["ok"], result
     return result
+
+
+@pytest.fixture(scope="module")
+def churn(store: ArtifactStore, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return validated_churn(store, mixed_frame(600), tmp_path_factory.mktemp("data") / "churn.parquet")
 
 
 def _train(store: ArtifactStore, data: dict[str, Any], params: dict[str, Any], registry: RegistryContext,
@@ -382,15 +386,8 @@ def test_a_production_predicting_labels_of_another_type_is_not_compared(store: A
     weak = _train(store, churn, {"max_iter": 500}, RegistryContext())
     production = ProductionRef(version=6, uri=weak["artifact"]["uri"], digest=weak["artifact"]["digest"])
     frame = mixed_frame(600)
-    path = tmp_path / "churn-numbers.parquet"
-    frame.assign(churn=(frame["churn"] == "yes").astype(int)).to_parquet(path, index=False)
-    spec = DatasetSpec.model_validate({"source": {"uri": str(path)}, "schema": {
-        "target": "churn", "task": "classification", "features": [
-            {"name": "age", "type": "numeric", "nullable": True},
-            {"name": "plan", "type": "categorical", "nullable": True},
-            {"name": "member", "type": "boolean"}]}})
-    numbers = run_validation(spec, "ns", "churn-numbers", store)
-    assert numbers["ok"], numbers
+    numbers = validated_churn(store, frame.assign(churn=(frame["churn"] == "yes").astype(int)),
+                              tmp_path / "churn-numbers.parquet", "churn-numbers")
     block = _train(store, numbers, {"max_iter": 500}, RegistryContext(production=production))["evaluation"]
     assert "production" not in block
     assert "production v6 predicts labels such as 'yes'" in block["productionError"], block["productionError"]
