@@ -52,7 +52,7 @@ MISSING_TEXT = ""
 PROBABILITY_ATOL = 1e-4
 REGRESSION_RTOL = 1e-4
 PARITY_ROWS = 200_000  # held-out rows compared at most (the first ones): enough to prove it, bounded time
-TRAINING_PARITY_ROWS = 20_000  # training rows compared at most (spread evenly over the split)
+TRAINING_PARITY_ROWS = 10_000  # training rows compared at most (spread evenly over the split)
 LABEL, PROBABILITIES, VALUE = "label", "probabilities", "variable"
 ONNX_ML_OPSET_BOOSTING = 3  # the ai.onnx.ml version onnxmltools' XGBoost and LightGBM converters write
 
@@ -246,11 +246,13 @@ class Answers:
     proba: Any = None
 
     @classmethod
-    def of(cls, pipeline: Any, rows: Any, task: str) -> Answers:
-        if task == "regression":
-            return cls(np.asarray(pipeline.predict(rows)))
-        proba = pipeline.predict_proba(rows) if hasattr(pipeline, "predict_proba") else None
-        return cls(np.asarray(pipeline.predict(rows)), proba)
+    def of(cls, pipeline: Any, rows: Any, task: str, features: Sequence[FeatureLike] = ()) -> Answers:
+        """The pipeline's answers on ``rows``, preprocessed once for predict and predict_proba (as training scores
+        the held-out rows)."""
+        from kultivar.workloads.evaluate import predict_held_out
+
+        answered = predict_held_out(pipeline, rows, task, [f.name for f in features if f.type != "numeric"])
+        return cls(np.asarray(answered.pred), answered.proba)
 
 
 def _frame_columns(x: Any, features: Sequence[FeatureLike]) -> list[np.ndarray]:
@@ -273,11 +275,12 @@ def check_parity(model_bytes: bytes, pipeline: Any, x_test: Any, features: Seque
     sess = session(model_bytes)
     rows = x_test.iloc[:PARITY_ROWS]
     checked = _parity_on(sess, pipeline, rows, features, task,
-                         answers if answers is not None else Answers.of(pipeline, rows, task), "held-out rows")
+                         answers if answers is not None else Answers.of(pipeline, rows, task, features),
+                         "held-out rows")
     if x_train is not None and len(x_train):
         picked = np.unique(np.linspace(0, len(x_train) - 1, min(len(x_train), TRAINING_PARITY_ROWS)).astype(np.intp))
         sample = x_train.iloc[picked]
-        seen = _parity_on(sess, pipeline, sample, features, task, Answers.of(pipeline, sample, task),
+        seen = _parity_on(sess, pipeline, sample, features, task, Answers.of(pipeline, sample, task, features),
                           "training rows")
         checked["trainingRows"] = seen.pop("rows")
         for key, value in seen.items():
