@@ -76,6 +76,20 @@ def test_observing_an_estimator_imports_only_permitted_packages() -> None:
     assert estimator_problem("xgboost.XGBClassifier", ("sklearn", "xgboost")) is None
 
 
+def test_a_package_the_operator_lacks_is_looked_for_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asked on every reconcile of every run: the image's packages do not change, so find_spec runs once."""
+    import importlib.util
+
+    from kultivar.k8s.observe import estimator_problem
+
+    looked: list[str] = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: looked.append(name) or real(name, *a))
+    for _ in range(3):
+        assert estimator_problem("absentpkg.Model", ("sklearn", "absentpkg")) is None
+    assert looked == ["absentpkg"]
+
+
 def test_waits_for_dataset_without_a_valid_version() -> None:
     p = plan(run(), ds=dataset(status={}))
     assert p.ready.reason == "WaitingForDataset" and p.jobs == []

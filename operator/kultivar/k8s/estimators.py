@@ -56,9 +56,9 @@ def estimator_problem(class_path: str, packages: tuple[str, ...]) -> str | None:
         return None
     if importlib.util.find_spec(module_name.split(".", 1)[0]) is None:
         # A permitted package the operator's image lacks (XGBoost, LightGBM: the runtime image only): the training
-        # pod's own check is the only one. find_spec on a top-level name does not import it. Not cached: the
-        # packages an image holds do not change while it runs, but this answer is cheap next to a child.
-        return None
+        # pod's own check is the only one. find_spec on a top-level name does not import it. Remembered like any
+        # answer: the packages an image holds do not change while it runs, and find_spec is the cost avoided above.
+        return _remember(key, None)
     with _lock:
         if key in _answers:
             return _answers[key]
@@ -72,7 +72,10 @@ def estimator_problem(class_path: str, packages: tuple[str, ...]) -> str | None:
         if out.returncode != 0:
             log.warning("estimator check for %s failed: %s", class_path, out.stderr.strip()[-500:])
             return None
-        answer = out.stdout.strip() or None
-        if len(_answers) < 256:
-            _answers[key] = answer
-        return answer
+        return _remember(key, out.stdout.strip() or None)
+
+
+def _remember(key: tuple[str, tuple[str, ...]], answer: str | None) -> str | None:
+    if len(_answers) < 256:  # bounded: class names come from users' specs
+        _answers[key] = answer
+    return answer
